@@ -1,0 +1,107 @@
+"""One crawl: its command line, and the verdict on how it went.
+
+Success is judged from the crawl's stats, not its exit code: `scrapy crawl` exits 0 even when the
+spider raised. A crawl fails when it exited non-zero, wrote no stats, finished for any reason other
+than 'finished', or logged more errors than allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+# Extra settings every crawl gets: our stats collector, and no network consoles listening.
+STATS_COLLECTOR = "daemon.scrapy_stats.JsonFileStatsCollector"
+
+
+def crawl_command(spider: str, stats_file: Path) -> list[str]:
+    """The argv of one crawl. A list, never a shell string: a spider name is one argv element."""
+    return [
+        sys.executable, "-m", "scrapy", "crawl", spider,
+        "-s", f"STATS_CLASS={STATS_COLLECTOR}",
+        "-s", f"SCHEDULER_STATS_FILE={stats_file}",
+        "-s", "TELNETCONSOLE_ENABLED=False",
+        "-s", "WEBSERVICE_ENABLED=False",
+    ]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class CrawlOutcome:
+    spider: str
+    ok: bool
+    failure: str | None  # None | 'error' | 'timeout' | 'interrupted'
+    message: str
+    exit_code: int | None
+    finish_reason: str | None
+    items_scraped: int | None
+    error_count: int | None
+    stats: dict[str, Any] | None
+    duration_s: float
+
+    @property
+    def status(self) -> str:
+        return "completed" if self.ok else "failed"
+
+
+def _describe_exit(exit_code: int) -> str:
+    if exit_code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exited with code {exit_code}"
+
+
+def _int(stats: dict[str, Any] | None, key: str) -> int | None:
+    if stats is None:
+        return None
+    value = stats.get(key, 0)
+    return value if isinstance(value, int) else None
+
+
+def judge(
+    spider: str,
+    *,
+    exit_code: int | None,
+    stats: dict[str, Any] | None,
+    timed_out: bool,
+    interrupted: bool,
+    max_errors: int,
+    timeout_minutes: float,
+    duration_s: float,
+) -> CrawlOutcome:
+    finish_reason = stats.get("finish_reason") if stats else None
+    items = _int(stats, "item_scraped_count")
+    errors = _int(stats, "log_count/ERROR")
+
+    failure: str | None = "error"
+    if interrupted:
+        failure, message = "interrupted", "stopped because the daemon was shutting down"
+    elif timed_out:
+        failure, message = "timeout", f"ran longer than {timeout_minutes:g} minute(s) and was stopped"
+    elif exit_code is None or exit_code != 0:
+        message = _describe_exit(exit_code) if exit_code is not None else "did not exit"
+    elif stats is None:
+        message = "wrote no crawl stats (the crawl did not finish normally)"
+    elif finish_reason != "finished":
+        message = f"finished with finish_reason={finish_reason!r}"
+    elif errors is not None and errors > max_errors:
+        message = f"logged {errors} error(s); at most {max_errors} allowed"
+    else:
+        failure, message = None, f"scraped {items or 0} item(s)"
+
+    return CrawlOutcome(
+        spider=spider,
+        ok=failure is None,
+        failure=failure,
+        message=message,
+        exit_code=exit_code,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+        items_scraped=items,
+        error_count=errors,
+        stats=stats,
+        duration_s=round(duration_s, 3),
+    )

@@ -1,0 +1,71 @@
+"""Connecting to PostgreSQL, and waiting for it to come up. Messages name host and port, never
+the password (psycopg2's own error text never contains it either)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg2
+import psycopg2.extensions
+import structlog
+
+from daemon.config import Settings
+from daemon.errors import DatabaseUnavailable
+
+log = structlog.get_logger("daemon.db")
+
+# Errors that mean "the server or the connection is gone": reconnect and carry on.
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def connect(settings: Settings, *, autocommit: bool = True) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(**settings.dsn_kwargs())
+    conn.autocommit = autocommit
+    return conn
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def wait_for_database(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    *,
+    timeout: float | None = None,
+) -> psycopg2.extensions.connection:
+    """Connect, retrying with backoff (0.5 s doubling to 5 s) until `timeout` seconds pass."""
+    timeout = settings.db_wait_timeout_seconds if timeout is None else timeout
+    stop = stop or threading.Event()
+    # Durations are measured on the monotonic clock: nothing here depends on the wall time.
+    deadline = time.monotonic() + timeout
+    delay, attempt, last_error = 0.5, 0, ""
+    while True:
+        attempt += 1
+        try:
+            conn = connect(settings)
+        except CONNECTION_ERRORS as exc:
+            last_error = first_line(exc)
+        else:
+            if attempt > 1:
+                log.info("database_available", host=settings.db_host, port=settings.db_port, attempts=attempt)
+            return conn
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.is_set():
+            raise DatabaseUnavailable(
+                f"PostgreSQL at {settings.db_host}:{settings.db_port} (database {settings.db_name!r}, "
+                f"user {settings.db_user!r}) did not accept a connection within {timeout:g} s: {last_error}"
+            )
+        log.warning(
+            "database_unavailable",
+            message="Waiting for PostgreSQL",
+            host=settings.db_host,
+            port=settings.db_port,
+            attempt=attempt,
+            retry_in_s=round(min(delay, remaining), 2),
+            error=last_error,
+        )
+        stop.wait(min(delay, remaining))
+        delay = min(delay * 2, 5.0)

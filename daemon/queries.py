@@ -1,0 +1,67 @@
+"""Short named queries with bound parameters. Times always come from the daemon's clock (`now`),
+never from the server's CURRENT_TIMESTAMP, so the decision and the records agree on one clock."""
+
+# Session-level advisory lock keys (any two distinct bigints, fixed forever).
+RUNNER_LOCK_KEY = 7_421_001_001  # held for the life of the daemon that runs spiders
+MIGRATION_LOCK_KEY = 7_421_001_002  # held while migrations are applied
+
+TRY_RUNNER_LOCK = "SELECT pg_try_advisory_lock(%(key)s)"
+RELEASE_RUNNER_LOCK = "SELECT pg_advisory_unlock(%(key)s)"
+
+# Rows left 'running' by a daemon that died. Only called while holding the runner lock, so no
+# other daemon can be running them.
+MARK_STALE_SPIDER_RUNS = """
+UPDATE spider_runs
+   SET status = 'failed', failure = 'stale', finished_at = %(now)s, message = %(message)s
+ WHERE status = 'running'
+RETURNING run_id, spider
+"""
+MARK_STALE_RUNS = """
+UPDATE scheduler_state
+   SET status = 'failed', finished_at = %(now)s, updated_at = %(now)s, error = %(message)s
+ WHERE status = 'running'
+RETURNING id
+"""
+
+# Per spider: the newest success (by insertion order, so a clock set back cannot hide new rows)
+# and the spider's own failures since then. Also the liveness probe of the lock connection.
+SPIDER_HISTORY = """
+SELECT s.spider, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
+  FROM unnest(%(spiders)s::text[]) WITH ORDINALITY AS s (spider, position)
+  LEFT JOIN LATERAL (
+        SELECT r.id, r.started_at FROM spider_runs r
+         WHERE r.spider = s.spider AND r.status = 'completed'
+         ORDER BY r.id DESC LIMIT 1) ok ON true
+  LEFT JOIN LATERAL (
+        SELECT count(*) AS failures,
+               max(COALESCE(f.finished_at, f.started_at)) AS last_failure_at
+          FROM spider_runs f
+         WHERE f.spider = s.spider AND f.status = 'failed'
+           AND f.failure IN ('error', 'timeout') AND f.id > COALESCE(ok.id, 0)) bad ON true
+ ORDER BY s.position
+"""
+
+INSERT_RUN = """
+INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at)
+VALUES (%(now)s, %(spider_count)s, 'running', %(now)s, %(now)s)
+RETURNING id
+"""
+FINISH_RUN = """
+UPDATE scheduler_state
+   SET status = %(status)s, finished_at = %(now)s, updated_at = %(now)s, error = %(error)s
+ WHERE id = %(run_id)s AND status = 'running'
+"""
+
+INSERT_SPIDER_RUN = """
+INSERT INTO spider_runs (run_id, spider, status, started_at)
+VALUES (%(run_id)s, %(spider)s, 'running', %(now)s)
+RETURNING id
+"""
+FINISH_SPIDER_RUN = """
+UPDATE spider_runs
+   SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
+       exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
+       items_scraped = %(items_scraped)s, error_count = %(error_count)s,
+       message = %(message)s, stats = %(stats)s
+ WHERE id = %(id)s AND status = 'running'
+"""

@@ -1,0 +1,211 @@
+"""Running a batch of crawls as subprocesses: concurrency, timeouts, stopping, and their output.
+
+Each crawl runs in its own process group, so a timeout or a shutdown reaches the whole tree
+(SIGTERM, then SIGKILL after the grace period) and no crawl process outlives its turn. Each line a
+crawl prints becomes a `spider_output` log event tagged with the spider and the channel.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.config import PROJECT_ROOT, Settings
+from daemon.crawl import CrawlOutcome, crawl_command, judge
+
+log = structlog.get_logger("daemon.runner")
+
+POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any crawl
+
+OnStart = Callable[[str], Any]
+OnFinish = Callable[[Any, CrawlOutcome], None]
+
+
+def crawl_environment(base: dict[str, str]) -> dict[str, str]:
+    """The crawl's environment: the daemon's, plus our package on the path for the stats collector."""
+    env = dict(base)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class _Crawl:
+    def __init__(self, spider: str, token: Any, stats_file: Path, proc: subprocess.Popen[str], started: float):
+        self.spider = spider
+        self.token = token
+        self.stats_file = stats_file
+        self.proc = proc
+        self.started = started
+        self.term_sent_at: float | None = None
+        self.killed = False
+        self.timed_out = False
+        self.interrupted = False
+        self.readers: list[threading.Thread] = []
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is already gone
+
+    def terminate(self, now: float) -> None:
+        if self.term_sent_at is None:
+            self.term_sent_at = now
+            self.signal_group(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if not self.killed:
+            self.killed = True
+            self.signal_group(signal.SIGKILL)
+
+
+class CrawlRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        stop: threading.Event,
+        force: threading.Event,
+        *,
+        on_poll: Callable[[], None] = lambda: None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stop = stop
+        self.force = force
+        self.on_poll = on_poll
+        self.env = crawl_environment(dict(os.environ) if environ is None else environ)
+        self.stats_dir = settings.state_dir / "stats"
+        self._wake = threading.Event()
+
+    def run(self, spiders: Sequence[str], on_start: OnStart, on_finish: OnFinish) -> list[CrawlOutcome]:
+        """Run `spiders`, at most `concurrency` at a time; return the outcomes of those started.
+
+        Spiders not started because the daemon is stopping get no outcome: they are simply
+        still due next time.
+        """
+        self.stats_dir.mkdir(parents=True, exist_ok=True)
+        pending = collections.deque(spiders)
+        active: list[_Crawl] = []
+        outcomes: list[CrawlOutcome] = []
+        timeout_s = self.settings.spider_timeout.total_seconds()
+        grace = self.settings.stop_grace_seconds
+        while pending or active:
+            now = self.clock.monotonic()
+            stopping = self.stop.is_set()
+            if stopping and pending:
+                log.info("spiders_not_started", spiders=list(pending), reason="stopping")
+                pending.clear()
+            while pending and len(active) < self.settings.concurrency:
+                active.append(self._start(pending.popleft(), on_start))
+            for crawl in active:
+                self._enforce(crawl, now, stopping, timeout_s, grace)
+            for crawl in [c for c in active if c.proc.poll() is not None]:
+                active.remove(crawl)
+                outcome = self._finish(crawl)
+                outcomes.append(outcome)
+                on_finish(crawl.token, outcome)
+            self.on_poll()
+            if pending or active:
+                self._wake.clear()
+                self.clock.wait(self._wake, POLL_SECONDS)
+        return outcomes
+
+    def _enforce(self, crawl: _Crawl, now: float, stopping: bool, timeout_s: float, grace: float) -> None:
+        """Stop a crawl that ran out of time or must make way for shutdown; kill it after the grace."""
+        if crawl.proc.poll() is not None:
+            return
+        if crawl.term_sent_at is None and (stopping or now - crawl.started >= timeout_s):
+            crawl.timed_out = not stopping
+            crawl.interrupted = stopping
+            log.warning(
+                "spider_stopping",
+                spider=crawl.spider,
+                reason="shutdown" if stopping else "timeout",
+                grace_s=grace,
+            )
+            crawl.terminate(now)
+        if self.force.is_set():
+            crawl.interrupted = crawl.interrupted or not crawl.timed_out
+            crawl.kill()
+        elif crawl.term_sent_at is not None and now - crawl.term_sent_at >= grace and not crawl.killed:
+            log.warning("spider_killed", spider=crawl.spider, after_grace_s=grace)
+            crawl.kill()
+
+    def _start(self, spider: str, on_start: OnStart) -> _Crawl:
+        token = on_start(spider)
+        stats_file = self.stats_dir / f"{spider}-{uuid.uuid4().hex}.json"
+        proc = subprocess.Popen(
+            crawl_command(spider, stats_file),
+            cwd=self.settings.project_dir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,  # its own process group: signals reach the whole crawl
+        )
+        crawl = _Crawl(spider, token, stats_file, proc, self.clock.monotonic())
+        log.info("spider_started", spider=spider, pid=proc.pid)
+        for channel, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            reader = threading.Thread(
+                target=self._pump, args=(spider, channel, stream), name=f"{spider}-{channel}", daemon=True
+            )
+            reader.start()
+            crawl.readers.append(reader)
+        return crawl
+
+    def _pump(self, spider: str, channel: str, stream: IO[str] | None) -> None:
+        if stream is None:
+            return
+        with stream:
+            for line in stream:
+                log.info("spider_output", spider=spider, channel=channel, line=line.rstrip("\n"))
+        self._wake.set()
+
+    def _finish(self, crawl: _Crawl) -> CrawlOutcome:
+        # Anything the crawl left behind in its group goes with it.
+        crawl.signal_group(signal.SIGKILL)
+        for reader in crawl.readers:
+            reader.join(timeout=2)
+        stats = _read_stats(crawl.stats_file)
+        return judge(
+            crawl.spider,
+            exit_code=crawl.proc.returncode,
+            stats=stats,
+            timed_out=crawl.timed_out,
+            interrupted=crawl.interrupted,
+            max_errors=self.settings.max_spider_errors,
+            timeout_minutes=self.settings.spider_timeout.total_seconds() / 60,
+            duration_s=self.clock.monotonic() - crawl.started,
+        )
+
+
+def _read_stats(path: Path) -> dict[str, Any] | None:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    finally:
+        for leftover in (path, path.with_name(path.name + ".tmp")):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+    return data if isinstance(data, dict) else None

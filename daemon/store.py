@@ -1,0 +1,88 @@
+"""The records: runs, spider runs and the runner lock, on one autocommit connection.
+
+Every status change is a conditional update (`WHERE status = 'running'`), so a row is finished
+once, whoever gets there first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extensions
+
+from daemon import queries
+from daemon.decision import SpiderHistory
+
+STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"
+
+
+class Store:
+    def __init__(self, conn: psycopg2.extensions.connection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # closing a broken connection must never mask the original problem
+            pass
+
+    def _one(self, sql: str, params: dict[str, Any]) -> Any:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    def _count(self, sql: str, params: dict[str, Any]) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.rowcount
+
+    # The runner lock: a session-level advisory lock, released when the connection ends.
+    def try_runner_lock(self) -> bool:
+        return bool(self._one(queries.TRY_RUNNER_LOCK, {"key": queries.RUNNER_LOCK_KEY}))
+
+    def release_runner_lock(self) -> None:
+        self._one(queries.RELEASE_RUNNER_LOCK, {"key": queries.RUNNER_LOCK_KEY})
+
+    def mark_stale(self, now: datetime) -> tuple[list[int], list[tuple[int, str]]]:
+        """Fail every row left 'running' by a daemon that died. Call only while holding the lock."""
+        params = {"now": now, "message": STALE_MESSAGE}
+        with self.conn.cursor() as cur:
+            cur.execute(queries.MARK_STALE_SPIDER_RUNS, params)
+            spiders = [(r[0], r[1]) for r in cur.fetchall()]
+            cur.execute(queries.MARK_STALE_RUNS, params)
+            runs = [r[0] for r in cur.fetchall()]
+        return runs, spiders
+
+    def histories(self, spiders: Sequence[str]) -> list[SpiderHistory]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.SPIDER_HISTORY, {"spiders": list(spiders)})
+            return [SpiderHistory(r[0], r[1], int(r[2]), r[3]) for r in cur.fetchall()]
+
+    def start_run(self, now: datetime, spider_count: int) -> int:
+        return int(self._one(queries.INSERT_RUN, {"now": now, "spider_count": spider_count}))
+
+    def finish_run(self, run_id: int, now: datetime, *, ok: bool, error: str | None) -> bool:
+        params = {"run_id": run_id, "now": now, "status": "completed" if ok else "failed", "error": error}
+        return self._count(queries.FINISH_RUN, params) == 1
+
+    def start_spider(self, run_id: int, spider: str, now: datetime) -> int:
+        return int(self._one(queries.INSERT_SPIDER_RUN, {"run_id": run_id, "spider": spider, "now": now}))
+
+    def finish_spider(self, spider_run_id: int, now: datetime, outcome: Any) -> bool:
+        params = {
+            "id": spider_run_id,
+            "now": now,
+            "status": "completed" if outcome.ok else "failed",
+            "failure": outcome.failure,
+            "exit_code": outcome.exit_code,
+            "finish_reason": outcome.finish_reason,
+            "items_scraped": outcome.items_scraped,
+            "error_count": outcome.error_count,
+            "message": outcome.message,
+            "stats": json.dumps(outcome.stats, default=str) if outcome.stats is not None else None,
+        }
+        return self._count(queries.FINISH_SPIDER_RUN, params) == 1

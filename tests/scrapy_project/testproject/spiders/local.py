@@ -1,0 +1,72 @@
+"""Spiders that succeed, raise, scrape nothing, take their time, hang, or ignore SIGTERM."""
+
+import asyncio
+import os
+import signal
+import time
+
+import scrapy
+
+from testproject.spiders import site_url
+
+
+class OkSpider(scrapy.Spider):
+    """Follows the local site's pages and scrapes every item."""
+
+    name = "ok"
+
+    def start_requests(self):
+        yield scrapy.Request(site_url("/"))
+
+    def parse(self, response):
+        for item in response.css("li.item::text").getall():
+            yield {"name": item}
+        for href in response.css("a.next::attr(href)").getall():
+            yield response.follow(href, self.parse)
+
+
+class OtherSpider(OkSpider):
+    name = "other"
+
+
+class BoomSpider(OkSpider):
+    """Raises in its callback: Scrapy logs the error and still exits 0."""
+
+    name = "boom"
+
+    def parse(self, response):
+        raise RuntimeError("the site changed its layout")
+
+
+class EmptySpider(OkSpider):
+    """Finds nothing: a success with zero items."""
+
+    name = "empty"
+
+    def parse(self, response):
+        return []
+
+
+class SlowSpider(OkSpider):
+    """Waits SLOW_SECONDS (without blocking the reactor, so SIGTERM stops it cleanly), then scrapes."""
+
+    name = "slow"
+
+    async def parse(self, response):
+        await asyncio.sleep(float(os.environ.get("SLOW_SECONDS", "5")))
+        for item in response.css("li.item::text").getall():
+            yield {"name": item}
+
+
+class HangSpider(OkSpider):
+    """Blocks forever and ignores SIGTERM: only SIGKILL ends it."""
+
+    name = "hang"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def parse(self, response):
+        time.sleep(3600)
+        return []
