@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Extra settings every crawl gets: our stats collector, and no network consoles listening.
+# Extra settings every crawl gets: our stats collector, and no telnet console or remote-control
+# HTTP server listening (both are on by default in Scrapy).
 STATS_COLLECTOR = "daemon.scrapy_stats.JsonFileStatsCollector"
 
 
@@ -24,7 +25,7 @@ def crawl_command(spider: str, stats_file: Path) -> list[str]:
         "-s", f"STATS_CLASS={STATS_COLLECTOR}",
         "-s", f"SCHEDULER_STATS_FILE={stats_file}",
         "-s", "TELNETCONSOLE_ENABLED=False",
-        "-s", "WEBSERVICE_ENABLED=False",
+        "-s", "REMOTE_CONTROL_ENABLED=False",
     ]  # fmt: skip
 
 

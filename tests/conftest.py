@@ -138,8 +138,10 @@ def template_db(pg_server: PostgresServer) -> str:
     from daemon.migrations import apply_migrations
 
     name = "scheduler_template"
-    with pg_server.connect() as conn, conn.cursor() as cur:
+    conn = pg_server.connect()
+    with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
     settings = Settings.from_mapping({**pg_server.env(name), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT)})
     apply_migrations(settings)
     return name

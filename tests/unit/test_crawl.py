@@ -44,4 +44,4 @@ def test_counts_come_from_the_stats():
 def test_the_spider_name_is_one_argv_element_and_consoles_are_off(tmp_path):
     argv = crawl_command("x; rm -rf /", tmp_path / "s.json")
     assert argv[argv.index("crawl") + 1] == "x; rm -rf /"
-    assert "TELNETCONSOLE_ENABLED=False" in argv
+    assert "TELNETCONSOLE_ENABLED=False" in argv and "REMOTE_CONTROL_ENABLED=False" in argv

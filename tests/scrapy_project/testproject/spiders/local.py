@@ -15,7 +15,7 @@ class OkSpider(scrapy.Spider):
 
     name = "ok"
 
-    def start_requests(self):
+    async def start(self):
         yield scrapy.Request(site_url("/"))
 
     def parse(self, response):
@@ -70,3 +70,7 @@ class HangSpider(OkSpider):
     def parse(self, response):
         time.sleep(3600)
         return []
+
+
+class SlowTwoSpider(SlowSpider):
+    name = "slow2"

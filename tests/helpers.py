@@ -1,0 +1,121 @@
+"""Small helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from daemon.clock import OffsetClock
+from daemon.config import Settings
+from daemon.scheduler import Scheduler
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, step: float = 0.1, what: str = "condition"):
+    """Poll until `predicate()` is truthy; return its value, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def rows(conn, sql: str, params: dict | None = None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params or {})
+        return cur.fetchall() if cur.description else []
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def insert_completed(conn, spiders: Sequence[str], started: datetime) -> int:
+    """Record a completed run of `spiders` that started at `started` (arranging history)."""
+    [(run_id,)] = rows(
+        conn,
+        "INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at) "
+        "VALUES (%(t)s, %(n)s, 'completed', %(t)s) RETURNING id",
+        {"t": started, "n": len(spiders)},
+    )
+    for spider in spiders:
+        rows(
+            conn,
+            "INSERT INTO spider_runs (run_id, spider, status, started_at, finished_at, items_scraped) "
+            "VALUES (%(r)s, %(s)s, 'completed', %(t)s, %(t)s, 1)",
+            {"r": run_id, "s": spider, "t": started},
+        )
+    return run_id
+
+
+def side_channel(path: Path) -> list[tuple[str, float, int, str]]:
+    """The spiders' own record of what ran: (start|end, unix time, pid, spider)."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        kind, stamp, pid, spider = line.split()
+        entries.append((kind, float(stamp), int(pid), spider))
+    return entries
+
+
+def crawl_intervals(path: Path) -> list[tuple[float, float, str]]:
+    """(start, end, spider) per crawl process, from the side channel (end = inf if it never ended)."""
+    starts: dict[int, tuple[float, str]] = {}
+    spans = []
+    for kind, stamp, pid, spider in side_channel(path):
+        if kind == "start":
+            starts[pid] = (stamp, spider)
+        elif pid in starts:
+            begin, name = starts.pop(pid)
+            spans.append((begin, stamp, name))
+    spans.extend((begin, float("inf"), name) for begin, name in starts.values())
+    return sorted(spans)
+
+
+class SchedulerThread:
+    """The real loop in a thread, against real Postgres and real crawls, with a movable clock."""
+
+    def __init__(self, env: dict[str, str], spiders: Sequence[str], clock: OffsetClock | None = None):
+        self.settings = Settings.from_mapping(env)
+        self.clock = clock or OffsetClock()
+        self.stop = threading.Event()
+        self.force = threading.Event()
+        self.scheduler = Scheduler(
+            self.settings, spiders, clock=self.clock, stop=self.stop, force=self.force,
+            environ={**os.environ, **env},
+        )  # fmt: skip
+        self.thread = threading.Thread(target=self.scheduler.run, daemon=True)
+
+    def __enter__(self) -> SchedulerThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the scheduler did not stop"
+
+
+def json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def hours(n: float) -> timedelta:
+    return timedelta(hours=n)

@@ -1,0 +1,209 @@
+"""The loop against a real Postgres, with real `scrapy crawl` subprocesses; only the clock is fake."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from tests.helpers import SchedulerThread, crawl_intervals, hours, insert_completed, rows, utcnow, wait_for
+
+
+def events(logs, name):
+    return [e for e in logs if e["event"] == name]
+
+
+def messages(logs):
+    return [e.get("message", "") for e in logs]
+
+
+def completed_runs(db):
+    return rows(db, "SELECT id FROM scheduler_state WHERE status = 'completed'")
+
+
+def test_first_run_starts_at_once_with_no_history_and_records_the_results(base_env, db):
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]):
+        wait_for(lambda: completed_runs(db), what="a completed run")
+    [(spider, status, failure, items, errors, reason, code, started, finished, message)] = rows(
+        db,
+        "SELECT spider, status, failure, items_scraped, error_count, finish_reason, exit_code, "
+        "started_at, finished_at, message FROM spider_runs",
+    )
+    assert (spider, status, failure, items, errors, reason, code) == ("ok", "completed", None, 15, 0, "finished", 0)
+    assert started <= finished and message == "scraped 15 item(s)"
+    [(spider_count, run_status, last_run_at)] = rows(db, "SELECT spider_count, status, last_run_at FROM scheduler_state")
+    assert (spider_count, run_status, last_run_at) == (1, "completed", started if last_run_at == started else last_run_at)
+    said = messages(logs)
+    assert any(m.startswith("Last run was never") for m in said)
+    assert "Time threshold met or exceeded, running spiders immediately" in said
+    assert "Starting spider run for 1 spider(s)" in said
+    assert "Spider run completed successfully" in said
+    [summary] = events(logs, "spider_run_finished")
+    assert summary["status"] == "completed" and summary["items"] == 15 and summary["spider"] == "ok"
+    output = events(logs, "spider_output")
+    assert output and all(e["spider"] == "ok" and e["channel"] in ("stdout", "stderr") for e in output)
+    lines = [e["line"] for e in output]
+    assert any("Spider closed (finished)" in line for line in lines)
+    # No network console may listen during a crawl.
+    assert not [line for line in lines if "Telnet console listening" in line or "Remote control HTTP" in line]
+
+
+def test_overdue_spider_runs_at_once_after_restart(base_env, db):
+    insert_completed(db, ["ok"], utcnow() - hours(8))
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]):
+        wait_for(lambda: len(completed_runs(db)) == 2, what="the catch-up run")
+    assert "Last run was 8.00 hours ago (required: 4 hours)" in messages(logs)
+    assert "Time threshold met or exceeded, running spiders immediately" in messages(logs)
+
+
+def test_recent_run_waits_the_remainder_and_a_wall_clock_jump_starts_it_within_a_tick(base_env, db):
+    insert_completed(db, ["ok"], utcnow() - hours(2))
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]) as sched:
+        not_due = wait_for(lambda: events(logs, "run_not_due"), what="the decision")
+        time.sleep(1.5)  # three ticks: nothing may run
+        assert len(completed_runs(db)) == 1
+        assert not_due[0]["message"].startswith("Recent run detected, skipping immediate execution; next run due at")
+        assert abs(not_due[0]["wait_hours"] - 2.0) < 0.01
+        assert "Last run was 2.00 hours ago (required: 4 hours)" in messages(logs)
+        # The machine was suspended: the wall clock leaps 2 h while the process's waits did not.
+        sched.clock.jump(hours(2))
+        jumped = time.monotonic()
+        wait_for(lambda: events(logs, "run_started"), timeout=10, what="the run after the jump")
+        print(f"run started {time.monotonic() - jumped:.2f} s after the wall-clock jump (tick 0.5 s)")
+        wait_for(lambda: len(completed_runs(db)) == 2, what="the run to complete")
+
+
+def test_a_failing_spider_is_retried_with_backoff_without_rerunning_the_ones_that_succeeded(base_env, db):
+    env = {**base_env, "SCHEDULER_RETRY_DELAY_MINUTES": "0.02"}  # 1.2 s, doubling
+    with capture_logs() as logs, SchedulerThread(env, ["ok", "boom"]):
+        wait_for(
+            lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE spider = 'boom' AND status = 'failed'")[0][0] >= 3,
+            timeout=60,
+            what="three failed attempts of boom",
+        )
+    ok_runs = rows(db, "SELECT status FROM spider_runs WHERE spider = 'ok'")
+    assert ok_runs == [("completed",)], "a spider that succeeded must not run again within the interval"
+    boom = rows(
+        db,
+        "SELECT started_at, finished_at, failure, exit_code, error_count, message FROM spider_runs "
+        "WHERE spider = 'boom' ORDER BY id",
+    )
+    for _, _, failure, exit_code, errors, message in boom:
+        # Exit code 0, yet failed: success is judged from the crawl's stats.
+        assert (failure, exit_code) == ("error", 0) and errors >= 1 and "error(s)" in message
+    # Never earlier than the backoff: 1.2 s after the first failure, 2.4 s after the second.
+    assert boom[1][0] - boom[0][1] >= timedelta(seconds=1.2)
+    assert boom[2][0] - boom[1][1] >= timedelta(seconds=2.4)
+    statuses = rows(db, "SELECT status, spider_count FROM scheduler_state ORDER BY id")
+    assert statuses[0] == ("failed", 2) and all(s == ("failed", 1) for s in statuses[1:])
+    assert any(e["event"] == "run_failed" and "did not succeed" in e["message"] for e in logs)
+
+
+def test_a_hanging_spider_that_ignores_sigterm_is_killed_at_the_timeout(base_env, db):
+    env = {**base_env, "SCHEDULER_SPIDER_TIMEOUT_MINUTES": "0.05", "SCHEDULER_STOP_GRACE_SECONDS": "1"}
+    with SchedulerThread(env, ["hang"]):
+        wait_for(lambda: rows(db, "SELECT 1 FROM spider_runs WHERE status = 'failed'"), timeout=30, what="the timeout")
+    [(failure, message, code)] = rows(db, "SELECT failure, message, exit_code FROM spider_runs")
+    assert failure == "timeout" and "ran longer than 0.05 minute(s)" in message and code == -9
+    [(start, end, spider)] = crawl_intervals(base_env_path(base_env))
+    assert end == float("inf")  # it never ended by itself...
+    pid = [pid for kind, _, pid, _ in _entries(base_env) if kind == "start"][0]
+    assert not _alive(pid)  # ...and it is gone
+
+
+def test_rows_left_running_by_a_dead_daemon_are_failed_on_start_and_their_spiders_run_again(base_env, db):
+    [(run_id,)] = rows(
+        db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, 'running') RETURNING id"
+    )
+    rows(db, "INSERT INTO spider_runs (run_id, spider, status, started_at) VALUES (%(r)s, 'ok', 'running', now())", {"r": run_id})
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]):
+        wait_for(lambda: completed_runs(db), what="the spider to run again")
+    [(status, error)] = rows(db, "SELECT status, error FROM scheduler_state WHERE id = %(r)s", {"r": run_id})
+    assert status == "failed" and "daemon stopped during the run" in error
+    [(failure,)] = rows(db, "SELECT failure FROM spider_runs WHERE run_id = %(r)s", {"r": run_id})
+    assert failure == "stale"
+    assert events(logs, "stale_runs_failed")
+
+
+def test_only_one_run_may_be_running_at_once(db):
+    rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, 'running')")
+    import psycopg2
+
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, 'running')")
+
+
+def test_a_second_scheduler_stands_by_and_takes_over_when_the_first_goes_away(base_env, db):
+    env = {**base_env, "SCHEDULER_INTERVAL_HOURS": "0.0005", "SLOW_SECONDS": "1"}  # due every 1.8 s
+    first = SchedulerThread(env, ["slow"])
+    second = SchedulerThread(env, ["slow"])
+    with capture_logs() as logs:
+        with first:
+            wait_for(lambda: rows(db, "SELECT 1 FROM spider_runs WHERE status = 'running'"), what="the first run")
+            with second:
+                wait_for(lambda: events(logs, "standby"), what="the standby notice")
+                first.stop.set()
+                first.thread.join(timeout=30)
+                taken = len(completed_runs(db))
+                wait_for(lambda: len(completed_runs(db)) >= taken + 2, timeout=30, what="runs by the second daemon")
+    assert len(events(logs, "runner_lock_acquired")) == 2
+    spans = crawl_intervals(base_env_path(env))
+    for (s1, e1, _), (s2, _, _) in zip(spans, spans[1:]):
+        assert s2 >= e1, "two crawls overlapped"
+
+
+def test_disabled_scheduling_keeps_running_and_runs_nothing(base_env, db):
+    with capture_logs() as logs, SchedulerThread({**base_env, "SCHEDULER_ENABLED": "false"}, ["ok"]):
+        wait_for(lambda: events(logs, "scheduling_disabled"), what="the notice")
+        time.sleep(1.5)
+    assert rows(db, "SELECT count(*) FROM scheduler_state") == [(0,)]
+
+
+@pytest.mark.parametrize(("concurrency", "overlap"), [("1", False), ("2", True)])
+def test_concurrency_bounds_how_many_crawls_run_together(base_env, db, concurrency, overlap):
+    env = {**base_env, "SCHEDULER_CONCURRENCY": concurrency, "SLOW_SECONDS": "3"}
+    with SchedulerThread(env, ["slow", "slow2"]):
+        wait_for(lambda: completed_runs(db), timeout=60, what="the run")
+    (s1, e1, _), (s2, e2, _) = crawl_intervals(base_env_path(env))
+    assert (s2 < e1) is overlap
+
+
+def test_stopping_interrupts_running_spiders_and_records_them(base_env, db):
+    env = {**base_env, "SLOW_SECONDS": "60"}
+    sched = SchedulerThread(env, ["slow"])
+    with sched:
+        wait_for(lambda: [e for e in _entries(env) if e[0] == "start"], timeout=30, what="the crawl to start")
+    [(status, failure, message)] = rows(db, "SELECT status, failure, message FROM spider_runs")
+    assert (status, failure) == ("failed", "interrupted") and "shutting down" in message
+    assert rows(db, "SELECT status FROM scheduler_state") == [("failed",)]
+    pid = [pid for kind, _, pid, _ in _entries(env) if kind == "start"][0]
+    assert not _alive(pid)
+
+
+def base_env_path(env):
+    from pathlib import Path
+
+    return Path(env["SPIDER_SIDE_CHANNEL"])
+
+
+def _entries(env):
+    from tests.helpers import side_channel
+
+    return side_channel(base_env_path(env))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes; it only waits for its parent to reap it.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
