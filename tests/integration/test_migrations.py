@@ -1,0 +1,82 @@
+"""Migrations: each file once, in one transaction with its ledger row; edits refused; serialized."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Settings
+from daemon.errors import MigrationError
+from daemon.migrations import SQL_DIR, apply_migrations
+from tests.conftest import ROOT, TEST_PROJECT
+from tests.helpers import rows
+
+
+def settings_for(pg_server, name):
+    return Settings.from_mapping({**pg_server.env(name), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT)})
+
+
+def copy_sql(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, target)
+    return target
+
+
+def test_each_file_is_applied_once_and_a_second_pass_does_nothing(pg_server, empty_database):
+    settings = settings_for(pg_server, empty_database)
+    first = apply_migrations(settings)
+    assert first == sorted(p.name for p in SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+    assert apply_migrations(settings) == []
+    conn = pg_server.connect(empty_database)
+    assert [r[0] for r in rows(conn, "SELECT filename FROM schema_migrations ORDER BY 1")] == first
+    conn.close()
+
+
+def test_five_processes_migrating_at_once_apply_each_file_once(pg_server, empty_database):
+    env = {**pg_server.env(empty_database), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT), "PATH": "/usr/bin:/bin"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "daemon", "migrate"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(5)
+    ]  # fmt: skip
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 5, results
+    conn = pg_server.connect(empty_database)
+    [(count, distinct)] = rows(conn, "SELECT count(*), count(DISTINCT filename) FROM schema_migrations")
+    assert count == distinct == len(list(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql")))
+    conn.close()
+
+
+def test_a_file_with_a_bad_second_statement_applies_nothing_and_names_the_file(pg_server, empty_database, tmp_path):
+    sql = copy_sql(tmp_path)
+    (sql / "900_broken.sql").write_text("CREATE TABLE half_done (id int);\nSELEC broken;\n")
+    settings = settings_for(pg_server, empty_database)
+    with pytest.raises(MigrationError) as caught:
+        apply_migrations(settings, sql)
+    assert "sql/900_broken.sql" in str(caught.value) and "nothing of it was applied" in str(caught.value)
+    conn = pg_server.connect(empty_database)
+    assert rows(conn, "SELECT to_regclass('half_done')") == [(None,)]
+    assert rows(conn, "SELECT count(*) FROM schema_migrations WHERE filename = '900_broken.sql'") == [(0,)]
+    conn.close()
+
+
+def test_an_applied_file_that_was_edited_is_refused(pg_server, empty_database, tmp_path):
+    sql = copy_sql(tmp_path)
+    settings = settings_for(pg_server, empty_database)
+    apply_migrations(settings, sql)
+    with (sql / "001_scheduler_state.sql").open("a") as fh:
+        fh.write("\n-- an innocent-looking edit\n")
+    with pytest.raises(MigrationError, match=r"sql/001_scheduler_state.sql was edited after it was applied"):
+        apply_migrations(settings, sql)
+
+
+def test_only_numbered_files_are_migrations(pg_server, empty_database):
+    apply_migrations(settings_for(pg_server, empty_database))
+    conn = pg_server.connect(empty_database)
+    assert rows(conn, "SELECT count(*) FROM schema_migrations WHERE filename = 'monitoring.sql'") == [(0,)]
+    conn.close()

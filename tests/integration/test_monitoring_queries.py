@@ -1,0 +1,59 @@
+"""The design's four monitoring queries run verbatim through psql and give correct answers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from datetime import timedelta
+
+from tests.conftest import PG_BIN, ROOT
+from tests.helpers import hours, insert_completed, rows, utcnow
+
+
+def arrange(db):
+    now = utcnow()
+    for h in (30 * 24 + 5, 20, 8, 4):  # one older than a month, three inside the last day or so
+        insert_completed(db, ["ok"], now - hours(h))
+    rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (%(t)s, 2, 'failed')",
+         {"t": now - hours(2)})  # fmt: skip
+    return now
+
+
+def psql(pg_server, database, *args):
+    env = {**os.environ, "PGPASSWORD": pg_server.password}
+    return subprocess.run(
+        [str(PG_BIN / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(pg_server.port),
+         "-U", "postgres", "-d", database, *args],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def test_monitoring_sql_runs_verbatim_in_psql_and_answers_correctly(pg_server, database, db):
+    arrange(db)
+    out = psql(pg_server, database, "-A", "-F", "|", "-f", str(ROOT / "sql" / "monitoring.sql"))
+    # Unaligned output: each result is a header line, its rows, and an "(N rows)" footer.
+    blocks = [b.strip() + "\n-" for b in re.split(r"\(\d+ rows?\)", out)][:4]
+    assert len(blocks) == 4
+    # 1. The last successful run: the one 4 hours ago.
+    [last] = blocks[0].splitlines()[1:-1]
+    assert last.endswith("|1|completed")
+    # 2. The last 24 hours: the failed run (2 h), and completed runs 4, 8 and 20 hours ago.
+    lines = [line for line in blocks[1].splitlines()[1:-1]]
+    assert [line.split("|")[2] for line in lines] == ["failed", "completed", "completed", "completed"]
+    hours_ago = [round(float(line.split("|")[3])) for line in lines]
+    assert hours_ago == [2, 4, 8, 20]
+    # 3. Counts per status in the last 30 days (the month-old run is outside).
+    counts = dict(line.split("|")[:2] for line in blocks[2].splitlines()[1:-1])
+    assert counts == {"completed": "3", "failed": "1"}
+    # 4. Hours between completed runs, newest first.
+    between = [line.split("|")[2] for line in blocks[3].splitlines()[1:-1]]
+    assert [round(float(b)) if b else None for b in between] == [4, 12, 24 * 30 + 5 - 20, None]
+
+
+def test_the_views_give_the_same_answers_as_the_queries(db):
+    arrange(db)
+    assert rows(db, "SELECT status FROM last_successful_run") == [("completed",)]
+    assert len(rows(db, "SELECT * FROM runs_last_24h")) == 4
+    assert dict((s, c) for s, c, *_ in rows(db, "SELECT * FROM run_status_counts_30d")) == {"completed": 3, "failed": 1}
+    assert len(rows(db, "SELECT * FROM hours_between_completed_runs")) == 4
