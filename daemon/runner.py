@@ -8,6 +8,7 @@ crawl prints becomes a `spider_output` log event tagged with the spider and the 
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
 import signal
@@ -30,6 +31,18 @@ POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any cr
 
 OnStart = Callable[[str], Any]
 OnFinish = Callable[[Any, CrawlOutcome], None]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_daemon() -> None:
+    """In the child, before exec: if the daemon is killed (SIGKILL, power cut of the process), the
+    kernel kills the crawl too, so no crawl is ever orphaned to run beside the next daemon's."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # not Linux: the process-group handling still applies
+        pass
 
 
 def crawl_environment(base: dict[str, str]) -> dict[str, str]:
@@ -159,6 +172,7 @@ class CrawlRunner:
             encoding="utf-8",
             errors="replace",
             start_new_session=True,  # its own process group: signals reach the whole crawl
+            preexec_fn=_die_with_the_daemon,
         )
         crawl = _Crawl(spider, token, stats_file, proc, self.clock.monotonic())
         log.info("spider_started", spider=spider, pid=proc.pid)

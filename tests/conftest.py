@@ -33,6 +33,11 @@ PROJECT_PREFIXES = ("DB_", "SCHEDULER_", "SCRAPY_", "LOG_", "CACHE_", "ALERT_", 
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: end-to-end: the daemon as a real process")
+    config.addinivalue_line("markers", "docker: end-to-end: the real container stack (needs a Docker engine)")
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's shell must not leak settings into the tests."""
