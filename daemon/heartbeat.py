@@ -11,8 +11,8 @@ from pathlib import Path
 
 
 def max_age_seconds(tick_seconds: float) -> float:
-    """How old the heartbeat may get before the daemon counts as stuck: two ticks and some slack."""
-    return 2 * tick_seconds + 30
+    """How old the heartbeat may get before the daemon counts as stuck: three ticks and a little slack."""
+    return 3 * tick_seconds + 5
 
 
 def beat(path: Path) -> None:

@@ -1,0 +1,268 @@
+"""The container stack, built and run for real with docker-compose v1 and docker compose v2.
+
+Each flavour gets its own copy of the project (with its own .env) and its own compose project
+name, so nothing here touches the developer's .env or stack. Tests in a class share one stack and
+run in order, like a user's session: up, stop/start, kill, stop, down/up, psql, healthcheck.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import json_lines, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+CANARY = "stack-canary-" + uuid.uuid4().hex[:8]
+TEST_ENV = {
+    "DB_HOST": "postgres",
+    "DB_NAME": "jobsearchtools",
+    "DB_USER": "postgres",
+    "DB_PASSWORD": CANARY,
+    "SCRAPY_PROJECT_HOST_DIR": "./tests/scrapy_project",
+    "SCRAPY_PROJECT_DIR": "/project",
+    "SCHEDULER_SPIDERS": "ok,slow",
+    "SCHEDULER_INTERVAL_HOURS": "0.05",  # 3 minutes: nothing runs by itself during a scenario
+    "SCHEDULER_TICK_SECONDS": "1",
+    "SCHEDULER_STOP_GRACE_SECONDS": "5",
+    "LOG_FORMAT": "json",
+}
+COPY = ["Dockerfile", ".dockerignore", "docker-compose.yml", "docker-entrypoint.sh", "requirements.txt",
+        "daemon", "sql", "example_project", "tests/scrapy_project", "tests/e2e/docker"]  # fmt: skip
+FLAVOURS = {"v1": ["docker-compose"], "v2": ["docker", "compose"]}
+
+
+def docker_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def require_docker() -> None:
+    if docker_answers():
+        return
+    if os.environ.get("REQUIRE_DOCKER") == "1":
+        pytest.fail("REQUIRE_DOCKER=1 but no Docker engine answers (run ../shared/docker/offline-images.sh)")
+    pytest.skip("no Docker engine answers: the container stack tests need one (REQUIRE_DOCKER=1 in CI)")
+
+
+class Stack:
+    def __init__(self, flavour: str, workdir: Path, files: list[str]):
+        self.command = FLAVOURS[flavour]
+        self.workdir = workdir
+        self.project = f"schede2e{flavour}{uuid.uuid4().hex[:6]}"
+        self.files = files
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        argv = [*self.command, "-p", self.project]
+        for f in self.files:
+            argv += ["-f", f]
+        done = subprocess.run([*argv, *args], cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done
+
+    def sql(self, query: str) -> list[list[str]]:
+        out = self.compose("exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "jobsearchtools",
+                           "-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-c", query).stdout  # fmt: skip
+        return [line.split("|") for line in out.splitlines() if line.strip()]
+
+    def count(self, where: str) -> int:
+        return int(self.sql(f"SELECT count(*) FROM scheduler_state WHERE {where}")[0][0])
+
+    def spider_count(self, where: str) -> int:
+        return int(self.sql(f"SELECT count(*) FROM spider_runs WHERE {where}")[0][0])
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "scheduler").stdout
+
+    def container(self, service: str = "scheduler") -> str:
+        return self.compose("ps", "-q", service).stdout.strip()
+
+    def inspect(self, what: str, service: str = "scheduler") -> str:
+        return subprocess.run(
+            ["docker", "inspect", "-f", what, self.container(service)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    def push_history_back(self) -> None:
+        """Pretend the PC was off for a day: every recorded run is a day older."""
+        self.sql("UPDATE scheduler_state SET last_run_at = last_run_at - interval '1 day'")
+        self.sql("UPDATE spider_runs SET started_at = started_at - interval '1 day', "
+                 "finished_at = finished_at - interval '1 day'")  # fmt: skip
+
+
+def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
+    require_docker()
+    if shutil.which(FLAVOURS[flavour][0]) is None:
+        pytest.fail(f"{' '.join(FLAVOURS[flavour])} is not installed")
+    for item in COPY:
+        src, dst = ROOT / item, tmp / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    env = dict(TEST_ENV)
+    files = ["docker-compose.yml", "tests/e2e/docker/compose.test.yml"]
+    if secrets:
+        env.pop("DB_PASSWORD")
+        (tmp / "secrets").mkdir()
+        (tmp / "secrets" / "db_password").write_text(CANARY + "\n")
+        files.append("tests/e2e/docker/compose.secrets.test.yml")
+    (tmp / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return Stack(flavour, tmp, files)
+
+
+@pytest.fixture(scope="class")
+def stack_v1(tmp_path_factory):
+    stack = make_stack("v1", tmp_path_factory.mktemp("stack-v1"))
+    yield stack
+    stack.compose("down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.fixture(scope="class")
+def stack_v2_secrets(tmp_path_factory):
+    stack = make_stack("v2", tmp_path_factory.mktemp("stack-v2"), secrets=True)
+    yield stack
+    stack.compose("down", "-v", "--remove-orphans", check=False)
+
+
+def wait_running_spider(stack: Stack) -> None:
+    wait_for(lambda: stack.spider_count("status = 'running' AND spider = 'slow'") == 1, timeout=120, step=0.5,
+             what="the slow spider to be running")  # fmt: skip
+
+
+class TestComposeV1:
+    """The commands users type, in the order they type them."""
+
+    def test_up_on_an_empty_volume_migrates_and_runs_at_once(self, stack_v1):
+        stack_v1.compose("build", timeout=900)
+        stack_v1.compose("up", "-d")
+        wait_for(lambda: stack_v1.count("status = 'completed'") == 1, timeout=180, step=1, what="the first run")
+        assert int(stack_v1.sql("SELECT count(*) FROM schema_migrations")[0][0]) >= 3
+        logs = stack_v1.logs()
+        assert "Last run was" in logs
+        records = json_lines("\n".join(line.split("|", 1)[-1] for line in logs.splitlines()))
+        summaries = [r for r in records if r.get("event") == "spider_run_finished"]
+        assert {s["spider"] for s in summaries} == {"ok", "slow"}
+        assert {(s["spider"], s["status"], s["items"]) for s in summaries} == {("ok", "completed", 15), ("slow", "completed", 5)}
+
+    def test_stop_and_start_within_the_interval_runs_nothing_new(self, stack_v1):
+        stack_v1.compose("stop", "scheduler")
+        stack_v1.compose("start", "scheduler")
+        wait_for(lambda: stack_v1.logs().count("Recent run detected") >= 1, timeout=60, what="the decision")
+        time.sleep(3)
+        assert stack_v1.count("true") == 1
+        assert "next run due at" in stack_v1.logs()
+
+    def test_start_after_the_interval_has_passed_runs_at_once(self, stack_v1):
+        stack_v1.compose("stop", "scheduler")
+        stack_v1.push_history_back()
+        stack_v1.compose("start", "scheduler")
+        wait_for(lambda: stack_v1.count("status = 'completed'") == 2, timeout=120, step=1, what="the catch-up run")
+
+    def test_kill_mid_run_then_start_fails_the_stale_run_and_runs_again(self, stack_v1):
+        stack_v1.compose("stop", "scheduler")
+        stack_v1.push_history_back()
+        stack_v1.compose("start", "scheduler")
+        wait_running_spider(stack_v1)
+        stack_v1.compose("kill", "scheduler")
+        assert stack_v1.count("status = 'running'") == 1
+        stack_v1.compose("start", "scheduler")
+        wait_for(lambda: stack_v1.count("status = 'completed'") == 3, timeout=120, step=1, what="the re-run")
+        assert stack_v1.spider_count("failure = 'stale'") >= 1
+        assert stack_v1.count("status = 'running'") == 0
+
+    def test_stop_mid_run_exits_0_and_records_the_run_as_interrupted(self, stack_v1):
+        stack_v1.compose("stop", "scheduler")
+        stack_v1.push_history_back()
+        stack_v1.compose("start", "scheduler")
+        wait_running_spider(stack_v1)
+        started = time.monotonic()
+        stack_v1.compose("stop", "scheduler")
+        took = time.monotonic() - started
+        print(f"docker-compose stop during a run took {took:.1f} s (daemon grace 5 s, compose grace 40 s)")
+        assert stack_v1.inspect("{{.State.ExitCode}}") == "0"
+        assert stack_v1.spider_count("failure = 'interrupted' AND spider = 'slow'") == 1
+        assert stack_v1.count("status = 'running'") == 0
+        [[error]] = stack_v1.sql("SELECT error FROM scheduler_state ORDER BY id DESC LIMIT 1")
+        assert "daemon was shutting down" in error or "stopping" in error
+
+    def test_down_and_up_keeps_the_history(self, stack_v1):
+        before = stack_v1.count("true")
+        stack_v1.compose("down")
+        stack_v1.compose("up", "-d")
+        wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}", "postgres") == "healthy", timeout=120,
+                 what="postgres")  # fmt: skip
+        assert stack_v1.count("true") >= before
+
+    def test_the_monitoring_queries_run_verbatim_through_compose_exec(self, stack_v1):
+        sql = (ROOT / "sql" / "monitoring.sql").read_text()
+        done = subprocess.run(
+            [*stack_v1.command, "-p", stack_v1.project, *sum((["-f", f] for f in stack_v1.files), []),
+             "exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "jobsearchtools", "-v", "ON_ERROR_STOP=1"],
+            cwd=stack_v1.workdir, input=sql, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "hours_ago" in done.stdout and "hours_between" in done.stdout and "completed" in done.stdout
+
+    def test_the_healthcheck_follows_the_loop_and_turns_unhealthy_when_it_freezes(self, stack_v1):
+        wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy")
+        top = subprocess.run(["docker", "top", stack_v1.container(), "-eo", "pid,args"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        # The daemon itself, not tini (init: true) whose command line also mentions it.
+        pid = next(
+            int(line.split()[0])
+            for line in top.splitlines()[1:]
+            if line.split()[1].rsplit("/", 1)[-1].startswith("python") and line.split()[2:] == ["-m", "daemon"]
+        )
+        os.kill(pid, 19)  # SIGSTOP: the process exists, but its loop no longer turns
+        try:
+            wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}") == "unhealthy", timeout=120,
+                     what="unhealthy")  # fmt: skip
+        finally:
+            os.kill(pid, 18)  # SIGCONT
+        wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy again")
+
+    def test_no_password_in_logs_the_image_or_the_healthcheck_output(self, stack_v1):
+        assert CANARY not in stack_v1.logs()
+        health = stack_v1.inspect("{{json .State.Health}}")
+        assert CANARY not in health
+        history = subprocess.run(["docker", "history", "--no-trunc", "persistent-scheduler:latest"],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+        image = subprocess.run(["docker", "image", "inspect", "persistent-scheduler:latest"],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert CANARY not in history + image
+        user = json.loads(image)[0]["Config"]["User"]
+        assert user and user not in ("root", "0")
+
+
+class TestComposeV2WithSecrets:
+    """docker compose v2, with the password as a compose secret instead of a variable."""
+
+    def test_up_runs_at_once_with_the_password_from_a_secret_file(self, stack_v2_secrets):
+        stack = stack_v2_secrets
+        stack.compose("up", "-d", "--build", timeout=900)
+        wait_for(lambda: stack.count("status = 'completed'") == 1, timeout=180, step=1, what="the first run")
+        env = stack.inspect("{{json .Config.Env}}")
+        assert CANARY not in env and "DB_PASSWORD_FILE=/run/secrets/db_password" in env
+        assert CANARY not in stack.logs()
+        assert "Last run was" in stack.logs()
+
+    def test_the_scheduler_runs_hardened(self, stack_v2_secrets):
+        stack = stack_v2_secrets
+        assert stack.inspect("{{.HostConfig.ReadonlyRootfs}}") == "true"
+        assert "ALL" in stack.inspect("{{json .HostConfig.CapDrop}}")
+        assert "no-new-privileges:true" in stack.inspect("{{json .HostConfig.SecurityOpt}}")
+        assert stack.inspect("{{.HostConfig.Init}}") == "true"
+        assert stack.inspect("{{json .NetworkSettings.Ports}}", "postgres") in ("{}", "null", '{"5432/tcp":null}')

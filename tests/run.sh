@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The test command (README: "bash tests/run.sh"). On a fresh Debian machine with Python 3.11 it
+# installs what it needs (PostgreSQL 15 server binaries, python3-venv, the virtualenv), then runs
+# the whole suite: unit, integration (real PostgreSQL), end-to-end (real processes; the container
+# stack when a Docker engine answers). Extra arguments go to pytest, e.g. -m "not docker".
+set -Eeo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+VENV=${VENV:-$ROOT/.venv}
+
+log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
+
+# usage: as_root CMD... — run CMD as root (directly, or through sudo)
+as_root() {
+  if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# usage: apt_install PACKAGE... — install Debian packages, refreshing the index first
+apt_install() {
+  log "installing $*"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# usage: ensure_system_packages — PostgreSQL 15 server binaries and what building the venv needs
+ensure_system_packages() {
+  local missing=()
+  [[ -x $PG_BIN/initdb ]] || missing+=(postgresql-15)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  command -v runuser >/dev/null || missing+=(util-linux)
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+}
+
+# usage: ensure_venv — the virtualenv with the pinned runtime and test dependencies
+ensure_venv() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
+}
+
+main() {
+  ensure_system_packages
+  ensure_venv
+  cd "$ROOT"
+  export PATH="$VENV/bin:$PATH"
+  exec "$VENV/bin/python" -m pytest tests -ra --timeout=600 "$@"
+}
+
+main "$@"
