@@ -78,7 +78,13 @@ class Stack:
         return [line.split("|") for line in out.splitlines() if line.strip()]
 
     def count(self, where: str) -> int:
-        return int(self.sql(f"SELECT count(*) FROM scheduler_state WHERE {where}")[0][0])
+        """Runs matching `where`; -1 while the tables are not there yet (migrations still running)."""
+        try:
+            return int(self.sql(f"SELECT count(*) FROM scheduler_state WHERE {where}")[0][0])
+        except AssertionError as exc:
+            if "does not exist" in str(exc):
+                return -1
+            raise
 
     def spider_count(self, where: str) -> int:
         return int(self.sql(f"SELECT count(*) FROM spider_runs WHERE {where}")[0][0])
