@@ -67,8 +67,11 @@ class Scheduler:
         try:
             while not self.stop.is_set():
                 now = self.clock.now()
-                self._beat()
                 wait = self.step(now)
+                if self._db_failures == 0:
+                    # A loop that cannot reach its database is not healthy: the heartbeat stops
+                    # until it can again, so the healthcheck reports the outage.
+                    self._beat()
                 if wait > 0:
                     self.clock.wait(self.stop, min(wait, self.settings.tick_seconds))
         finally:

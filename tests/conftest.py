@@ -91,7 +91,8 @@ class PostgresServer:
                 "listen_addresses = '127.0.0.1'\n"
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.socket_dir}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "fsync = off\nfull_page_writes = off\n"  # fast, yet a commit survives pg_ctl stop -m immediate
+
                 "max_connections = 200\n"
                 "shared_preload_libraries = 'pg_stat_statements'\n"
             )

@@ -97,6 +97,9 @@ def test_acceptance_runs_happen_and_survive_sigterm_and_sigkill_mid_run(base_env
     wait_for(running, timeout=30, what="a run in progress")
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=15) == 0
+    # The runner lock went with it.
+    assert rows(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                    "database = (SELECT oid FROM pg_database WHERE datname = current_database())") == [(0,)]
     [(status, failure)] = rows(db, "SELECT status, failure FROM spider_runs ORDER BY id DESC LIMIT 1")
     assert (status, failure) == ("failed", "interrupted")
     assert rows(db, "SELECT status FROM scheduler_state ORDER BY id DESC LIMIT 1") == [("failed",)]

@@ -77,6 +77,18 @@ def test_recent_run_waits_the_remainder_and_a_wall_clock_jump_starts_it_within_a
         wait_for(lambda: len(completed_runs(db)) == 2, what="the run to complete")
 
 
+def test_the_time_zone_changes_only_how_times_are_shown(base_env, db):
+    started = utcnow() - hours(1)
+    insert_completed(db, ["ok"], started)
+    env = {**base_env, "SCHEDULER_TIMEZONE": "America/Bogota"}
+    with capture_logs() as logs, SchedulerThread(env, ["ok"]):
+        [decision] = wait_for(lambda: events(logs, "run_not_due"), what="the decision")
+    assert decision["next_due_at"].endswith("-05:00")
+    assert "next run due at" in decision["message"] and "-05:00 (in 3.00 hours)" in decision["message"]
+    [(stored,)] = rows(db, "SELECT started_at FROM spider_runs")
+    assert stored == started  # stored as the UTC instant it is
+
+
 def test_a_failing_spider_is_retried_with_backoff_without_rerunning_the_ones_that_succeeded(base_env, db):
     env = {**base_env, "SCHEDULER_RETRY_DELAY_MINUTES": "0.02"}  # 1.2 s, doubling
     with capture_logs() as logs, SchedulerThread(env, ["ok", "boom"]):

@@ -1,0 +1,65 @@
+"""Logging renders events as JSON off a terminal and readable lines on one; the daemon never
+imports scrapy."""
+
+import io
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import structlog
+
+from daemon import logs
+from tests.conftest import ROOT
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """configure() changes process-wide state; put the defaults back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_off_a_terminal_events_are_json_with_utc_iso_timestamps_and_stdlib_logs_join_them():
+    out = io.StringIO()
+    logs.configure("INFO", "auto", out)
+    structlog.get_logger("t").info("run_started", message="Starting spider run for 2 spider(s)", spider_count=2)
+    logging.getLogger("some.library").warning("plain stdlib message")
+    first, second = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert first["event"] == "run_started" and first["spider_count"] == 2 and first["level"] == "info"
+    assert first["timestamp"].endswith("Z") and "T" in first["timestamp"]
+    assert second["event"] == "plain stdlib message" and second["logger"] == "some.library"
+
+
+def test_on_a_terminal_events_are_readable_lines():
+    out = Terminal()
+    logs.configure("INFO", "auto", out)
+    structlog.get_logger("t").info("run_started", spider_count=2)
+    line = out.getvalue()
+    assert "run_started" in line and "spider_count" in line and not line.lstrip().startswith("{")
+
+
+def test_log_level_filters_events():
+    out = io.StringIO()
+    logs.configure("WARNING", "json", out)
+    structlog.get_logger("t").info("chatty")
+    structlog.get_logger("t").warning("important")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["important"]
+
+
+def test_the_daemon_never_imports_scrapy():
+    code = (
+        "import sys, daemon.__main__, daemon.scheduler, daemon.runner, daemon.spiders, daemon.migrations;"
+        "print('scrapy' in sys.modules or any(m.startswith('scrapy.') for m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
