@@ -41,6 +41,7 @@ class CrawlOutcome:
     error_count: int | None
     stats: dict[str, Any] | None
     duration_s: float
+    pid: int | None = None
 
     @property
     def status(self) -> str:
@@ -73,6 +74,7 @@ def judge(
     max_errors: int,
     timeout_minutes: float,
     duration_s: float,
+    pid: int | None = None,
 ) -> CrawlOutcome:
     finish_reason = stats.get("finish_reason") if stats else None
     items = _int(stats, "item_scraped_count")
@@ -105,4 +107,5 @@ def judge(
         error_count=errors,
         stats=stats,
         duration_s=round(duration_s, 3),
+        pid=pid,
     )

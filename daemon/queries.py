@@ -57,11 +57,12 @@ INSERT INTO spider_runs (run_id, spider, status, started_at)
 VALUES (%(run_id)s, %(spider)s, 'running', %(now)s)
 RETURNING id
 """
+SET_SPIDER_RUN_PID = "UPDATE spider_runs SET pid = %(pid)s WHERE id = %(id)s"
 FINISH_SPIDER_RUN = """
 UPDATE spider_runs
    SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
        exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
        items_scraped = %(items_scraped)s, error_count = %(error_count)s,
-       message = %(message)s, stats = %(stats)s
+       message = %(message)s, stats = %(stats)s, pid = %(pid)s
  WHERE id = %(id)s AND status = 'running'
 """

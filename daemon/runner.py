@@ -31,6 +31,7 @@ POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any cr
 
 OnStart = Callable[[str], Any]
 OnFinish = Callable[[Any, CrawlOutcome], None]
+OnSpawn = Callable[[Any, int], None]
 
 
 PR_SET_PDEATHSIG = 1
@@ -104,11 +105,18 @@ class CrawlRunner:
         self.stats_dir = settings.state_dir / "stats"
         self._wake = threading.Event()
 
-    def run(self, spiders: Sequence[str], on_start: OnStart, on_finish: OnFinish) -> list[CrawlOutcome]:
+    def run(
+        self,
+        spiders: Sequence[str],
+        on_start: OnStart,
+        on_finish: OnFinish,
+        on_spawn: OnSpawn = lambda token, pid: None,
+    ) -> list[CrawlOutcome]:
         """Run `spiders`, at most `concurrency` at a time; return the outcomes of those started.
 
-        Spiders not started because the daemon is stopping get no outcome: they are simply
-        still due next time.
+        `on_start(spider)` records the start and returns a token for `on_finish`, or None when
+        the record could not be written (then nothing more is started). Spiders not started get
+        no outcome: they are simply still due next time.
         """
         self.stats_dir.mkdir(parents=True, exist_ok=True)
         pending = collections.deque(spiders)
@@ -123,7 +131,17 @@ class CrawlRunner:
                 log.info("spiders_not_started", spiders=list(pending), reason="stopping")
                 pending.clear()
             while pending and len(active) < self.settings.concurrency:
-                active.append(self._start(pending.popleft(), on_start))
+                spider = pending.popleft()
+                token = on_start(spider)
+                if token is None:
+                    # Its record could not be written: starting it would be a crawl nobody can
+                    # account for. It and the rest stay due; the crawls under way finish.
+                    log.warning("spiders_not_started", spiders=[spider, *pending], reason="record_failed")
+                    pending.clear()
+                    break
+                crawl = self._start(spider, token)
+                active.append(crawl)
+                on_spawn(token, crawl.proc.pid)
             for crawl in active:
                 self._enforce(crawl, now, stopping, timeout_s, grace)
             for crawl in [c for c in active if c.proc.poll() is not None]:
@@ -158,8 +176,7 @@ class CrawlRunner:
             log.warning("spider_killed", spider=crawl.spider, after_grace_s=grace)
             crawl.kill()
 
-    def _start(self, spider: str, on_start: OnStart) -> _Crawl:
-        token = on_start(spider)
+    def _start(self, spider: str, token: Any) -> _Crawl:
         stats_file = self.stats_dir / f"{spider}-{uuid.uuid4().hex}.json"
         proc = subprocess.Popen(
             crawl_command(spider, stats_file),
@@ -207,6 +224,7 @@ class CrawlRunner:
             max_errors=self.settings.max_spider_errors,
             timeout_minutes=self.settings.spider_timeout.total_seconds() / 60,
             duration_s=self.clock.monotonic() - crawl.started,
+            pid=crawl.proc.pid,
         )
 
 

@@ -168,7 +168,7 @@ class Scheduler:
         )
         run_id = store.start_run(now, len(due))
         recorder = _Recorder(store, self.clock, run_id)
-        outcomes = self.runner.run(due, recorder.started, recorder.finished)
+        outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
         failed = [o for o in outcomes if not o.ok]
         not_started = len(due) - len(outcomes)
         ok = not failed and not not_started and not recorder.broken
@@ -283,6 +283,14 @@ class _Recorder:
             self._fail(exc)
             return None
 
+    def spawned(self, spider_run_id: int, pid: int) -> None:
+        if self.broken:
+            return
+        try:
+            self.store.set_spider_pid(spider_run_id, pid)
+        except psycopg2.Error as exc:
+            self._fail(exc)
+
     def finished(self, spider_run_id: int | None, outcome: CrawlOutcome) -> None:
         log_spider_outcome(self.run_id, outcome)
         if self.broken or spider_run_id is None:
@@ -310,6 +318,7 @@ def log_spider_outcome(run_id: int, outcome: CrawlOutcome) -> None:
         exit_code=outcome.exit_code,
         finish_reason=outcome.finish_reason,
         message=outcome.message,
+        pid=outcome.pid,
     )
     if outcome.ok:
         log.info("spider_run_finished", **fields)

@@ -72,6 +72,9 @@ class Store:
     def start_spider(self, run_id: int, spider: str, now: datetime) -> int:
         return int(self._one(queries.INSERT_SPIDER_RUN, {"run_id": run_id, "spider": spider, "now": now}))
 
+    def set_spider_pid(self, spider_run_id: int, pid: int) -> None:
+        self._count(queries.SET_SPIDER_RUN_PID, {"id": spider_run_id, "pid": pid})
+
     def finish_spider(self, spider_run_id: int, now: datetime, outcome: Any) -> bool:
         params = {
             "id": spider_run_id,
@@ -83,6 +86,7 @@ class Store:
             "items_scraped": outcome.items_scraped,
             "error_count": outcome.error_count,
             "message": outcome.message,
+            "pid": outcome.pid,
             "stats": json.dumps(outcome.stats, default=str) if outcome.stats is not None else None,
         }
         return self._count(queries.FINISH_SPIDER_RUN, params) == 1

@@ -56,6 +56,18 @@ def insert_completed(conn, spiders: Sequence[str], started: datetime) -> int:
     return run_id
 
 
+def exits_seen_by_the_daemon(conn) -> dict[int, float]:
+    """pid -> when the daemon recorded the crawl's end (unix time)."""
+    return {
+        pid: stamp
+        for pid, stamp in rows(
+            conn,
+            "SELECT pid, extract(epoch FROM finished_at)::float8 FROM spider_runs "
+            "WHERE pid IS NOT NULL AND finished_at IS NOT NULL",
+        )
+    }
+
+
 def side_channel(path: Path) -> list[tuple[str, float, int, str]]:
     """The spiders' own record of what ran: (start|end, unix time, pid, spider)."""
     if not path.exists():
@@ -67,8 +79,13 @@ def side_channel(path: Path) -> list[tuple[str, float, int, str]]:
     return entries
 
 
-def crawl_intervals(path: Path) -> list[tuple[float, float, str]]:
-    """(start, end, spider) per crawl process, from the side channel (end = inf if it never ended)."""
+def crawl_intervals(path: Path, ended: dict[int, float] | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, spider) per crawl process, from the side channel.
+
+    A crawl killed before it could write its end line ends when the daemon saw it exit
+    (`ended`: pid -> unix time, from spider_runs), or never (inf) if the daemon did not see it.
+    """
+    ended = ended or {}
     starts: dict[int, tuple[float, str]] = {}
     spans = []
     for kind, stamp, pid, spider in side_channel(path):
@@ -77,7 +94,7 @@ def crawl_intervals(path: Path) -> list[tuple[float, float, str]]:
         elif pid in starts:
             begin, name = starts.pop(pid)
             spans.append((begin, stamp, name))
-    spans.extend((begin, float("inf"), name) for begin, name in starts.values())
+    spans.extend((begin, ended.get(pid, float("inf")), name) for pid, (begin, name) in starts.items())
     return sorted(spans)
 
 

@@ -93,7 +93,7 @@ class Stack:
         return self.compose("logs", "--no-color", "scheduler").stdout
 
     def container(self, service: str = "scheduler") -> str:
-        return self.compose("ps", "-q", service).stdout.strip()
+        return self.compose("ps", "-a", "-q", service).stdout.strip().splitlines()[0]
 
     def inspect(self, what: str, service: str = "scheduler") -> str:
         return subprocess.run(
@@ -129,9 +129,10 @@ def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
     return Stack(flavour, tmp, files)
 
 
-@pytest.fixture(scope="class")
-def stack_v1(tmp_path_factory):
-    stack = make_stack("v1", tmp_path_factory.mktemp("stack-v1"))
+@pytest.fixture(scope="class", params=["v1", "v2"])
+def stack(request, tmp_path_factory):
+    """The same session with docker-compose v1 (what users type) and docker compose v2."""
+    stack = make_stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}"))
     yield stack
     stack.compose("down", "-v", "--remove-orphans", check=False)
 
@@ -148,83 +149,83 @@ def wait_running_spider(stack: Stack) -> None:
              what="the slow spider to be running")  # fmt: skip
 
 
-class TestComposeV1:
+class TestComposeStack:
     """The commands users type, in the order they type them."""
 
-    def test_up_on_an_empty_volume_migrates_and_runs_at_once(self, stack_v1):
-        stack_v1.compose("build", timeout=900)
-        stack_v1.compose("up", "-d")
-        wait_for(lambda: stack_v1.count("status = 'completed'") == 1, timeout=180, step=1, what="the first run")
-        assert int(stack_v1.sql("SELECT count(*) FROM schema_migrations")[0][0]) >= 3
-        logs = stack_v1.logs()
+    def test_up_on_an_empty_volume_migrates_and_runs_at_once(self, stack):
+        stack.compose("build", timeout=900)
+        stack.compose("up", "-d")
+        wait_for(lambda: stack.count("status = 'completed'") == 1, timeout=180, step=1, what="the first run")
+        assert int(stack.sql("SELECT count(*) FROM schema_migrations")[0][0]) >= 3
+        logs = stack.logs()
         assert "Last run was" in logs
         records = json_lines("\n".join(line.split("|", 1)[-1] for line in logs.splitlines()))
         summaries = [r for r in records if r.get("event") == "spider_run_finished"]
         assert {s["spider"] for s in summaries} == {"ok", "slow"}
         assert {(s["spider"], s["status"], s["items"]) for s in summaries} == {("ok", "completed", 15), ("slow", "completed", 5)}
 
-    def test_stop_and_start_within_the_interval_runs_nothing_new(self, stack_v1):
-        stack_v1.compose("stop", "scheduler")
-        stack_v1.compose("start", "scheduler")
-        wait_for(lambda: stack_v1.logs().count("Recent run detected") >= 1, timeout=60, what="the decision")
+    def test_stop_and_start_within_the_interval_runs_nothing_new(self, stack):
+        stack.compose("stop", "scheduler")
+        stack.compose("start", "scheduler")
+        wait_for(lambda: stack.logs().count("Recent run detected") >= 1, timeout=60, what="the decision")
         time.sleep(3)
-        assert stack_v1.count("true") == 1
-        assert "next run due at" in stack_v1.logs()
+        assert stack.count("true") == 1
+        assert "next run due at" in stack.logs()
 
-    def test_start_after_the_interval_has_passed_runs_at_once(self, stack_v1):
-        stack_v1.compose("stop", "scheduler")
-        stack_v1.push_history_back()
-        stack_v1.compose("start", "scheduler")
-        wait_for(lambda: stack_v1.count("status = 'completed'") == 2, timeout=120, step=1, what="the catch-up run")
+    def test_start_after_the_interval_has_passed_runs_at_once(self, stack):
+        stack.compose("stop", "scheduler")
+        stack.push_history_back()
+        stack.compose("start", "scheduler")
+        wait_for(lambda: stack.count("status = 'completed'") == 2, timeout=120, step=1, what="the catch-up run")
 
-    def test_kill_mid_run_then_start_fails_the_stale_run_and_runs_again(self, stack_v1):
-        stack_v1.compose("stop", "scheduler")
-        stack_v1.push_history_back()
-        stack_v1.compose("start", "scheduler")
-        wait_running_spider(stack_v1)
-        stack_v1.compose("kill", "scheduler")
-        assert stack_v1.count("status = 'running'") == 1
-        stack_v1.compose("start", "scheduler")
-        wait_for(lambda: stack_v1.count("status = 'completed'") == 3, timeout=120, step=1, what="the re-run")
-        assert stack_v1.spider_count("failure = 'stale'") >= 1
-        assert stack_v1.count("status = 'running'") == 0
+    def test_kill_mid_run_then_start_fails_the_stale_run_and_runs_again(self, stack):
+        stack.compose("stop", "scheduler")
+        stack.push_history_back()
+        stack.compose("start", "scheduler")
+        wait_running_spider(stack)
+        stack.compose("kill", "scheduler")
+        assert stack.count("status = 'running'") == 1
+        stack.compose("start", "scheduler")
+        wait_for(lambda: stack.count("status = 'completed'") == 3, timeout=120, step=1, what="the re-run")
+        assert stack.spider_count("failure = 'stale'") >= 1
+        assert stack.count("status = 'running'") == 0
 
-    def test_stop_mid_run_exits_0_and_records_the_run_as_interrupted(self, stack_v1):
-        stack_v1.compose("stop", "scheduler")
-        stack_v1.push_history_back()
-        stack_v1.compose("start", "scheduler")
-        wait_running_spider(stack_v1)
+    def test_stop_mid_run_exits_0_and_records_the_run_as_interrupted(self, stack):
+        stack.compose("stop", "scheduler")
+        stack.push_history_back()
+        stack.compose("start", "scheduler")
+        wait_running_spider(stack)
         started = time.monotonic()
-        stack_v1.compose("stop", "scheduler")
+        stack.compose("stop", "scheduler")
         took = time.monotonic() - started
         print(f"docker-compose stop during a run took {took:.1f} s (daemon grace 5 s, compose grace 40 s)")
-        assert stack_v1.inspect("{{.State.ExitCode}}") == "0"
-        assert stack_v1.spider_count("failure = 'interrupted' AND spider = 'slow'") == 1
-        assert stack_v1.count("status = 'running'") == 0
-        [[error]] = stack_v1.sql("SELECT error FROM scheduler_state ORDER BY id DESC LIMIT 1")
+        assert stack.inspect("{{.State.ExitCode}}") == "0"
+        assert stack.spider_count("failure = 'interrupted' AND spider = 'slow'") == 1
+        assert stack.count("status = 'running'") == 0
+        [[error]] = stack.sql("SELECT error FROM scheduler_state ORDER BY id DESC LIMIT 1")
         assert "daemon was shutting down" in error or "stopping" in error
 
-    def test_down_and_up_keeps_the_history(self, stack_v1):
-        before = stack_v1.count("true")
-        stack_v1.compose("down")
-        stack_v1.compose("up", "-d")
-        wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}", "postgres") == "healthy", timeout=120,
+    def test_down_and_up_keeps_the_history(self, stack):
+        before = stack.count("true")
+        stack.compose("down")
+        stack.compose("up", "-d")
+        wait_for(lambda: stack.inspect("{{.State.Health.Status}}", "postgres") == "healthy", timeout=120,
                  what="postgres")  # fmt: skip
-        assert stack_v1.count("true") >= before
+        assert stack.count("true") >= before
 
-    def test_the_monitoring_queries_run_verbatim_through_compose_exec(self, stack_v1):
+    def test_the_monitoring_queries_run_verbatim_through_compose_exec(self, stack):
         sql = (ROOT / "sql" / "monitoring.sql").read_text()
         done = subprocess.run(
-            [*stack_v1.command, "-p", stack_v1.project, *sum((["-f", f] for f in stack_v1.files), []),
+            [*stack.command, "-p", stack.project, *sum((["-f", f] for f in stack.files), []),
              "exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "jobsearchtools", "-v", "ON_ERROR_STOP=1"],
-            cwd=stack_v1.workdir, input=sql, capture_output=True, text=True, timeout=60,
+            cwd=stack.workdir, input=sql, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "hours_ago" in done.stdout and "hours_between" in done.stdout and "completed" in done.stdout
 
-    def test_the_healthcheck_follows_the_loop_and_turns_unhealthy_when_it_freezes(self, stack_v1):
-        wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy")
-        top = subprocess.run(["docker", "top", stack_v1.container(), "-eo", "pid,args"],
+    def test_the_healthcheck_follows_the_loop_and_turns_unhealthy_when_it_freezes(self, stack):
+        wait_for(lambda: stack.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy")
+        top = subprocess.run(["docker", "top", stack.container(), "-eo", "pid,args"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
         # The daemon itself, not tini (init: true) whose command line also mentions it.
         pid = next(
@@ -234,15 +235,15 @@ class TestComposeV1:
         )
         os.kill(pid, 19)  # SIGSTOP: the process exists, but its loop no longer turns
         try:
-            wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}") == "unhealthy", timeout=120,
+            wait_for(lambda: stack.inspect("{{.State.Health.Status}}") == "unhealthy", timeout=120,
                      what="unhealthy")  # fmt: skip
         finally:
             os.kill(pid, 18)  # SIGCONT
-        wait_for(lambda: stack_v1.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy again")
+        wait_for(lambda: stack.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy again")
 
-    def test_no_password_in_logs_the_image_or_the_healthcheck_output(self, stack_v1):
-        assert CANARY not in stack_v1.logs()
-        health = stack_v1.inspect("{{json .State.Health}}")
+    def test_no_password_in_logs_the_image_or_the_healthcheck_output(self, stack):
+        assert CANARY not in stack.logs()
+        health = stack.inspect("{{json .State.Health}}")
         assert CANARY not in health
         history = subprocess.run(["docker", "history", "--no-trunc", "persistent-scheduler:latest"],
                                  capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -74,3 +74,22 @@ class HangSpider(OkSpider):
 
 class SlowTwoSpider(SlowSpider):
     name = "slow2"
+
+
+class CrashSpider(OkSpider):
+    """Dies with exit code 1 in the middle of the crawl."""
+
+    name = "crash"
+
+    def parse(self, response):
+        os._exit(1)
+
+
+class SegfaultSpider(OkSpider):
+    """Dies of SIGSEGV in the middle of the crawl."""
+
+    name = "segv"
+
+    def parse(self, response):
+        os.kill(os.getpid(), signal.SIGSEGV)
+        return []
