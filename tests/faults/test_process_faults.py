@@ -93,8 +93,8 @@ def test_sigkill_at_random_points_leaves_no_row_running_and_no_orphan_crawl(base
     final.signal(signal.SIGTERM)
     assert final.wait(timeout=30) == 0
     stale = count(db, "failure = 'stale'", "spider_runs")
-    print(f"seed {seed}: {repeats} SIGKILLs, {stale} crawls marked stale, "
-          f"{count(db, 'status = %(s)s'.replace('%(s)s', chr(39) + 'completed' + chr(39)))} runs completed")  # fmt: skip
+    completed = count(db, "status = 'completed'")
+    print(f"seed {seed}: {repeats} SIGKILLs at random points, {stale} crawls marked stale, {completed} runs completed")
     assert count(db, "status = 'running'") == 0
     assert count(db, "status = 'running'", "spider_runs") == 0
     assert [pid for pid in crawl_pids(env) if alive(pid)] == []
