@@ -95,6 +95,11 @@ class Settings:
             "user": self.db_user,
             "application_name": "persistent-scheduler",
             "connect_timeout": 5,
+            # A server that vanished without closing the connection is noticed within ~25 s.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
         }
         if self.db_password:
             kwargs["password"] = self.db_password.reveal()

@@ -75,6 +75,7 @@ def judge(
     timeout_minutes: float,
     duration_s: float,
     pid: int | None = None,
+    interrupt_message: str = "stopped because the daemon was shutting down",
 ) -> CrawlOutcome:
     finish_reason = stats.get("finish_reason") if stats else None
     items = _int(stats, "item_scraped_count")
@@ -82,7 +83,7 @@ def judge(
 
     failure: str | None = "error"
     if interrupted:
-        failure, message = "interrupted", "stopped because the daemon was shutting down"
+        failure, message = "interrupted", interrupt_message
     elif timed_out:
         failure, message = "timeout", f"ran longer than {timeout_minutes:g} minute(s) and was stopped"
     elif exit_code is None or exit_code != 0:

@@ -19,8 +19,13 @@ log = structlog.get_logger("daemon.db")
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-def connect(settings: Settings, *, autocommit: bool = True) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(**settings.dsn_kwargs())
+def connect(
+    settings: Settings, *, autocommit: bool = True, connect_timeout: int | None = None
+) -> psycopg2.extensions.connection:
+    kwargs = settings.dsn_kwargs()
+    if connect_timeout is not None:
+        kwargs["connect_timeout"] = connect_timeout
+    conn = psycopg2.connect(**kwargs)
     conn.autocommit = autocommit
     return conn
 

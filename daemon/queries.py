@@ -42,9 +42,19 @@ SELECT s.spider, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
 """
 
 INSERT_RUN = """
-INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at)
-VALUES (%(now)s, %(spider_count)s, 'running', %(now)s, %(now)s)
+INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, owner, heartbeat_at)
+VALUES (%(now)s, %(spider_count)s, 'running', %(now)s, %(now)s, %(owner)s, clock_timestamp())
 RETURNING id
+"""
+# The run's lease: refreshed on the lock connection while crawls run (a failure here means the
+# lock may be gone). Lease times are the server's: they compare daemons on different clocks.
+TOUCH_RUN = """
+UPDATE scheduler_state SET heartbeat_at = clock_timestamp()
+ WHERE id = %(run_id)s AND status = 'running'
+"""
+RUNNING_RUNS = """
+SELECT id, owner, EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(heartbeat_at, updated_at))::float8
+  FROM scheduler_state WHERE status = 'running'
 """
 FINISH_RUN = """
 UPDATE scheduler_state

@@ -95,11 +95,15 @@ class CrawlRunner:
         *,
         on_poll: Callable[[], None] = lambda: None,
         environ: dict[str, str] | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.stop = stop
         self.force = force
+        # Set when this daemon must give way at once (it lost the runner lock): like a second
+        # signal, every crawl is killed now, but the daemon itself goes on.
+        self.abort = abort or threading.Event()
         self.on_poll = on_poll
         self.env = crawl_environment(dict(os.environ) if environ is None else environ)
         self.stats_dir = settings.state_dir / "stats"
@@ -126,9 +130,10 @@ class CrawlRunner:
         grace = self.settings.stop_grace_seconds
         while pending or active:
             now = self.clock.monotonic()
-            stopping = self.stop.is_set()
+            stopping = self.stop.is_set() or self.abort.is_set()
             if stopping and pending:
-                log.info("spiders_not_started", spiders=list(pending), reason="stopping")
+                reason = "lock_lost" if self.abort.is_set() else "stopping"
+                log.info("spiders_not_started", spiders=list(pending), reason=reason)
                 pending.clear()
             while pending and len(active) < self.settings.concurrency:
                 spider = pending.popleft()
@@ -165,11 +170,11 @@ class CrawlRunner:
             log.warning(
                 "spider_stopping",
                 spider=crawl.spider,
-                reason="shutdown" if stopping else "timeout",
+                reason=("lock_lost" if self.abort.is_set() else "shutdown") if stopping else "timeout",
                 grace_s=grace,
             )
             crawl.terminate(now)
-        if self.force.is_set():
+        if self.force.is_set() or self.abort.is_set():
             crawl.interrupted = crawl.interrupted or not crawl.timed_out
             crawl.kill()
         elif crawl.term_sent_at is not None and now - crawl.term_sent_at >= grace and not crawl.killed:
@@ -221,6 +226,11 @@ class CrawlRunner:
             stats=stats,
             timed_out=crawl.timed_out,
             interrupted=crawl.interrupted,
+            interrupt_message=(
+                "stopped because this daemon lost the runner lock"
+                if self.abort.is_set()
+                else "stopped because the daemon was shutting down"
+            ),
             max_errors=self.settings.max_spider_errors,
             timeout_minutes=self.settings.spider_timeout.total_seconds() / 60,
             duration_s=self.clock.monotonic() - crawl.started,

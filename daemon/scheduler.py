@@ -14,7 +14,7 @@ from datetime import datetime
 import psycopg2
 import structlog
 
-from daemon import db, heartbeat
+from daemon import db, heartbeat, identity
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
@@ -25,6 +25,17 @@ from daemon.store import Store
 log = structlog.get_logger("daemon.scheduler")
 
 HEARTBEAT_EVERY_SECONDS = 1.0  # while crawls run, the heartbeat is refreshed this often
+
+# The one-runner rule across a lost lock connection (Postgres restarted, backend terminated):
+# while crawls run, the runner proves its lock connection alive and refreshes the run's lease every
+# PROBE_SECONDS. When the connection is gone it tries to reconnect and re-take the lock; if that
+# fails for GIVE_WAY_AFTER_SECONDS, or another daemon holds the lock, it kills its crawls at once.
+# A daemon that takes the lock waits until a 'running' run's lease is LEASE_SECONDS old before it
+# fails that run and starts spiders, unless the run's owner is provably dead. The margin between
+# PROBE + GIVE_WAY (6 s) and LEASE (10 s) is what keeps two runners from ever overlapping.
+PROBE_SECONDS = 1.0
+GIVE_WAY_AFTER_SECONDS = 5.0
+LEASE_SECONDS = 10.0
 
 
 class Scheduler:
@@ -46,9 +57,14 @@ class Scheduler:
         self.force = force or threading.Event()
         self.store: Store | None = Store(conn) if conn is not None else None
         self.holds_lock = False
+        self.abort = threading.Event()  # set when this daemon must give way during a run
         self.runner = CrawlRunner(
-            settings, self.clock, self.stop, self.force, on_poll=self._beat_while_running, environ=environ
+            settings, self.clock, self.stop, self.force, on_poll=self._during_run, environ=environ, abort=self.abort
         )
+        self.recovered = False  # whether runs left 'running' by others were dealt with since the lock
+        self._run_id: int | None = None
+        self._last_probe = float("-inf")
+        self._lost_at: float | None = None
         self._decision_key: object = None
         self._said: set[str] = set()  # one-off notices already logged (standby, disabled)
         self._db_failures = 0
@@ -93,8 +109,10 @@ class Scheduler:
             self._say_once("scheduling_disabled", "Scheduling is disabled (SCHEDULER_ENABLED=false); running nothing")
             return self.settings.tick_seconds
         store = self._connected()
-        if not self.holds_lock and not self._take_lock(store, now):
+        if not self.holds_lock and not self._take_lock(store):
             return self.settings.tick_seconds
+        if not self.recovered and not self._recover(store, now):
+            return min(self.settings.tick_seconds, 1.0)
         histories = store.histories(self.spiders)
         plan = decide(histories, now, self.settings.interval, self.settings.retry_delay)
         self._log_decision(plan, histories)
@@ -111,7 +129,7 @@ class Scheduler:
             log.info("database_connected", host=self.settings.db_host, port=self.settings.db_port)
         return self.store
 
-    def _take_lock(self, store: Store, now: datetime) -> bool:
+    def _take_lock(self, store: Store) -> bool:
         if not store.try_runner_lock():
             self._say_once(
                 "standby",
@@ -119,9 +137,27 @@ class Scheduler:
             )
             return False
         self.holds_lock = True
+        self.recovered = False
         self._said.discard("standby")
         self._decision_key = None
         log.info("runner_lock_acquired", message="This scheduler now runs the spiders")
+        return True
+
+    def _recover(self, store: Store, now: datetime) -> bool:
+        """Deal with runs left 'running' by another daemon; False while one may still be alive."""
+        alive = [
+            (run_id, owner, age)
+            for run_id, owner, age in store.running_runs()
+            if age < LEASE_SECONDS and not identity.certainly_dead(owner)
+        ]
+        if alive:
+            self._say_once(
+                "waiting_for_previous_runner",
+                f"A run is still 'running' with a fresh lease; waiting up to {LEASE_SECONDS:g} s "
+                "for its daemon to stop its crawls before taking over",
+            )
+            return False
+        self._said.discard("waiting_for_previous_runner")
         runs, spiders = store.mark_stale(now)
         if runs or spiders:
             log.warning(
@@ -130,6 +166,7 @@ class Scheduler:
                 run_ids=runs,
                 spiders=sorted({s for _, s in spiders}),
             )
+        self.recovered = True
         return True
 
     def _database_failed(self, exc: psycopg2.Error) -> None:
@@ -148,6 +185,7 @@ class Scheduler:
             self.store.close()
         self.store = None
         self.holds_lock = False  # a closed session has released its advisory lock
+        self.recovered = False
 
     def close(self) -> None:
         if self.store is not None and self.holds_lock:
@@ -166,22 +204,31 @@ class Scheduler:
             spiders=list(due),
             spider_count=len(due),
         )
-        run_id = store.start_run(now, len(due))
-        recorder = _Recorder(store, self.clock, run_id)
-        outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
+        run_id = store.start_run(now, len(due), identity.this_process())
+        self._run_id, self._lost_at, self._last_probe = run_id, None, self.clock.monotonic()
+        recorder = _Recorder(self, run_id)
+        try:
+            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
+        finally:
+            self._run_id = None
+        if self.abort.is_set():
+            # This daemon gave way: the run and its rows are the new runner's to fail.
+            self.abort.clear()
+            self._drop_connection()
+            self._decision_key = None
+            return
         failed = [o for o in outcomes if not o.ok]
         not_started = len(due) - len(outcomes)
-        ok = not failed and not not_started and not recorder.broken
+        ok = not failed and not not_started
         error = None
         if not ok:
             parts = [f"{o.spider}: {o.message}" for o in failed]
             if not_started:
                 parts.append(f"{not_started} spider(s) not started: the daemon was stopping")
-            error = "; ".join(parts) or "records could not be written"
-        if recorder.broken:
-            # The connection failed mid-run: the rows stay 'running' until the lock is re-taken,
-            # then they are marked stale and the spiders run again (at least once, never lost).
-            raise recorder.broken
+            error = "; ".join(parts)
+        # The connection may have been replaced (or lost) during the run: write on the current one.
+        store = self._still_runner(run_id)
+        recorder.flush(store)
         store.finish_run(run_id, self.clock.now(), ok=ok, error=error)
         if ok:
             log.info("run_completed", message="Spider run completed successfully", run_id=run_id, spiders=list(due))
@@ -194,6 +241,65 @@ class Scheduler:
                 error=error,
             )
         self._decision_key = None
+
+    def _still_runner(self, run_id: int) -> Store:
+        """The store to finish `run_id` on, re-taking the lock if the connection was replaced."""
+        if self.store is not None and self.holds_lock:
+            return self.store
+        self._retake(run_id)
+        if self.store is None or not self.holds_lock:
+            raise psycopg2.OperationalError("the runner lock could not be re-taken to finish the run")
+        return self.store
+
+    # ----------------------------------------------------------------- keeping the lock during a run
+    def _during_run(self) -> None:
+        """Called by the runner many times a second while crawls run."""
+        self._beat_while_running()
+        now = self.clock.monotonic()
+        if self._run_id is None or self.abort.is_set() or now - self._last_probe < PROBE_SECONDS:
+            return
+        self._last_probe = now
+        try:
+            if self.store is None or not self.holds_lock:
+                self._retake(self._run_id)
+            elif not self.store.touch_run(self._run_id):
+                self._give_way("the run was failed by another daemon")
+            else:
+                return
+        except psycopg2.Error as exc:
+            if self._lost_at is None:
+                self._lost_at = now
+                log.error(
+                    "runner_lock_connection_lost",
+                    message="Lost the connection that holds the runner lock during a run; reconnecting",
+                    error=db.first_line(exc),
+                )
+            self._drop_connection()
+        if self._lost_at is not None and not self.abort.is_set() and now - self._lost_at >= GIVE_WAY_AFTER_SECONDS:
+            self._give_way(f"the runner lock could not be re-taken within {GIVE_WAY_AFTER_SECONDS:g} s")
+
+    def _retake(self, run_id: int) -> None:
+        """Reconnect and re-take the lock mid-run; give way if another daemon has it or the run."""
+        self._drop_connection()
+        self.store = Store(db.connect(self.settings, connect_timeout=1))
+        if not self.store.try_runner_lock():
+            self._give_way("another daemon holds the runner lock")
+            return
+        self.holds_lock = True
+        if not self.store.touch_run(run_id):
+            self._give_way("the run was failed by another daemon")
+            return
+        self.recovered = True  # our own run is the one 'running': nothing to recover
+        self._lost_at = None
+        log.info("runner_lock_retaken", message="Re-took the runner lock; the run goes on", run_id=run_id)
+
+    def _give_way(self, reason: str) -> None:
+        log.error(
+            "runner_giving_way",
+            message=f"Killing this daemon's crawls at once: {reason}; never two runners at once",
+            run_id=self._run_id,
+        )
+        self.abort.set()
 
     # ----------------------------------------------------------------- logging
     def _log_decision(self, plan: Plan, histories: Sequence[SpiderHistory]) -> None:
@@ -266,43 +372,59 @@ class Scheduler:
 
 
 class _Recorder:
-    """Writes each spider's row as it starts and finishes, and its canonical log line."""
+    """Writes each spider's row as it starts and finishes, and its canonical log line.
 
-    def __init__(self, store: Store, clock: Clock, run_id: int) -> None:
-        self.store = store
-        self.clock = clock
+    A finish that cannot be written (the connection is being replaced) is kept and written
+    once the run is finished on the new connection.
+    """
+
+    def __init__(self, scheduler: Scheduler, run_id: int) -> None:
+        self.scheduler = scheduler
         self.run_id = run_id
-        self.broken: psycopg2.Error | None = None
+        self.unwritten: list[tuple[int, datetime, CrawlOutcome]] = []
+
+    def _store(self) -> Store | None:
+        s = self.scheduler
+        return s.store if s.store is not None and s.holds_lock and not s.abort.is_set() else None
 
     def started(self, spider: str) -> int | None:
-        if self.broken:
+        store = self._store()
+        if store is None:
             return None
         try:
-            return self.store.start_spider(self.run_id, spider, self.clock.now())
+            return store.start_spider(self.run_id, spider, self.scheduler.clock.now())
         except psycopg2.Error as exc:
-            self._fail(exc)
+            log.error("record_failed", message="Could not record a spider's start; not starting it",
+                      spider=spider, error=db.first_line(exc))  # fmt: skip
             return None
 
     def spawned(self, spider_run_id: int, pid: int) -> None:
-        if self.broken:
+        store = self._store()
+        if store is None:
             return
         try:
-            self.store.set_spider_pid(spider_run_id, pid)
-        except psycopg2.Error as exc:
-            self._fail(exc)
+            store.set_spider_pid(spider_run_id, pid)
+        except psycopg2.Error:
+            pass  # the pid is a convenience; the probe deals with the connection
 
-    def finished(self, spider_run_id: int | None, outcome: CrawlOutcome) -> None:
+    def finished(self, spider_run_id: int, outcome: CrawlOutcome) -> None:
         log_spider_outcome(self.run_id, outcome)
-        if self.broken or spider_run_id is None:
-            return
-        try:
-            self.store.finish_spider(spider_run_id, self.clock.now(), outcome)
-        except psycopg2.Error as exc:
-            self._fail(exc)
+        finished_at = self.scheduler.clock.now()
+        store = self._store()
+        if store is not None:
+            try:
+                store.finish_spider(spider_run_id, finished_at, outcome)
+                return
+            except psycopg2.Error as exc:
+                log.warning("record_deferred", message="Could not record a spider's result yet; will retry",
+                            spider=outcome.spider, error=db.first_line(exc))  # fmt: skip
+        self.unwritten.append((spider_run_id, finished_at, outcome))
 
-    def _fail(self, exc: psycopg2.Error) -> None:
-        self.broken = exc
-        log.error("record_failed", message="Could not write a spider's record", error=db.first_line(exc))
+    def flush(self, store: Store) -> None:
+        while self.unwritten:
+            spider_run_id, finished_at, outcome = self.unwritten[0]
+            store.finish_spider(spider_run_id, finished_at, outcome)
+            self.unwritten.pop(0)
 
 
 def log_spider_outcome(run_id: int, outcome: CrawlOutcome) -> None:

@@ -62,8 +62,18 @@ class Store:
             cur.execute(queries.SPIDER_HISTORY, {"spiders": list(spiders)})
             return [SpiderHistory(r[0], r[1], int(r[2]), r[3]) for r in cur.fetchall()]
 
-    def start_run(self, now: datetime, spider_count: int) -> int:
-        return int(self._one(queries.INSERT_RUN, {"now": now, "spider_count": spider_count}))
+    def start_run(self, now: datetime, spider_count: int, owner: str) -> int:
+        return int(self._one(queries.INSERT_RUN, {"now": now, "spider_count": spider_count, "owner": owner}))
+
+    def touch_run(self, run_id: int) -> bool:
+        """Refresh the run's lease; False when the run is no longer ours to finish."""
+        return self._count(queries.TOUCH_RUN, {"run_id": run_id}) == 1
+
+    def running_runs(self) -> list[tuple[int, str | None, float]]:
+        """(id, owner, seconds since its lease was refreshed) of every run still 'running'."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.RUNNING_RUNS)
+            return [(r[0], r[1], float(r[2])) for r in cur.fetchall()]
 
     def finish_run(self, run_id: int, now: datetime, *, ok: bool, error: str | None) -> bool:
         params = {"run_id": run_id, "now": now, "status": "completed" if ok else "failed", "error": error}

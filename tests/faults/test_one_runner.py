@@ -1,0 +1,134 @@
+"""Rows 9, 10 and 13: Postgres restarted mid-run, the lock connection killed, and two daemons
+started and failed over again and again. The invariant: never two crawls at once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import daemon_factory  # noqa: F401 (fixture)
+from tests.helpers import crawl_intervals, exits_seen_by_the_daemon, json_lines, rows, wait_for
+
+pytestmark = pytest.mark.faults
+
+
+def count(conn, where: str, table: str = "scheduler_state") -> int:
+    return rows(conn, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
+
+
+def assert_no_overlap(env, conn) -> int:
+    spans = crawl_intervals(Path(env["SPIDER_SIDE_CHANNEL"]), exits_seen_by_the_daemon(conn))
+    for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+        assert s2 >= e1, f"crawls overlapped: {n1} {s1}-{e1} and {n2} {s2}-{e2}"
+    return len(spans)
+
+
+def stamp(event: dict) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_postgres_restarted_mid_run_the_run_goes_on_and_its_final_state_is_written(pg_server, base_env, db,
+                                                                                   daemon_factory):  # fmt: skip
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "8"}
+    d = daemon_factory(env).start()
+    wait_for(lambda: count(db, "status = 'running' AND pid IS NOT NULL", "spider_runs") == 1, timeout=30,
+             what="the crawl")  # fmt: skip
+    db.close()
+    pg_server.stop("immediate")
+    pg_server.start()
+    conn = pg_server.connect(base_env["DB_NAME"])
+    try:
+        wait_for(lambda: count(conn, "status = 'completed'") == 1, timeout=60, what="the run to be recorded")
+        assert count(conn, "status = 'completed'", "spider_runs") == 1
+        assert count(conn, "status = 'failed'", "spider_runs") == 0
+        events = [e["event"] for e in json_lines(d.output())]
+        assert "runner_lock_connection_lost" in events and "runner_lock_retaken" in events
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    finally:
+        conn.close()
+
+
+def test_a_killed_lock_connection_never_lets_a_second_runner_overlap(pg_server, base_env, db, daemon_factory):
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "20", "SCHEDULER_INTERVAL_HOURS": "0.001"}
+    a = daemon_factory(env).start()
+    wait_for(lambda: count(db, "status = 'running' AND pid IS NOT NULL", "spider_runs") == 1, timeout=30,
+             what="a's crawl")  # fmt: skip
+    b = daemon_factory(env).start()
+    wait_for(lambda: '"standby"' in b.output(), timeout=30, what="b standing by")
+    killed_at = time.time()
+    [(terminated,)] = rows(db, """
+        SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""")  # fmt: skip
+    assert terminated
+    wait_for(lambda: count(db, "status = 'completed'") >= 1, timeout=90, what="a completed run after the kill")
+    a_events = {e["event"]: e for e in json_lines(a.output())}
+    noticed = stamp(a_events["runner_lock_connection_lost"]) - killed_at
+    print(f"lock connection killed: noticed after {noticed:.2f} s (probe 1 s, tick 0.5 s); "
+          f"{'re-taken by a' if 'runner_lock_retaken' in a_events else 'a gave way'}")
+    assert "runner_lock_retaken" in a_events or "runner_giving_way" in a_events
+    for d in (a, b):
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    assert_no_overlap(env, db)
+    assert count(db, "status = 'running'") == 0
+
+
+def test_two_daemons_started_and_failed_over_again_and_again_never_overlap(base_env, db, daemon_factory):
+    seed = int(os.environ.get("FAULT_SEED", random.randrange(10**6)))
+    rng = random.Random(seed)
+    failovers = int(os.environ.get("FAULT_FAILOVERS", "50"))
+    env = {**base_env, "SCHEDULER_SPIDERS": "ok,slow", "SLOW_SECONDS": "1", "SCHEDULER_INTERVAL_HOURS": "0.0005"}
+    daemons = [daemon_factory(env).start()]
+    time.sleep(rng.uniform(0, 1))
+    daemons.append(daemon_factory(env).start())
+    starts, takeovers = 2, []
+    for _ in range(failovers):
+        time.sleep(rng.uniform(0.5, 2.5))
+        holder = next((d for d in daemons if _holds_lock(d)), None)
+        if holder is None:
+            continue
+        other = next(d for d in daemons if d is not holder)
+        # A restart of the standby at a random moment (a start with a random offset).
+        other.signal(rng.choice([signal.SIGTERM, signal.SIGKILL]))
+        other.wait()
+        time.sleep(rng.uniform(0, 0.5))
+        other = daemon_factory(env).start()
+        daemons = [holder, other]
+        starts += 1
+        wait_for(lambda: '"standby"' in other.output() or _holds_lock(other), timeout=30, what="the new standby")
+        if _holds_lock(other):
+            continue
+        seen = other.output().count('"runner_lock_acquired"')
+        killed = time.monotonic()
+        holder.signal(signal.SIGKILL)
+        holder.wait()
+        wait_for(lambda: other.output().count('"runner_lock_acquired"') > seen, timeout=30, step=0.05,
+                 what="the standby to take over")  # fmt: skip
+        takeovers.append(time.monotonic() - killed)
+        daemons = [other, daemon_factory(env).start()]
+        starts += 1
+    for d in daemons:
+        # A process still importing has no handler yet; SIGTERM would kill it outright.
+        wait_for(lambda: '"scheduler_started"' in d.output(), timeout=30, what="the daemon to be up")
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    crawls = assert_no_overlap(env, db)
+    assert count(db, "status = 'running'") == 0
+    print(f"seed {seed}: {starts} daemon starts, {len(takeovers)} failovers, {crawls} crawls, 0 overlaps; "
+          f"takeover max {max(takeovers):.2f} s, median {sorted(takeovers)[len(takeovers) // 2]:.2f} s (tick 0.5 s)")
+    assert len(takeovers) >= failovers // 2
+
+
+def _holds_lock(d) -> bool:
+    """A daemon holds the lock when its last lock event was an acquisition."""
+    events = [e["event"] for e in json_lines(d.output())
+              if e.get("event") in ("runner_lock_acquired", "runner_lock_released", "runner_giving_way")]  # fmt: skip
+    return bool(events) and events[-1] == "runner_lock_acquired"
