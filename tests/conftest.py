@@ -95,6 +95,8 @@ class PostgresServer:
                 "fsync = off\nfull_page_writes = off\n"  # fast, yet a commit survives pg_ctl stop -m immediate
 
                 "max_connections = 200\n"
+                # Abort a statement whose client died, as the fault tests kill clients mid-query.
+                "client_connection_check_interval = 100ms\n"
                 "shared_preload_libraries = 'pg_stat_statements'\n"
             )
 
