@@ -16,8 +16,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SCRAPY_PROJECT_DIR=/app/example_project \
-    SCHEDULER_STATE_DIR=/tmp/persistent-scheduler
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin scheduler
+    SCHEDULER_STATE_DIR=/var/lib/persistent-scheduler
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin scheduler \
+ && install -d -o scheduler -g scheduler -m 0750 /var/lib/persistent-scheduler
+# The heartbeat, crawl stats and the journal of runs made while PostgreSQL was unreachable: a
+# volume, so the journal survives the container.
+VOLUME /var/lib/persistent-scheduler
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY daemon/ daemon/

@@ -76,3 +76,19 @@ UPDATE spider_runs
        message = %(message)s, stats = %(stats)s, pid = %(pid)s
  WHERE id = %(id)s AND status = 'running'
 """
+
+# Replaying the local journal (runs made while PostgreSQL was unreachable).
+INSERT_JOURNALED_RUN = """
+INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, finished_at,
+                             error, owner, journal_id)
+VALUES (%(started_at)s, %(spider_count)s, %(status)s, %(started_at)s, %(finished_at)s, %(finished_at)s,
+        %(error)s, %(owner)s, %(journal_id)s)
+ON CONFLICT (journal_id) DO NOTHING
+RETURNING id
+"""
+INSERT_JOURNALED_SPIDER_RUN = """
+INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, exit_code,
+                         finish_reason, items_scraped, error_count, message, stats, pid)
+VALUES (%(run_id)s, %(spider)s, %(status)s, %(failure)s, %(started_at)s, %(finished_at)s, %(exit_code)s,
+        %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s, %(stats)s, %(pid)s)
+"""

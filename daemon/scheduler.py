@@ -3,6 +3,10 @@
 Only the daemon holding the runner lock (a session-level advisory lock) runs spiders; another one
 stands by and takes over when the lock frees. The wait between steps is on the stop event and
 never longer than one tick, so a suspend or a wall-clock jump is noticed within a tick.
+
+When PostgreSQL becomes unreachable, the daemon that was running the spiders keeps its promise
+from what it last read (the design's fail-safe): due spiders run anyway and their records go to
+the local journal, which is written to the database once it is back.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from daemon import db, heartbeat, identity
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
-from daemon.decision import Plan, SpiderHistory, decide, oldest_success
+from daemon.decision import SpiderHistory, decide
+from daemon.journal import Journal
+from daemon.narration import log_decision
+from daemon.recording import DatabaseRecorder, Finished, JournalRecorder
 from daemon.runner import CrawlRunner
 from daemon.store import Store
 
@@ -26,16 +33,21 @@ log = structlog.get_logger("daemon.scheduler")
 
 HEARTBEAT_EVERY_SECONDS = 1.0  # while crawls run, the heartbeat is refreshed this often
 
-# The one-runner rule across a lost lock connection (Postgres restarted, backend terminated):
-# while crawls run, the runner proves its lock connection alive and refreshes the run's lease every
-# PROBE_SECONDS. When the connection is gone it tries to reconnect and re-take the lock; if that
-# fails for GIVE_WAY_AFTER_SECONDS, or another daemon holds the lock, it kills its crawls at once.
-# A daemon that takes the lock waits until a 'running' run's lease is LEASE_SECONDS old before it
-# fails that run and starts spiders, unless the run's owner is provably dead. The margin between
-# PROBE + GIVE_WAY (6 s) and LEASE (10 s) is what keeps two runners from ever overlapping.
+# Never two runners, also across a lost lock connection (Postgres restarted, backend terminated):
+# - while crawls run, the runner proves its lock connection alive and refreshes the run's lease
+#   every PROBE_SECONDS; when the connection is gone it reconnects and re-takes the lock, and if
+#   another daemon holds the lock (or failed the run) it kills its crawls at once;
+# - a daemon that takes the lock after standing by waits SETTLE_SECONDS before running anything
+#   (time for a previous runner to notice and give way), and waits for a 'running' run's lease to
+#   be LEASE_SECONDS old before failing it, unless the run's owner is provably dead.
 PROBE_SECONDS = 1.0
-GIVE_WAY_AFTER_SECONDS = 5.0
+SETTLE_SECONDS = 5.0
 LEASE_SECONDS = 10.0
+
+
+def _unreachable(exc: psycopg2.Error) -> bool:
+    """The server cannot be reached at all (as opposed to refusing a statement with a SQLSTATE)."""
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not exc.pgcode
 
 
 class Scheduler:
@@ -55,16 +67,20 @@ class Scheduler:
         self.clock = clock or SystemClock()
         self.stop = stop or threading.Event()
         self.force = force or threading.Event()
+        self.abort = threading.Event()  # set when this daemon must give way during a run
         self.store: Store | None = Store(conn) if conn is not None else None
         self.holds_lock = False
-        self.abort = threading.Event()  # set when this daemon must give way during a run
+        self.recovered = False  # runs left 'running' by others dealt with since taking the lock
+        self.journal = Journal(settings.state_dir / "journal.jsonl")
         self.runner = CrawlRunner(
             settings, self.clock, self.stop, self.force, on_poll=self._during_run, environ=environ, abort=self.abort
         )
-        self.recovered = False  # whether runs left 'running' by others were dealt with since the lock
-        self._run_id: int | None = None
+        self._histories: list[SpiderHistory] | None = None  # the last history read, for offline runs
+        self._may_run_offline = False  # only the daemon that was running the spiders may
+        self._settle_until = float("-inf")
+        self._run_id: int | None = None  # the database run in progress
+        self._offline_run = False
         self._last_probe = float("-inf")
-        self._lost_at: float | None = None
         self._decision_key: object = None
         self._said: set[str] = set()  # one-off notices already logged (standby, disabled)
         self._db_failures = 0
@@ -99,7 +115,10 @@ class Scheduler:
         try:
             wait = self._step(now)
         except psycopg2.Error as exc:
+            offline = self._may_run_offline and _unreachable(exc)
             self._database_failed(exc)
+            if offline and self._run_offline_if_due(now):
+                return 0
             return min(0.5 * 2**self._db_failures, self.settings.tick_seconds)
         self._db_failures = 0
         return wait
@@ -113,7 +132,11 @@ class Scheduler:
             return self.settings.tick_seconds
         if not self.recovered and not self._recover(store, now):
             return min(self.settings.tick_seconds, 1.0)
+        settling = self._settle_until - self.clock.monotonic()
+        if settling > 0:
+            return settling
         histories = store.histories(self.spiders)
+        self._histories = histories
         plan = decide(histories, now, self.settings.interval, self.settings.retry_delay)
         self._log_decision(plan, histories)
         if plan.due:
@@ -131,11 +154,16 @@ class Scheduler:
 
     def _take_lock(self, store: Store) -> bool:
         if not store.try_runner_lock():
+            self._may_run_offline = False
             self._say_once(
                 "standby",
                 "Another scheduler holds the runner lock; standing by to take over when it goes away",
             )
             return False
+        if "standby" in self._said:
+            # Another daemon was running spiders until a moment ago; give it time to notice that
+            # it lost the lock and kill its crawls before anything runs here.
+            self._settle_until = self.clock.monotonic() + SETTLE_SECONDS
         self.holds_lock = True
         self.recovered = False
         self._said.discard("standby")
@@ -144,9 +172,9 @@ class Scheduler:
         return True
 
     def _recover(self, store: Store, now: datetime) -> bool:
-        """Deal with runs left 'running' by another daemon; False while one may still be alive."""
+        """Deal with runs left 'running' and with the journal; False while a run may still be alive."""
         alive = [
-            (run_id, owner, age)
+            run_id
             for run_id, owner, age in store.running_runs()
             if age < LEASE_SECONDS and not identity.certainly_dead(owner)
         ]
@@ -166,8 +194,24 @@ class Scheduler:
                 run_ids=runs,
                 spiders=sorted({s for _, s in spiders}),
             )
+        self._replay_journal(store)
         self.recovered = True
+        self._may_run_offline = True
         return True
+
+    def _replay_journal(self, store: Store) -> None:
+        if not self.journal.exists():
+            return
+        runs, finishes = list(self.journal.runs()), self.journal.finishes()
+        written = store.replay(runs, finishes)
+        self.journal.clear()
+        log.info(
+            "journal_replayed",
+            message="Runs recorded while PostgreSQL was unreachable were written to it",
+            runs=len(runs),
+            finished_runs=len(finishes),
+            records_written=written,
+        )
 
     def _database_failed(self, exc: psycopg2.Error) -> None:
         self._db_failures += 1
@@ -205,81 +249,151 @@ class Scheduler:
             spider_count=len(due),
         )
         run_id = store.start_run(now, len(due), identity.this_process())
-        self._run_id, self._lost_at, self._last_probe = run_id, None, self.clock.monotonic()
-        recorder = _Recorder(self, run_id)
+        recorder = DatabaseRecorder(self._store_if_runner, self.clock, run_id)
+        self._run_id, self._last_probe = run_id, self.clock.monotonic()
         try:
             outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
         finally:
             self._run_id = None
-        if self.abort.is_set():
-            # This daemon gave way: the run and its rows are the new runner's to fail.
-            self.abort.clear()
-            self._drop_connection()
-            self._decision_key = None
+        if self._gave_way():
             return
+        ok, error = self._verdict(due, outcomes)
+        finished_at = self.clock.now()
+        try:
+            store = self._still_runner(run_id)
+            if store is None:
+                self._gave_way()  # another daemon has the lock: the run is its to fail
+                return
+            recorder.flush(store)
+            store.finish_run(run_id, finished_at, ok=ok, error=error)
+        except psycopg2.Error as exc:
+            if not _unreachable(exc):
+                raise
+            self.journal.finish_online_run(run_id, recorder.unwritten, finished_at, ok, error)
+            log.warning("run_journaled", message="PostgreSQL is unreachable; the run's end went to the journal",
+                        run_id=run_id)  # fmt: skip
+            self._drop_connection()
+        self._log_run_end(run_id, due, outcomes, ok, error)
+
+    def _run_offline_if_due(self, now: datetime) -> bool:
+        """The fail-safe: run what is due by the last history read, recording into the journal."""
+        if self._histories is None or self.stop.is_set():
+            return False
+        plan = decide(self._histories, now, self.settings.interval, self.settings.retry_delay)
+        if not plan.due:
+            return False
+        due = plan.due
+        log.warning(
+            "run_started",
+            message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is unreachable "
+            "(recorded in the local journal)",
+            spiders=list(due),
+            spider_count=len(due),
+            offline=True,
+        )
+        journal_run = self.journal.start_run(now, list(due), identity.this_process())
+        recorder = JournalRecorder(self.journal, self.clock, journal_run)
+        self._offline_run, self._last_probe = True, self.clock.monotonic()
+        try:
+            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
+        finally:
+            self._offline_run = False
+        if self._gave_way():
+            return True
+        ok, error = self._verdict(due, outcomes)
+        self.journal.end_run(journal_run, self.clock.now(), ok, error)
+        self._remember(recorder.results)
+        self._log_run_end(None, due, outcomes, ok, error)
+        return True
+
+    def _remember(self, results: list[Finished]) -> None:
+        """Fold an offline run's results into the history it was decided from."""
+        by_spider = {h.spider: h for h in self._histories or []}
+        for r in results:
+            h = by_spider[r.outcome.spider]
+            if r.outcome.ok:
+                by_spider[h.spider] = SpiderHistory(h.spider, r.started_at, 0, None)
+            elif r.outcome.failure in ("error", "timeout"):
+                by_spider[h.spider] = SpiderHistory(h.spider, h.last_success_at, h.consecutive_failures + 1,
+                                                    r.finished_at)  # fmt: skip
+        self._histories = [by_spider[h.spider] for h in self._histories or []]
+
+    def _verdict(self, due: Sequence[str], outcomes: list[CrawlOutcome]) -> tuple[bool, str | None]:
         failed = [o for o in outcomes if not o.ok]
         not_started = len(due) - len(outcomes)
-        ok = not failed and not not_started
-        error = None
-        if not ok:
-            parts = [f"{o.spider}: {o.message}" for o in failed]
-            if not_started:
-                parts.append(f"{not_started} spider(s) not started: the daemon was stopping")
-            error = "; ".join(parts)
-        # The connection may have been replaced (or lost) during the run: write on the current one.
-        store = self._still_runner(run_id)
-        recorder.flush(store)
-        store.finish_run(run_id, self.clock.now(), ok=ok, error=error)
+        if not failed and not not_started:
+            return True, None
+        parts = [f"{o.spider}: {o.message}" for o in failed]
+        if not_started:
+            parts.append(f"{not_started} spider(s) not started: the daemon was stopping")
+        return False, "; ".join(parts)
+
+    def _log_run_end(self, run_id: int | None, due: Sequence[str], outcomes: list[CrawlOutcome], ok: bool,
+                     error: str | None) -> None:  # fmt: skip
         if ok:
             log.info("run_completed", message="Spider run completed successfully", run_id=run_id, spiders=list(due))
         else:
+            failed = [o.spider for o in outcomes if not o.ok]
             log.error(
                 "run_failed",
-                message=f"Spider run failed: {len(failed) + not_started} of {len(due)} spider(s) did not succeed",
+                message=f"Spider run failed: {len(due) - len(outcomes) + len(failed)} of {len(due)} spider(s) "
+                "did not succeed",
                 run_id=run_id,
-                failed=[o.spider for o in failed],
+                failed=failed,
                 error=error,
             )
         self._decision_key = None
 
-    def _still_runner(self, run_id: int) -> Store:
-        """The store to finish `run_id` on, re-taking the lock if the connection was replaced."""
-        if self.store is not None and self.holds_lock:
+    def _gave_way(self) -> bool:
+        if not self.abort.is_set():
+            return False
+        # This daemon gave way: the run and its rows are the new runner's to fail.
+        self.abort.clear()
+        self._may_run_offline = False
+        self._drop_connection()
+        self._decision_key = None
+        return True
+
+    def _store_if_runner(self) -> Store | None:
+        if self.store is not None and self.holds_lock and not self.abort.is_set():
             return self.store
-        self._retake(run_id)
-        if self.store is None or not self.holds_lock:
-            raise psycopg2.OperationalError("the runner lock could not be re-taken to finish the run")
-        return self.store
+        return None
+
+    def _still_runner(self, run_id: int) -> Store | None:
+        """The store to finish `run_id` on: the current one, or a new one with the lock re-taken."""
+        if self._store_if_runner() is None:
+            self._retake(run_id)
+        return self._store_if_runner()
 
     # ----------------------------------------------------------------- keeping the lock during a run
     def _during_run(self) -> None:
         """Called by the runner many times a second while crawls run."""
         self._beat_while_running()
         now = self.clock.monotonic()
-        if self._run_id is None or self.abort.is_set() or now - self._last_probe < PROBE_SECONDS:
+        if self.abort.is_set() or now - self._last_probe < PROBE_SECONDS:
             return
         self._last_probe = now
+        if self._offline_run:
+            self._probe_offline()
+            return
+        if self._run_id is None:
+            return
         try:
             if self.store is None or not self.holds_lock:
                 self._retake(self._run_id)
             elif not self.store.touch_run(self._run_id):
                 self._give_way("the run was failed by another daemon")
-            else:
-                return
         except psycopg2.Error as exc:
-            if self._lost_at is None:
-                self._lost_at = now
-                log.error(
-                    "runner_lock_connection_lost",
-                    message="Lost the connection that holds the runner lock during a run; reconnecting",
-                    error=db.first_line(exc),
-                )
+            self._say_once(
+                "runner_lock_connection_lost",
+                f"Lost the connection that holds the runner lock during a run: {db.first_line(exc)}; "
+                "the crawls go on while it reconnects",
+            )
             self._drop_connection()
-        if self._lost_at is not None and not self.abort.is_set() and now - self._lost_at >= GIVE_WAY_AFTER_SECONDS:
-            self._give_way(f"the runner lock could not be re-taken within {GIVE_WAY_AFTER_SECONDS:g} s")
 
     def _retake(self, run_id: int) -> None:
-        """Reconnect and re-take the lock mid-run; give way if another daemon has it or the run."""
+        """Reconnect and re-take the lock mid-run; give way if another daemon has it or the run.
+        Raises when PostgreSQL cannot be reached: then nobody else can take the lock either."""
         self._drop_connection()
         self.store = Store(db.connect(self.settings, connect_timeout=1))
         if not self.store.try_runner_lock():
@@ -289,9 +403,24 @@ class Scheduler:
         if not self.store.touch_run(run_id):
             self._give_way("the run was failed by another daemon")
             return
-        self.recovered = True  # our own run is the one 'running': nothing to recover
-        self._lost_at = None
+        self.recovered = True  # our own run is the one 'running': nothing else to recover
+        self._said.discard("runner_lock_connection_lost")
         log.info("runner_lock_retaken", message="Re-took the runner lock; the run goes on", run_id=run_id)
+
+    def _probe_offline(self) -> None:
+        """During an offline run: once PostgreSQL answers, take the lock or give way."""
+        if self.store is not None and self.holds_lock:
+            return
+        try:
+            self._drop_connection()
+            self.store = Store(db.connect(self.settings, connect_timeout=1))
+            if self.store.try_runner_lock():
+                self.holds_lock = True
+                log.info("runner_lock_retaken", message="PostgreSQL is back; the offline run goes on under the lock")
+            else:
+                self._give_way("another daemon took the runner lock while PostgreSQL was unreachable")
+        except psycopg2.Error:
+            self._drop_connection()
 
     def _give_way(self, reason: str) -> None:
         log.error(
@@ -301,61 +430,13 @@ class Scheduler:
         )
         self.abort.set()
 
-    # ----------------------------------------------------------------- logging
-    def _log_decision(self, plan: Plan, histories: Sequence[SpiderHistory]) -> None:
+    # ----------------------------------------------------------------- telling
+    def _log_decision(self, plan, histories: Sequence[SpiderHistory]) -> None:  # type: ignore[no-untyped-def]
         key = (plan.due, plan.next_due_at, plan.skewed)
         if key == self._decision_key:
             return
         self._decision_key = key
-        required = f"{self.settings.interval_hours:g}"
-        every_spider_ran, oldest = oldest_success(histories)
-        if every_spider_ran and oldest is not None:
-            hours = (plan.now - oldest).total_seconds() / 3600
-            log.info(
-                "last_run_checked",
-                message=f"Last run was {hours:.2f} hours ago (required: {required} hours)",
-                hours_ago=round(hours, 4),
-                required_hours=self.settings.interval_hours,
-            )
-        else:
-            never = [h.spider for h in histories if h.last_success_at is None]
-            log.info(
-                "last_run_checked",
-                message=f"Last run was never: no completed run on record (required: {required} hours)",
-                spiders_never_run=never,
-                required_hours=self.settings.interval_hours,
-            )
-        if plan.skewed:
-            log.warning(
-                "clock_skew_detected",
-                message="A last run is recorded in the future: the wall clock was set back; "
-                "running now so no run is pushed beyond one interval",
-                spiders=list(plan.skewed),
-            )
-        if plan.due:
-            log.info(
-                "run_due",
-                message="Time threshold met or exceeded, running spiders immediately",
-                spiders=list(plan.due),
-            )
-            return
-        next_due = plan.next_due_at
-        assert next_due is not None  # nothing due means some spider is due later
-        local = next_due.astimezone(self.settings.timezone).isoformat(timespec="seconds")
-        wait_hours = (next_due - plan.now).total_seconds() / 3600
-        retrying = [p.spider for p in plan.spiders if p.reason == "retry"]
-        phrase = (
-            "Failed spider(s) waiting for their retry backoff, skipping immediate execution"
-            if any(p.reason == "retry" and p.due_at == next_due for p in plan.spiders)
-            else "Recent run detected, skipping immediate execution"
-        )
-        log.info(
-            "run_not_due",
-            message=f"{phrase}; next run due at {local} (in {wait_hours:.2f} hours)",
-            next_due_at=local,
-            wait_hours=round(wait_hours, 4),
-            retrying=retrying,
-        )
+        log_decision(plan, histories, self.settings.interval_hours, self.settings.timezone)
 
     def _say_once(self, event: str, message: str) -> None:
         if event not in self._said:
@@ -369,80 +450,3 @@ class Scheduler:
     def _beat_while_running(self) -> None:
         if self.clock.monotonic() - self._last_beat >= HEARTBEAT_EVERY_SECONDS:
             self._beat()
-
-
-class _Recorder:
-    """Writes each spider's row as it starts and finishes, and its canonical log line.
-
-    A finish that cannot be written (the connection is being replaced) is kept and written
-    once the run is finished on the new connection.
-    """
-
-    def __init__(self, scheduler: Scheduler, run_id: int) -> None:
-        self.scheduler = scheduler
-        self.run_id = run_id
-        self.unwritten: list[tuple[int, datetime, CrawlOutcome]] = []
-
-    def _store(self) -> Store | None:
-        s = self.scheduler
-        return s.store if s.store is not None and s.holds_lock and not s.abort.is_set() else None
-
-    def started(self, spider: str) -> int | None:
-        store = self._store()
-        if store is None:
-            return None
-        try:
-            return store.start_spider(self.run_id, spider, self.scheduler.clock.now())
-        except psycopg2.Error as exc:
-            log.error("record_failed", message="Could not record a spider's start; not starting it",
-                      spider=spider, error=db.first_line(exc))  # fmt: skip
-            return None
-
-    def spawned(self, spider_run_id: int, pid: int) -> None:
-        store = self._store()
-        if store is None:
-            return
-        try:
-            store.set_spider_pid(spider_run_id, pid)
-        except psycopg2.Error:
-            pass  # the pid is a convenience; the probe deals with the connection
-
-    def finished(self, spider_run_id: int, outcome: CrawlOutcome) -> None:
-        log_spider_outcome(self.run_id, outcome)
-        finished_at = self.scheduler.clock.now()
-        store = self._store()
-        if store is not None:
-            try:
-                store.finish_spider(spider_run_id, finished_at, outcome)
-                return
-            except psycopg2.Error as exc:
-                log.warning("record_deferred", message="Could not record a spider's result yet; will retry",
-                            spider=outcome.spider, error=db.first_line(exc))  # fmt: skip
-        self.unwritten.append((spider_run_id, finished_at, outcome))
-
-    def flush(self, store: Store) -> None:
-        while self.unwritten:
-            spider_run_id, finished_at, outcome = self.unwritten[0]
-            store.finish_spider(spider_run_id, finished_at, outcome)
-            self.unwritten.pop(0)
-
-
-def log_spider_outcome(run_id: int, outcome: CrawlOutcome) -> None:
-    """The canonical line: one per spider run."""
-    fields = dict(
-        spider=outcome.spider,
-        run_id=run_id,
-        status=outcome.status,
-        failure=outcome.failure,
-        items=outcome.items_scraped,
-        errors=outcome.error_count,
-        duration_s=outcome.duration_s,
-        exit_code=outcome.exit_code,
-        finish_reason=outcome.finish_reason,
-        message=outcome.message,
-        pid=outcome.pid,
-    )
-    if outcome.ok:
-        log.info("spider_run_finished", **fields)
-    else:
-        log.error("spider_run_finished", **fields)

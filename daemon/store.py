@@ -17,6 +17,7 @@ from daemon import queries
 from daemon.decision import SpiderHistory
 
 STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"
+JOURNAL_CUT_MESSAGE = "the daemon stopped during a run made while PostgreSQL was unreachable"
 
 
 class Store:
@@ -100,3 +101,57 @@ class Store:
             "stats": json.dumps(outcome.stats, default=str) if outcome.stats is not None else None,
         }
         return self._count(queries.FINISH_SPIDER_RUN, params) == 1
+
+    def replay(self, runs: list[dict[str, Any]], finishes: list[dict[str, Any]]) -> int:
+        """Write the journal in one transaction; return how many records were new (0 on a re-replay).
+
+        Runs made offline are inserted once (their journal id is unique); ends of runs that began
+        in the database are conditional updates, so they too apply at most once.
+        """
+        written = 0
+        self.conn.autocommit = False
+        try:
+            with self.conn.cursor() as cur:
+                for finish in finishes:
+                    for sp in finish["spiders"]:
+                        cur.execute(queries.FINISH_SPIDER_RUN, {
+                            **{k: sp.get(k) for k in ("failure", "exit_code", "finish_reason", "items_scraped",
+                                                      "error_count", "message", "pid")},
+                            "id": sp["spider_run_id"], "now": sp["finished_at"],
+                            "status": "completed" if sp["ok"] else "failed",
+                            "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
+                        })  # fmt: skip
+                        written += cur.rowcount
+                    cur.execute(queries.FINISH_RUN, {
+                        "run_id": finish["run_id"], "now": finish["finished_at"],
+                        "status": "completed" if finish["ok"] else "failed", "error": finish["error"],
+                    })  # fmt: skip
+                    written += cur.rowcount
+                for run in runs:
+                    end = run["end"]
+                    cur.execute(queries.INSERT_JOURNALED_RUN, {
+                        "started_at": run["started_at"], "spider_count": len(run.get("planned") or run["spiders"]),
+                        "status": "completed" if end and end["ok"] else "failed",
+                        "finished_at": end["finished_at"] if end else run["started_at"],
+                        "error": (end or {}).get("error") if end else JOURNAL_CUT_MESSAGE,
+                        "owner": run.get("owner"), "journal_id": run["run"],
+                    })  # fmt: skip
+                    row = cur.fetchone()
+                    if row is None:
+                        continue  # written by an earlier replay
+                    written += 1
+                    for sp in run["spiders"]:
+                        cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
+                            **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
+                                                      "finish_reason", "items_scraped", "error_count", "message",
+                                                      "pid")},
+                            "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
+                            "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
+                        })  # fmt: skip
+            self.conn.commit()
+        except Exception:
+            self.conn.rollback()
+            raise
+        finally:
+            self.conn.autocommit = True
+        return written

@@ -1,0 +1,108 @@
+"""The local journal: where a run's records go while PostgreSQL is unreachable.
+
+The design's fail-safe: when a run is due and the database cannot be reached, the spiders run
+anyway and their outcomes are appended here, one JSON object per line, flushed and fsynced. Once
+the database is back, the journal is written to it in one transaction and then removed. Each
+journaled run carries a UUID that is unique in `scheduler_state.journal_id`, so a journal
+replayed twice (the daemon died between the commit and the removal) is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.crawl import CrawlOutcome
+
+log = structlog.get_logger("daemon.journal")
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, default=str) + "\n"
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def start_run(self, started_at: datetime, spiders: list[str], owner: str) -> str:
+        run = str(uuid.uuid4())
+        self._append({"kind": "run", "run": run, "started_at": started_at.isoformat(), "planned": spiders,
+                      "owner": owner})  # fmt: skip
+        return run
+
+    def spider(self, run: str, started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) -> None:
+        self._append({"kind": "spider", "run": run, **_result(started_at, finished_at, outcome)})
+
+    def finish_online_run(self, run_id: int, results: list[Any], finished_at: datetime, ok: bool,
+                          error: str | None) -> None:  # fmt: skip
+        """The end of a run that started in the database and lost it before its last writes."""
+        self._append({
+            "kind": "finish", "run": f"db-{run_id}", "run_id": run_id, "finished_at": finished_at.isoformat(),
+            "ok": ok, "error": error,
+            "spiders": [{"spider_run_id": r.spider_run_id, **_result(r.started_at, r.finished_at, r.outcome)}
+                        for r in results],
+        })  # fmt: skip
+
+    def end_run(self, run: str, finished_at: datetime, ok: bool, error: str | None) -> None:
+        self._append({"kind": "end", "run": run, "finished_at": finished_at.isoformat(), "ok": ok, "error": error})
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def finishes(self) -> list[dict[str, Any]]:
+        """The journaled ends of runs that started in the database."""
+        return [r for r in self._records() if r["kind"] == "finish"]
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    # A torn last line (power cut mid-write): what came before it is whole.
+                    log.warning("journal_line_unreadable", file=str(self.path), line=number)
+
+    def runs(self) -> Iterator[dict[str, Any]]:
+        """Each run made offline with its spiders and end (if it got that far), oldest first."""
+        runs: dict[str, dict[str, Any]] = {}
+        for record in self._records():
+            if record["kind"] == "finish":
+                continue
+            run = runs.setdefault(record["run"], {"spiders": [], "end": None})  # spiders: their results
+            if record["kind"] == "run":
+                run.update(record)
+            elif record["kind"] == "spider":
+                run["spiders"].append(record)
+            elif record["kind"] == "end":
+                run["end"] = record
+        yield from (r for r in runs.values() if "started_at" in r)
+
+    def clear(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _result(started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) -> dict[str, Any]:
+    return {
+        "spider": outcome.spider, "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+        "ok": outcome.ok, "failure": outcome.failure, "exit_code": outcome.exit_code,
+        "finish_reason": outcome.finish_reason, "items_scraped": outcome.items_scraped,
+        "error_count": outcome.error_count, "message": outcome.message, "stats": outcome.stats,
+        "pid": outcome.pid,
+    }  # fmt: skip

@@ -1,0 +1,111 @@
+"""Recording a run while it happens: in PostgreSQL, or in the local journal when it is unreachable.
+
+Both recorders give the runner the same three callbacks (started, spawned, finished) and log the
+canonical line of each spider run, wherever its record goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg2
+import structlog
+
+from daemon import db
+from daemon.clock import Clock
+from daemon.crawl import CrawlOutcome
+from daemon.journal import Journal
+from daemon.narration import log_spider_outcome
+from daemon.store import Store
+
+log = structlog.get_logger("daemon.scheduler")
+
+
+@dataclass
+class Finished:
+    spider_run_id: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: CrawlOutcome
+
+
+class DatabaseRecorder:
+    """Writes each spider's row as it starts and finishes. A finish that cannot be written now
+    (the connection is being replaced) is kept for the end of the run."""
+
+    def __init__(self, store: Callable[[], Store | None], clock: Clock, run_id: int) -> None:
+        self.store = store  # the current store, or None while the runner lock is not ours
+        self.clock = clock
+        self.run_id = run_id
+        self.started_at: dict[int, datetime] = {}
+        self.unwritten: list[Finished] = []
+
+    def started(self, spider: str) -> int | None:
+        store = self.store()
+        if store is None:
+            return None
+        now = self.clock.now()
+        try:
+            spider_run_id = store.start_spider(self.run_id, spider, now)
+        except psycopg2.Error as exc:
+            log.error("record_failed", message="Could not record a spider's start; not starting it",
+                      spider=spider, error=db.first_line(exc))  # fmt: skip
+            return None
+        self.started_at[spider_run_id] = now
+        return spider_run_id
+
+    def spawned(self, spider_run_id: int, pid: int) -> None:
+        store = self.store()
+        if store is None:
+            return
+        try:
+            store.set_spider_pid(spider_run_id, pid)
+        except psycopg2.Error:
+            pass  # the pid is a convenience; the lock probe deals with the connection
+
+    def finished(self, spider_run_id: int, outcome: CrawlOutcome) -> None:
+        log_spider_outcome(self.run_id, outcome)
+        done = Finished(spider_run_id, self.started_at[spider_run_id], self.clock.now(), outcome)
+        store = self.store()
+        if store is not None:
+            try:
+                store.finish_spider(spider_run_id, done.finished_at, outcome)
+                return
+            except psycopg2.Error as exc:
+                log.warning("record_deferred", message="Could not record a spider's result yet; will retry",
+                            spider=outcome.spider, error=db.first_line(exc))  # fmt: skip
+        self.unwritten.append(done)
+
+    def flush(self, store: Store) -> None:
+        while self.unwritten:
+            done = self.unwritten[0]
+            store.finish_spider(done.spider_run_id, done.finished_at, done.outcome)
+            self.unwritten.pop(0)
+
+
+class JournalRecorder:
+    """Records a run made while PostgreSQL is unreachable in the local journal."""
+
+    def __init__(self, journal: Journal, clock: Clock, run: str) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.run = run
+        self.results: list[Finished] = []
+        self._tokens = 0
+        self._started: dict[int, datetime] = {}
+
+    def started(self, spider: str) -> int:
+        self._tokens += 1
+        self._started[self._tokens] = self.clock.now()
+        return self._tokens
+
+    def spawned(self, token: int, pid: int) -> None:
+        pass
+
+    def finished(self, token: int, outcome: CrawlOutcome) -> None:
+        log_spider_outcome(None, outcome)
+        done = Finished(token, self._started[token], self.clock.now(), outcome)
+        self.journal.spider(self.run, done.started_at, done.finished_at, outcome)
+        self.results.append(done)

@@ -1,0 +1,95 @@
+"""Row 8: PostgreSQL unreachable when a run is due. The spiders run anyway, their records go to the
+local journal, and the journal reaches the database exactly once when it is back — also when the
+daemon restarts in between, or dies between writing the journal and removing it."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import daemon_factory  # noqa: F401 (fixture)
+from tests.helpers import json_lines, rows, side_channel, wait_for
+
+pytestmark = pytest.mark.faults
+
+
+def crawls(env, spider="ok") -> int:
+    return sum(1 for kind, _, _, name in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "end" and name == spider)
+
+
+def journal(env) -> Path:
+    return Path(env["SCHEDULER_STATE_DIR"]) / "journal.jsonl"
+
+
+def count(conn, where: str, table: str = "scheduler_state") -> int:
+    return rows(conn, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
+
+
+@pytest.fixture
+def offline_run(pg_server, base_env, db, daemon_factory):
+    """A daemon that ran once with the database, then once more while it was down."""
+    env = {**base_env, "SCHEDULER_SPIDERS": "ok", "SCHEDULER_INTERVAL_HOURS": "0.0015", "DB_WAIT_TIMEOUT_SECONDS": "60"}
+    d = daemon_factory(env).start()
+    wait_for(lambda: count(db, "status = 'completed'") == 1, timeout=60, what="the first run")
+    db.close()
+    pg_server.stop("fast")
+    try:
+        wait_for(lambda: crawls(env) == 2, timeout=60, what="the run made while PostgreSQL was down")
+        wait_for(lambda: '"kind": "end"' in (journal(env).read_text() if journal(env).exists() else ""),
+                 timeout=30, what="the journaled end of the run")  # fmt: skip
+    except BaseException:
+        pg_server.start()
+        raise
+    return env, d
+
+
+def test_a_due_run_happens_while_postgres_is_down_and_is_written_once_it_is_back(pg_server, offline_run):
+    env, d = offline_run
+    assert any(e.get("offline") for e in json_lines(d.output()) if e["event"] == "run_started")
+    pg_server.start()
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        wait_for(lambda: count(conn, "journal_id IS NOT NULL AND status = 'completed'") == 1, timeout=60,
+                 what="the journal replayed")  # fmt: skip
+        wait_for(lambda: not journal(env).exists(), timeout=10, what="the journal removed")
+        [(items, status)] = rows(conn, "SELECT r.items_scraped, r.status FROM spider_runs r JOIN scheduler_state s "
+                                       "ON s.id = r.run_id WHERE s.journal_id IS NOT NULL")  # fmt: skip
+        assert (items, status) == (15, "completed")
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        # Nothing lost: every crawl that really ran is in the database.
+        assert count(conn, "status = 'completed'", "spider_runs") == crawls(env)
+    finally:
+        conn.close()
+
+
+def test_the_journal_is_replayed_exactly_once_across_restarts(pg_server, offline_run, daemon_factory):
+    env, d = offline_run
+    d.signal(signal.SIGKILL)
+    d.wait()
+    saved = journal(env).with_suffix(".copy")
+    shutil.copy(journal(env), saved)
+    pg_server.start()
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        again = daemon_factory(env).start()
+        wait_for(lambda: count(conn, "journal_id IS NOT NULL") == 1, timeout=60, what="the replay after a restart")
+        again.signal(signal.SIGTERM)
+        assert again.wait(timeout=30) == 0
+        # The daemon died after the commit but before removing the journal: it is replayed again.
+        shutil.copy(saved, journal(env))
+        third = daemon_factory(env).start()
+        wait_for(lambda: not journal(env).exists(), timeout=60, what="the second replay")
+        time.sleep(0.5)
+        third.signal(signal.SIGTERM)
+        assert third.wait(timeout=30) == 0
+        assert count(conn, "journal_id IS NOT NULL") == 1
+        replays = [e for e in json_lines(third.output()) if e["event"] == "journal_replayed"]
+        assert replays and replays[0]["records_written"] == 0
+        assert count(conn, "status = 'running'") == 0
+    finally:
+        conn.close()
