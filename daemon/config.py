@@ -120,16 +120,10 @@ class Settings:
             project_dir=reader.project_dir("SCRAPY_PROJECT_DIR", str(PROJECT_ROOT / "example_project")),
             spiders=reader.spiders("SCHEDULER_SPIDERS"),
             concurrency=reader.integer("SCHEDULER_CONCURRENCY", 1, low=1, high=64),
-            spider_timeout=timedelta(
-                minutes=reader.number("SCHEDULER_SPIDER_TIMEOUT_MINUTES", 120, unit="minutes")
-            ),
-            retry_delay=timedelta(
-                minutes=reader.number("SCHEDULER_RETRY_DELAY_MINUTES", 15, unit="minutes")
-            ),
+            spider_timeout=timedelta(minutes=reader.number("SCHEDULER_SPIDER_TIMEOUT_MINUTES", 120, unit="minutes")),
+            retry_delay=timedelta(minutes=reader.number("SCHEDULER_RETRY_DELAY_MINUTES", 15, unit="minutes")),
             max_spider_errors=reader.integer("SCHEDULER_MAX_SPIDER_ERRORS", 0, low=0, high=10**9),
-            stop_grace_seconds=reader.number(
-                "SCHEDULER_STOP_GRACE_SECONDS", 20, unit="seconds", high=3600
-            ),
+            stop_grace_seconds=reader.number("SCHEDULER_STOP_GRACE_SECONDS", 20, unit="seconds", high=3600),
             tick_seconds=reader.number("SCHEDULER_TICK_SECONDS", 30, unit="seconds", high=300),
             db_wait_timeout_seconds=reader.number(
                 "DB_WAIT_TIMEOUT_SECONDS", 60, unit="seconds", allow_zero=True, high=86400
@@ -241,9 +235,7 @@ class _Reader:
             except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: odd path-like names
                 raise ValueError from exc
 
-        return self._parse(
-            name, ZoneInfo(default), parse, "an IANA time zone name such as UTC or America/Bogota"
-        )
+        return self._parse(name, ZoneInfo(default), parse, "an IANA time zone name such as UTC or America/Bogota")
 
     def path(self, name: str, default: str) -> Path:
         raw = self._raw(name) or default
@@ -277,8 +269,7 @@ class _Reader:
         file_name = self._raw("DB_PASSWORD_FILE")
         if direct and file_name:
             self.problems.append(
-                f"DB_PASSWORD and DB_PASSWORD_FILE={_show(file_name)} are both set: "
-                "set only one of them"
+                f"DB_PASSWORD and DB_PASSWORD_FILE={_show(file_name)} are both set: set only one of them"
             )
             return Secret("")
         if file_name:

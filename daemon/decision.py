@@ -63,9 +63,8 @@ def retry_backoff(failures: int, retry_delay: timedelta, interval: timedelta) ->
     seconds = retry_delay.total_seconds() * 2.0 ** min(failures - 1, 60)
     return timedelta(seconds=min(seconds, interval.total_seconds()))
 
-def plan_spider(
-    history: SpiderHistory, now: datetime, interval: timedelta, retry_delay: timedelta
-) -> SpiderPlan:
+
+def plan_spider(history: SpiderHistory, now: datetime, interval: timedelta, retry_delay: timedelta) -> SpiderPlan:
     if history.consecutive_failures > 0 and history.last_failure_at is not None:
         if history.last_failure_at - now > CLOCK_SKEW_TOLERANCE:
             return SpiderPlan(history.spider, now, "clock_skew", clock_skew=True)
@@ -78,9 +77,7 @@ def plan_spider(
     return SpiderPlan(history.spider, history.last_success_at + interval, "interval")
 
 
-def decide(
-    histories: Sequence[SpiderHistory], now: datetime, interval: timedelta, retry_delay: timedelta
-) -> Plan:
+def decide(histories: Sequence[SpiderHistory], now: datetime, interval: timedelta, retry_delay: timedelta) -> Plan:
     return Plan(now, tuple(plan_spider(h, now, interval, retry_delay) for h in histories))
 
 

@@ -25,9 +25,7 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
     stream = stream or sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,

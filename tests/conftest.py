@@ -33,6 +33,22 @@ PROJECT_PREFIXES = ("DB_", "SCHEDULER_", "SCRAPY_", "LOG_", "CACHE_", "ALERT_", 
 sys.path.insert(0, str(ROOT))
 
 
+FIGURES: list[str] = []
+
+
+def figure(line: str) -> None:
+    """Report a measured figure: printed in the test summary (timings are reported, never asserted)."""
+    FIGURES.append(line)
+    print(line)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 (pytest hook)
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end: the daemon as a real process")
     config.addinivalue_line("markers", "docker: end-to-end: the real container stack (needs a Docker engine)")
@@ -93,7 +109,6 @@ class PostgresServer:
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.socket_dir}'\n"
                 "fsync = off\nfull_page_writes = off\n"  # fast, yet a commit survives pg_ctl stop -m immediate
-
                 "max_connections = 200\n"
                 # Abort a statement whose client died, as the fault tests kill clients mid-query.
                 "client_connection_check_interval = 100ms\n"
@@ -245,3 +260,22 @@ def base_env(pg_server: PostgresServer, database: str, site: str, tmp_path: Path
         "TEST_SITE_URL": site,
         "SPIDER_SIDE_CHANNEL": str(tmp_path / "side-channel.log"),
     }
+
+
+@pytest.fixture
+def daemon_factory(tmp_path):
+    """Start `python -m daemon` as a real process (the way the entrypoint ends); killed at teardown."""
+    from tests.helpers import DaemonProcess
+
+    made: list[DaemonProcess] = []
+
+    def make(env: dict[str, str], *args: str) -> DaemonProcess:
+        workdir = tmp_path / f"d{len(made)}"
+        workdir.mkdir()
+        d = DaemonProcess(env, workdir, args)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -136,3 +139,45 @@ def json_lines(text: str) -> list[dict]:
 
 def hours(n: float) -> timedelta:
     return timedelta(hours=n)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DaemonProcess:
+    def __init__(self, env: dict[str, str], workdir: Path, args: tuple[str, ...] = ()):
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), **env}
+        self.workdir = workdir
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+
+    def start(self) -> DaemonProcess:
+        log = self.workdir / f"daemon-{len(self.logs)}.log"
+        self.logs.append(log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", *self.args], cwd=self.workdir, env=self.env,
+            stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return "".join(p.read_text() for p in self.logs if p.exists())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

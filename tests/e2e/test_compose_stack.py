@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, figure
 from tests.helpers import json_lines, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -162,7 +162,10 @@ class TestComposeStack:
         records = json_lines("\n".join(line.split("|", 1)[-1] for line in logs.splitlines()))
         summaries = [r for r in records if r.get("event") == "spider_run_finished"]
         assert {s["spider"] for s in summaries} == {"ok", "slow"}
-        assert {(s["spider"], s["status"], s["items"]) for s in summaries} == {("ok", "completed", 15), ("slow", "completed", 5)}
+        assert {(s["spider"], s["status"], s["items"]) for s in summaries} == {
+            ("ok", "completed", 15),
+            ("slow", "completed", 5),
+        }
 
     def test_stop_and_start_within_the_interval_runs_nothing_new(self, stack):
         stack.compose("stop", "scheduler")
@@ -198,7 +201,7 @@ class TestComposeStack:
         started = time.monotonic()
         stack.compose("stop", "scheduler")
         took = time.monotonic() - started
-        print(f"docker-compose stop during a run took {took:.1f} s (daemon grace 5 s, compose grace 40 s)")
+        figure(f"docker-compose stop during a run took {took:.1f} s (daemon grace 5 s, compose grace 40 s)")
         assert stack.inspect("{{.State.ExitCode}}") == "0"
         assert stack.spider_count("failure = 'interrupted' AND spider = 'slow'") == 1
         assert stack.count("status = 'running'") == 0

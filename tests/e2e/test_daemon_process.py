@@ -10,8 +10,7 @@ import time
 import pytest
 
 from tests.conftest import PG_PASSWORD, ROOT, free_port
-from tests.e2e.conftest import run_cli
-from tests.helpers import crawl_intervals, json_lines, rows, wait_for
+from tests.helpers import crawl_intervals, json_lines, rows, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -98,8 +97,11 @@ def test_acceptance_runs_happen_and_survive_sigterm_and_sigkill_mid_run(base_env
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=15) == 0
     # The runner lock went with it.
-    assert rows(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
-                    "database = (SELECT oid FROM pg_database WHERE datname = current_database())") == [(0,)]
+    assert rows(
+        db,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+        "database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    ) == [(0,)]
     [(status, failure)] = rows(db, "SELECT status, failure FROM spider_runs ORDER BY id DESC LIMIT 1")
     assert (status, failure) == ("failed", "interrupted")
     assert rows(db, "SELECT status FROM scheduler_state ORDER BY id DESC LIMIT 1") == [("failed",)]

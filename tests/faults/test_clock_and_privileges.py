@@ -9,7 +9,15 @@ import psycopg2
 import pytest
 from structlog.testing import capture_logs
 
-from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
+from tests.conftest import figure
+from tests.helpers import (
+    SchedulerThread,
+    hours,
+    insert_completed,
+    rows,
+    utcnow,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -50,7 +58,7 @@ def test_a_suspend_of_eight_hours_starts_the_run_within_a_tick_of_waking(base_en
         sched.clock.jump(hours(8))  # the wall clock moved; the process's monotonic waits did not
         woke = time.monotonic()
         wait_for(lambda: [e for e in logs if e["event"] == "run_started"], timeout=10, what="the run")
-        print(f"run started {time.monotonic() - woke:.2f} s after waking (tick 0.5 s)")
+        figure(f"run started {time.monotonic() - woke:.2f} s after waking (tick 0.5 s)")
 
 
 LEAST_PRIVILEGE = """
@@ -82,5 +90,6 @@ def test_the_daemon_works_with_a_least_privilege_role_that_cannot_do_more(pg_ser
         rows(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scheduler_app'")
         rows(db, f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM scheduler_app; '
                  f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM scheduler_app; '
-                 f'REVOKE ALL ON SCHEMA public FROM scheduler_app; REVOKE ALL ON DATABASE "{dbname}" FROM scheduler_app; '
+                 f'REVOKE ALL ON SCHEMA public FROM scheduler_app; '
+                 f'REVOKE ALL ON DATABASE "{dbname}" FROM scheduler_app; '
                  f'DROP ROLE scheduler_app')  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import daemon_factory  # noqa: F401 (fixture)
+from tests.conftest import figure
 from tests.helpers import crawl_intervals, rows, side_channel, wait_for
 
 pytestmark = pytest.mark.faults
@@ -33,7 +33,9 @@ def writing(db, table: str) -> bool:
 
 
 def ended_crawls(env, spider: str) -> int:
-    return sum(1 for kind, _, _, name in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "end" and name == spider)
+    return sum(
+        1 for kind, _, _, name in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "end" and name == spider
+    )
 
 
 def test_killed_before_a_crawls_result_is_written_repeats_that_spider(base_env, db, daemon_factory):
@@ -52,7 +54,7 @@ def test_killed_before_a_crawls_result_is_written_repeats_that_spider(base_env, 
     again.signal(signal.SIGTERM)
     assert again.wait(timeout=30) == 0
     duplicates = ended_crawls(env, "ok") - 1
-    print(f"killed between a crawl's end and its record: {duplicates} duplicate crawl(s) of ok (at-least-once)")
+    figure(f"killed between a crawl's end and its record: {duplicates} duplicate crawl(s) of ok (at-least-once)")
     assert duplicates == 1
     assert count(db, "failure = 'stale'", "spider_runs") == 1
 

@@ -94,7 +94,8 @@ def test_a_canary_password_never_shows_in_errors_reprs_or_healthcheck_output(tmp
     assert PG_PASSWORD not in repr(s) + str(s) + repr(s.db_password)
     for env in ({"DB_PASSWORD": PG_PASSWORD, "DB_PASSWORD_FILE": str(secret)},
                 {"DB_PASSWORD": PG_PASSWORD, "DB_PORT": "1", "DB_WAIT_TIMEOUT_SECONDS": "0.5"},
-                {"DB_PASSWORD_FILE": str(secret), "DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_WAIT_TIMEOUT_SECONDS": "0.5"}):  # fmt: skip
+                {"DB_PASSWORD_FILE": str(secret), "DB_HOST": "127.0.0.1", "DB_PORT": "1",
+                 "DB_WAIT_TIMEOUT_SECONDS": "0.5"}):  # fmt: skip
         for command in ([], ["healthcheck"], ["wait-db"], ["migrate"]):
             full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT), **env}
             done = subprocess.run([sys.executable, "-m", "daemon", *command], cwd=tmp_path, env=full,

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import daemon_factory  # noqa: F401 (fixture)
 from tests.helpers import json_lines, rows, side_channel, wait_for
 
 pytestmark = pytest.mark.faults
 
 
 def crawls(env, spider="ok") -> int:
-    return sum(1 for kind, _, _, name in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "end" and name == spider)
+    return sum(
+        1 for kind, _, _, name in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "end" and name == spider
+    )
 
 
 def journal(env) -> Path:

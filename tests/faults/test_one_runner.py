@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import daemon_factory  # noqa: F401 (fixture)
-from tests.helpers import crawl_intervals, exits_seen_by_the_daemon, json_lines, rows, wait_for
+from tests.conftest import figure
+from tests.helpers import (
+    crawl_intervals,
+    exits_seen_by_the_daemon,
+    json_lines,
+    rows,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -71,8 +77,10 @@ def test_a_killed_lock_connection_never_lets_a_second_runner_overlap(pg_server, 
     wait_for(lambda: count(db, "status = 'completed'") >= 1, timeout=90, what="a completed run after the kill")
     a_events = {e["event"]: e for e in json_lines(a.output())}
     noticed = stamp(a_events["runner_lock_connection_lost"]) - killed_at
-    print(f"lock connection killed: noticed after {noticed:.2f} s (probe 1 s, tick 0.5 s); "
-          f"{'re-taken by a' if 'runner_lock_retaken' in a_events else 'a gave way'}")
+    figure(
+        f"lock connection killed: noticed after {noticed:.2f} s (probe 1 s, tick 0.5 s); "
+        f"{'re-taken by a' if 'runner_lock_retaken' in a_events else 'a gave way'}"
+    )
     assert "runner_lock_retaken" in a_events or "runner_giving_way" in a_events
     for d in (a, b):
         d.signal(signal.SIGTERM)
@@ -122,8 +130,10 @@ def test_two_daemons_started_and_failed_over_again_and_again_never_overlap(base_
         assert d.wait(timeout=30) == 0
     crawls = assert_no_overlap(env, db)
     assert count(db, "status = 'running'") == 0
-    print(f"seed {seed}: {starts} daemon starts, {len(takeovers)} failovers, {crawls} crawls, 0 overlaps; "
-          f"takeover max {max(takeovers):.2f} s, median {sorted(takeovers)[len(takeovers) // 2]:.2f} s (tick 0.5 s)")
+    figure(
+        f"seed {seed}: {starts} daemon starts, {len(takeovers)} failovers, {crawls} crawls, 0 overlaps; "
+        f"takeover max {max(takeovers):.2f} s, median {sorted(takeovers)[len(takeovers) // 2]:.2f} s (tick 0.5 s)"
+    )
     assert len(takeovers) >= failovers // 2
 
 

@@ -13,9 +13,18 @@ import time
 
 import pytest
 
-from tests.conftest import PG_PASSWORD
-from tests.e2e.conftest import daemon_factory  # noqa: F401 (fixture)
-from tests.helpers import crawl_intervals, exits_seen_by_the_daemon, hours, insert_completed, json_lines, rows, side_channel, utcnow, wait_for
+from tests.conftest import PG_PASSWORD, figure
+from tests.helpers import (
+    crawl_intervals,
+    exits_seen_by_the_daemon,
+    hours,
+    insert_completed,
+    json_lines,
+    rows,
+    side_channel,
+    utcnow,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -73,7 +82,7 @@ def test_sigterm_while_idle_exits_0_at_once_and_releases_the_lock(base_env, db, 
     sent = time.monotonic()
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=10) == 0
-    print(f"idle daemon exited {time.monotonic() - sent:.2f} s after SIGTERM (tick 30 s)")
+    figure(f"idle daemon exited {time.monotonic() - sent:.2f} s after SIGTERM (tick 30 s)")
     assert advisory_locks(db) == 0
 
 
@@ -94,7 +103,7 @@ def test_sigkill_at_random_points_leaves_no_row_running_and_no_orphan_crawl(base
     assert final.wait(timeout=30) == 0
     stale = count(db, "failure = 'stale'", "spider_runs")
     completed = count(db, "status = 'completed'")
-    print(f"seed {seed}: {repeats} SIGKILLs at random points, {stale} crawls marked stale, {completed} runs completed")
+    figure(f"seed {seed}: {repeats} SIGKILLs at random points, {stale} crawls marked stale, {completed} runs completed")
     assert count(db, "status = 'running'") == 0
     assert count(db, "status = 'running'", "spider_runs") == 0
     assert [pid for pid in crawl_pids(env) if alive(pid)] == []

@@ -6,7 +6,14 @@ import time
 
 from structlog.testing import capture_logs
 
-from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
+from tests.helpers import (
+    SchedulerThread,
+    hours,
+    insert_completed,
+    rows,
+    utcnow,
+    wait_for,
+)
 
 
 def events(logs, name):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from datetime import timedelta
 
 from tests.conftest import PG_BIN, ROOT
 from tests.helpers import hours, insert_completed, rows, utcnow

@@ -7,10 +7,18 @@ import time
 from datetime import timedelta
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
-from tests.helpers import SchedulerThread, crawl_intervals, hours, insert_completed, rows, utcnow, wait_for
+from tests.conftest import figure
+from tests.helpers import (
+    SchedulerThread,
+    crawl_intervals,
+    hours,
+    insert_completed,
+    rows,
+    utcnow,
+    wait_for,
+)
 
 
 def events(logs, name):
@@ -35,8 +43,14 @@ def test_first_run_starts_at_once_with_no_history_and_records_the_results(base_e
     )
     assert (spider, status, failure, items, errors, reason, code) == ("ok", "completed", None, 15, 0, "finished", 0)
     assert started <= finished and message == "scraped 15 item(s)"
-    [(spider_count, run_status, last_run_at)] = rows(db, "SELECT spider_count, status, last_run_at FROM scheduler_state")
-    assert (spider_count, run_status, last_run_at) == (1, "completed", started if last_run_at == started else last_run_at)
+    [(spider_count, run_status, last_run_at)] = rows(
+        db, "SELECT spider_count, status, last_run_at FROM scheduler_state"
+    )
+    assert (spider_count, run_status, last_run_at) == (
+        1,
+        "completed",
+        started if last_run_at == started else last_run_at,
+    )
     said = messages(logs)
     assert any(m.startswith("Last run was never") for m in said)
     assert "Time threshold met or exceeded, running spiders immediately" in said
@@ -73,7 +87,7 @@ def test_recent_run_waits_the_remainder_and_a_wall_clock_jump_starts_it_within_a
         sched.clock.jump(hours(2))
         jumped = time.monotonic()
         wait_for(lambda: events(logs, "run_started"), timeout=10, what="the run after the jump")
-        print(f"run started {time.monotonic() - jumped:.2f} s after the wall-clock jump (tick 0.5 s)")
+        figure(f"run started {time.monotonic() - jumped:.2f} s after the wall-clock jump (tick 0.5 s)")
         wait_for(lambda: len(completed_runs(db)) == 2, what="the run to complete")
 
 
@@ -131,7 +145,11 @@ def test_rows_left_running_by_a_dead_daemon_are_failed_on_start_and_their_spider
     [(run_id,)] = rows(
         db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, 'running') RETURNING id"
     )
-    rows(db, "INSERT INTO spider_runs (run_id, spider, status, started_at) VALUES (%(r)s, 'ok', 'running', now())", {"r": run_id})
+    rows(
+        db,
+        "INSERT INTO spider_runs (run_id, spider, status, started_at) VALUES (%(r)s, 'ok', 'running', now())",
+        {"r": run_id},
+    )
     with capture_logs() as logs, SchedulerThread(base_env, ["ok"]):
         wait_for(lambda: completed_runs(db), what="the spider to run again")
     [(status, error)] = rows(db, "SELECT status, error FROM scheduler_state WHERE id = %(r)s", {"r": run_id})
