@@ -33,42 +33,75 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
     return values
 
 
-def cmd_run(settings: Settings) -> int:
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import db
     from daemon.scheduler import Scheduler
     from daemon.spiders import list_spiders, resolve_spiders
 
-    stop, force = threading.Event(), threading.Event()
+    stop, force, wake = threading.Event(), threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         # Only set events: the loop decides. A second signal means "now".
         if stop.is_set():
             force.set()
         stop.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     spiders = resolve_spiders(settings, list_spiders(settings))
     conn = db.wait_for_database(settings, stop)
-    Scheduler(settings, spiders, stop=stop, force=force, conn=conn).run()
+    Scheduler(settings, spiders, stop=stop, force=force, wake=wake, conn=conn).run()
     return 0
 
 
-def cmd_migrate(settings: Settings) -> int:
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import db, status
+    from daemon.clock import SystemClock
+    from daemon.store import Store
+
+    store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
+    try:
+        print(status.render(status.gather(store, settings, SystemClock().now()), args.json))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_run_now(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import db
+    from daemon.errors import ConfigError
+    from daemon.spiders import list_spiders, resolve_spiders
+    from daemon.store import Store
+
+    known = resolve_spiders(settings, list_spiders(settings))
+    unknown = [name for name in args.spiders if name not in known]
+    if unknown:
+        raise ConfigError([f"run-now: no spider named {', '.join(unknown)} (known: {', '.join(known)})"])
+    store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
+    try:
+        request_id = store.request_run(list(args.spiders) or None)
+    finally:
+        store.close()
+    print(f"run requested (request {request_id}): {', '.join(args.spiders) or 'all spiders'}")
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.migrations import apply_migrations
 
     apply_migrations(settings)
     return 0
 
 
-def cmd_wait_db(settings: Settings) -> int:
+def cmd_wait_db(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import db
 
     db.wait_for_database(settings).close()
     return 0
 
 
-def cmd_healthcheck(settings: Settings) -> int:
+def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
     age = heartbeat.age_seconds(settings.heartbeat_file)
     limit = heartbeat.max_age_seconds(settings.tick_seconds)
     if age is None:
@@ -81,11 +114,13 @@ def cmd_healthcheck(settings: Settings) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
+COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run the scheduling loop (the default command)"),
     "migrate": (cmd_migrate, "apply pending sql/NNN_*.sql migrations, each once, then exit"),
     "wait-db": (cmd_wait_db, "wait until PostgreSQL accepts connections (DB_WAIT_TIMEOUT_SECONDS)"),
     "healthcheck": (cmd_healthcheck, "exit 0 while the loop's heartbeat is fresh, 1 when it is stale"),
+    "status": (cmd_status, "show each job and spider: last run, status, items, next due, running now"),
+    "run-now": (cmd_run_now, "ask the running daemon to run these spiders (or all) now"),
 }
 
 
@@ -96,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         "every SCHEDULER_INTERVAL_HOURS, remembering its runs in PostgreSQL.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+    parsers = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in COMMANDS.items()}
+    parsers["status"].add_argument("--json", action="store_true", help="machine-readable output")
+    parsers["run-now"].add_argument("spiders", nargs="*", metavar="SPIDER", help="spiders to run (default: all)")
     return parser
 
 
@@ -107,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_mapping(load_environment())
         logs.configure(settings.log_level, settings.log_format)
-        return command(settings)
+        return command(settings, args)
     except SchedulerError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)

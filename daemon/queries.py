@@ -92,3 +92,33 @@ INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_a
 VALUES (%(run_id)s, %(spider)s, %(status)s, %(failure)s, %(started_at)s, %(finished_at)s, %(exit_code)s,
         %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s, %(stats)s, %(pid)s)
 """
+
+# run-now: requests from `python -m daemon run-now`, taken by the lock holder.
+RUN_NOW_CHANNEL = "scheduler_run_now"
+LISTEN_RUN_NOW = "LISTEN scheduler_run_now"
+INSERT_RUN_REQUEST = "INSERT INTO run_requests (spiders) VALUES (%(spiders)s) RETURNING id"
+NOTIFY_RUN_NOW = "SELECT pg_notify('scheduler_run_now', %(id)s::text)"
+TAKE_RUN_REQUESTS = """
+UPDATE run_requests SET taken_at = %(now)s
+ WHERE taken_at IS NULL
+RETURNING id, spiders
+"""
+
+# status: what `python -m daemon status` shows.
+KNOWN_SPIDERS = """
+WITH RECURSIVE names AS (
+    (SELECT spider FROM spider_runs ORDER BY spider LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.spider FROM spider_runs r WHERE r.spider > names.spider ORDER BY r.spider LIMIT 1)
+      FROM names WHERE names.spider IS NOT NULL)
+SELECT spider FROM names WHERE spider IS NOT NULL
+"""
+LATEST_SPIDER_RUNS = """
+SELECT DISTINCT ON (s.spider) s.spider, r.started_at, r.finished_at, r.status, r.failure, r.items_scraped, r.message
+  FROM unnest(%(spiders)s::text[]) AS s (spider)
+  LEFT JOIN LATERAL (SELECT * FROM spider_runs x WHERE x.spider = s.spider ORDER BY x.id DESC LIMIT 1) r ON true
+"""
+LATEST_RUN = """
+SELECT id, last_run_at, finished_at, status, spider_count, error FROM scheduler_state ORDER BY id DESC LIMIT 1
+"""
+PENDING_RUN_REQUESTS = "SELECT count(*) FROM run_requests WHERE taken_at IS NULL"

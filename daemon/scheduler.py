@@ -26,6 +26,7 @@ from daemon.decision import SpiderHistory, decide
 from daemon.journal import Journal
 from daemon.narration import log_decision
 from daemon.recording import DatabaseRecorder, Finished, JournalRecorder
+from daemon.requests import RunNowListener
 from daemon.runner import CrawlRunner
 from daemon.store import Store
 
@@ -59,6 +60,7 @@ class Scheduler:
         clock: Clock | None = None,
         stop: threading.Event | None = None,
         force: threading.Event | None = None,
+        wake: threading.Event | None = None,
         conn: psycopg2.extensions.connection | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
@@ -68,6 +70,8 @@ class Scheduler:
         self.stop = stop or threading.Event()
         self.force = force or threading.Event()
         self.abort = threading.Event()  # set when this daemon must give way during a run
+        self.wake = wake or threading.Event()  # cuts a wait short: a signal, or a run-now request
+        self.listener = RunNowListener(settings, self.stop, self.wake)
         self.store: Store | None = Store(conn) if conn is not None else None
         self.holds_lock = False
         self.recovered = False  # runs left 'running' by others dealt with since taking the lock
@@ -96,6 +100,7 @@ class Scheduler:
             concurrency=self.settings.concurrency,
             tick_s=self.settings.tick_seconds,
         )
+        self.listener.start()
         try:
             while not self.stop.is_set():
                 now = self.clock.now()
@@ -104,8 +109,9 @@ class Scheduler:
                     # A loop that cannot reach its database is not healthy: the heartbeat stops
                     # until it can again, so the healthcheck reports the outage.
                     self._beat()
-                if wait > 0:
-                    self.clock.wait(self.stop, min(wait, self.settings.tick_seconds))
+                if wait > 0 and not self.listener.pending.is_set():
+                    self.clock.wait(self.wake, min(wait, self.settings.tick_seconds))
+                    self.wake.clear()
         finally:
             self.close()
         log.info("scheduler_stopped", message="Scheduler stopped")
@@ -135,12 +141,14 @@ class Scheduler:
         settling = self._settle_until - self.clock.monotonic()
         if settling > 0:
             return settling
+        requested = self._take_requests(store, now)
         histories = store.histories(self.spiders)
         self._histories = histories
         plan = decide(histories, now, self.settings.interval, self.settings.retry_delay)
         self._log_decision(plan, histories)
-        if plan.due:
-            self._run(store, plan.due, now)
+        due = [s for s in self.spiders if s in plan.due or s in requested]
+        if due:
+            self._run(store, due, now)
             return 0
         next_due = plan.next_due_at
         return (next_due - now).total_seconds() if next_due else self.settings.tick_seconds
@@ -166,10 +174,24 @@ class Scheduler:
             self._settle_until = self.clock.monotonic() + SETTLE_SECONDS
         self.holds_lock = True
         self.recovered = False
+        self.listener.pending.set()  # requests made while another daemon (or none) held the lock
         self._said.discard("standby")
         self._decision_key = None
         log.info("runner_lock_acquired", message="This scheduler now runs the spiders")
         return True
+
+    def _take_requests(self, store: Store, now: datetime) -> set[str]:
+        """Spiders asked for with `run-now` (taken only by the lock holder, once each)."""
+        if not self.listener.pending.is_set():
+            return set()
+        self.listener.pending.clear()
+        requested: set[str] = set()
+        for request_id, spiders in store.take_requests(now):
+            wanted = set(self.spiders) if spiders is None else set(spiders) & set(self.spiders)
+            requested |= wanted
+            log.info("run_requested", message="Run requested with run-now", request_id=request_id,
+                     spiders=sorted(wanted))  # fmt: skip
+        return requested
 
     def _recover(self, store: Store, now: datetime) -> bool:
         """Deal with runs left 'running' and with the journal; False while a run may still be alive."""

@@ -102,6 +102,36 @@ class Store:
         }
         return self._count(queries.FINISH_SPIDER_RUN, params) == 1
 
+    # run-now requests
+    def request_run(self, spiders: list[str] | None) -> int:
+        request_id = int(self._one(queries.INSERT_RUN_REQUEST, {"spiders": spiders}))
+        self._one(queries.NOTIFY_RUN_NOW, {"id": request_id})
+        return request_id
+
+    def take_requests(self, now: datetime) -> list[tuple[int, list[str] | None]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.TAKE_RUN_REQUESTS, {"now": now})
+            return [(r[0], r[1]) for r in cur.fetchall()]
+
+    # status
+    def known_spiders(self) -> list[str]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.KNOWN_SPIDERS)
+            return [r[0] for r in cur.fetchall()]
+
+    def latest_spider_runs(self, spiders: Sequence[str]) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LATEST_SPIDER_RUNS, {"spiders": list(spiders)})
+            return cur.fetchall()
+
+    def latest_run(self) -> tuple[Any, ...] | None:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LATEST_RUN)
+            return cur.fetchone()
+
+    def pending_requests(self) -> int:
+        return int(self._one(queries.PENDING_RUN_REQUESTS, {}))
+
     def replay(self, runs: list[dict[str, Any]], finishes: list[dict[str, Any]]) -> int:
         """Write the journal in one transaction; return how many records were new (0 on a re-replay).
 

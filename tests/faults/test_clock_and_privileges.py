@@ -65,8 +65,8 @@ LEAST_PRIVILEGE = """
 CREATE ROLE scheduler_app LOGIN PASSWORD %(pw)s;
 GRANT CONNECT ON DATABASE {db} TO scheduler_app;
 GRANT USAGE ON SCHEMA public TO scheduler_app;
-GRANT SELECT, INSERT, UPDATE ON scheduler_state, spider_runs TO scheduler_app;
-GRANT USAGE ON SEQUENCE scheduler_state_id_seq, spider_runs_id_seq TO scheduler_app;
+GRANT SELECT, INSERT, UPDATE ON scheduler_state, spider_runs, run_requests TO scheduler_app;
+GRANT USAGE ON SEQUENCE scheduler_state_id_seq, spider_runs_id_seq, run_requests_id_seq TO scheduler_app;
 """
 
 

@@ -56,3 +56,20 @@ def test_the_views_give_the_same_answers_as_the_queries(db):
     assert len(rows(db, "SELECT * FROM runs_last_24h")) == 4
     assert dict((s, c) for s, c, *_ in rows(db, "SELECT * FROM run_status_counts_30d")) == {"completed": 3, "failed": 1}
     assert len(rows(db, "SELECT * FROM hours_between_completed_runs")) == 4
+
+
+def test_the_history_views_answer_the_common_questions(db):
+    now = utcnow()
+    insert_completed(db, ["ok", "empty"], now - hours(10))
+    insert_completed(db, ["ok"], now - hours(4))
+    run = insert_completed(db, ["empty"], now - hours(2))
+    rows(db, "UPDATE spider_runs SET items_scraped = 0 WHERE run_id = %(r)s", {"r": run})
+    last = {s: round(float(h)) for s, _, _, h in rows(db, "SELECT * FROM spider_last_success")}
+    assert last == {"ok": 4, "empty": 2}
+    assert len(rows(db, "SELECT * FROM spider_runs_last_24h")) == 4
+    counts = {(s, st): c for s, st, c, *_ in rows(db, "SELECT * FROM spider_status_counts_30d")}
+    assert counts == {("ok", "completed"): 2, ("empty", "completed"): 2}
+    between = {(s, round(float(h))) for s, _, _, h in rows(db, "SELECT * FROM spider_hours_between_successes")
+               if h is not None}  # fmt: skip
+    assert between == {("ok", 6), ("empty", 8)}
+    assert [s for s, *_ in rows(db, "SELECT * FROM spiders_scraping_zero")] == ["empty"]
