@@ -12,7 +12,9 @@ RUN /opt/venv/bin/pip install -r /tmp/requirements.txt \
  && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/setuptools
 
 FROM python:3.11-slim-bookworm
+# TZ=UTC: the `schedule` library reads the naive local clock; stored times are UTC regardless.
 ENV PATH=/opt/venv/bin:$PATH \
+    TZ=UTC \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SCRAPY_PROJECT_DIR=/app/example_project \

@@ -75,6 +75,9 @@ class Settings:
     tick_seconds: float
     db_wait_timeout_seconds: float
     state_dir: Path
+    history_retention_days: float
+    alert_after: timedelta
+    overdue_check_every: timedelta
     log_level: str
     log_format: str
 
@@ -129,12 +132,20 @@ class Settings:
                 "DB_WAIT_TIMEOUT_SECONDS", 60, unit="seconds", allow_zero=True, high=86400
             ),
             state_dir=reader.path("SCHEDULER_STATE_DIR", "/tmp/persistent-scheduler"),
+            history_retention_days=reader.number("SCHEDULER_HISTORY_RETENTION_DAYS", 90, unit="days", high=36500),
+            alert_after=timedelta(hours=reader.number("SCHEDULER_ALERT_AFTER_HOURS", 0, unit="hours", allow_zero=True)),
+            overdue_check_every=timedelta(
+                minutes=reader.number("SCHEDULER_OVERDUE_CHECK_MINUTES", 5, unit="minutes", high=1440)
+            ),
             log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", "auto", LOG_FORMATS),
         )
         reader.max_instances()
         if reader.problems:
             raise ConfigError(reader.problems)
+        if not settings.alert_after:
+            # Default: twice the interval (0 or unset means "use the default").
+            settings = dataclasses.replace(settings, alert_after=2 * settings.interval)
         return settings
 
 

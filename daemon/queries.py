@@ -122,3 +122,34 @@ LATEST_RUN = """
 SELECT id, last_run_at, finished_at, status, spider_count, error FROM scheduler_state ORDER BY id DESC LIMIT 1
 """
 PENDING_RUN_REQUESTS = "SELECT count(*) FROM run_requests WHERE taken_at IS NULL"
+
+# Housekeeping jobs.
+LAST_JOB_RUNS = "SELECT DISTINCT ON (job) job, started_at FROM job_runs ORDER BY job, id DESC"
+RECORD_JOB_RUN = """
+INSERT INTO job_runs (job, started_at, finished_at, status, message)
+VALUES (%(job)s, %(started_at)s, %(finished_at)s, %(status)s, %(message)s)
+"""
+DELETE_HISTORY_BATCH = """
+WITH doomed AS (
+    SELECT id FROM scheduler_state
+     WHERE last_run_at < %(cutoff)s AND status <> 'running'
+     ORDER BY id LIMIT %(batch)s),
+gone_spiders AS (DELETE FROM spider_runs WHERE run_id IN (SELECT id FROM doomed) RETURNING 1),
+gone_runs AS (DELETE FROM scheduler_state WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+SELECT (SELECT count(*) FROM gone_runs), (SELECT count(*) FROM gone_spiders)
+"""
+LAST_SUCCESSES = """
+SELECT s.spider, ok.started_at
+  FROM unnest(%(spiders)s::text[]) WITH ORDINALITY AS s (spider, position)
+  LEFT JOIN LATERAL (SELECT r.started_at FROM spider_runs r WHERE r.spider = s.spider AND r.status = 'completed'
+                      ORDER BY r.id DESC LIMIT 1) ok ON true
+ ORDER BY s.position
+"""
+FAILED_SPIDER_RUNS_SINCE = """
+SELECT id, spider, failure, message FROM spider_runs
+ WHERE status = 'failed' AND id > %(after_id)s
+   AND (%(since)s::timestamptz IS NULL OR finished_at > %(since)s)
+ ORDER BY id
+"""
+SPIDERS_SCRAPING_ZERO = "SELECT spider, last_success_at, previous_items FROM spiders_scraping_zero"
+LAST_JOB_RUNS_DETAIL = "SELECT DISTINCT ON (job) job, started_at, status FROM job_runs ORDER BY job, id DESC"

@@ -23,6 +23,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.decision import SpiderHistory, decide
+from daemon.jobs import Jobs
 from daemon.journal import Journal
 from daemon.narration import log_decision
 from daemon.recording import DatabaseRecorder, Finished, JournalRecorder
@@ -72,6 +73,7 @@ class Scheduler:
         self.abort = threading.Event()  # set when this daemon must give way during a run
         self.wake = wake or threading.Event()  # cuts a wait short: a signal, or a run-now request
         self.listener = RunNowListener(settings, self.stop, self.wake)
+        self.jobs = Jobs(settings, self.clock, self._store_if_runner)
         self.store: Store | None = Store(conn) if conn is not None else None
         self.holds_lock = False
         self.recovered = False  # runs left 'running' by others dealt with since taking the lock
@@ -141,6 +143,7 @@ class Scheduler:
         settling = self._settle_until - self.clock.monotonic()
         if settling > 0:
             return settling
+        self.jobs.run_pending()
         requested = self._take_requests(store, now)
         histories = store.histories(self.spiders)
         self._histories = histories

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.config import Settings
@@ -36,7 +36,15 @@ def gather(store: Store, settings: Settings, now: datetime, spiders: Sequence[st
         "running": bool(run and run[3] == "running"),
         "pending_requests": store.pending_requests(),
     }
-    return {"now": _iso(now, settings), "is_running": job["running"], "jobs": [job], "spiders": rows}
+    jobs = [job]
+    last_jobs = dict(store.last_job_runs_detail())
+    for name, every in (("history_retention", timedelta(days=1)), ("overdue_check", settings.overdue_check_every)):
+        started, status = last_jobs.get(name, (None, None))
+        jobs.append({
+            "id": name, "last_run": _iso(started, settings), "last_status": status,
+            "next_due": _iso(max(started + every, now) if started else now, settings), "running": False,
+        })  # fmt: skip
+    return {"now": _iso(now, settings), "is_running": job["running"], "jobs": jobs, "spiders": rows}
 
 
 def _iso(moment: datetime | None, settings: Settings) -> str | None:

@@ -132,6 +132,42 @@ class Store:
     def pending_requests(self) -> int:
         return int(self._one(queries.PENDING_RUN_REQUESTS, {}))
 
+    # housekeeping jobs
+    def last_job_runs(self) -> list[tuple[str, datetime]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LAST_JOB_RUNS)
+            return cur.fetchall()
+
+    def last_job_runs_detail(self) -> list[tuple[str, tuple[datetime, str]]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LAST_JOB_RUNS_DETAIL)
+            return [(r[0], (r[1], r[2])) for r in cur.fetchall()]
+
+    def record_job_run(self, job: str, started_at: datetime, finished_at: datetime, status: str, message: str) -> None:
+        self._count(queries.RECORD_JOB_RUN, {"job": job, "started_at": started_at, "finished_at": finished_at,
+                                              "status": status, "message": message})  # fmt: skip
+
+    def delete_history_batch(self, cutoff: datetime, batch: int) -> tuple[int, int]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.DELETE_HISTORY_BATCH, {"cutoff": cutoff, "batch": batch})
+            runs, spider_runs = cur.fetchone()
+        return int(runs), int(spider_runs)
+
+    def last_successes(self, spiders: Sequence[str]) -> list[tuple[str, datetime | None]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LAST_SUCCESSES, {"spiders": list(spiders)})
+            return cur.fetchall()
+
+    def failed_spider_runs_since(self, after_id: int, since: datetime | None) -> list[tuple[int, str, str, str]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.FAILED_SPIDER_RUNS_SINCE, {"after_id": after_id, "since": since})
+            return cur.fetchall()
+
+    def spiders_scraping_zero(self) -> list[tuple[str, datetime, int]]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.SPIDERS_SCRAPING_ZERO)
+            return cur.fetchall()
+
     def replay(self, runs: list[dict[str, Any]], finishes: list[dict[str, Any]]) -> int:
         """Write the journal in one transaction; return how many records were new (0 on a re-replay).
 

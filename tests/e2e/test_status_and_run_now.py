@@ -27,7 +27,8 @@ def test_status_shows_each_job_and_spider_with_next_due_in_the_configured_time_z
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["is_running"] is False
-    [job] = report["jobs"]
+    job, *housekeeping = report["jobs"]
+    assert [j["id"] for j in housekeeping] == ["history_retention", "overdue_check"]
     assert job["id"] == "spiders" and job["last_status"] == "failed" and job["next_due"].endswith("-05:00")
     spiders = {s["spider"]: s for s in report["spiders"]}
     assert spiders["ok"]["last_status"] == "completed" and spiders["ok"]["items"] == 1

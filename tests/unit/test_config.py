@@ -123,3 +123,10 @@ def test_enabled_accepts_false_words(word):
 
 def test_spiders_subset_is_parsed_in_order():
     assert build(SCHEDULER_SPIDERS="ok, boom ,empty").spiders == ("ok", "boom", "empty")
+
+
+def test_alerts_default_to_twice_the_interval_and_jobs_have_their_defaults():
+    s = build(SCHEDULER_INTERVAL_HOURS="3")
+    assert s.alert_after == timedelta(hours=6)
+    assert s.history_retention_days == 90 and s.overdue_check_every == timedelta(minutes=5)
+    assert build(SCHEDULER_ALERT_AFTER_HOURS="1.5").alert_after == timedelta(hours=1.5)

@@ -1,0 +1,154 @@
+"""The daemon's housekeeping jobs, run by the `schedule` library beside the spider job.
+
+`schedule` is used for what it is good at (every N seconds/hours, re-arming after each run) with
+its pitfalls handled here:
+- it reads the naive local clock: intervals only (no wall-clock `at()` times), and the image runs
+  with TZ=UTC; the jobs themselves take `now` from the daemon's clock;
+- a job that raises would propagate out of run_pending: every job catches and logs its own errors,
+  records the failure, and simply runs again at its next turn;
+- it remembers nothing: each run is recorded in `job_runs`, and on start a job whose last recorded
+  run is older than its period runs at once instead of a whole period later.
+Only the daemon holding the runner lock runs jobs, so two daemons never clean up at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import psycopg2
+import schedule
+import structlog
+
+from daemon import db
+from daemon.clock import Clock
+from daemon.config import Settings
+from daemon.store import Store
+
+log = structlog.get_logger("daemon.jobs")
+
+RETENTION_BATCH = 1000  # runs deleted per statement: short transactions, no long locks
+
+
+@dataclasses.dataclass
+class JobState:
+    name: str
+    every: timedelta
+    last_run_at: datetime | None = None
+    last_status: str | None = None
+    last_message: str | None = None
+
+
+class Jobs:
+    def __init__(self, settings: Settings, clock: Clock, store: Callable[[], Store | None]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store  # the lock holder's store, or None: then jobs wait
+        self.scheduler = schedule.Scheduler()
+        self.states: dict[str, JobState] = {}
+        self.alerts = OverdueAlerts(settings)
+        self._anchored = False
+        self._add("history_retention", timedelta(days=1), self.history_retention)
+        self._add("overdue_check", settings.overdue_check_every, self.alerts.check)
+
+    def _add(self, name: str, every: timedelta, func: Callable[[Store, datetime], str]) -> None:
+        self.states[name] = JobState(name, every)
+        self.scheduler.every(max(1, int(every.total_seconds()))).seconds.do(self._run, name, func).tag(name)
+
+    def run_pending(self) -> None:
+        """Called by the loop on each step while this daemon holds the runner lock."""
+        store = self.store()
+        if store is None:
+            return
+        if not self._anchored:
+            self._anchor(store)
+        self.scheduler.run_pending()
+
+    def _anchor(self, store: Store) -> None:
+        """Pick up each job's last run from Postgres; run at once what is overdue."""
+        self._anchored = True
+        now = self.clock.now()
+        last = dict(store.last_job_runs())
+        for job in list(self.scheduler.jobs):
+            name = next(iter(job.tags))
+            started = last.get(name)
+            self.states[name].last_run_at = started
+            if started is None or now - started >= self.states[name].every:
+                job.run()
+
+    def _run(self, name: str, func: Callable[[Store, datetime], str]) -> None:
+        state = self.states[name]
+        store = self.store()
+        if store is None:
+            return
+        now = self.clock.now()
+        started = self.clock.monotonic()
+        try:
+            message = func(store, now)
+            status = "completed"
+        except psycopg2.Error as exc:
+            message, status = f"{type(exc).__name__}: {db.first_line(exc)}", "failed"
+        except Exception as exc:  # a job must never stop the loop; it runs again next time
+            message, status = f"{type(exc).__name__}: {exc}", "failed"
+        duration_ms = round((self.clock.monotonic() - started) * 1000, 1)
+        state.last_run_at, state.last_status, state.last_message = now, status, message
+        (log.info if status == "completed" else log.error)(
+            "job_finished", job=name, status=status, duration_ms=duration_ms, message=message
+        )
+        try:
+            store.record_job_run(name, now, self.clock.now(), status, message)
+        except psycopg2.Error as exc:
+            log.warning("job_record_failed", job=name, error=db.first_line(exc))
+
+    # ----------------------------------------------------------------- the jobs
+    def history_retention(self, store: Store, now: datetime) -> str:
+        cutoff = now - timedelta(days=self.settings.history_retention_days)
+        runs = spider_runs = 0
+        while True:
+            deleted_runs, deleted_spider_runs = store.delete_history_batch(cutoff, RETENTION_BATCH)
+            runs += deleted_runs
+            spider_runs += deleted_spider_runs
+            if deleted_runs < RETENTION_BATCH:
+                break
+        log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, older_than=cutoff.isoformat())
+        return f"deleted {runs} run(s) and {spider_runs} spider run(s) older than {cutoff.isoformat()}"
+
+
+class OverdueAlerts:
+    """WARN when a spider has gone without a success for too long, ERROR on every failed spider run,
+    WARN when a spider that used to scrape items scraped none."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
+        self.seen_zero: set[tuple[str, object]] = set()
+
+    def check(self, store: Store, now: datetime) -> str:
+        alerts = 0
+        limit = self.settings.alert_after
+        for spider, last_success in store.last_successes(self.settings.spiders or store.known_spiders()):
+            if last_success is None or now - last_success > limit:
+                alerts += 1
+                hours = "never" if last_success is None else f"{(now - last_success).total_seconds() / 3600:.1f} h ago"
+                log.warning("alert", kind="overdue", spider=spider, last_success=hours,
+                            message=f"Spider {spider} has had no successful run for more than "
+                                    f"{limit.total_seconds() / 3600:g} hours (last success: {hours})")  # fmt: skip
+        # On the first check, failures of the last period count; after that, every new one.
+        after_id = self.seen_failures if self.seen_failures is not None else 0
+        since = now - self.settings.overdue_check_every if self.seen_failures is None else None
+        self.seen_failures = after_id
+        for spider_run_id, spider, failure, message in store.failed_spider_runs_since(after_id, since):
+            alerts += 1
+            self.seen_failures = max(self.seen_failures, spider_run_id)
+            log.error("alert", kind="spider_failed", spider=spider, failure=failure,
+                      message=f"Spider {spider} failed ({failure}): {message}")  # fmt: skip
+        for spider, last_success_at, previous_items in store.spiders_scraping_zero():
+            if (spider, last_success_at) in self.seen_zero:
+                continue
+            self.seen_zero.add((spider, last_success_at))
+            alerts += 1
+            log.warning("alert", kind="zero_items", spider=spider, previous_items=previous_items,
+                        message=f"Spider {spider} scraped 0 items (it scraped {previous_items} before): "
+                                "has the site changed?")  # fmt: skip
+        return f"{alerts} alert(s)"

@@ -1,0 +1,91 @@
+"""Housekeeping jobs: history retention in batches, overdue/failed/zero-item alerts, errors kept
+inside the job, and runs anchored to Postgres across restarts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from structlog.testing import capture_logs
+
+from daemon.clock import OffsetClock
+from daemon.config import Settings
+from daemon.jobs import Jobs
+from daemon.store import Store
+from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
+
+
+def jobs_for(env, conn) -> Jobs:
+    store = Store(conn)
+    return Jobs(Settings.from_mapping(env), OffsetClock(), lambda: store)
+
+
+def test_history_retention_deletes_old_runs_in_batches_with_their_spider_rows(base_env, db):
+    now = utcnow()
+    rows(db, """
+        INSERT INTO scheduler_state (last_run_at, spider_count, status)
+        SELECT %(now)s - make_interval(days => 100 + g %% 50), 2, 'completed' FROM generate_series(1, 2500) g;
+        INSERT INTO spider_runs (run_id, spider, status, started_at)
+        SELECT id, s, 'completed', last_run_at FROM scheduler_state, unnest(ARRAY['ok', 'other']) s;
+    """, {"now": now})  # fmt: skip
+    insert_completed(db, ["ok"], now - timedelta(days=10))
+    jobs = jobs_for({**base_env, "SCHEDULER_HISTORY_RETENTION_DAYS": "90"}, db)
+    with capture_logs() as logs:
+        jobs.run_pending()  # first pass: anchored to an empty job_runs, so every job runs at once
+    [done] = [e for e in logs if e["event"] == "history_retention_deleted"]
+    assert (done["runs"], done["spider_runs"]) == (2500, 5000)
+    assert rows(db, "SELECT count(*) FROM scheduler_state") == [(1,)]
+    assert rows(db, "SELECT count(*) FROM spider_runs") == [(1,)]
+    assert rows(db, "SELECT job, status FROM job_runs ORDER BY job") == [
+        ("history_retention", "completed"),
+        ("overdue_check", "completed"),
+    ]
+
+
+def test_a_restarted_daemon_does_not_rerun_a_job_that_ran_within_its_period(base_env, db):
+    jobs_for(base_env, db).run_pending()
+    with capture_logs() as logs:
+        jobs_for(base_env, db).run_pending()
+    assert not [e for e in logs if e["event"] == "job_finished"]
+    assert rows(db, "SELECT count(*) FROM job_runs") == [(2,)]
+
+
+def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env, db):
+    now = utcnow()
+    insert_completed(db, ["ok"], now - hours(9))  # 2 x interval = 8 h: overdue
+    insert_completed(db, ["empty"], now - hours(3))
+    run = insert_completed(db, ["empty"], now - hours(1))
+    rows(db, "UPDATE spider_runs SET items_scraped = 0 WHERE run_id = %(r)s", {"r": run})
+    rows(db, "INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, message) "
+             "VALUES (%(r)s, 'boom', 'failed', 'error', now(), now(), 'logged 1 error(s)')", {"r": run})  # fmt: skip
+    env = {**base_env, "SCHEDULER_SPIDERS": "ok,empty,boom"}
+    with capture_logs() as logs:
+        jobs_for(env, db).run_pending()
+    alerts = {(e["kind"], e["spider"], e["log_level"]) for e in logs if e["event"] == "alert"}
+    assert alerts == {
+        ("overdue", "ok", "warning"),
+        ("overdue", "boom", "warning"),  # it never succeeded
+        ("spider_failed", "boom", "error"),
+        ("zero_items", "empty", "warning"),
+    }
+
+
+def test_a_job_that_fails_is_logged_and_recorded_and_the_loop_goes_on(base_env, db):
+    rows(db, "ALTER TABLE spider_runs RENAME TO spider_runs_moved")  # the retention job's DELETE fails
+    try:
+        with capture_logs() as logs:
+            jobs_for(base_env, db).run_pending()
+    finally:
+        rows(db, "ALTER TABLE spider_runs_moved RENAME TO spider_runs")
+    failed = [e for e in logs if e["event"] == "job_finished" and e["status"] == "failed"]
+    assert {e["job"] for e in failed} == {"history_retention", "overdue_check"}
+    assert all("UndefinedTable" in e["message"] for e in failed)
+    assert rows(db, "SELECT count(*) FROM job_runs WHERE status = 'failed'") == [(2,)]
+
+
+def test_the_running_daemon_runs_its_jobs_and_only_the_lock_holder_does(base_env, db):
+    env = {**base_env, "SCHEDULER_OVERDUE_CHECK_MINUTES": "0.02"}  # every 1.2 s
+    with SchedulerThread(env, ["ok"]), SchedulerThread(env, ["ok"]):
+        wait_for(lambda: rows(db, "SELECT count(*) FROM job_runs WHERE job = 'overdue_check'")[0][0] >= 3,
+                 timeout=30, what="overdue checks")  # fmt: skip
+    [(starts,)] = rows(db, "SELECT count(*) FROM job_runs WHERE job = 'history_retention'")
+    assert starts == 1  # the standby never ran it
