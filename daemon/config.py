@@ -78,6 +78,8 @@ class Settings:
     history_retention_days: float
     alert_after: timedelta
     overdue_check_every: timedelta
+    http_host: str
+    http_port: int
     log_level: str
     log_format: str
 
@@ -137,6 +139,8 @@ class Settings:
             overdue_check_every=timedelta(
                 minutes=reader.number("SCHEDULER_OVERDUE_CHECK_MINUTES", 5, unit="minutes", high=1440)
             ),
+            http_host=reader.text("SCHEDULER_HTTP_HOST", "127.0.0.1"),
+            http_port=reader.integer("SCHEDULER_HTTP_PORT", 0, low=0, high=65535),
             log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", "auto", LOG_FORMATS),
         )

@@ -24,6 +24,7 @@ import structlog
 from daemon import db
 from daemon.clock import Clock
 from daemon.config import Settings
+from daemon.metrics import Metrics
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.jobs")
@@ -41,8 +42,11 @@ class JobState:
 
 
 class Jobs:
-    def __init__(self, settings: Settings, clock: Clock, store: Callable[[], Store | None]) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock, store: Callable[[], Store | None], metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.store = store  # the lock holder's store, or None: then jobs wait
         self.scheduler = schedule.Scheduler()
@@ -93,6 +97,7 @@ class Jobs:
             message, status = f"{type(exc).__name__}: {exc}", "failed"
         duration_ms = round((self.clock.monotonic() - started) * 1000, 1)
         state.last_run_at, state.last_status, state.last_message = now, status, message
+        self.metrics.job_runs.labels(name, status).inc()
         (log.info if status == "completed" else log.error)(
             "job_finished", job=name, status=status, duration_ms=duration_ms, message=message
         )
@@ -113,6 +118,18 @@ class Jobs:
                 break
         log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, older_than=cutoff.isoformat())
         return f"deleted {runs} run(s) and {spider_runs} spider run(s) older than {cutoff.isoformat()}"
+
+    def view(self) -> list[dict[str, object]]:
+        """Each job as GET /jobs shows it."""
+        out = []
+        for job in self.scheduler.jobs:
+            state = self.states[next(iter(job.tags))]
+            out.append({
+                "id": state.name, "every_s": state.every.total_seconds(),
+                "last_run": state.last_run_at.isoformat() if state.last_run_at else None,
+                "last_status": state.last_status, "last_message": state.last_message, "running": False,
+            })  # fmt: skip
+        return out
 
 
 class OverdueAlerts:

@@ -41,6 +41,7 @@ class DatabaseRecorder:
         self.run_id = run_id
         self.started_at: dict[int, datetime] = {}
         self.unwritten: list[Finished] = []
+        self.results: list[Finished] = []
 
     def started(self, spider: str) -> int | None:
         store = self.store()
@@ -68,6 +69,7 @@ class DatabaseRecorder:
     def finished(self, spider_run_id: int, outcome: CrawlOutcome) -> None:
         log_spider_outcome(self.run_id, outcome)
         done = Finished(spider_run_id, self.started_at[spider_run_id], self.clock.now(), outcome)
+        self.results.append(done)
         store = self.store()
         if store is not None:
             try:

@@ -23,8 +23,10 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.decision import SpiderHistory, decide
+from daemon.http import HttpEndpoint
 from daemon.jobs import Jobs
 from daemon.journal import Journal
+from daemon.metrics import Metrics
 from daemon.narration import log_decision
 from daemon.recording import DatabaseRecorder, Finished, JournalRecorder
 from daemon.requests import RunNowListener
@@ -73,7 +75,12 @@ class Scheduler:
         self.abort = threading.Event()  # set when this daemon must give way during a run
         self.wake = wake or threading.Event()  # cuts a wait short: a signal, or a run-now request
         self.listener = RunNowListener(settings, self.stop, self.wake)
-        self.jobs = Jobs(settings, self.clock, self._store_if_runner)
+        self.metrics = Metrics()
+        self.jobs = Jobs(settings, self.clock, self._store_if_runner, self.metrics)
+        self.http = HttpEndpoint(settings, self.metrics, self.job_view) if settings.http_port else None
+        self._spider_job: dict[str, object] = {"id": "spiders", "every_s": settings.interval.total_seconds(),
+                                                "last_run": None, "last_status": None, "next_due": None,
+                                                "running": False}  # fmt: skip
         self.store: Store | None = Store(conn) if conn is not None else None
         self.holds_lock = False
         self.recovered = False  # runs left 'running' by others dealt with since taking the lock
@@ -91,6 +98,7 @@ class Scheduler:
         self._said: set[str] = set()  # one-off notices already logged (standby, disabled)
         self._db_failures = 0
         self._last_beat = float("-inf")
+        self._run_started_m = 0.0
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -103,6 +111,8 @@ class Scheduler:
             tick_s=self.settings.tick_seconds,
         )
         self.listener.start()
+        if self.http is not None:
+            self.http.start()
         try:
             while not self.stop.is_set():
                 now = self.clock.now()
@@ -115,6 +125,8 @@ class Scheduler:
                     self.clock.wait(self.wake, min(wait, self.settings.tick_seconds))
                     self.wake.clear()
         finally:
+            if self.http is not None:
+                self.http.stop()
             self.close()
         log.info("scheduler_stopped", message="Scheduler stopped")
 
@@ -149,6 +161,7 @@ class Scheduler:
         self._histories = histories
         plan = decide(histories, now, self.settings.interval, self.settings.retry_delay)
         self._log_decision(plan, histories)
+        self._observe_plan(plan, histories)
         due = [s for s in self.spiders if s in plan.due or s in requested]
         if due:
             self._run(store, due, now)
@@ -274,12 +287,15 @@ class Scheduler:
             spider_count=len(due),
         )
         run_id = store.start_run(now, len(due), identity.this_process())
+        self._running(True, now)
         recorder = DatabaseRecorder(self._store_if_runner, self.clock, run_id)
         self._run_id, self._last_probe = run_id, self.clock.monotonic()
         try:
             outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
         finally:
             self._run_id = None
+            self._running(False, now)
+        self._observe_results(recorder.results)
         if self._gave_way():
             return
         ok, error = self._verdict(due, outcomes)
@@ -319,10 +335,13 @@ class Scheduler:
         journal_run = self.journal.start_run(now, list(due), identity.this_process())
         recorder = JournalRecorder(self.journal, self.clock, journal_run)
         self._offline_run, self._last_probe = True, self.clock.monotonic()
+        self._running(True, now)
         try:
             outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
         finally:
             self._offline_run = False
+            self._running(False, now)
+        self._observe_results(recorder.results)
         if self._gave_way():
             return True
         ok, error = self._verdict(due, outcomes)
@@ -355,6 +374,9 @@ class Scheduler:
 
     def _log_run_end(self, run_id: int | None, due: Sequence[str], outcomes: list[CrawlOutcome], ok: bool,
                      error: str | None) -> None:  # fmt: skip
+        status = "completed" if ok else "failed"
+        self.metrics.runs.labels(status).inc()
+        self._spider_job["last_status"] = status
         if ok:
             log.info("run_completed", message="Spider run completed successfully", run_id=run_id, spiders=list(due))
         else:
@@ -454,6 +476,36 @@ class Scheduler:
             run_id=self._run_id,
         )
         self.abort.set()
+
+    # ----------------------------------------------------------------- metrics and the jobs view
+    def _running(self, running: bool, started: datetime) -> None:
+        self.metrics.is_running.set(1 if running else 0)
+        self._spider_job["running"] = running
+        if running:
+            self._spider_job["last_run"] = started.isoformat()
+            self._run_started_m = self.clock.monotonic()
+        else:
+            self.metrics.run_duration.observe(self.clock.monotonic() - self._run_started_m)
+
+    def _observe_results(self, results: list[Finished]) -> None:
+        for r in results:
+            self.metrics.spider_runs.labels(r.outcome.spider, r.outcome.status).inc()
+            self.metrics.items.labels(r.outcome.spider).inc(r.outcome.items_scraped or 0)
+            if r.outcome.ok:
+                self.metrics.last_success.labels(r.outcome.spider).set(r.started_at.timestamp())
+
+    def _observe_plan(self, plan, histories: Sequence[SpiderHistory]) -> None:  # type: ignore[no-untyped-def]
+        for h in histories:
+            if h.last_success_at is not None:
+                self.metrics.last_success.labels(h.spider).set(h.last_success_at.timestamp())
+        next_due = plan.next_due_at
+        wait = 0.0 if plan.due or next_due is None else (next_due - plan.now).total_seconds()
+        self.metrics.until_next_due.set(wait)
+        self._spider_job["next_due"] = plan.now.isoformat() if plan.due or next_due is None else next_due.isoformat()
+
+    def job_view(self) -> dict[str, object]:
+        """What GET /jobs shows: the spider job and the housekeeping jobs."""
+        return {"is_running": bool(self._spider_job["running"]), "jobs": [dict(self._spider_job), *self.jobs.view()]}
 
     # ----------------------------------------------------------------- telling
     def _log_decision(self, plan, histories: Sequence[SpiderHistory]) -> None:  # type: ignore[no-untyped-def]

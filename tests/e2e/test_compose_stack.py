@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, figure
+from tests.conftest import ROOT, figure, free_port
 from tests.helpers import json_lines, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -35,6 +35,7 @@ TEST_ENV = {
     "SCHEDULER_TICK_SECONDS": "1",
     "SCHEDULER_STOP_GRACE_SECONDS": "5",
     "LOG_FORMAT": "json",
+    "SCHEDULER_HTTP_PORT": "9464",
 }
 COPY = ["Dockerfile", ".dockerignore", "docker-compose.yml", "docker-entrypoint.sh", "requirements.txt",
         "daemon", "sql", "example_project", "tests/scrapy_project", "tests/e2e/docker"]  # fmt: skip
@@ -125,6 +126,7 @@ def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
         (tmp / "secrets").mkdir()
         (tmp / "secrets" / "db_password").write_text(CANARY + "\n")
         files.append("tests/e2e/docker/compose.secrets.test.yml")
+    env["SCHEDULER_HTTP_HOST_PORT"] = str(free_port())  # compose publishes it on 127.0.0.1 only
     (tmp / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     return Stack(flavour, tmp, files)
 
@@ -269,6 +271,14 @@ class TestComposeV2WithSecrets:
         assert CANARY not in stack.logs()
         assert "Last run was" in stack.logs()
 
+    def test_the_http_endpoint_is_published_on_loopback_only(self, stack_v2_secrets):
+        stack = stack_v2_secrets
+        port = (stack.workdir / ".env").read_text().split("SCHEDULER_HTTP_HOST_PORT=")[1].split()[0]
+        bindings = stack.inspect("{{json .HostConfig.PortBindings}}")
+        assert f'"HostIp":"127.0.0.1","HostPort":"{port}"' in bindings.replace(" ", "")
+        body = wait_for(lambda: _get(f"http://127.0.0.1:{port}/metrics"), timeout=60, what="the metrics endpoint")
+        assert "scheduler_runs_total" in body
+
     def test_the_scheduler_runs_hardened(self, stack_v2_secrets):
         stack = stack_v2_secrets
         assert stack.inspect("{{.HostConfig.ReadonlyRootfs}}") == "true"
@@ -276,3 +286,13 @@ class TestComposeV2WithSecrets:
         assert "no-new-privileges:true" in stack.inspect("{{json .HostConfig.SecurityOpt}}")
         assert stack.inspect("{{.HostConfig.Init}}") == "true"
         assert stack.inspect("{{json .NetworkSettings.Ports}}", "postgres") in ("{}", "null", '{"5432/tcp":null}')
+
+
+def _get(url: str) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return None

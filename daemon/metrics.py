@@ -1,0 +1,33 @@
+"""The daemon's metrics, in a registry of its own (exposed on GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.runs = Counter("scheduler_runs", "Spider runs (one per batch of due spiders) by status", ["status"],
+                            registry=r)  # fmt: skip
+        self.spider_runs = Counter("scheduler_spider_runs", "Crawls by spider and status", ["spider", "status"],
+                                   registry=r)  # fmt: skip
+        self.items = Counter("scheduler_items_scraped", "Items scraped by spider", ["spider"], registry=r)
+        self.last_success = Gauge("scheduler_last_success_timestamp_seconds",
+                                  "Start of each spider's latest successful crawl (Unix time)", ["spider"],
+                                  registry=r)  # fmt: skip
+        self.run_duration = Histogram("scheduler_run_duration_seconds", "Duration of a spider run",
+                                      buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400),
+                                      registry=r)  # fmt: skip
+        self.until_next_due = Gauge("scheduler_seconds_until_next_due",
+                                    "Seconds until the next spider is due (0 while one is due)",
+                                    registry=r)  # fmt: skip
+        self.is_running = Gauge("scheduler_is_running", "1 while a spider run is in progress", registry=r)
+        self.cache_cleanup_runs = Counter("scheduler_cache_cleanup_runs", "cache_cleanup job runs", registry=r)
+        self.cache_entries_removed = Counter("scheduler_cache_entries_removed",
+                                             "HTTP-cache entries removed by cache_cleanup", registry=r)  # fmt: skip
+        self.cache_cleanup_duration = Histogram("scheduler_cache_cleanup_duration_seconds",
+                                                "Duration of a cache_cleanup run", registry=r)  # fmt: skip
+        self.job_runs = Counter("scheduler_job_runs", "Housekeeping job runs by job and status", ["job", "status"],
+                                registry=r)  # fmt: skip
