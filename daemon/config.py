@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from daemon.errors import ConfigError
@@ -80,6 +81,8 @@ class Settings:
     overdue_check_every: timedelta
     http_host: str
     http_port: int
+    alert_webhook_url: Secret
+    healthcheck_ping_url: Secret
     log_level: str
     log_format: str
 
@@ -141,6 +144,8 @@ class Settings:
             ),
             http_host=reader.text("SCHEDULER_HTTP_HOST", "127.0.0.1"),
             http_port=reader.integer("SCHEDULER_HTTP_PORT", 0, low=0, high=65535),
+            alert_webhook_url=reader.url("ALERT_WEBHOOK_URL"),
+            healthcheck_ping_url=reader.url("HEALTHCHECK_PING_URL"),
             log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", "auto", LOG_FORMATS),
         )
@@ -297,6 +302,23 @@ class _Reader:
             # Secret files usually end with one newline; the password itself is the first line.
             return Secret(content.splitlines()[0] if content else "")
         return Secret(direct or "")
+
+    def url(self, name: str) -> Secret:
+        """An http(s) URL; it may hold a token, so an error shows only its scheme and host."""
+        raw = self._raw(name)
+        if raw is None:
+            return Secret("")
+        try:
+            parts = urlsplit(raw)
+            hostname = parts.hostname
+        except ValueError:
+            self.problems.append(f"{name}=<hidden> is not allowed: an http:// or https:// URL with a host")
+            return Secret("")
+        if parts.scheme not in ("http", "https") or not hostname or any(c.isspace() for c in raw):
+            shown = f"{parts.scheme}://{hostname}/..." if parts.scheme and hostname else "<hidden>"
+            self.problems.append(f"{name}={shown!r} is not allowed: an http:// or https:// URL with a host")
+            return Secret("")
+        return Secret(raw)
 
     def max_instances(self) -> None:
         raw = self._raw("SCHEDULER_MAX_INSTANCES")

@@ -25,6 +25,7 @@ from daemon import db
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.metrics import Metrics
+from daemon.notify import Notifier
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.jobs")
@@ -43,7 +44,12 @@ class JobState:
 
 class Jobs:
     def __init__(
-        self, settings: Settings, clock: Clock, store: Callable[[], Store | None], metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        clock: Clock,
+        store: Callable[[], Store | None],
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -51,7 +57,7 @@ class Jobs:
         self.store = store  # the lock holder's store, or None: then jobs wait
         self.scheduler = schedule.Scheduler()
         self.states: dict[str, JobState] = {}
-        self.alerts = OverdueAlerts(settings)
+        self.alerts = OverdueAlerts(settings, notifier)
         self._anchored = False
         self._add("history_retention", timedelta(days=1), self.history_retention)
         self._add("overdue_check", settings.overdue_check_every, self.alerts.check)
@@ -136,8 +142,9 @@ class OverdueAlerts:
     """WARN when a spider has gone without a success for too long, ERROR on every failed spider run,
     WARN when a spider that used to scrape items scraped none."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
+        self.notifier = notifier
         self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
         self.seen_zero: set[tuple[str, object]] = set()
 
@@ -148,9 +155,10 @@ class OverdueAlerts:
             if last_success is None or now - last_success > limit:
                 alerts += 1
                 hours = "never" if last_success is None else f"{(now - last_success).total_seconds() / 3600:.1f} h ago"
-                log.warning("alert", kind="overdue", spider=spider, last_success=hours,
-                            message=f"Spider {spider} has had no successful run for more than "
-                                    f"{limit.total_seconds() / 3600:g} hours (last success: {hours})")  # fmt: skip
+                self._alert("warning", "overdue", spider,
+                            f"Spider {spider} has had no successful run for more than "
+                            f"{limit.total_seconds() / 3600:g} hours (last success: {hours})",
+                            last_success=hours)  # fmt: skip
         # On the first check, failures of the last period count; after that, every new one.
         after_id = self.seen_failures if self.seen_failures is not None else 0
         since = now - self.settings.overdue_check_every if self.seen_failures is None else None
@@ -158,14 +166,19 @@ class OverdueAlerts:
         for spider_run_id, spider, failure, message in store.failed_spider_runs_since(after_id, since):
             alerts += 1
             self.seen_failures = max(self.seen_failures, spider_run_id)
-            log.error("alert", kind="spider_failed", spider=spider, failure=failure,
-                      message=f"Spider {spider} failed ({failure}): {message}")  # fmt: skip
+            self._alert("error", "spider_failed", spider, f"Spider {spider} failed ({failure}): {message}",
+                        failure=failure)  # fmt: skip
         for spider, last_success_at, previous_items in store.spiders_scraping_zero():
             if (spider, last_success_at) in self.seen_zero:
                 continue
             self.seen_zero.add((spider, last_success_at))
             alerts += 1
-            log.warning("alert", kind="zero_items", spider=spider, previous_items=previous_items,
-                        message=f"Spider {spider} scraped 0 items (it scraped {previous_items} before): "
-                                "has the site changed?")  # fmt: skip
+            self._alert("warning", "zero_items", spider,
+                        f"Spider {spider} scraped 0 items (it scraped {previous_items} before): has the site changed?",
+                        previous_items=previous_items)  # fmt: skip
         return f"{alerts} alert(s)"
+
+    def _alert(self, level: str, kind: str, spider: str, message: str, **fields: object) -> None:
+        getattr(log, level)("alert", kind=kind, spider=spider, message=message, **fields)
+        if self.notifier is not None:
+            self.notifier.alert(kind, message, spider=spider, level=level, **fields)

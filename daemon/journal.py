@@ -5,10 +5,16 @@ anyway and their outcomes are appended here, one JSON object per line, flushed a
 the database is back, the journal is written to it in one transaction and then removed. Each
 journaled run carries a UUID that is unique in `scheduler_state.journal_id`, so a journal
 replayed twice (the daemon died between the commit and the removal) is written once.
+
+Each daemon writes a file of its own (`journal-<pid>-<random>.jsonl`) and holds an exclusive
+flock on it for as long as it lives, so daemons sharing a state directory (a volume mounted
+into two containers) never read or remove each other's journal while it is being written; the
+file of a daemon that died is unlocked, and whoever holds the runner lock next replays it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
@@ -25,16 +31,19 @@ log = structlog.get_logger("daemon.journal")
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self._fh: Any = None  # our file, opened and locked on the first record
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, default=str) + "\n"
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if self._fh is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+            fcntl.flock(self._fh, fcntl.LOCK_EX)
+        self._fh.write(json.dumps(record, default=str) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def start_run(self, started_at: datetime, spiders: list[str], owner: str) -> str:
         run = str(uuid.uuid4())
@@ -58,25 +67,52 @@ class Journal:
     def end_run(self, run: str, finished_at: datetime, ok: bool, error: str | None) -> None:
         self._append({"kind": "end", "run": run, "finished_at": finished_at.isoformat(), "ok": ok, "error": error})
 
-    def exists(self) -> bool:
-        return self.path.exists()
+    def pending(self) -> Pending | None:
+        """Our own journal and those of daemons that are gone (unlocked files), or None."""
+        files: list[tuple[Path, Any]] = []
+        if self._fh is not None:
+            files.append((self.path, None))
+        for path in sorted(self.directory.glob("journal-*.jsonl")):
+            if path == self.path:
+                continue
+            fh = path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()  # a live daemon's journal: its own to replay
+                continue
+            files.append((path, fh))
+        return Pending(self, files) if files else None
+
+    def _forget_own(self) -> None:
+        if self._fh is not None:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()
+            self._fh = None
+
+
+class Pending:
+    """Journal files to replay; `done()` removes them once they are in the database."""
+
+    def __init__(self, journal: Journal, files: list[tuple[Path, Any]]) -> None:
+        self.journal = journal
+        self.files = files
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        for path, _ in self.files:
+            with path.open(encoding="utf-8") as fh:
+                for number, line in enumerate(fh, 1):
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        # A torn last line (power cut mid-write): what came before it is whole.
+                        log.warning("journal_line_unreadable", file=str(path), line=number)
 
     def finishes(self) -> list[dict[str, Any]]:
         """The journaled ends of runs that started in the database."""
         return [r for r in self._records() if r["kind"] == "finish"]
 
-    def _records(self) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    # A torn last line (power cut mid-write): what came before it is whole.
-                    log.warning("journal_line_unreadable", file=str(self.path), line=number)
-
-    def runs(self) -> Iterator[dict[str, Any]]:
+    def runs(self) -> list[dict[str, Any]]:
         """Each run made offline with its spiders and end (if it got that far), oldest first."""
         runs: dict[str, dict[str, Any]] = {}
         for record in self._records():
@@ -87,15 +123,19 @@ class Journal:
                 run.update(record)
             elif record["kind"] == "spider":
                 run["spiders"].append(record)
+                run.setdefault("started_at", record["started_at"])  # its run line was torn: keep the result
+                run.setdefault("run", record["run"])
             elif record["kind"] == "end":
                 run["end"] = record
-        yield from (r for r in runs.values() if "started_at" in r)
+        return [r for r in runs.values() if "started_at" in r]
 
-    def clear(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+    def done(self) -> None:
+        for path, fh in self.files:
+            if fh is None:
+                self.journal._forget_own()
+            else:
+                path.unlink(missing_ok=True)
+                fh.close()
 
 
 def _result(started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) -> dict[str, Any]:

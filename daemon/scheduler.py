@@ -28,6 +28,7 @@ from daemon.jobs import Jobs
 from daemon.journal import Journal
 from daemon.metrics import Metrics
 from daemon.narration import log_decision
+from daemon.notify import Notifier
 from daemon.recording import DatabaseRecorder, Finished, JournalRecorder
 from daemon.requests import RunNowListener
 from daemon.runner import CrawlRunner
@@ -76,7 +77,8 @@ class Scheduler:
         self.wake = wake or threading.Event()  # cuts a wait short: a signal, or a run-now request
         self.listener = RunNowListener(settings, self.stop, self.wake)
         self.metrics = Metrics()
-        self.jobs = Jobs(settings, self.clock, self._store_if_runner, self.metrics)
+        self.notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, self.stop)
+        self.jobs = Jobs(settings, self.clock, self._store_if_runner, self.metrics, self.notifier)
         self.http = HttpEndpoint(settings, self.metrics, self.job_view) if settings.http_port else None
         self._spider_job: dict[str, object] = {"id": "spiders", "every_s": settings.interval.total_seconds(),
                                                 "last_run": None, "last_status": None, "next_due": None,
@@ -84,7 +86,7 @@ class Scheduler:
         self.store: Store | None = Store(conn) if conn is not None else None
         self.holds_lock = False
         self.recovered = False  # runs left 'running' by others dealt with since taking the lock
-        self.journal = Journal(settings.state_dir / "journal.jsonl")
+        self.journal = Journal(settings.state_dir)
         self.runner = CrawlRunner(
             settings, self.clock, self.stop, self.force, on_poll=self._during_run, environ=environ, abort=self.abort
         )
@@ -238,11 +240,12 @@ class Scheduler:
         return True
 
     def _replay_journal(self, store: Store) -> None:
-        if not self.journal.exists():
+        pending = self.journal.pending()
+        if pending is None:
             return
-        runs, finishes = list(self.journal.runs()), self.journal.finishes()
+        runs, finishes = pending.runs(), pending.finishes()
         written = store.replay(runs, finishes)
-        self.journal.clear()
+        pending.done()
         log.info(
             "journal_replayed",
             message="Runs recorded while PostgreSQL was unreachable were written to it",
@@ -376,6 +379,7 @@ class Scheduler:
                      error: str | None) -> None:  # fmt: skip
         status = "completed" if ok else "failed"
         self.metrics.runs.labels(status).inc()
+        self.notifier.ping("" if ok else "/fail")
         self._spider_job["last_status"] = status
         if ok:
             log.info("run_completed", message="Spider run completed successfully", run_id=run_id, spiders=list(due))
@@ -479,6 +483,8 @@ class Scheduler:
 
     # ----------------------------------------------------------------- metrics and the jobs view
     def _running(self, running: bool, started: datetime) -> None:
+        if running:
+            self.notifier.ping("/start")
         self.metrics.is_running.set(1 if running else 0)
         self._spider_job["running"] = running
         if running:

@@ -22,8 +22,12 @@ def crawls(env, spider="ok") -> int:
     )
 
 
-def journal(env) -> Path:
-    return Path(env["SCHEDULER_STATE_DIR"]) / "journal.jsonl"
+def journal_text(env) -> str:
+    return "".join(p.read_text() for p in Path(env["SCHEDULER_STATE_DIR"]).glob("journal-*.jsonl"))
+
+
+def journals(env) -> list[Path]:
+    return list(Path(env["SCHEDULER_STATE_DIR"]).glob("journal-*.jsonl"))
 
 
 def count(conn, where: str, table: str = "scheduler_state") -> int:
@@ -40,8 +44,7 @@ def offline_run(pg_server, base_env, db, daemon_factory):
     pg_server.stop("fast")
     try:
         wait_for(lambda: crawls(env) == 2, timeout=60, what="the run made while PostgreSQL was down")
-        wait_for(lambda: '"kind": "end"' in (journal(env).read_text() if journal(env).exists() else ""),
-                 timeout=30, what="the journaled end of the run")  # fmt: skip
+        wait_for(lambda: '"kind": "end"' in journal_text(env), timeout=30, what="the journaled end of the run")
     except BaseException:
         pg_server.start()
         raise
@@ -56,7 +59,7 @@ def test_a_due_run_happens_while_postgres_is_down_and_is_written_once_it_is_back
     try:
         wait_for(lambda: count(conn, "journal_id IS NOT NULL AND status = 'completed'") == 1, timeout=60,
                  what="the journal replayed")  # fmt: skip
-        wait_for(lambda: not journal(env).exists(), timeout=10, what="the journal removed")
+        wait_for(lambda: not journals(env), timeout=10, what="the journal removed")
         [(items, status)] = rows(conn, "SELECT r.items_scraped, r.status FROM spider_runs r JOIN scheduler_state s "
                                        "ON s.id = r.run_id WHERE s.journal_id IS NOT NULL")  # fmt: skip
         assert (items, status) == (15, "completed")
@@ -72,8 +75,9 @@ def test_the_journal_is_replayed_exactly_once_across_restarts(pg_server, offline
     env, d = offline_run
     d.signal(signal.SIGKILL)
     d.wait()
-    saved = journal(env).with_suffix(".copy")
-    shutil.copy(journal(env), saved)
+    [written] = journals(env)
+    saved = written.with_suffix(".copy")
+    shutil.copy(written, saved)
     pg_server.start()
     conn = pg_server.connect(env["DB_NAME"])
     try:
@@ -82,9 +86,9 @@ def test_the_journal_is_replayed_exactly_once_across_restarts(pg_server, offline
         again.signal(signal.SIGTERM)
         assert again.wait(timeout=30) == 0
         # The daemon died after the commit but before removing the journal: it is replayed again.
-        shutil.copy(saved, journal(env))
+        shutil.copy(saved, written)
         third = daemon_factory(env).start()
-        wait_for(lambda: not journal(env).exists(), timeout=60, what="the second replay")
+        wait_for(lambda: not journals(env), timeout=60, what="the second replay")
         time.sleep(0.5)
         third.signal(signal.SIGTERM)
         assert third.wait(timeout=30) == 0

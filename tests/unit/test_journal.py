@@ -1,9 +1,14 @@
-"""The local journal survives a torn last line and groups records by run."""
+"""The local journal: survives a torn last line, groups records by run, and never hands over the
+journal of a daemon that is still alive."""
 
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 
 from daemon.crawl import judge
 from daemon.journal import Journal
+from tests.conftest import ROOT
 
 T = datetime(2026, 11, 23, tzinfo=timezone.utc)
 
@@ -14,24 +19,45 @@ def outcome(spider):
 
 
 def test_a_torn_last_line_loses_only_itself(tmp_path):
-    j = Journal(tmp_path / "journal.jsonl")
+    j = Journal(tmp_path)
     run = j.start_run(T, ["a", "b"], "me")
     j.spider(run, T, T, outcome("a"))
     with j.path.open("a") as fh:
         fh.write('{"kind": "spider", "run": "')  # the power went out mid-write
-    [only] = list(j.runs())
+    [only] = j.pending().runs()
     assert only["planned"] == ["a", "b"] and [s["spider"] for s in only["spiders"]] == ["a"]
     assert only["end"] is None
 
 
-def test_runs_and_ends_are_grouped_and_cleared(tmp_path):
-    j = Journal(tmp_path / "journal.jsonl")
+def test_runs_and_ends_are_grouped_and_removed_when_done(tmp_path):
+    j = Journal(tmp_path)
     first = j.start_run(T, ["a"], "me")
     j.spider(first, T, T, outcome("a"))
     j.end_run(first, T, True, None)
     j.finish_online_run(7, [], T, False, "x: failed")
-    runs = list(j.runs())
+    pending = j.pending()
+    runs = pending.runs()
     assert len(runs) == 1 and runs[0]["end"]["ok"] is True
-    assert [f["run_id"] for f in j.finishes()] == [7]
-    j.clear()
-    assert not j.exists() and list(j.runs()) == []
+    assert [f["run_id"] for f in pending.finishes()] == [7]
+    pending.done()
+    assert j.pending() is None and list(tmp_path.glob("journal-*")) == []
+
+
+def test_a_live_daemons_journal_is_left_alone_and_a_dead_ones_is_taken(tmp_path):
+    writer = (
+        "import sys, time; from datetime import datetime, timezone; sys.path.insert(0, sys.argv[1]);"
+        "from daemon.journal import Journal; from pathlib import Path;"
+        "j = Journal(Path(sys.argv[2])); j.start_run(datetime.now(timezone.utc), ['a'], 'other');"
+        "print('written', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", writer, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "written"
+        me = Journal(tmp_path)
+        assert me.pending() is None  # alive and holding its lock: not ours to replay
+    finally:
+        other.kill()
+        other.wait()
+    time.sleep(0.1)
+    pending = Journal(tmp_path).pending()
+    assert pending is not None and [r["owner"] for r in pending.runs()] == ["other"]
