@@ -79,6 +79,9 @@ class Settings:
     history_retention_days: float
     alert_after: timedelta
     overdue_check_every: timedelta
+    cache_cleanup_every: timedelta
+    cache_max_mb: float
+    jitter: timedelta
     http_host: str
     http_port: int
     alert_webhook_url: Secret
@@ -141,6 +144,13 @@ class Settings:
             alert_after=timedelta(hours=reader.number("SCHEDULER_ALERT_AFTER_HOURS", 0, unit="hours", allow_zero=True)),
             overdue_check_every=timedelta(
                 minutes=reader.number("SCHEDULER_OVERDUE_CHECK_MINUTES", 5, unit="minutes", high=1440)
+            ),
+            cache_cleanup_every=timedelta(
+                hours=reader.number("CACHE_CLEANUP_INTERVAL_HOURS", 1, unit="hours", high=24 * 365)
+            ),
+            cache_max_mb=reader.number("CACHE_MAX_MB", 1024, unit="MiB", high=10**7),
+            jitter=timedelta(
+                minutes=reader.number("SCHEDULER_JITTER_MINUTES", 0, unit="minutes", allow_zero=True, high=1440)
             ),
             http_host=reader.text("SCHEDULER_HTTP_HOST", "127.0.0.1"),
             http_port=reader.integer("SCHEDULER_HTTP_PORT", 0, low=0, high=65535),

@@ -21,7 +21,7 @@ import psycopg2
 import schedule
 import structlog
 
-from daemon import db
+from daemon import db, httpcache
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.metrics import Metrics
@@ -61,6 +61,8 @@ class Jobs:
         self._anchored = False
         self._add("history_retention", timedelta(days=1), self.history_retention)
         self._add("overdue_check", settings.overdue_check_every, self.alerts.check)
+        self._add("cache_cleanup", settings.cache_cleanup_every, self.cache_cleanup)
+        self._cache: httpcache.CacheConfig | None | bool = False  # False: not asked yet
 
     def _add(self, name: str, every: timedelta, func: Callable[[Store, datetime], str]) -> None:
         self.states[name] = JobState(name, every)
@@ -136,6 +138,35 @@ class Jobs:
                 "last_status": state.last_status, "last_message": state.last_message, "running": False,
             })  # fmt: skip
         return out
+
+    def cache_cleanup(self, store: Store, now: datetime) -> str:
+        if self._cache is False:
+            self._cache = httpcache.project_cache(self.settings)
+            if self._cache is None:
+                log.info("cache_cleanup_idle", message="The Scrapy project uses no filesystem HTTP cache; "
+                                                       "cache_cleanup has nothing to do")  # fmt: skip
+        if self._cache is None:
+            return "no filesystem HTTP cache"
+        started = self.clock.monotonic()
+        swept = httpcache.sweep(self._cache)
+        duration_ms = round((self.clock.monotonic() - started) * 1000, 1)
+        hits, misses = store.httpcache_counts(latest=50)
+        hit_rate = round(100 * hits / (hits + misses), 1) if hits + misses else None
+        self.metrics.cache_cleanup_runs.inc()
+        self.metrics.cache_entries_removed.inc(swept.entries_removed)
+        self.metrics.cache_cleanup_duration.observe(duration_ms / 1000)
+        log.info("cache_cleanup_done", entries_removed=swept.entries_removed,
+                 kb_freed=round(swept.bytes_freed / 1024, 1), duration_ms=duration_ms,
+                 hit_rate_percent=hit_rate, cache_mb=round(swept.bytes_left / 2**20, 2))  # fmt: skip
+        limit = self.settings.cache_max_mb
+        if swept.bytes_left > 0.9 * limit * 2**20:
+            log.warning("cache_nearly_full", cache_mb=round(swept.bytes_left / 2**20, 2), limit_mb=limit,
+                        message="The HTTP cache holds more than 90% of CACHE_MAX_MB: consider raising the limit "
+                                "or lowering the expiration")  # fmt: skip
+        if hit_rate is not None and hit_rate < 60:
+            log.warning("cache_hit_rate_low", hit_rate_percent=hit_rate,
+                        message="The HTTP cache hit rate of the latest crawls is below 60%")  # fmt: skip
+        return f"removed {swept.entries_removed} entries ({swept.bytes_freed} bytes), hit rate {hit_rate}%"
 
 
 class OverdueAlerts:

@@ -153,3 +153,7 @@ SELECT id, spider, failure, message FROM spider_runs
 """
 SPIDERS_SCRAPING_ZERO = "SELECT spider, last_success_at, previous_items FROM spiders_scraping_zero"
 LAST_JOB_RUNS_DETAIL = "SELECT DISTINCT ON (job) job, started_at, status FROM job_runs ORDER BY job, id DESC"
+HTTPCACHE_COUNTS = """
+SELECT COALESCE(sum((stats->>'httpcache/hit')::bigint), 0), COALESCE(sum((stats->>'httpcache/miss')::bigint), 0)
+  FROM (SELECT stats FROM spider_runs WHERE stats IS NOT NULL ORDER BY id DESC LIMIT %(latest)s) latest
+"""

@@ -11,9 +11,10 @@ the local journal, which is written to the database once it is back.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg2
 import structlog
@@ -101,6 +102,8 @@ class Scheduler:
         self._db_failures = 0
         self._last_beat = float("-inf")
         self._run_started_m = 0.0
+        self._decided_since_lock = False
+        self._jitter: dict[tuple[str, datetime], timedelta] = {}
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -165,9 +168,14 @@ class Scheduler:
         self._log_decision(plan, histories)
         self._observe_plan(plan, histories)
         due = [s for s in self.spiders if s in plan.due or s in requested]
+        first_decision = not self._decided_since_lock
+        self._decided_since_lock = True
+        due, held_until = self._jittered(plan, due, requested, now, first_decision)
         if due:
             self._run(store, due, now)
             return 0
+        if held_until is not None:
+            return (held_until - now).total_seconds()
         next_due = plan.next_due_at
         return (next_due - now).total_seconds() if next_due else self.settings.tick_seconds
 
@@ -192,11 +200,33 @@ class Scheduler:
             self._settle_until = self.clock.monotonic() + SETTLE_SECONDS
         self.holds_lock = True
         self.recovered = False
+        self._decided_since_lock = False
         self.listener.pending.set()  # requests made while another daemon (or none) held the lock
         self._said.discard("standby")
         self._decision_key = None
         log.info("runner_lock_acquired", message="This scheduler now runs the spiders")
         return True
+
+    def _jittered(
+        self, plan, due: list[str], requested: set[str], now: datetime, first_decision: bool
+    ) -> tuple[list[str], datetime | None]:  # type: ignore[no-untyped-def]
+        """SCHEDULER_JITTER_MINUTES: hold each regular run back by a random delay (fixed per due
+        time). Never a catch-up (what is due at the first decision after taking the lock), a first
+        run, a retry, or a run-now request."""
+        if not self.settings.jitter or first_decision:
+            return due, None
+        held: list[datetime] = []
+        for p in plan.spiders:
+            if p.spider not in due or p.reason != "interval" or p.spider in requested or p.due_at is None:
+                continue
+            key = (p.spider, p.due_at)
+            if key not in self._jitter:
+                self._jitter[key] = timedelta(seconds=random.uniform(0, self.settings.jitter.total_seconds()))
+                log.info("run_jittered", spider=p.spider, delay_s=round(self._jitter[key].total_seconds(), 1))
+            if now < p.due_at + self._jitter[key]:
+                held.append(p.due_at + self._jitter[key])
+                due = [s for s in due if s != p.spider]
+        return due, min(held, default=None)
 
     def _take_requests(self, store: Store, now: datetime) -> set[str]:
         """Spiders asked for with `run-now` (taken only by the lock holder, once each)."""

@@ -38,7 +38,12 @@ def gather(store: Store, settings: Settings, now: datetime, spiders: Sequence[st
     }
     jobs = [job]
     last_jobs = dict(store.last_job_runs_detail())
-    for name, every in (("history_retention", timedelta(days=1)), ("overdue_check", settings.overdue_check_every)):
+    housekeeping = (
+        ("history_retention", timedelta(days=1)),
+        ("overdue_check", settings.overdue_check_every),
+        ("cache_cleanup", settings.cache_cleanup_every),
+    )
+    for name, every in housekeeping:
         started, status = last_jobs.get(name, (None, None))
         jobs.append({
             "id": name, "last_run": _iso(started, settings), "last_status": status,

@@ -168,6 +168,13 @@ class Store:
             cur.execute(queries.SPIDERS_SCRAPING_ZERO)
             return cur.fetchall()
 
+    def httpcache_counts(self, latest: int) -> tuple[int, int]:
+        """(hits, misses) of the HTTP cache over the latest crawls' stats."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.HTTPCACHE_COUNTS, {"latest": latest})
+            hits, misses = cur.fetchone()
+        return int(hits), int(misses)
+
     def replay(self, runs: list[dict[str, Any]], finishes: list[dict[str, Any]]) -> int:
         """Write the journal in one transaction; return how many records were new (0 on a re-replay).
 

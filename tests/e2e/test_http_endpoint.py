@@ -51,7 +51,7 @@ def test_the_endpoint_answers_health_metrics_and_jobs(pg_server, base_env, db, d
     status, body = get(port, "/jobs")
     view = json.loads(body)
     assert status == 200 and view["is_running"] is False
-    assert [j["id"] for j in view["jobs"]] == ["spiders", "history_retention", "overdue_check"]
+    assert [j["id"] for j in view["jobs"]] == ["spiders", "history_retention", "overdue_check", "cache_cleanup"]
     status, body = get(port, "/jobs/spiders")
     assert status == 200 and json.loads(body)["last_status"] == "completed"
     status, body = get(port, "/jobs/nosuch")

@@ -28,7 +28,7 @@ def test_status_shows_each_job_and_spider_with_next_due_in_the_configured_time_z
     report = json.loads(done.stdout)
     assert report["is_running"] is False
     job, *housekeeping = report["jobs"]
-    assert [j["id"] for j in housekeeping] == ["history_retention", "overdue_check"]
+    assert [j["id"] for j in housekeeping] == ["history_retention", "overdue_check", "cache_cleanup"]
     assert job["id"] == "spiders" and job["last_status"] == "failed" and job["next_due"].endswith("-05:00")
     spiders = {s["spider"]: s for s in report["spiders"]}
     assert spiders["ok"]["last_status"] == "completed" and spiders["ok"]["items"] == 1

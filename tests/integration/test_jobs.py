@@ -36,6 +36,7 @@ def test_history_retention_deletes_old_runs_in_batches_with_their_spider_rows(ba
     assert rows(db, "SELECT count(*) FROM scheduler_state") == [(1,)]
     assert rows(db, "SELECT count(*) FROM spider_runs") == [(1,)]
     assert rows(db, "SELECT job, status FROM job_runs ORDER BY job") == [
+        ("cache_cleanup", "completed"),
         ("history_retention", "completed"),
         ("overdue_check", "completed"),
     ]
@@ -46,7 +47,7 @@ def test_a_restarted_daemon_does_not_rerun_a_job_that_ran_within_its_period(base
     with capture_logs() as logs:
         jobs_for(base_env, db).run_pending()
     assert not [e for e in logs if e["event"] == "job_finished"]
-    assert rows(db, "SELECT count(*) FROM job_runs") == [(2,)]
+    assert rows(db, "SELECT count(*) FROM job_runs") == [(3,)]
 
 
 def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env, db):
@@ -89,3 +90,42 @@ def test_the_running_daemon_runs_its_jobs_and_only_the_lock_holder_does(base_env
                  timeout=30, what="overdue checks")  # fmt: skip
     [(starts,)] = rows(db, "SELECT count(*) FROM job_runs WHERE job = 'history_retention'")
     assert starts == 1  # the standby never ran it
+
+
+def test_cache_cleanup_removes_expired_entries_and_reports_the_hit_rate(base_env, db, tmp_path):
+    import os
+    import time
+
+
+    cache = tmp_path / "httpcache"
+    env = {**base_env, "TEST_HTTPCACHE_DIR": str(cache), "TEST_HTTPCACHE_EXPIRATION_SECS": "600",
+           "CACHE_MAX_MB": "0.001"}  # fmt: skip
+    os.environ.update({"TEST_HTTPCACHE_DIR": str(cache), "TEST_HTTPCACHE_EXPIRATION_SECS": "600"})
+    try:
+        with SchedulerThread({**env, "SCHEDULER_INTERVAL_HOURS": "0.0003"}, ["ok"]):  # two crawls: miss, then hit
+            wait_for(lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE status = 'completed'")[0][0] >= 2,
+                     timeout=60, what="two crawls")  # fmt: skip
+        entries = list(cache.glob("*/*/*/pickled_meta"))
+        assert len(entries) == 3
+        old = time.time() - 3600
+        os.utime(entries[0], (old, old))  # one entry is past its expiration
+        jobs = jobs_for(env, db)
+        with capture_logs() as logs:
+            jobs.cache_cleanup(Store(db), utcnow())
+    finally:
+        os.environ.pop("TEST_HTTPCACHE_DIR")
+        os.environ.pop("TEST_HTTPCACHE_EXPIRATION_SECS")
+    [done] = [e for e in logs if e["event"] == "cache_cleanup_done"]
+    assert done["entries_removed"] == 1 and done["kb_freed"] > 0 and done["duration_ms"] >= 0
+    assert 0 < done["hit_rate_percent"] < 100
+    assert len(list(cache.glob("*/*/*/pickled_meta"))) == 2
+    assert [e for e in logs if e["event"] == "cache_nearly_full"]  # 0.001 MiB is less than what is left
+
+
+def test_cache_cleanup_says_once_that_a_project_without_a_cache_needs_nothing(base_env, db):
+    jobs = jobs_for(base_env, db)
+    with capture_logs() as logs:
+        first = jobs.cache_cleanup(Store(db), utcnow())
+        second = jobs.cache_cleanup(Store(db), utcnow())
+    assert first == second == "no filesystem HTTP cache"
+    assert len([e for e in logs if e["event"] == "cache_cleanup_idle"]) == 1

@@ -237,3 +237,16 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_jitter_delays_regular_runs_and_never_the_catch_up(base_env, db):
+    env = {**base_env, "SCHEDULER_INTERVAL_HOURS": "0.0005", "SCHEDULER_JITTER_MINUTES": "0.03"}  # 1.8 s, 1.8 s
+    with capture_logs() as logs, SchedulerThread(env, ["ok"]):
+        wait_for(lambda: len(completed_runs(db)) >= 3, timeout=60, what="three runs")
+    jittered = events(logs, "run_jittered")
+    assert len(jittered) >= 2 and all(0 <= e["delay_s"] <= 1.8 for e in jittered)
+    starts = [r[0] for r in rows(db, "SELECT started_at FROM spider_runs ORDER BY id")]
+    first_decision = next(i for i, e in enumerate(logs) if e["event"] == "run_due")
+    assert not [e for e in logs[:first_decision] if e["event"] == "run_jittered"]  # the catch-up ran at once
+    for previous, following in zip(starts, starts[1:]):
+        assert following - previous >= timedelta(seconds=1.8)  # never early

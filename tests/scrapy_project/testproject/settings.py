@@ -7,3 +7,11 @@ LOG_LEVEL = "INFO"
 DOWNLOAD_TIMEOUT = 10
 RETRY_ENABLED = False
 EXTENSIONS = {"testproject.sidechannel.SideChannel": 0}
+
+# The cache_cleanup tests turn Scrapy's filesystem HTTP cache on through the environment.
+import os  # noqa: E402
+
+if os.environ.get("TEST_HTTPCACHE_DIR"):
+    HTTPCACHE_ENABLED = True
+    HTTPCACHE_DIR = os.environ["TEST_HTTPCACHE_DIR"]
+    HTTPCACHE_EXPIRATION_SECS = int(os.environ.get("TEST_HTTPCACHE_EXPIRATION_SECS", "3600"))
