@@ -128,6 +128,15 @@ class PostgresServer:
         conn.autocommit = True
         return conn
 
+    def execute(self, statement: str) -> None:
+        """One statement on the maintenance database (CREATE/DROP DATABASE cannot take parameters)."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
     def env(self, dbname: str) -> dict[str, str]:
         return {
             "DB_HOST": "127.0.0.1",
@@ -162,10 +171,7 @@ def template_db(pg_server: PostgresServer) -> str:
     from daemon.migrations import apply_migrations
 
     name = "scheduler_template"
-    conn = pg_server.connect()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    pg_server.execute(f'CREATE DATABASE "{name}"')
     settings = Settings.from_mapping({**pg_server.env(name), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT)})
     apply_migrations(settings)
     return name
@@ -174,34 +180,23 @@ def template_db(pg_server: PostgresServer) -> str:
 _db_numbers = itertools.count(1)
 
 
+def _throwaway_database(pg_server: PostgresServer, prefix: str, template: str | None) -> Iterator[str]:
+    name = f"{prefix}_{os.getpid()}_{next(_db_numbers)}"
+    pg_server.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    yield name
+    pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database(pg_server: PostgresServer, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"test_{os.getpid()}_{next(_db_numbers)}"
-    conn = pg_server.connect()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    conn.close()
-    yield name
-    conn = pg_server.connect()
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    yield from _throwaway_database(pg_server, "test", template_db)
 
 
 @pytest.fixture
 def empty_database(pg_server: PostgresServer) -> Iterator[str]:
     """A database with no migrations applied."""
-    name = f"empty_{os.getpid()}_{next(_db_numbers)}"
-    conn = pg_server.connect()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    yield name
-    conn = pg_server.connect()
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    yield from _throwaway_database(pg_server, "empty", None)
 
 
 @pytest.fixture

@@ -31,6 +31,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, step: float = 0.
         time.sleep(step)
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie only waits for its parent to reap it: dead for us)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def events(logs: list[dict], name: str) -> list[dict]:
+    """The captured log events called `name`."""
+    return [e for e in logs if e["event"] == name]
+
+
+def count(conn, where: str, table: str = "scheduler_state") -> int:
+    """Rows of `table` matching `where` (test-only SQL, written by the test itself)."""
+    return rows(conn, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
+
+
 def rows(conn, sql: str, params: dict | None = None) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(sql, params or {})

@@ -51,7 +51,8 @@ def receiver():
 def test_a_failed_run_pings_start_and_fail_and_alerts_reach_the_webhook(base_env, db, daemon_factory, receiver):
     insert_completed(db, ["ok"], utcnow() - hours(20))  # ok is overdue for the alert (limit 8 h)
     env = {**base_env, "SCHEDULER_SPIDERS": "ok,boom", "ALERT_WEBHOOK_URL": f"{receiver.url}/hooks/T0K3N",
-           "HEALTHCHECK_PING_URL": f"{receiver.url}/ping/uuid-1234", "SCHEDULER_OVERDUE_CHECK_MINUTES": "0.02"}  # fmt: skip
+           "HEALTHCHECK_PING_URL": f"{receiver.url}/ping/uuid-1234",
+           "SCHEDULER_OVERDUE_CHECK_MINUTES": "0.02"}  # fmt: skip
     d = daemon_factory(env).start()
     wait_for(lambda: "/ping/uuid-1234/fail" in receiver.paths(), timeout=60, what="the /fail ping")
     assert receiver.paths().index("/ping/uuid-1234/start") < receiver.paths().index("/ping/uuid-1234/fail")

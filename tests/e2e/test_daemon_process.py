@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -10,18 +9,9 @@ import time
 import pytest
 
 from tests.conftest import PG_PASSWORD, ROOT, free_port
-from tests.helpers import crawl_intervals, json_lines, rows, run_cli, wait_for
+from tests.helpers import alive, crawl_intervals, json_lines, rows, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 def test_help_lists_the_subcommands(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import figure
-from tests.helpers import crawl_intervals, rows, side_channel, wait_for
+from tests.helpers import count, crawl_intervals, rows, side_channel, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -20,10 +20,6 @@ BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
 CREATE TRIGGER slow_write BEFORE UPDATE ON {table} FOR EACH ROW
   WHEN (OLD.status = 'running' AND NEW.status <> 'running') EXECUTE FUNCTION slow_write();
 """
-
-
-def count(db, where: str, table: str = "scheduler_state") -> int:
-    return rows(db, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
 
 
 def writing(db, table: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import json_lines, rows, side_channel, wait_for
+from tests.helpers import count, json_lines, rows, side_channel, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -28,10 +28,6 @@ def journal_text(env) -> str:
 
 def journals(env) -> list[Path]:
     return list(Path(env["SCHEDULER_STATE_DIR"]).glob("journal-*.jsonl"))
-
-
-def count(conn, where: str, table: str = "scheduler_state") -> int:
-    return rows(conn, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import figure
 from tests.helpers import (
+    count,
     crawl_intervals,
     exits_seen_by_the_daemon,
     json_lines,
@@ -22,10 +23,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.faults
-
-
-def count(conn, where: str, table: str = "scheduler_state") -> int:
-    return rows(conn, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
 
 
 def assert_no_overlap(env, conn) -> int:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import PG_PASSWORD, figure
 from tests.helpers import (
+    alive,
+    count,
     crawl_intervals,
     exits_seen_by_the_daemon,
     hours,
@@ -27,19 +29,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.faults
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-
-
-def count(db, where: str, table: str = "scheduler_state") -> int:
-    return rows(db, f"SELECT count(*) FROM {table} WHERE {where}")[0][0]
 
 
 def advisory_locks(db) -> int:

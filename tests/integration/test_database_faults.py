@@ -8,16 +8,13 @@ from structlog.testing import capture_logs
 
 from tests.helpers import (
     SchedulerThread,
+    events,
     hours,
     insert_completed,
     rows,
     utcnow,
     wait_for,
 )
-
-
-def events(logs, name):
-    return [e for e in logs if e["event"] == name]
 
 
 def test_postgres_restarted_while_idle_reconnects_and_retakes_the_lock_before_running(pg_server, base_env, db):

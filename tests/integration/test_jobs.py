@@ -96,7 +96,6 @@ def test_cache_cleanup_removes_expired_entries_and_reports_the_hit_rate(base_env
     import os
     import time
 
-
     cache = tmp_path / "httpcache"
     env = {**base_env, "TEST_HTTPCACHE_DIR": str(cache), "TEST_HTTPCACHE_EXPIRATION_SECS": "600",
            "CACHE_MAX_MB": "0.001"}  # fmt: skip
@@ -120,6 +119,10 @@ def test_cache_cleanup_removes_expired_entries_and_reports_the_hit_rate(base_env
     assert 0 < done["hit_rate_percent"] < 100
     assert len(list(cache.glob("*/*/*/pickled_meta"))) == 2
     assert [e for e in logs if e["event"] == "cache_nearly_full"]  # 0.001 MiB is less than what is left
+    sample = jobs.metrics.registry.get_sample_value
+    assert sample("scheduler_cache_cleanup_runs_total") == 1.0
+    assert sample("scheduler_cache_entries_removed_total") == 1.0
+    assert sample("scheduler_cache_cleanup_duration_seconds_count") == 1.0
 
 
 def test_cache_cleanup_says_once_that_a_project_without_a_cache_needs_nothing(base_env, db):

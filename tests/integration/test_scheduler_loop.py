@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 
@@ -12,17 +11,15 @@ from structlog.testing import capture_logs
 from tests.conftest import figure
 from tests.helpers import (
     SchedulerThread,
+    alive,
     crawl_intervals,
+    events,
     hours,
     insert_completed,
     rows,
     utcnow,
     wait_for,
 )
-
-
-def events(logs, name):
-    return [e for e in logs if e["event"] == name]
 
 
 def messages(logs):
@@ -138,7 +135,7 @@ def test_a_hanging_spider_that_ignores_sigterm_is_killed_at_the_timeout(base_env
     [(start, end, spider)] = crawl_intervals(base_env_path(base_env))
     assert end == float("inf")  # it never ended by itself...
     pid = [pid for kind, _, pid, _ in _entries(base_env) if kind == "start"][0]
-    assert not _alive(pid)  # ...and it is gone
+    assert not alive(pid)  # ...and it is gone
 
 
 def test_rows_left_running_by_a_dead_daemon_are_failed_on_start_and_their_spiders_run_again(base_env, db):
@@ -211,7 +208,7 @@ def test_stopping_interrupts_running_spiders_and_records_them(base_env, db):
     assert (status, failure) == ("failed", "interrupted") and "shutting down" in message
     assert rows(db, "SELECT status FROM scheduler_state") == [("failed",)]
     pid = [pid for kind, _, pid, _ in _entries(env) if kind == "start"][0]
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def base_env_path(env):
@@ -224,19 +221,6 @@ def _entries(env):
     from tests.helpers import side_channel
 
     return side_channel(base_env_path(env))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes; it only waits for its parent to reap it.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_jitter_delays_regular_runs_and_never_the_catch_up(base_env, db):

@@ -50,7 +50,9 @@ def test_a_live_daemons_journal_is_left_alone_and_a_dead_ones_is_taken(tmp_path)
         "j = Journal(Path(sys.argv[2])); j.start_run(datetime.now(timezone.utc), ['a'], 'other');"
         "print('written', flush=True); time.sleep(60)"
     )
-    other = subprocess.Popen([sys.executable, "-c", writer, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", writer, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert other.stdout.readline().strip() == "written"
         me = Journal(tmp_path)
