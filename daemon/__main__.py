@@ -15,11 +15,30 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from dotenv import dotenv_values
+# The daemon idles for hours, so what it imports is what it costs (issue "Performance": an idle
+# daemon within 30 MiB resident). Two optional imports of its libraries are kept out:
+# - structlog imports its Twisted helpers whenever Twisted is installed (Scrapy needs it): ~2 MiB
+#   for nothing, as crawls are subprocesses. Marked absent, that optional import fails quietly.
+# - psycopg2 and asyncio (which structlog.stdlib imports) both import Python's `ssl` if they can,
+#   loading the system's OpenSSL (~3.5 MiB) beside the one libpq bundles and uses for TLS to
+#   PostgreSQL. Both treat a missing `ssl` as normal (libpq then sets up its own OpenSSL, as in
+#   any C program), and the daemon never uses asyncio. `ssl` is hidden only while they load, so a
+#   later `import ssl` (https webhooks, through urllib) works as usual.
+# Only this process is affected: crawls start a fresh interpreter.
+sys.modules.setdefault("twisted", None)  # type: ignore[arg-type]
+_hide_ssl = "ssl" not in sys.modules
+if _hide_ssl:
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+try:
+    import psycopg2  # noqa: F401,E402 (loaded here, without ssl)
+    import structlog  # noqa: F401,E402
+finally:
+    if _hide_ssl:
+        del sys.modules["ssl"]
 
-from daemon import heartbeat, logs
-from daemon.config import Settings
-from daemon.errors import SchedulerError
+from daemon import heartbeat, logs  # noqa: E402 (after the guards above)
+from daemon.config import Settings  # noqa: E402
+from daemon.errors import SchedulerError  # noqa: E402
 
 
 def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:
@@ -28,6 +47,8 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
     dotenv = dotenv or Path.cwd() / ".env"
     values: dict[str, str] = {}
     if dotenv.is_file():
+        from dotenv import dotenv_values  # only when there is a file: python-dotenv costs ~1 MiB resident
+
         values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
     values.update(environ)
     return values

@@ -1,12 +1,19 @@
-"""The daemon's metrics, in a registry of its own (exposed on GET /metrics)."""
+"""The daemon's metrics, in a registry of its own (exposed on GET /metrics).
+
+Nobody can read them while the HTTP endpoint is off (the default), and prometheus_client pulls in
+http.server, urllib and wsgiref (~3.5 MiB resident): `Metrics.for_endpoint(False)` gives the same
+interface with nothing behind it, so an idle daemon stays small.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any
 
 
 class Metrics:
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         r = self.registry
         self.runs = Counter("scheduler_runs", "Spider runs (one per batch of due spiders) by status", ["status"],
@@ -31,3 +38,35 @@ class Metrics:
                                                 "Duration of a cache_cleanup run", registry=r)  # fmt: skip
         self.job_runs = Counter("scheduler_job_runs", "Housekeeping job runs by job and status", ["job", "status"],
                                 registry=r)  # fmt: skip
+
+    @staticmethod
+    def for_endpoint(enabled: bool) -> Metrics:
+        return Metrics() if enabled else UnreadMetrics()  # type: ignore[return-value]
+
+
+class _Nothing:
+    """A metric nobody can read: every call is accepted and forgotten."""
+
+    def labels(self, *values: Any) -> _Nothing:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+
+class UnreadMetrics:
+    """Metrics' interface when the HTTP endpoint is off."""
+
+    registry = None
+
+    def __getattr__(self, name: str) -> _Nothing:
+        return _NOTHING
+
+
+_NOTHING = _Nothing()

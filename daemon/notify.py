@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,6 +62,10 @@ class Notifier:
             self._send(what, url.reveal(), body)
 
     def _send(self, what: str, url: str, body: bytes | None) -> None:
+        # Imported here: urllib.request costs ~1 MiB resident, and most daemons never notify.
+        import urllib.error
+        import urllib.request
+
         delay = 1.0
         for attempt in range(1, ATTEMPTS + 1):
             request = urllib.request.Request(url, data=body, method="POST",

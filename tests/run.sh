@@ -29,6 +29,7 @@ ensure_system_packages() {
   [[ -x $PG_BIN/initdb ]] || missing+=(postgresql-15)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   command -v runuser >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)  # the TLS test makes a certificate
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 }
 

@@ -63,3 +63,28 @@ def test_the_daemon_never_imports_scrapy():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modules_unloaded(tmp_path):
+    # Resident memory of the idle daemon (issue "Performance", target <= 30 MiB): Twisted (which
+    # structlog would pull in), prometheus_client with http.server, urllib.request, python-dotenv
+    # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them.
+    code = (
+        "import sys, daemon.__main__, daemon.scheduler;"
+        "from daemon.config import Settings; from daemon.scheduler import Scheduler;"
+        f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
+        f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}}});"
+        "daemon.__main__.load_environment({});"
+        "Scheduler(s, ['a']).notifier.ping('/start');"
+        "print(sorted(m for m in ('twisted', 'prometheus_client', 'http.server', 'urllib.request', 'dotenv', 'ssl')"
+        " if sys.modules.get(m) is not None))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_ssl_hidden_while_the_daemon_loads_is_still_there_for_https_webhooks():
+    code = "import sys, daemon.__main__, daemon.scheduler; import ssl, urllib.request; print(ssl.OPENSSL_VERSION)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("OpenSSL")
