@@ -17,6 +17,7 @@ log = structlog.get_logger("daemon.db")
 
 # Errors that mean "the server or the connection is gone": reconnect and carry on.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+RETRY_CAP_SECONDS = 0.25  # the longest pause between two attempts to connect at start-up
 
 
 def connect(
@@ -41,12 +42,18 @@ def wait_for_database(
     *,
     timeout: float | None = None,
 ) -> psycopg2.extensions.connection:
-    """Connect, retrying with backoff (0.5 s doubling to 5 s) until `timeout` seconds pass."""
+    """Connect, retrying with backoff until `timeout` seconds pass.
+
+    The retries start at 0.1 s and double up to RETRY_CAP_SECONDS: a refused connection costs
+    nothing, and the gap between PostgreSQL accepting connections and this noticing is the start
+    of every catch-up (issue "Performance": Postgres up -> first crawl within 1 s). The warning is
+    logged at attempts 1, 2, 4, 8, ... so a long wait stays readable.
+    """
     timeout = settings.db_wait_timeout_seconds if timeout is None else timeout
     stop = stop or threading.Event()
     # Durations are measured on the monotonic clock: nothing here depends on the wall time.
     deadline = time.monotonic() + timeout
-    delay, attempt, last_error = 0.5, 0, ""
+    delay, attempt, last_error = 0.1, 0, ""
     while True:
         attempt += 1
         try:
@@ -63,14 +70,15 @@ def wait_for_database(
                 f"PostgreSQL at {settings.db_host}:{settings.db_port} (database {settings.db_name!r}, "
                 f"user {settings.db_user!r}) did not accept a connection within {timeout:g} s: {last_error}"
             )
-        log.warning(
-            "database_unavailable",
-            message="Waiting for PostgreSQL",
-            host=settings.db_host,
-            port=settings.db_port,
-            attempt=attempt,
-            retry_in_s=round(min(delay, remaining), 2),
-            error=last_error,
-        )
+        if attempt & (attempt - 1) == 0:
+            log.warning(
+                "database_unavailable",
+                message="Waiting for PostgreSQL",
+                host=settings.db_host,
+                port=settings.db_port,
+                attempt=attempt,
+                retry_in_s=round(min(delay, remaining), 2),
+                error=last_error,
+            )
         stop.wait(min(delay, remaining))
-        delay = min(delay * 2, 5.0)
+        delay = min(delay * 2, RETRY_CAP_SECONDS)

@@ -24,7 +24,6 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.decision import SpiderHistory, decide
-from daemon.http import HttpEndpoint
 from daemon.jobs import Jobs
 from daemon.journal import Journal
 from daemon.metrics import Metrics
@@ -49,6 +48,9 @@ HEARTBEAT_EVERY_SECONDS = 1.0  # while crawls run, the heartbeat is refreshed th
 PROBE_SECONDS = 1.0
 SETTLE_SECONDS = 5.0
 LEASE_SECONDS = 10.0
+# An idle lock holder decides from the history it read last (it is the only writer of runs) and
+# re-reads it at least this often, so an edit made with psql is seen within this time.
+HISTORY_REFRESH_SECONDS = 300.0
 
 
 def _unreachable(exc: psycopg2.Error) -> bool:
@@ -77,10 +79,14 @@ class Scheduler:
         self.abort = threading.Event()  # set when this daemon must give way during a run
         self.wake = wake or threading.Event()  # cuts a wait short: a signal, or a run-now request
         self.listener = RunNowListener(settings, self.stop, self.wake)
-        self.metrics = Metrics()
+        self.metrics = Metrics.for_endpoint(bool(settings.http_port))
         self.notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, self.stop)
         self.jobs = Jobs(settings, self.clock, self._store_if_runner, self.metrics, self.notifier)
-        self.http = HttpEndpoint(settings, self.metrics, self.job_view) if settings.http_port else None
+        self.http = None
+        if settings.http_port:
+            from daemon.http import HttpEndpoint  # http.server and prometheus_client only when asked for
+
+            self.http = HttpEndpoint(settings, self.metrics, self.job_view)
         self._spider_job: dict[str, object] = {"id": "spiders", "every_s": settings.interval.total_seconds(),
                                                 "last_run": None, "last_status": None, "next_due": None,
                                                 "running": False}  # fmt: skip
@@ -91,7 +97,8 @@ class Scheduler:
         self.runner = CrawlRunner(
             settings, self.clock, self.stop, self.force, on_poll=self._during_run, environ=environ, abort=self.abort
         )
-        self._histories: list[SpiderHistory] | None = None  # the last history read, for offline runs
+        self._histories: list[SpiderHistory] | None = None  # the last history read (offline runs, idle ticks)
+        self._history_read_at = float("-inf")  # monotonic; -inf: read it again before deciding
         self._may_run_offline = False  # only the daemon that was running the spiders may
         self._settle_until = float("-inf")
         self._run_id: int | None = None  # the database run in progress
@@ -160,11 +167,14 @@ class Scheduler:
         settling = self._settle_until - self.clock.monotonic()
         if settling > 0:
             return settling
-        self.jobs.run_pending()
         requested = self._take_requests(store, now)
-        histories = store.histories(self.spiders)
-        self._histories = histories
-        plan = decide(histories, now, self.settings.interval, self.settings.retry_delay)
+        plan = self._decide_from_copy(store, now) if not requested else None
+        if plan is None or plan.due:
+            # Nothing runs on a copy: what may run is decided from a fresh read.
+            self._histories = store.histories(self.spiders)
+            self._history_read_at = self.clock.monotonic()
+            plan = decide(self._histories, now, self.settings.interval, self.settings.retry_delay)
+        histories = self._histories
         self._log_decision(plan, histories)
         self._observe_plan(plan, histories)
         due = [s for s in self.spiders if s in plan.due or s in requested]
@@ -174,10 +184,30 @@ class Scheduler:
         if due:
             self._run(store, due, now)
             return 0
+        # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.
+        self.jobs.run_pending()
         if held_until is not None:
             return (held_until - now).total_seconds()
         next_due = plan.next_due_at
         return (next_due - now).total_seconds() if next_due else self.settings.tick_seconds
+
+    def _decide_from_copy(self, store: Store, now: datetime):  # type: ignore[no-untyped-def]
+        """The plan from the history read last, or None when that copy may be out of date.
+
+        The lock holder is the only writer of runs, so while it idles the copy stays true, and
+        deciding from it costs no round trip (issue "Performance": an idle daemon makes at most a
+        couple a minute). It is re-read after every run, on (re)taking the lock, every
+        HISTORY_REFRESH_SECONDS (someone may edit the table with psql), and when something
+        arrived on the connection: a terminated backend or a server going away announces itself
+        there, so a lost lock is still noticed within a tick, then by the read that fails.
+        """
+        if (
+            self._histories is None
+            or self.clock.monotonic() - self._history_read_at >= HISTORY_REFRESH_SECONDS
+            or not store.idle_and_quiet()
+        ):
+            return None
+        return decide(self._histories, now, self.settings.interval, self.settings.retry_delay)
 
     # ----------------------------------------------------------------- database and lock
     def _connected(self) -> Store:
@@ -201,6 +231,7 @@ class Scheduler:
         self.holds_lock = True
         self.recovered = False
         self._decided_since_lock = False
+        self._history_read_at = float("-inf")
         self.listener.pending.set()  # requests made while another daemon (or none) held the lock
         self._said.discard("standby")
         self._decision_key = None
@@ -266,6 +297,7 @@ class Scheduler:
             )
         self._replay_journal(store)
         self.recovered = True
+        self._history_read_at = float("-inf")  # stale runs failed, the journal written: read anew
         self._may_run_offline = True
         return True
 
@@ -301,6 +333,7 @@ class Scheduler:
         self.store = None
         self.holds_lock = False  # a closed session has released its advisory lock
         self.recovered = False
+        self._history_read_at = float("-inf")
 
     def close(self) -> None:
         if self.store is not None and self.holds_lock:
@@ -327,6 +360,7 @@ class Scheduler:
             outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
         finally:
             self._run_id = None
+            self._history_read_at = float("-inf")
             self._running(False, now)
         self._observe_results(recorder.results)
         if self._gave_way():

@@ -7,6 +7,7 @@ once, whoever gets there first.
 from __future__ import annotations
 
 import json
+import select
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -40,6 +41,18 @@ class Store:
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.rowcount
+
+    def idle_and_quiet(self) -> bool:
+        """Nothing has arrived on the idle connection, checked without a round trip. A server
+        that terminates the backend or shuts down says so (or closes the socket), which makes the
+        socket readable; then the caller's next statement finds out what it was."""
+        if self.conn.closed:
+            return False
+        try:
+            readable, _, _ = select.select([self.conn], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     # The runner lock: a session-level advisory lock, released when the connection ends.
     def try_runner_lock(self) -> bool:

@@ -45,3 +45,35 @@ def test_postgres_restarted_while_idle_reconnects_and_retakes_the_lock_before_ru
         conn.close()
     # Backoff, not a hot loop: a handful of attempts in the seconds the server was down.
     assert len(events(logs, "database_error")) < 20
+
+
+def _history_reads(conn) -> int:
+    """How often the decision query (SPIDER_HISTORY, recognised by its unnest) has run."""
+    return rows(conn, "SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE %(q)s "
+                      "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                {"q": "%bad.failures%"})[0][0]  # fmt: skip
+
+
+def test_an_idle_runner_decides_from_the_history_it_read_without_a_round_trip_per_tick(base_env, db):
+    insert_completed(db, ["ok"], utcnow() - hours(2))
+    rows(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]) as sched:
+        wait_for(lambda: events(logs, "run_not_due"), what="the first decision")
+        time.sleep(3)  # six ticks of 0.5 s, idle
+        idle_reads = _history_reads(db)
+        # The copy still tells when something is due; what runs is decided from a fresh read.
+        sched.clock.jump(hours(2))
+        wait_for(lambda: rows(db, "SELECT count(*) FROM scheduler_state WHERE status = 'completed'")[0][0] == 2,
+                 timeout=30, what="the run after the jump")  # fmt: skip
+    assert idle_reads == 1
+    assert _history_reads(db) > idle_reads
+
+
+def test_a_terminated_lock_connection_is_noticed_while_idle_and_the_lock_retaken(base_env, db):
+    insert_completed(db, ["ok"], utcnow() - hours(2))
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]):
+        wait_for(lambda: events(logs, "run_not_due"), what="the first decision")
+        rows(db, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")  # fmt: skip
+        wait_for(lambda: len(events(logs, "runner_lock_acquired")) == 2, timeout=10, what="the lock re-taken")
+    assert events(logs, "database_error")[0]["sqlstate"] in (None, "57P01")
