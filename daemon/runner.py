@@ -149,12 +149,15 @@ class CrawlRunner:
                 on_spawn(token, crawl.proc.pid)
             for crawl in active:
                 self._enforce(crawl, now, stopping, timeout_s, grace)
-            for crawl in [c for c in active if c.proc.poll() is not None]:
+            finished = [c for c in active if c.proc.poll() is not None]
+            for crawl in finished:
                 active.remove(crawl)
                 outcome = self._finish(crawl)
                 outcomes.append(outcome)
                 on_finish(crawl.token, outcome)
             self.on_poll()
+            if finished and pending:
+                continue  # a slot just freed: the next crawl starts now, not a poll later
             if pending or active:
                 self._wake.clear()
                 self.clock.wait(self._wake, POLL_SECONDS)
@@ -200,18 +203,21 @@ class CrawlRunner:
         log.info("spider_started", spider=spider, pid=proc.pid)
         for channel, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             reader = threading.Thread(
-                target=self._pump, args=(spider, channel, stream), name=f"{spider}-{channel}", daemon=True
+                target=self._pump, args=(spider, channel, stream, proc), name=f"{spider}-{channel}", daemon=True
             )
             reader.start()
             crawl.readers.append(reader)
         return crawl
 
-    def _pump(self, spider: str, channel: str, stream: IO[str] | None) -> None:
+    def _pump(self, spider: str, channel: str, stream: IO[str] | None, proc: subprocess.Popen[str]) -> None:
         if stream is None:
             return
         with stream:
             for line in stream:
                 log.info("spider_output", spider=spider, channel=channel, line=line.rstrip("\n"))
+        # The output ends a moment before the process does: wake the loop once it has exited,
+        # so a finished crawl is collected (and the next one started) at once, not a poll later.
+        proc.wait()
         self._wake.set()
 
     def _finish(self, crawl: _Crawl) -> CrawlOutcome:
