@@ -53,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end: the daemon as a real process")
     config.addinivalue_line("markers", "docker: end-to-end: the real container stack (needs a Docker engine)")
     config.addinivalue_line("markers", "faults: the fault-injection suite (real processes, real PostgreSQL)")
+    config.addinivalue_line("markers", "bench: the benchmark's quick run (bench/bench.py --quick)")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""The benchmark: what users feel, measured side by side in one run (issue "Performance").
+
+    .venv/bin/python bench/bench.py            # the full run (about 25 minutes)
+    .venv/bin/python bench/bench.py --quick    # the short form CI runs (about 4 minutes)
+
+It starts its own PostgreSQL (the tests' throwaway cluster on 127.0.0.1), serves a small site on
+127.0.0.1 for real `scrapy crawl`s (bench/scrapy_project: BENCH_SPIDERS copies of one tiny
+crawl), and uses the Docker stack when an engine answers. It prints one table and writes it, with
+every figure behind it, as JSON (--json, default bench/latest.json).
+
+Shared machines are noisy: figures are medians over repeated runs, and comparisons (the daemon
+against bare Scrapy) are ratios measured in the same run. Targets are reported, never enforced:
+the exit code is non-zero only when the benchmark itself breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from daemon import queries  # noqa: E402
+from daemon.config import Settings  # noqa: E402
+from daemon.migrations import apply_migrations  # noqa: E402
+from tests.conftest import PG_BIN, PostgresServer, _Site  # noqa: E402
+from tests.helpers import SchedulerThread, insert_completed, json_lines, rows, wait_for  # noqa: E402
+
+PROJECT = ROOT / "bench" / "scrapy_project"
+PYTHON = sys.executable
+
+# What each mode repeats and how big it goes.
+MODES: dict[str, dict[str, int]] = {
+    "quick": {"catch_up_reps": 3, "precision_runs": 12, "jump_reps": 3, "idle_seconds": 60,
+              "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
+              "big_run_spiders": 10, "container_reps": 1},
+    "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,
+             "overhead_spiders": 20, "overhead_reps": 3, "scale_runs": 1_000_000, "scale_spider_rows": 10_000_000,
+             "big_run_spiders": 500, "container_reps": 3},
+}  # fmt: skip
+PRECISION_INTERVAL_HOURS = 0.001  # 3.6 s between runs of one tiny crawl
+JUMP_TICK_SECONDS = 5.0
+
+
+def log(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def p95(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def log_time(event: dict[str, Any]) -> float:
+    """A log record's UTC ISO timestamp as Unix time."""
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def first_event(path: Path, name: str) -> dict[str, Any] | None:
+    text = path.read_text() if path.exists() else ""
+    return next((e for e in json_lines(text) if e.get("event") == name), None)
+
+
+# ----------------------------------------------------------------------------- the world
+class World:
+    """PostgreSQL, the local site, and fresh migrated databases, for one benchmark run."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.pg = PostgresServer(workdir / "pg")
+        self.site_server = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+        self.site = f"http://127.0.0.1:{self.site_server.server_address[1]}"
+        self._numbers = iter(range(1, 10_000))
+        self.template = "bench_template"
+
+    def __enter__(self) -> World:
+        threading.Thread(target=self.site_server.serve_forever, daemon=True).start()
+        self.pg.init()
+        self.pg.start()
+        self.pg.execute(f'CREATE DATABASE "{self.template}"')
+        apply_migrations(Settings.from_mapping({**self.pg.env(self.template), "SCRAPY_PROJECT_DIR": str(PROJECT)}))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.site_server.shutdown()
+        try:
+            self.pg.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+
+    def database(self) -> str:
+        name = f"bench_{next(self._numbers)}"
+        self.pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name
+
+    def env(self, dbname: str, spiders: int = 1, **extra: str) -> dict[str, str]:
+        state = self.workdir / f"state-{dbname}-{time.monotonic_ns()}"
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            **self.pg.env(dbname),
+            "SCRAPY_PROJECT_DIR": str(PROJECT),
+            "SCHEDULER_STATE_DIR": str(state),
+            "LOG_FORMAT": "json",
+            "BENCH_SITE_URL": self.site,
+            "BENCH_SPIDERS": str(spiders),
+            **extra,
+        }
+
+    def pg_start_nowait(self) -> None:
+        self.pg._as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.pg.data), "-l", str(self.pg.logfile), "-W", "start"])
+
+    def first_accepted_connection(self, timeout: float = 60) -> float:
+        """Poll until PostgreSQL accepts a connection; the Unix time it first did."""
+        import psycopg2
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                psycopg2.connect(host="127.0.0.1", port=self.pg.port, user="postgres", password=self.pg.password,
+                                 dbname="postgres", connect_timeout=1).close()  # fmt: skip
+                return time.time()
+            except psycopg2.OperationalError:
+                time.sleep(0.002)
+        raise RuntimeError("PostgreSQL did not come up")
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], logfile: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """A daemon (or the entrypoint) as a real process, its output in `logfile`; stopped at the end."""
+    with logfile.open("w") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd or ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_event(logfile: Path, name: str, timeout: float, proc: subprocess.Popen | None = None) -> dict[str, Any]:
+    def seen() -> dict[str, Any] | None:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process exited ({proc.returncode}) before {name!r}: "
+                               f"{logfile.read_text()[-1500:]}")  # fmt: skip
+        return first_event(logfile, name)
+
+    return wait_for(seen, timeout=timeout, step=0.01, what=f"{name!r} in {logfile.name}")
+
+
+# ----------------------------------------------------------------------------- 1. catch-up latency
+def catch_up_local(world: World, reps: int) -> dict[str, Any]:
+    """Postgres accepting connections -> first spider process started, through the entrypoint."""
+    latencies, started_up, phases = [], [], {}
+    for rep in range(reps):
+        db = world.database()
+        conn = world.pg.connect(db)
+        insert_completed(conn, ["bench_000"], datetime.now(timezone.utc) - timedelta(hours=5))
+        conn.close()
+        env = world.env(db, PYTHON=PYTHON, SCHEDULER_SPIDERS="bench_000")
+        logfile = world.workdir / f"catchup-{rep}.log"
+        world.pg.stop("fast")
+        with process(["bash", str(ROOT / "docker-entrypoint.sh")], env, logfile) as proc:
+            time.sleep(1.5)  # the entrypoint is waiting for PostgreSQL, backing off
+            world.pg_start_nowait()
+            accepted = world.first_accepted_connection()
+            started = wait_event(logfile, "spider_started", 60, proc)
+            latencies.append(log_time(started) - accepted)
+            if rep == 0:
+                for name in ("database_available", "migrations_up_to_date", "scheduler_started",
+                             "runner_lock_acquired", "run_started", "spider_started"):  # fmt: skip
+                    event = first_event(logfile, name)
+                    if event is not None:
+                        phases[name] = round(log_time(event) - accepted, 3)
+        # The same with PostgreSQL already up: `docker-compose start scheduler` after a reboot.
+        db = world.database()
+        env = world.env(db, PYTHON=PYTHON, SCHEDULER_SPIDERS="bench_000")
+        logfile = world.workdir / f"coldstart-{rep}.log"
+        t0 = time.time()
+        with process(["bash", str(ROOT / "docker-entrypoint.sh")], env, logfile) as proc:
+            started_up.append(log_time(wait_event(logfile, "spider_started", 60, proc)) - t0)
+    return {
+        "postgres_up_to_first_crawl_s": {"median": median(latencies), "max": max(latencies), "all": latencies},
+        "phases_after_postgres_up_s": phases,
+        "entrypoint_start_to_first_crawl_s": {"median": median(started_up), "all": started_up},
+    }
+
+
+def catch_up_container(reps: int) -> dict[str, Any]:
+    """`docker-compose up -d` on an empty volume: Postgres healthy -> first run started."""
+    from tests.e2e.test_compose_stack import docker_answers, make_stack
+
+    if not docker_answers():
+        return {"skipped": "no Docker engine answers"}
+    out: dict[str, Any] = {"healthy_to_run_started_s": [], "up_to_run_started_s": []}
+    for rep in range(reps):
+        work = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+        stack = make_stack("v2", work)
+        try:
+            stack.compose("build", "-q", timeout=900)
+            t0 = time.time()
+            stack.compose("up", "-d", timeout=300)
+            event = wait_for(lambda: next((e for e in _compose_records(stack.logs()) if e.get("event") == "run_started"),
+                                          None), timeout=120, step=0.2, what="run_started in the scheduler's logs")  # fmt: skip
+            health = json.loads(stack.inspect("{{json .State.Health}}", "postgres"))
+            healthy = min(datetime.fromisoformat(_docker_time(h["End"])).timestamp()
+                          for h in health["Log"] if h["ExitCode"] == 0)  # fmt: skip
+            out["healthy_to_run_started_s"].append(log_time(event) - healthy)
+            out["up_to_run_started_s"].append(log_time(event) - t0)
+            if rep == 0:
+                out["image"] = image_figures(stack.inspect("{{.Config.Image}}"))
+        finally:
+            stack.compose("down", "-v", "--remove-orphans", check=False)
+            shutil.rmtree(work, ignore_errors=True)
+    out["healthy_to_run_started_median_s"] = median(out["healthy_to_run_started_s"])
+    out["up_to_run_started_median_s"] = median(out["up_to_run_started_s"])
+    return out
+
+
+def _compose_records(logs: str) -> list[dict[str, Any]]:
+    """The JSON records of `docker-compose logs` (each line behind a 'service | ' prefix)."""
+    return json_lines("\n".join(line.split("|", 1)[-1] for line in logs.splitlines()))
+
+
+def _docker_time(text: str) -> str:
+    """Docker's RFC 3339 times carry nanoseconds, which fromisoformat does not take."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    return text.replace("Z", "+00:00")
+
+
+def image_figures(image: str) -> dict[str, Any]:
+    size = int(subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], capture_output=True,
+                              text=True, check=True).stdout.strip())  # fmt: skip
+    starts = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image,
+                        "-m", "daemon", "--help"], capture_output=True, check=True, timeout=120)  # fmt: skip
+        starts.append(time.monotonic() - t0)
+    base = "python:3.11-slim-bookworm"
+    base_size = int(subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", base], capture_output=True,
+                                   text=True, check=True).stdout.strip())  # fmt: skip
+    return {"name": image, "size_mb": round(size / 1e6, 1), "base": base, "base_size_mb": round(base_size / 1e6, 1),
+            "own_layers_mb": round((size - base_size) / 1e6, 1), "run_help_s": median(starts), "all_s": starts}
+
+
+# ----------------------------------------------------------------------------- 2. precision
+def precision(world: World, runs: int) -> dict[str, Any]:
+    """|actual start - due time| for consecutive runs of one spider with a few-second interval."""
+    db = world.database()
+    env = world.env(db, SCHEDULER_INTERVAL_HOURS=str(PRECISION_INTERVAL_HOURS))
+    interval = timedelta(hours=PRECISION_INTERVAL_HOURS)
+    conn = world.pg.connect(db)
+    done = lambda: rows(conn, "SELECT count(*) FROM spider_runs WHERE status = 'completed'")[0][0]  # noqa: E731
+    with process([PYTHON, "-m", "daemon"], env, world.workdir / "precision.log"):
+        wait_for(lambda: done() >= runs + 1, timeout=runs * 12 + 60, step=0.5, what=f"{runs + 1} runs")
+    starts = [r[0] for r in rows(conn, "SELECT started_at FROM spider_runs WHERE status = 'completed' ORDER BY id")]
+    conn.close()
+    errors = [abs((b - (a + interval)).total_seconds()) for a, b in zip(starts, starts[1:])]
+    return {"interval_s": interval.total_seconds(), "runs": len(errors), "median_s": median(errors),
+            "p95_s": p95(errors), "max_s": max(errors)}  # fmt: skip
+
+
+def after_clock_jump(world: World, reps: int) -> dict[str, Any]:
+    """Wall clock moved past the due time through the clock seam -> the crawl starts within a tick."""
+    db = world.database()
+    env = world.env(db, SCHEDULER_SPIDERS="bench_000", SCHEDULER_TICK_SECONDS=str(JUMP_TICK_SECONDS))
+    conn = world.pg.connect(db)
+    insert_completed(conn, ["bench_000"], datetime.now(timezone.utc) - timedelta(hours=1))
+    count = lambda: rows(conn, "SELECT count(*) FROM spider_runs")[0][0]  # noqa: E731
+    delays = []
+    settings_env = {k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH")}
+    with SchedulerThread(settings_env, ["bench_000"]) as sched:
+        os.environ.update({"BENCH_SITE_URL": world.site, "BENCH_SPIDERS": "1"})
+        for rep in range(reps):
+            before = count()
+            wait_for(lambda: rows(conn, "SELECT count(*) FROM spider_runs WHERE status = 'running'")[0][0] == 0,
+                     timeout=60, what="the previous crawl to end")  # fmt: skip
+            time.sleep(JUMP_TICK_SECONDS * (rep + 1) / (reps + 1))  # the jump lands at a different point of a tick
+            t0 = time.monotonic()
+            sched.clock.jump(timedelta(hours=4))
+            wait_for(lambda: count() > before, timeout=JUMP_TICK_SECONDS * 3 + 10, step=0.01, what="the crawl")
+            delays.append(time.monotonic() - t0)
+    conn.close()
+    return {"tick_s": JUMP_TICK_SECONDS, "median_s": median(delays), "max_s": max(delays), "all_s": delays}
+
+
+# ----------------------------------------------------------------------------- 3. idle cost
+def idle_cost(world: World, seconds: int) -> dict[str, Any]:
+    """The daemon asleep between runs: resident memory, CPU per hour, statements per minute."""
+    db = world.database()
+    conn = world.pg.connect(db)
+    insert_completed(conn, ["bench_000"], datetime.now(timezone.utc) - timedelta(minutes=1))
+    rows(conn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    env = world.env(db, SCHEDULER_SPIDERS="bench_000")  # the defaults: 4 h interval, 30 s tick
+    logfile = world.workdir / "idle.log"
+    ticks = os.sysconf("SC_CLK_TCK")
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        wait_event(logfile, "run_not_due", 60, proc)
+        time.sleep(5)  # start-up is not idling
+        rows(conn, "SELECT pg_stat_statements_reset()")
+        cpu0, t0 = _cpu_ticks(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu1, t1 = _cpu_ticks(proc.pid), time.monotonic()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        statements = rows(conn, "SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
+                                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                                "AND query NOT LIKE %(mine)s", {"mine": "%pg_stat_statements%"})[0][0]  # fmt: skip
+    conn.close()
+    field = lambda name: int(re.search(rf"^{name}:\s+(\d+) kB", status, re.M).group(1)) / 1024  # noqa: E731
+    minutes = (t1 - t0) / 60
+    return {
+        "seconds": round(t1 - t0, 1),
+        "rss_mib": round(field("VmRSS"), 1),
+        "rss_anon_mib": round(field("RssAnon"), 1),
+        "rss_file_mib": round(field("RssFile"), 1),
+        "threads": int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1)),
+        "cpu_s_per_hour": round((cpu1 - cpu0) / ticks / (t1 - t0) * 3600, 3),
+        "db_statements_per_minute": round(float(statements) / minutes, 2),
+        "bare_interpreter_with_named_libraries_mib": _bare_rss(),
+    }
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _bare_rss() -> float:
+    code = ("import psycopg2, structlog, schedule, dotenv;"
+            "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])")  # fmt: skip
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
+    return round(int(out) / 1024, 1)
+
+
+# ----------------------------------------------------------------------------- 4. overhead per run
+def overhead(world: World, spiders: int, reps: int) -> dict[str, Any]:
+    """N tiny crawls: by hand one after another, and through the daemon at concurrency 1, 2, 4."""
+    names = [f"bench_{n:03d}" for n in range(spiders)]
+    by_hand, daemon = [], {1: [], 2: [], 4: []}
+    for _ in range(reps):
+        env = world.env("unused", spiders)
+        t0 = time.monotonic()
+        for name in names:
+            subprocess.run([PYTHON, "-m", "scrapy", "crawl", name], cwd=PROJECT, env=env, capture_output=True,
+                           check=True, timeout=300)  # fmt: skip
+        by_hand.append(time.monotonic() - t0)
+        for concurrency in daemon:
+            daemon[concurrency].append(daemon_run(world, spiders, SCHEDULER_CONCURRENCY=str(concurrency))["duration_s"])
+    hand = median(by_hand)
+    figures = {f"daemon_concurrency_{c}_s": median(v) for c, v in daemon.items()}
+    return {
+        "spiders": spiders,
+        "by_hand_s": hand,
+        **figures,
+        "ratio_daemon_c1_to_by_hand": figures["daemon_concurrency_1_s"] / hand,
+        "speedup_c2": hand / figures["daemon_concurrency_2_s"],
+        "speedup_c4": hand / figures["daemon_concurrency_4_s"],
+        "cores": os.cpu_count(),
+    }
+
+
+def daemon_run(world: World, spiders: int, **extra: str) -> dict[str, Any]:
+    """One run of every spider of the project through the daemon (empty history: all due at once)."""
+    db = world.database()
+    env = world.env(db, spiders, **extra)
+    conn = world.pg.connect(db)
+    over = lambda: rows(conn, "SELECT count(*) FROM scheduler_state WHERE status <> 'running'")[0][0] > 0  # noqa: E731
+    with process([PYTHON, "-m", "daemon"], env, world.workdir / f"run-{db}.log"):
+        wait_for(over, timeout=spiders * 10 + 120, step=0.2, what="the run to end")
+    [(status, count, duration)] = rows(
+        conn, "SELECT status, spider_count, EXTRACT(EPOCH FROM finished_at - last_run_at) FROM scheduler_state"
+    )
+    [(completed, items, wrong)] = rows(
+        conn, "SELECT count(*) FILTER (WHERE status = 'completed'), COALESCE(sum(items_scraped), 0), "
+              "count(*) FILTER (WHERE status <> 'completed' OR items_scraped <> 15 OR finished_at IS NULL) "
+              "FROM spider_runs")  # fmt: skip
+    conn.close()
+    return {"status": status, "spider_count": count, "duration_s": float(duration), "spiders_completed": completed,
+            "items": int(items), "wrong_records": wrong}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- 5. scale
+GENERATE_RUNS = """
+INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, finished_at)
+SELECT t, %(per_run)s, CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'completed' END, t, t, t + interval '2 minutes'
+  FROM generate_series(1, %(runs)s) AS g,
+       LATERAL (SELECT now() - (%(runs)s - g) * interval '4 minutes' AS t) AS at
+"""
+GENERATE_SPIDER_RUNS = """
+INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, exit_code, finish_reason,
+                         items_scraped, error_count, message)
+SELECT r.id, 'bench_' || lpad(((r.id * %(per_run)s + j) %% 20)::text, 3, '0'),
+       CASE WHEN (r.id + j) %% 10 = 0 THEN 'failed' ELSE 'completed' END,
+       CASE WHEN (r.id + j) %% 10 = 0 THEN 'error' END,
+       r.last_run_at, r.last_run_at + interval '1 minute', 0, 'finished', 15, 0, 'ok'
+  FROM scheduler_state r, generate_series(0, %(per_run)s - 1) AS j
+"""
+
+
+def scale(world: World, runs: int, spider_rows: int, big_run_spiders: int) -> dict[str, Any]:
+    db = world.database()
+    conn = world.pg.connect(db)
+    per_run = max(1, min(20, spider_rows // runs))
+    t0 = time.monotonic()
+    rows(conn, GENERATE_RUNS, {"runs": runs, "per_run": per_run})
+    rows(conn, GENERATE_SPIDER_RUNS, {"per_run": per_run})
+    rows(conn, "ANALYZE")
+    generated_s = time.monotonic() - t0
+    [(n_runs, n_spider_runs)] = rows(conn, "SELECT (SELECT count(*) FROM scheduler_state), "
+                                           "(SELECT count(*) FROM spider_runs)")  # fmt: skip
+    spiders = [f"bench_{n:03d}" for n in range(20)]
+    decision = _timed(lambda: rows(conn, queries.SPIDER_HISTORY, {"spiders": spiders}), 20)
+    plan = "\n".join(r[0] for r in rows(conn, "EXPLAIN (ANALYZE, BUFFERS) " + queries.SPIDER_HISTORY,
+                                        {"spiders": spiders}))  # fmt: skip
+    monitoring = {}
+    for n, query in enumerate(_monitoring_queries(), 1):
+        monitoring[f"query_{n}_ms"] = _timed(lambda q=query: rows(conn, q), 5)
+    env = world.env(db, 20)
+    status_s = []
+    for _ in range(3):
+        t = time.monotonic()
+        subprocess.run([PYTHON, "-m", "daemon", "status"], cwd=ROOT, env=env, capture_output=True, check=True,
+                       timeout=120)  # fmt: skip
+        status_s.append(time.monotonic() - t)
+    conn.close()
+    return {
+        "runs": n_runs,
+        "spider_runs": n_spider_runs,
+        "generated_in_s": round(generated_s, 1),
+        "decision_query_ms": decision,
+        "decision_query_uses_index": "Index" in plan and "Seq Scan on spider_runs" not in plan,
+        "decision_query_plan": plan,
+        "status_command_s": median(status_s),
+        "monitoring": monitoring,
+        "big_run": daemon_run(world, big_run_spiders, SCHEDULER_CONCURRENCY="2"),
+    }
+
+
+def _timed(call: Callable[[], Any], times: int) -> float:
+    spent = []
+    for _ in range(times):
+        t = time.perf_counter()
+        call()
+        spent.append((time.perf_counter() - t) * 1000)
+    return round(median(spent), 3)
+
+
+def _monitoring_queries() -> list[str]:
+    text = "\n".join(line for line in (ROOT / "sql" / "monitoring.sql").read_text().splitlines()
+                     if not line.lstrip().startswith("--"))  # fmt: skip
+    return [q.strip() for q in text.split(";") if q.strip()]
+
+
+# ----------------------------------------------------------------------------- the report
+def table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure a user feels: what was measured, the target, and whether it was met."""
+    out: list[dict[str, Any]] = []
+
+    def row(what: str, value: float | None, unit: str, target: float | None, better: str = "lower") -> None:
+        met = None
+        if value is not None and target is not None:
+            met = value <= target if better == "lower" else value >= target
+        out.append({"what": what, "value": None if value is None else round(value, 3), "unit": unit,
+                    "target": target, "met": met})  # fmt: skip
+
+    c = results.get("catch_up_local", {})
+    if c:
+        row("catch-up: Postgres up -> first crawl (median)", c["postgres_up_to_first_crawl_s"]["median"], "s", 1.0)
+        row("catch-up: entrypoint start -> first crawl, Postgres up (median)",
+            c["entrypoint_start_to_first_crawl_s"]["median"], "s", None)  # fmt: skip
+    d = results.get("catch_up_container", {})
+    if d and "skipped" not in d:
+        row("container: Postgres healthy -> run started (median)", d["healthy_to_run_started_median_s"], "s", 5.0)
+        row("container: docker compose up -d -> run started (median)", d["up_to_run_started_median_s"], "s", None)
+        row(f"image size (base here: {d['image']['base_size_mb']:g} MB)", d["image"]["size_mb"], "MB", 300.0)
+        row("image: the project's own layers", d["image"]["own_layers_mb"], "MB", None)
+        row("image: docker run ... python -m daemon --help (median)", d["image"]["run_help_s"], "s", None)
+    p = results.get("precision", {})
+    if p:
+        row(f"precision: |start - due| median over {p['runs']} runs", p["median_s"], "s", 1.0)
+        row(f"precision: |start - due| p95 over {p['runs']} runs", p["p95_s"], "s", 1.0)
+    j = results.get("clock_jump", {})
+    if j:
+        row(f"precision: wall-clock jump -> crawl, worst (tick {j['tick_s']:g} s)", j["max_s"], "s", j["tick_s"])
+    i = results.get("idle", {})
+    if i:
+        row("idle: resident memory (RSS)", i["rss_mib"], "MiB", 30.0)
+        row("idle: CPU per hour", i["cpu_s_per_hour"], "s/h", 2.0)
+        row("idle: database statements per minute", i["db_statements_per_minute"], "/min", 2.0)
+    o = results.get("overhead", {})
+    if o:
+        row(f"overhead: {o['spiders']} crawls by hand, one after another", o["by_hand_s"], "s", None)
+        row("overhead: daemon at concurrency 1 / by hand", o["ratio_daemon_c1_to_by_hand"], "x", 1.05)
+        row(f"overhead: speed-up at concurrency 2 ({o['cores']} cores)", o["speedup_c2"], "x", None)
+        row(f"overhead: speed-up at concurrency 4 ({o['cores']} cores)", o["speedup_c4"], "x", None)
+    s = results.get("scale", {})
+    if s:
+        size = f"{s['runs']:,} runs / {s['spider_runs']:,} spider rows"
+        row(f"scale: decision query ({size}, median)", s["decision_query_ms"], "ms", 5.0)
+        row("scale: python -m daemon status (median)", s["status_command_s"], "s", 1.0)
+        for name, ms in s["monitoring"].items():
+            row(f"scale: design monitoring {name.replace('_ms', '')} (median)", ms, "ms", 200.0)
+        b = s["big_run"]
+        row(f"scale: a run of {b['spider_count']} spiders at concurrency 2", b["duration_s"], "s", None)
+        row(f"scale: that run's records wrong ({b['spiders_completed']} completed)", b["wrong_records"], "", 0)
+    return out
+
+
+def render(rows_: list[dict[str, Any]]) -> str:
+    width = max(len(r["what"]) for r in rows_)
+    lines = [f"{'what':<{width}}  {'value':>12}  {'target':>10}  met"]
+    for r in rows_:
+        value = "-" if r["value"] is None else f"{r['value']:.3f} {r['unit']}".strip()
+        target = "-" if r["target"] is None else f"{r['target']:g}"
+        met = {True: "yes", False: "NO", None: ""}[r["met"]]
+        lines.append(f"{r['what']:<{width}}  {value:>12}  {target:>10}  {met}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the short form (CI)")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "latest.json", help="where to write the results")
+    parser.add_argument("--only", nargs="*", help="run only these sections (default: all)")
+    parser.add_argument("--no-docker", action="store_true", help="skip the container figures")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    size = MODES[mode]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    workdir.chmod(0o755)  # the PostgreSQL server runs as an unprivileged user when we are root
+    sections: dict[str, Callable[[World], dict[str, Any]]] = {
+        "catch_up_local": lambda w: catch_up_local(w, size["catch_up_reps"]),
+        "catch_up_container": lambda w: ({"skipped": "--no-docker"} if args.no_docker
+                                         else catch_up_container(size["container_reps"])),  # fmt: skip
+        "precision": lambda w: precision(w, size["precision_runs"]),
+        "clock_jump": lambda w: after_clock_jump(w, size["jump_reps"]),
+        "idle": lambda w: idle_cost(w, size["idle_seconds"]),
+        "overhead": lambda w: overhead(w, size["overhead_spiders"], size["overhead_reps"]),
+        "scale": lambda w: scale(w, size["scale_runs"], size["scale_spider_rows"], size["big_run_spiders"]),
+    }
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        with World(workdir) as world:
+            for name, section in sections.items():
+                if args.only and name not in args.only:
+                    continue
+                log(f"{name} ...")
+                t = time.monotonic()
+                results[name] = section(world)
+                log(f"{name} done in {time.monotonic() - t:.0f} s")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "mode": mode,
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "duration_s": round(time.monotonic() - started, 1),
+        "table": table(results),
+        "results": results,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(render(report["table"]))
+    print(f"({mode} run, {report['duration_s']:.0f} s; JSON in {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
