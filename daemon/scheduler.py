@@ -133,7 +133,7 @@ class Scheduler:
                     # A loop that cannot reach its database is not healthy: the heartbeat stops
                     # until it can again, so the healthcheck reports the outage.
                     self._beat()
-                if wait > 0 and not self.listener.pending.is_set():
+                if wait > 0 and not self._request_to_take():
                     self.clock.wait(self.wake, min(wait, self.settings.tick_seconds))
                     self.wake.clear()
         finally:
@@ -258,6 +258,19 @@ class Scheduler:
                 held.append(p.due_at + self._jitter[key])
                 due = [s for s in due if s != p.spider]
         return due, min(held, default=None)
+
+    def _request_to_take(self) -> bool:
+        """A run-now request is waiting and this daemon would take it on its next step. Only then
+        does the loop skip its wait: a standby, a disabled or a settling daemon leaves requests
+        for later, and skipping the wait there would spin the loop (it did: a standby called
+        pg_try_advisory_lock in a tight loop)."""
+        return (
+            self.listener.pending.is_set()
+            and self.settings.enabled
+            and self.holds_lock
+            and self.recovered
+            and self._settle_until <= self.clock.monotonic()
+        )
 
     def _take_requests(self, store: Store, now: datetime) -> set[str]:
         """Spiders asked for with `run-now` (taken only by the lock holder, once each)."""

@@ -8,6 +8,8 @@ from datetime import timedelta
 import pytest
 from structlog.testing import capture_logs
 
+from daemon import queries
+from daemon.clock import OffsetClock
 from tests.conftest import figure
 from tests.helpers import (
     SchedulerThread,
@@ -234,3 +236,34 @@ def test_jitter_delays_regular_runs_and_never_the_catch_up(base_env, db):
     assert not [e for e in logs[:first_decision] if e["event"] == "run_jittered"]  # the catch-up ran at once
     for previous, following in zip(starts, starts[1:]):
         assert following - previous >= timedelta(seconds=1.8)  # never early
+
+
+class CountingClock(OffsetClock):
+    """The real clock, counting how often the loop reads it (once per step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def now(self):
+        self.reads += 1
+        return super().now()
+
+
+@pytest.mark.parametrize("role", ["standby", "disabled"])
+def test_a_daemon_that_runs_nothing_still_waits_a_tick_between_steps(base_env, db, role):
+    # A run-now listener that connected marks "a request may be waiting"; only the lock holder
+    # takes requests, so anyone else must not skip its wait for them (a standby used to spin).
+    env = dict(base_env)
+    if role == "standby":
+        rows(db, "SELECT pg_advisory_lock(%(key)s)", {"key": queries.RUNNER_LOCK_KEY})
+    else:
+        env["SCHEDULER_ENABLED"] = "false"
+    clock = CountingClock()
+    with capture_logs() as logs, SchedulerThread(env, ["ok"], clock=clock):
+        wait_for(lambda: events(logs, "standby" if role == "standby" else "scheduling_disabled"), what="idling")
+        time.sleep(0.5)  # the listener has connected by now
+        before = clock.reads
+        time.sleep(2)  # four ticks of 0.5 s
+        steps = clock.reads - before
+    assert steps <= 12, f"{steps} steps in 2 s with a 0.5 s tick"
