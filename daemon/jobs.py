@@ -79,9 +79,9 @@ class Jobs:
 
     def _anchor(self, store: Store) -> None:
         """Pick up each job's last run from Postgres; run at once what is overdue."""
-        self._anchored = True
         now = self.clock.now()
         last = dict(store.last_job_runs())
+        self._anchored = True  # only once it has been read: a failed read is tried again next step
         for job in list(self.scheduler.jobs):
             name = next(iter(job.tags))
             started = last.get(name)

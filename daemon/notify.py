@@ -59,10 +59,14 @@ class Notifier:
                 what, url, body = self.queue.get(timeout=1.0)
             except queue.Empty:
                 continue
-            self._send(what, url.reveal(), body)
+            try:
+                self._send(what, url.reveal(), body)
+            except Exception as exc:  # whatever a receiver does, the sender lives on
+                log.error("notification_failed", what=what, to=_where(url.reveal()), error=type(exc).__name__)
 
     def _send(self, what: str, url: str, body: bytes | None) -> None:
         # Imported here: urllib.request costs ~1 MiB resident, and most daemons never notify.
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -75,7 +79,9 @@ class Notifier:
                 with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
                     response.read()
                 return
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts,
+                # and a receiver that answers with something that is not HTTP (BadStatusLine):
+                # the sending thread must outlive any receiver.
                 error = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else type(exc).__name__
                 log.warning("notification_failed", what=what, to=_where(url), attempt=attempt, error=error)
             if self.stop.wait(delay):

@@ -85,3 +85,40 @@ def test_a_broken_webhook_is_logged_and_never_stops_the_daemon(base_env, db, dae
     assert d.proc.poll() is None
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
+
+
+def test_a_receiver_that_answers_garbage_is_logged_and_the_sender_goes_on(receiver):
+    import socket
+
+    from structlog.testing import capture_logs
+
+    from daemon.config import Secret
+    from daemon.notify import Notifier
+
+    garbage = socket.socket()
+    garbage.bind(("127.0.0.1", 0))
+    garbage.listen()
+
+    def answer_garbage() -> None:
+        for _ in range(5):  # bounded: the notifier tries 3 times
+            try:
+                conn, _ = garbage.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"this is not HTTP\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    stop = threading.Event()
+    with capture_logs() as logs:
+        notifier = Notifier(Secret(f"http://127.0.0.1:{garbage.getsockname()[1]}/hooks/T0K3N"),
+                            Secret(f"{receiver.url}/ping/uuid-1"), stop)  # fmt: skip
+        notifier.alert("overdue", "ok is overdue")
+        notifier.ping("")
+        wait_for(lambda: "/ping/uuid-1" in receiver.paths(), timeout=30, what="the ping after the garbage")
+    stop.set()
+    garbage.close()
+    failed = [e for e in logs if e["event"] == "notification_failed"]
+    assert failed and failed[0]["error"] in ("BadStatusLine", "RemoteDisconnected")
+    assert "T0K3N" not in repr(logs)
