@@ -6,6 +6,11 @@ set -Eeo pipefail
 
 # The project root: where this script really lives (the image links /docker-entrypoint.sh here).
 APP_DIR=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
+# The interpreter: $PYTHON if set; in a checkout, the virtualenv tests/run.sh builds; else python3
+# (the image's PATH leads to its venv).
+if [[ -z ${PYTHON:-} && -x $APP_DIR/.venv/bin/python ]]; then
+  PYTHON=$APP_DIR/.venv/bin/python
+fi
 PYTHON=${PYTHON:-python3}
 
 # usage: run_daemon_command COMMAND — one of the daemon's own subcommands, from the project root

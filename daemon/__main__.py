@@ -38,7 +38,7 @@ finally:
 
 from daemon import heartbeat, logs  # noqa: E402 (after the guards above)
 from daemon.config import Settings  # noqa: E402
-from daemon.errors import SchedulerError  # noqa: E402
+from daemon.errors import DatabaseUnavailable, SchedulerError  # noqa: E402
 
 
 def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:
@@ -71,7 +71,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     spiders = resolve_spiders(settings, list_spiders(settings))
-    conn = db.wait_for_database(settings, stop)
+    try:
+        conn = db.wait_for_database(settings, stop)
+    except DatabaseUnavailable:
+        if stop.is_set():
+            return 0  # asked to stop while waiting for PostgreSQL: nothing ran, nothing to record
+        raise
     Scheduler(settings, spiders, stop=stop, force=force, wake=wake, conn=conn).run()
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 
@@ -152,3 +153,24 @@ def pid_of(env, start):
 
 def alive_span(span):
     return span[1] == float("inf")
+
+
+def test_from_a_checkout_the_entrypoint_finds_the_virtualenv_by_itself(pg_server, empty_database, tmp_path):
+    # README: "from a checkout with DB_* set, ./docker-entrypoint.sh true just migrates" - in a
+    # plain shell, whose python3 has none of the dependencies.
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout (tests/run.sh builds one)")
+    env = {**pg_server.env(empty_database), "SCRAPY_PROJECT_DIR": str(ROOT / "tests" / "scrapy_project"),
+           "LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    done = subprocess.run([str(ROOT / "docker-entrypoint.sh"), "true"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [e["applied_now"] for e in json_lines(done.stdout) if e["event"] == "migrations_up_to_date"] != []
+
+
+def test_sigterm_while_waiting_for_postgres_at_start_exits_0(base_env, daemon_factory):
+    d = daemon_factory({**base_env, "DB_PORT": str(free_port()), "DB_WAIT_TIMEOUT_SECONDS": "120",
+                        "SCHEDULER_SPIDERS": "ok"}).start()  # fmt: skip
+    wait_for(lambda: '"database_unavailable"' in d.output(), timeout=30, what="waiting for PostgreSQL")
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0, d.output()[-2000:]
