@@ -9,8 +9,6 @@ ROBOTSTXT_OBEY = True
 CONCURRENT_REQUESTS_PER_DOMAIN = 1
 DOWNLOAD_DELAY = 1.0
 AUTOTHROTTLE_ENABLED = True
-# Stop after a handful of pages: the example shows the scheduler working, it does not mirror a site.
-CLOSESPIDER_PAGECOUNT = 5
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
 
