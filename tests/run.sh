@@ -42,12 +42,23 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
 }
 
+# usage: test_paths ARGS... — prints "tests" unless ARGS already name a test path
+test_paths() {
+  local arg
+  for arg in "$@"; do
+    [[ -e ${arg%%::*} ]] && return 0
+  done
+  echo tests
+}
+
 main() {
   ensure_system_packages
   ensure_venv
   cd "$ROOT"
   export PATH="$VENV/bin:$PATH"
-  exec "$VENV/bin/python" -m pytest tests -ra --timeout=600 "$@"
+  local paths
+  read -ra paths <<<"$(test_paths "$@")"
+  exec "$VENV/bin/python" -m pytest "${paths[@]}" -ra --timeout=600 "$@"
 }
 
 main "$@"

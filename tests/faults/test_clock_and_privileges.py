@@ -65,8 +65,12 @@ LEAST_PRIVILEGE = """
 CREATE ROLE scheduler_app LOGIN PASSWORD %(pw)s;
 GRANT CONNECT ON DATABASE {db} TO scheduler_app;
 GRANT USAGE ON SCHEMA public TO scheduler_app;
-GRANT SELECT, INSERT, UPDATE ON scheduler_state, spider_runs, run_requests TO scheduler_app;
-GRANT USAGE ON SEQUENCE scheduler_state_id_seq, spider_runs_id_seq, run_requests_id_seq TO scheduler_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON scheduler_state, spider_runs TO scheduler_app;
+GRANT SELECT, INSERT, UPDATE ON run_requests TO scheduler_app;
+GRANT SELECT, INSERT ON job_runs TO scheduler_app;
+GRANT SELECT ON spiders_scraping_zero TO scheduler_app;
+GRANT USAGE ON SEQUENCE scheduler_state_id_seq, spider_runs_id_seq, run_requests_id_seq, job_runs_id_seq
+   TO scheduler_app;
 """
 
 
@@ -76,13 +80,21 @@ def test_the_daemon_works_with_a_least_privilege_role_that_cannot_do_more(pg_ser
         rows(db, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         rows(db, LEAST_PRIVILEGE.replace("{db}", f'"{dbname}"'), {"pw": "app-pw"})
         env = {**base_env, "DB_USER": "scheduler_app", "DB_PASSWORD": "app-pw"}
-        with SchedulerThread(env, ["ok"]):
+        with capture_logs() as logs, SchedulerThread(env, ["ok"]):
             wait_for(lambda: completed(db) == 1, timeout=60, what="a run as the least-privileged role")
+            # The housekeeping jobs work with it too (retention deletes, the jobs record their runs).
+            jobs = ("history_retention", "overdue_check", "cache_cleanup")
+            wait_for(lambda: {e["job"] for e in logs if e["event"] == "job_finished"} >= set(jobs), timeout=60,
+                     what="every housekeeping job to run")  # fmt: skip
+        finished = {e["job"]: e["status"] for e in logs if e["event"] == "job_finished"}
+        assert {job: finished[job] for job in jobs} == {job: "completed" for job in jobs}, [e for e in logs if e["event"] == "job_finished"]
+        assert not [e for e in logs if "permission denied" in str(e).lower()]
         app = psycopg2.connect(host="127.0.0.1", port=pg_server.port, user="scheduler_app", password="app-pw",
                                dbname=dbname)  # fmt: skip
         app.autocommit = True
-        for statement in ("DROP TABLE spider_runs", "DELETE FROM scheduler_state", "CREATE TABLE x (i int)",
-                          "TRUNCATE scheduler_state", "ALTER TABLE scheduler_state ADD COLUMN x int"):  # fmt: skip
+        for statement in ("DROP TABLE spider_runs", "DELETE FROM schema_migrations", "CREATE TABLE x (i int)",
+                          "TRUNCATE scheduler_state", "ALTER TABLE scheduler_state ADD COLUMN x int",
+                          "DELETE FROM job_runs", "UPDATE job_runs SET status = 'x'"):  # fmt: skip
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 rows(app, statement)
         app.close()

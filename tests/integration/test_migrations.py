@@ -53,7 +53,8 @@ def test_five_processes_migrating_at_once_apply_each_file_once(pg_server, empty_
 
 def test_a_file_with_a_bad_second_statement_applies_nothing_and_names_the_file(pg_server, empty_database, tmp_path):
     sql = copy_sql(tmp_path)
-    (sql / "900_broken.sql").write_text("CREATE TABLE half_done (id int);\nSELEC broken;\n")
+    # The second statement fails when it runs (a syntax error would be refused before anything ran).
+    (sql / "900_broken.sql").write_text("CREATE TABLE half_done (id int);\nINSERT INTO half_done VALUES (1 / 0);\n")
     settings = settings_for(pg_server, empty_database)
     with pytest.raises(MigrationError) as caught:
         apply_migrations(settings, sql)
