@@ -182,8 +182,11 @@ class Scheduler:
         self._decided_since_lock = True
         due, held_until = self._jittered(plan, due, requested, now, first_decision)
         if due:
-            self._run(store, due, now)
-            return 0
+            if self._run(store, due, now):
+                return 0
+            # Not one crawl could be recorded as started (e.g. a trigger or a constraint refuses the
+            # row): the spiders stay due, but trying again at once would spin and pile up runs.
+            return self.settings.tick_seconds
         # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.
         self.jobs.run_pending()
         if held_until is not None:
@@ -358,7 +361,8 @@ class Scheduler:
         self._drop_connection()
 
     # ----------------------------------------------------------------- a run
-    def _run(self, store: Store, due: Sequence[str], now: datetime) -> None:
+    def _run(self, store: Store, due: Sequence[str], now: datetime) -> bool:
+        """One run of `due`; False when not one of its crawls could be started."""
         log.info(
             "run_started",
             message=f"Starting spider run for {len(due)} spider(s)",
@@ -377,14 +381,14 @@ class Scheduler:
             self._running(False, now)
         self._observe_results(recorder.results)
         if self._gave_way():
-            return
+            return True
         ok, error = self._verdict(due, outcomes)
         finished_at = self.clock.now()
         try:
             store = self._still_runner(run_id)
             if store is None:
                 self._gave_way()  # another daemon has the lock: the run is its to fail
-                return
+                return True
             recorder.flush(store)
             store.finish_run(run_id, finished_at, ok=ok, error=error)
         except psycopg2.Error as exc:
@@ -395,6 +399,7 @@ class Scheduler:
                         run_id=run_id)  # fmt: skip
             self._drop_connection()
         self._log_run_end(run_id, due, outcomes, ok, error)
+        return bool(outcomes)
 
     def _run_offline_if_due(self, now: datetime) -> bool:
         """The fail-safe: run what is due by the last history read, recording into the journal."""

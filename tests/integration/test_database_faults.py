@@ -77,3 +77,16 @@ def test_a_terminated_lock_connection_is_noticed_while_idle_and_the_lock_retaken
                  "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")  # fmt: skip
         wait_for(lambda: len(events(logs, "runner_lock_acquired")) == 2, timeout=10, what="the lock re-taken")
     assert events(logs, "database_error")[0]["sqlstate"] in (None, "57P01")
+
+
+def test_a_crawl_record_the_database_refuses_never_makes_the_loop_spin(base_env, db):
+    # Not a lost connection: a statement refused with a SQLSTATE, every time (here a trigger).
+    rows(db, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END $$; "
+             "CREATE TRIGGER refuse BEFORE INSERT ON spider_runs FOR EACH ROW EXECUTE FUNCTION refuse()")  # fmt: skip
+    with capture_logs() as logs, SchedulerThread(base_env, ["ok"]):
+        wait_for(lambda: events(logs, "record_failed"), what="the refused record")
+        time.sleep(2)  # four ticks of 0.5 s
+    runs = rows(db, "SELECT count(*) FROM scheduler_state")[0][0]
+    assert 1 <= runs <= 8, f"{runs} runs in about 2 s with a 0.5 s tick"
+    assert rows(db, "SELECT count(*) FROM scheduler_state WHERE status = 'running'") == [(0,)]

@@ -80,3 +80,22 @@ def test_only_numbered_files_are_migrations(pg_server, empty_database):
     conn = pg_server.connect(empty_database)
     assert rows(conn, "SELECT count(*) FROM schema_migrations WHERE filename = 'monitoring.sql'") == [(0,)]
     conn.close()
+
+
+def test_scheduler_state_is_the_designs_table_with_its_index(db):
+    columns = dict(rows(db, "SELECT column_name, data_type || CASE WHEN is_nullable = 'NO' THEN ' not null' ELSE '' END "
+                            "FROM information_schema.columns WHERE table_name = 'scheduler_state'"))  # fmt: skip
+    assert {name: columns[name] for name in ("id", "last_run_at", "spider_count", "status", "created_at",
+                                             "updated_at")} == {  # fmt: skip
+        "id": "integer not null",
+        "last_run_at": "timestamp with time zone not null",
+        "spider_count": "integer not null",
+        "status": "character varying not null",
+        "created_at": "timestamp with time zone not null",
+        "updated_at": "timestamp with time zone not null",
+    }
+    assert rows(db, "SELECT character_maximum_length FROM information_schema.columns "
+                    "WHERE table_name = 'scheduler_state' AND column_name = 'status'") == [(50,)]  # fmt: skip
+    assert rows(db, "SELECT pg_get_serial_sequence('scheduler_state', 'id') IS NOT NULL") == [(True,)]
+    indexes = [r[0] for r in rows(db, "SELECT indexdef FROM pg_indexes WHERE tablename = 'scheduler_state'")]
+    assert any(d.endswith("USING btree (last_run_at)") for d in indexes), indexes
