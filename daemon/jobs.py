@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import schedule
@@ -132,10 +132,13 @@ class Jobs:
         out = []
         for job in self.scheduler.jobs:
             state = self.states[next(iter(job.tags))]
+            # schedule keeps next_run as a naive local time; astimezone() reads it as such.
+            next_due = job.next_run.astimezone(timezone.utc).isoformat() if job.next_run else None
             out.append({
                 "id": state.name, "every_s": state.every.total_seconds(),
                 "last_run": state.last_run_at.isoformat() if state.last_run_at else None,
                 "last_status": state.last_status, "last_message": state.last_message, "running": False,
+                "next_due": next_due,
             })  # fmt: skip
         return out
 
@@ -178,12 +181,20 @@ class OverdueAlerts:
         self.notifier = notifier
         self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
         self.seen_zero: set[tuple[str, object]] = set()
+        # Each overdue spider is alerted once, then again only after another SCHEDULER_ALERT_AFTER_HOURS
+        # (a webhook told every few minutes that nothing changed is a webhook people mute).
+        self.overdue_alerted: dict[str, datetime] = {}
 
     def check(self, store: Store, now: datetime) -> str:
         alerts = 0
         limit = self.settings.alert_after
         for spider, last_success in store.last_successes(self.settings.spiders or store.known_spiders()):
-            if last_success is None or now - last_success > limit:
+            if last_success is not None and now - last_success <= limit:
+                self.overdue_alerted.pop(spider, None)
+                continue
+            alerted = self.overdue_alerted.get(spider)
+            if alerted is None or now - alerted >= limit:
+                self.overdue_alerted[spider] = now
                 alerts += 1
                 hours = "never" if last_success is None else f"{(now - last_success).total_seconds() / 3600:.1f} h ago"
                 self._alert("warning", "overdue", spider,

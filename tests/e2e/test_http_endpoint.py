@@ -38,6 +38,9 @@ def test_the_endpoint_answers_health_metrics_and_jobs(pg_server, base_env, db, d
     d = daemon_factory(env).start()
     wait_for(lambda: '"run_completed"' in d.output(), timeout=60, what="a run")
     wait_for(lambda: get(port, "/healthz")[0] == 200, timeout=10, what="healthy")
+    # The housekeeping jobs run right after the catch-up run, once no spider is due.
+    job_metric = 'scheduler_job_runs_total{job="history_retention",status="completed"}'
+    wait_for(lambda: metric(get(port, "/metrics")[1], job_metric) == 1.0, timeout=30, what="the jobs")
     status, body = get(port, "/metrics")
     assert status == 200
     assert metric(body, 'scheduler_runs_total{status="completed"}') == 1.0
@@ -52,6 +55,7 @@ def test_the_endpoint_answers_health_metrics_and_jobs(pg_server, base_env, db, d
     view = json.loads(body)
     assert status == 200 and view["is_running"] is False
     assert [j["id"] for j in view["jobs"]] == ["spiders", "history_retention", "overdue_check", "cache_cleanup"]
+    assert all(j["next_due"] and j["next_due"].endswith("+00:00") for j in view["jobs"]), view
     status, body = get(port, "/jobs/spiders")
     assert status == 200 and json.loads(body)["last_status"] == "completed"
     status, body = get(port, "/jobs/nosuch")
@@ -72,5 +76,23 @@ def test_the_endpoint_is_off_by_default(base_env, daemon_factory):
     d = daemon_factory({**base_env, "SCHEDULER_SPIDERS": "ok"}).start()
     wait_for(lambda: '"run_completed"' in d.output(), timeout=60, what="a run")
     assert '"http_listening"' not in d.output()
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+
+
+def test_metrics_show_a_run_in_progress_and_the_failures_after_it(base_env, daemon_factory):
+    port = free_port()
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow,boom", "SLOW_SECONDS": "4", "SCHEDULER_HTTP_PORT": str(port),
+           "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: metric(get(port, "/metrics")[1] or "", "scheduler_is_running") == 1.0, timeout=60,
+             what="is_running = 1 during the run")  # fmt: skip
+    assert json.loads(get(port, "/jobs")[1])["is_running"] is True
+    wait_for(lambda: '"run_failed"' in d.output(), timeout=60, what="the run to end (boom fails)")
+    body = get(port, "/metrics")[1]
+    assert metric(body, "scheduler_is_running") == 0.0
+    assert metric(body, 'scheduler_runs_total{status="failed"}') == 1.0
+    assert metric(body, 'scheduler_spider_runs_total{spider="boom",status="failed"}') == 1.0
+    assert metric(body, 'scheduler_spider_runs_total{spider="slow",status="completed"}') == 1.0
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0

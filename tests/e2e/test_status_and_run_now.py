@@ -83,3 +83,17 @@ def test_a_run_requested_while_no_daemon_listens_is_taken_by_the_next_one(base_e
              timeout=30, what="the requested run")  # fmt: skip
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
+
+
+def test_status_while_the_daemon_runs_a_crawl_shows_it_running(base_env, db, daemon_factory, tmp_path):
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "6"}
+    d = daemon_factory(env).start()
+    wait_for(lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE status = 'running'")[0][0] == 1,
+             timeout=60, what="the crawl to be running")  # fmt: skip
+    done = run_cli([sys.executable, "-m", "daemon", "status", "--json"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["is_running"] is True and report["jobs"][0]["running"] is True
+    assert [(s["spider"], s["running"]) for s in report["spiders"]] == [("slow", True)]
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0

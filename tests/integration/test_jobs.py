@@ -59,8 +59,9 @@ def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env,
     rows(db, "INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, message) "
              "VALUES (%(r)s, 'boom', 'failed', 'error', now(), now(), 'logged 1 error(s)')", {"r": run})  # fmt: skip
     env = {**base_env, "SCHEDULER_SPIDERS": "ok,empty,boom"}
+    jobs = jobs_for(env, db)
     with capture_logs() as logs:
-        jobs_for(env, db).run_pending()
+        jobs.run_pending()
     alerts = {(e["kind"], e["spider"], e["log_level"]) for e in logs if e["event"] == "alert"}
     assert alerts == {
         ("overdue", "ok", "warning"),
@@ -68,6 +69,15 @@ def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env,
         ("spider_failed", "boom", "error"),
         ("zero_items", "empty", "warning"),
     }
+    # The next check a few minutes later tells nothing new: no alert is repeated.
+    with capture_logs() as again:
+        jobs.alerts.check(Store(db), utcnow())
+    assert [e for e in again if e["event"] == "alert"] == []
+    # ...until another SCHEDULER_ALERT_AFTER_HOURS has passed (by then empty is overdue too).
+    with capture_logs() as later:
+        jobs.alerts.check(Store(db), utcnow() + hours(8))
+    assert {(e["kind"], e["spider"]) for e in later if e["event"] == "alert"} == {
+        ("overdue", "ok"), ("overdue", "boom"), ("overdue", "empty")}  # fmt: skip
 
 
 def test_a_job_that_fails_is_logged_and_recorded_and_the_loop_goes_on(base_env, db):
@@ -119,6 +129,9 @@ def test_cache_cleanup_removes_expired_entries_and_reports_the_hit_rate(base_env
     assert 0 < done["hit_rate_percent"] < 100
     assert len(list(cache.glob("*/*/*/pickled_meta"))) == 2
     assert [e for e in logs if e["event"] == "cache_nearly_full"]  # 0.001 MiB is less than what is left
+    # Two crawls: the first misses, the second hits (50 %); a third may have hit too (67 %).
+    low = [e for e in logs if e["event"] == "cache_hit_rate_low"]
+    assert bool(low) == (done["hit_rate_percent"] < 60) and all(e["log_level"] == "warning" for e in low)
     sample = jobs.metrics.registry.get_sample_value
     assert sample("scheduler_cache_cleanup_runs_total") == 1.0
     assert sample("scheduler_cache_entries_removed_total") == 1.0
