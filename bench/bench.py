@@ -50,7 +50,7 @@ PYTHON = sys.executable
 
 # What each mode repeats and how big it goes.
 MODES: dict[str, dict[str, int]] = {
-    "quick": {"catch_up_reps": 3, "precision_runs": 12, "jump_reps": 3, "idle_seconds": 60,
+    "quick": {"catch_up_reps": 3, "precision_runs": 10, "jump_reps": 3, "idle_seconds": 30,
               "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
               "big_run_spiders": 10, "container_reps": 1},
     "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,

@@ -119,7 +119,12 @@ def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
-    env = dict(TEST_ENV)
+    # The user's .env is .env.example as shipped; the tests change only what they must.
+    shipped = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )  # fmt: skip
+    env = {**shipped, **TEST_ENV}
     files = ["docker-compose.yml", "tests/e2e/docker/compose.test.yml"]
     if secrets:
         env.pop("DB_PASSWORD")
@@ -139,9 +144,9 @@ def stack(request, tmp_path_factory):
     stack.compose("down", "-v", "--remove-orphans", check=False)
 
 
-@pytest.fixture(scope="class")
-def stack_v2_secrets(tmp_path_factory):
-    stack = make_stack("v2", tmp_path_factory.mktemp("stack-v2"), secrets=True)
+@pytest.fixture(scope="class", params=["v1", "v2"])
+def stack_secrets(request, tmp_path_factory):
+    stack = make_stack(request.param, tmp_path_factory.mktemp(f"stack-secrets-{request.param}"), secrets=True)
     yield stack
     stack.compose("down", "-v", "--remove-orphans", check=False)
 
@@ -189,9 +194,10 @@ class TestComposeStack:
         stack.compose("start", "scheduler")
         wait_running_spider(stack)
         stack.compose("kill", "scheduler")
-        assert stack.count("status = 'running'") == 1
+        [[killed]] = stack.sql("SELECT id FROM scheduler_state WHERE status = 'running'")
         stack.compose("start", "scheduler")
         wait_for(lambda: stack.count("status = 'completed'") == 3, timeout=120, step=1, what="the re-run")
+        assert stack.sql(f"SELECT status FROM scheduler_state WHERE id = {int(killed)}") == [["failed"]]
         assert stack.spider_count("failure = 'stale'") >= 1
         assert stack.count("status = 'running'") == 0
 
@@ -205,6 +211,7 @@ class TestComposeStack:
         took = time.monotonic() - started
         figure(f"docker-compose stop during a run took {took:.1f} s (daemon grace 5 s, compose grace 40 s)")
         assert stack.inspect("{{.State.ExitCode}}") == "0"
+        assert _container_crawls() == []  # no crawl outlived the daemon
         assert stack.spider_count("failure = 'interrupted' AND spider = 'slow'") == 1
         assert stack.count("status = 'running'") == 0
         [[error]] = stack.sql("SELECT error FROM scheduler_state ORDER BY id DESC LIMIT 1")
@@ -259,11 +266,11 @@ class TestComposeStack:
         assert user and user not in ("root", "0")
 
 
-class TestComposeV2WithSecrets:
-    """docker compose v2, with the password as a compose secret instead of a variable."""
+class TestComposeWithSecrets:
+    """The password as a compose secret instead of a variable (v1 and v2); the hardening."""
 
-    def test_up_runs_at_once_with_the_password_from_a_secret_file(self, stack_v2_secrets):
-        stack = stack_v2_secrets
+    def test_up_runs_at_once_with_the_password_from_a_secret_file(self, stack_secrets):
+        stack = stack_secrets
         stack.compose("up", "-d", "--build", timeout=900)
         wait_for(lambda: stack.count("status = 'completed'") == 1, timeout=180, step=1, what="the first run")
         env = stack.inspect("{{json .Config.Env}}")
@@ -271,21 +278,28 @@ class TestComposeV2WithSecrets:
         assert CANARY not in stack.logs()
         assert "Last run was" in stack.logs()
 
-    def test_the_http_endpoint_is_published_on_loopback_only(self, stack_v2_secrets):
-        stack = stack_v2_secrets
+    def test_the_http_endpoint_is_published_on_loopback_only(self, stack_secrets):
+        stack = stack_secrets
         port = (stack.workdir / ".env").read_text().split("SCHEDULER_HTTP_HOST_PORT=")[1].split()[0]
         bindings = stack.inspect("{{json .HostConfig.PortBindings}}")
         assert f'"HostIp":"127.0.0.1","HostPort":"{port}"' in bindings.replace(" ", "")
         body = wait_for(lambda: _get(f"http://127.0.0.1:{port}/metrics"), timeout=60, what="the metrics endpoint")
         assert "scheduler_runs_total" in body
 
-    def test_the_scheduler_runs_hardened(self, stack_v2_secrets):
-        stack = stack_v2_secrets
+    def test_the_scheduler_runs_hardened(self, stack_secrets):
+        stack = stack_secrets
         assert stack.inspect("{{.HostConfig.ReadonlyRootfs}}") == "true"
         assert "ALL" in stack.inspect("{{json .HostConfig.CapDrop}}")
         assert "no-new-privileges:true" in stack.inspect("{{json .HostConfig.SecurityOpt}}")
         assert stack.inspect("{{.HostConfig.Init}}") == "true"
+        assert "/tmp" in stack.inspect("{{json .HostConfig.Tmpfs}}")
         assert stack.inspect("{{json .NetworkSettings.Ports}}", "postgres") in ("{}", "null", '{"5432/tcp":null}')
+
+
+def _container_crawls() -> list[str]:
+    """Crawl processes of a scheduler container still alive on this machine (the image's venv)."""
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if "/opt/venv/bin/python -m scrapy crawl" in line]
 
 
 def _get(url: str) -> str | None:

@@ -48,6 +48,13 @@ def test_first_run_starts_at_once_with_no_history_and_records_the_results(base_e
     assert (spider_count, run_status) == (1, "completed")
     # last_run_at is when the run started: at the decision, just before its crawl's row.
     assert last_run_at <= started < last_run_at + timedelta(seconds=30)
+    # The canonical line: one per spider run, with everything a reader needs.
+    [summary] = events(logs, "spider_run_finished")
+    [(run_id,)] = rows(db, "SELECT id FROM scheduler_state")
+    assert {k: summary[k] for k in ("spider", "run_id", "status", "items", "errors", "exit_code", "finish_reason")} == {
+        "spider": "ok", "run_id": run_id, "status": "completed", "items": 15, "errors": 0, "exit_code": 0,
+        "finish_reason": "finished"}  # fmt: skip
+    assert summary["duration_s"] > 0
     said = messages(logs)
     assert any(m.startswith("Last run was never") for m in said)
     assert "Time threshold met or exceeded, running spiders immediately" in said
