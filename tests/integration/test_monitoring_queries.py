@@ -73,3 +73,12 @@ def test_the_history_views_answer_the_common_questions(db):
                if h is not None}  # fmt: skip
     assert between == {("ok", 6), ("empty", 8)}
     assert [s for s, *_ in rows(db, "SELECT * FROM spiders_scraping_zero")] == ["empty"]
+
+
+def test_the_hours_between_view_gives_exactly_the_designs_query_answer(db):
+    for n in range(15):  # more than the query's 10, so its LIMIT and the first LAG matter
+        insert_completed(db, ["ok"], utcnow() - hours(4 * n + n * n / 10))
+    design = [q for q in (ROOT / "sql" / "monitoring.sql").read_text().split(";") if "hours_between" in q][0]
+    design = "\n".join(line for line in design.splitlines() if not line.lstrip().startswith("--"))
+    assert rows(db, "SELECT * FROM hours_between_completed_runs") == rows(db, design)
+    assert len(rows(db, design)) == 10

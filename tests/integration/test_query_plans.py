@@ -42,3 +42,13 @@ def test_a_spiders_newest_row_is_found_through_a_spider_index_never_by_walking_t
     scans = _scans(db, getattr(queries, name), {"spiders": [*SPIDERS, "never_ran"]})
     assert any(index and index.startswith("spider_runs_spider") for _, index in scans), scans
     assert not [s for s in scans if s[0] == "Seq Scan" or s[1] == "spider_runs_pkey"], scans
+
+
+def test_the_failures_since_the_last_success_are_counted_through_their_own_index(db):
+    rows(db, "ALTER TABLE spider_runs DROP CONSTRAINT spider_runs_run_id_fkey")
+    rows(db, "INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at) "
+             "SELECT n, 's' || lpad((n %% 20)::text, 2, '0'), CASE WHEN n %% 10 = 0 THEN 'failed' ELSE 'completed' END, "
+             "CASE WHEN n %% 10 = 0 THEN 'error' END, now(), now() FROM generate_series(1, 20000) AS n")  # fmt: skip
+    rows(db, "ANALYZE spider_runs")
+    scans = _scans(db, queries.SPIDER_HISTORY, {"spiders": SPIDERS})
+    assert any(index == "spider_runs_spider_failures" for _, index in scans), scans
