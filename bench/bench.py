@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from daemon import queries  # noqa: E402
+from daemon import db, queries  # noqa: E402
 from daemon.config import Settings  # noqa: E402
 from daemon.migrations import apply_migrations  # noqa: E402
 from tests.conftest import PG_BIN, PostgresServer, _Site  # noqa: E402
@@ -429,8 +429,8 @@ SELECT r.id, 'bench_' || lpad(((r.id * %(per_run)s + j) %% 20)::text, 3, '0'),
 
 
 def scale(world: World, runs: int, spider_rows: int, big_run_spiders: int) -> dict[str, Any]:
-    db = world.database()
-    conn = world.pg.connect(db)
+    dbname = world.database()
+    conn = world.pg.connect(dbname)
     per_run = max(1, min(20, spider_rows // runs))
     t0 = time.monotonic()
     rows(conn, GENERATE_RUNS, {"runs": runs, "per_run": per_run})
@@ -440,9 +440,12 @@ def scale(world: World, runs: int, spider_rows: int, big_run_spiders: int) -> di
     [(n_runs, n_spider_runs)] = rows(conn, "SELECT (SELECT count(*) FROM scheduler_state), "
                                            "(SELECT count(*) FROM spider_runs)")  # fmt: skip
     spiders = [f"bench_{n:03d}" for n in range(20)]
-    decision = _timed(lambda: rows(conn, queries.SPIDER_HISTORY, {"spiders": spiders}), 20)
-    plan = "\n".join(r[0] for r in rows(conn, "EXPLAIN (ANALYZE, BUFFERS) " + queries.SPIDER_HISTORY,
+    # The decision query on a connection made the way the daemon makes its own.
+    daemon_conn = db.connect(Settings.from_mapping({**world.pg.env(dbname), "SCRAPY_PROJECT_DIR": str(PROJECT)}))
+    decision = _timed(lambda: rows(daemon_conn, queries.SPIDER_HISTORY, {"spiders": spiders}), 20)
+    plan = "\n".join(r[0] for r in rows(daemon_conn, "EXPLAIN (ANALYZE, BUFFERS) " + queries.SPIDER_HISTORY,
                                         {"spiders": spiders}))  # fmt: skip
+    daemon_conn.close()
     monitoring = {}
     for n, query in enumerate(_monitoring_queries(), 1):
         monitoring[f"query_{n}_ms"] = _timed(lambda q=query: rows(conn, q), 5)
@@ -450,7 +453,7 @@ def scale(world: World, runs: int, spider_rows: int, big_run_spiders: int) -> di
     view = "SELECT * FROM hours_between_completed_runs"
     monitoring["query_4_as_its_view_ms"] = _timed(lambda: rows(conn, view), 5)
     monitoring["query_4_view_gives_the_same_rows"] = rows(conn, view) == rows(conn, _monitoring_queries()[3])
-    env = world.env(db, 20)
+    env = world.env(dbname, 20)
     status_s = []
     for _ in range(3):
         t = time.monotonic()

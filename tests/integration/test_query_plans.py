@@ -52,3 +52,14 @@ def test_the_failures_since_the_last_success_are_counted_through_their_own_index
     rows(db, "ANALYZE spider_runs")
     scans = _scans(db, queries.SPIDER_HISTORY, {"spiders": SPIDERS})
     assert any(index == "spider_runs_spider_failures" for _, index in scans), scans
+
+
+def test_the_daemons_connections_never_jit_compile_its_small_queries(base_env):
+    from daemon import db
+    from daemon.config import Settings
+
+    conn = db.connect(Settings.from_mapping(base_env))
+    try:
+        assert rows(conn, "SHOW jit") == [("off",)]
+    finally:
+        conn.close()
