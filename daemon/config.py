@@ -164,6 +164,17 @@ class Settings:
             log_format=reader.choice("LOG_FORMAT", "auto", LOG_FORMATS),
         )
         reader.max_instances()
+        if settings.history_retention_days * 24 < 2 * settings.interval_hours:
+            # Retention shorter than the history the decision reads would delete a spider's last
+            # success and run it again and again: keep at least two intervals. The line names the
+            # setting that was given first (the other may be a default).
+            retention = ("SCHEDULER_HISTORY_RETENTION_DAYS", f"{settings.history_retention_days:g}")
+            interval = ("SCHEDULER_INTERVAL_HOURS", f"{settings.interval_hours:g}")
+            first, other = (retention, interval) if env.get(retention[0]) else (interval, retention)
+            reader.problems.append(
+                f"{first[0]}={_show(first[1])} is not allowed with {other[0]}={_show(other[1])}: the history "
+                f"kept must cover at least two intervals ({2 * settings.interval_hours / 24:g} days or more)"
+            )
         if reader.problems:
             raise ConfigError(reader.problems)
         if not settings.alert_after:

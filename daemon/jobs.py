@@ -80,12 +80,15 @@ class Jobs:
     def _anchor(self, store: Store) -> None:
         """Pick up each job's last run from Postgres; run at once what is overdue."""
         now = self.clock.now()
-        last = dict(store.last_job_runs())
+        last = dict(store.last_job_runs_detail())
         self._anchored = True  # only once it has been read: a failed read is tried again next step
+        # Failures are alerted from where the last daemon's overdue_check left off, not only
+        # from the last check period: a crawl that failed just before a restart is still told.
+        self.alerts.anchor = last.get("overdue_check", (None, None))[0]
         for job in list(self.scheduler.jobs):
             name = next(iter(job.tags))
-            started = last.get(name)
-            self.states[name].last_run_at = started
+            started, status = last.get(name, (None, None))
+            self.states[name].last_run_at, self.states[name].last_status = started, status
             if started is None or now - started >= self.states[name].every:
                 job.run()
 
@@ -180,6 +183,7 @@ class OverdueAlerts:
         self.settings = settings
         self.notifier = notifier
         self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
+        self.anchor: datetime | None = None  # when the last recorded overdue_check ran (Postgres)
         self.seen_zero: set[tuple[str, object]] = set()
         # Each overdue spider is alerted once, then again only after another SCHEDULER_ALERT_AFTER_HOURS
         # (a webhook told every few minutes that nothing changed is a webhook people mute).
@@ -201,9 +205,10 @@ class OverdueAlerts:
                             f"Spider {spider} has had no successful run for more than "
                             f"{limit.total_seconds() / 3600:g} hours (last success: {hours})",
                             last_success=hours)  # fmt: skip
-        # On the first check, failures of the last period count; after that, every new one.
+        # On the first check, failures since the last recorded check count (or, with none, those of
+        # the last period); after that, every new one.
         after_id = self.seen_failures if self.seen_failures is not None else 0
-        since = now - self.settings.overdue_check_every if self.seen_failures is None else None
+        since = (self.anchor or now - self.settings.overdue_check_every) if self.seen_failures is None else None
         self.seen_failures = after_id
         for spider_run_id, spider, failure, message in store.failed_spider_runs_since(after_id, since):
             alerts += 1

@@ -145,3 +145,21 @@ def test_cache_cleanup_says_once_that_a_project_without_a_cache_needs_nothing(ba
         second = jobs.cache_cleanup(Store(db), utcnow())
     assert first == second == "no filesystem HTTP cache"
     assert len([e for e in logs if e["event"] == "cache_cleanup_idle"]) == 1
+
+
+def test_after_a_restart_failures_since_the_last_recorded_check_are_alerted_and_job_status_is_known(base_env, db):
+    now = utcnow()
+    rows(db, "INSERT INTO job_runs (job, started_at, finished_at, status, message) VALUES "
+             "('overdue_check', %(t)s, %(t)s, 'completed', '0 alert(s)'), "
+             "('history_retention', %(t)s, %(t)s, 'failed', 'UndefinedTable: ...')", {"t": now - hours(1)})  # fmt: skip
+    run = insert_completed(db, ["ok"], now - hours(2))
+    # boom failed 30 minutes ago: after the last check, but long before the last check period.
+    rows(db, "INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, message) "
+             "VALUES (%(r)s, 'boom', 'failed', 'error', %(t)s, %(t)s, 'logged 1 error(s)')",
+         {"r": run, "t": now - timedelta(minutes=30)})  # fmt: skip
+    jobs = jobs_for({**base_env, "SCHEDULER_SPIDERS": "ok,boom"}, db)
+    with capture_logs() as logs:
+        jobs.run_pending()  # overdue_check is due (an hour since the last one): it runs at once
+    assert [e["spider"] for e in logs if e["event"] == "alert" and e["kind"] == "spider_failed"] == ["boom"]
+    view = {j["id"]: j for j in jobs.view()}
+    assert view["history_retention"]["last_status"] == "failed"  # read back from Postgres

@@ -130,3 +130,15 @@ def test_alerts_default_to_twice_the_interval_and_jobs_have_their_defaults():
     assert s.alert_after == timedelta(hours=6)
     assert s.history_retention_days == 90 and s.overdue_check_every == timedelta(minutes=5)
     assert build(SCHEDULER_ALERT_AFTER_HOURS="1.5").alert_after == timedelta(hours=1.5)
+
+
+def test_a_retention_shorter_than_two_intervals_is_refused_naming_both_settings():
+    [line] = problems(SCHEDULER_INTERVAL_HOURS="48", SCHEDULER_HISTORY_RETENTION_DAYS="3")
+    assert "SCHEDULER_HISTORY_RETENTION_DAYS='3'" in line and "SCHEDULER_INTERVAL_HOURS='48'" in line
+    assert build(SCHEDULER_INTERVAL_HOURS="48", SCHEDULER_HISTORY_RETENTION_DAYS="4").history_retention_days == 4
+
+
+def test_an_interval_longer_than_the_default_retention_allows_names_the_interval():
+    [line] = problems(SCHEDULER_INTERVAL_HOURS="5000")
+    assert line.startswith("config error: SCHEDULER_INTERVAL_HOURS='5000' is not allowed with "
+                           "SCHEDULER_HISTORY_RETENTION_DAYS='90'")  # fmt: skip
