@@ -127,8 +127,11 @@ class Jobs:
             spider_runs += deleted_spider_runs
             if deleted_runs < RETENTION_BATCH:
                 break
-        log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, older_than=cutoff.isoformat())
-        return f"deleted {runs} run(s) and {spider_runs} spider run(s) older than {cutoff.isoformat()}"
+        job_runs, requests = store.delete_old_bookkeeping(cutoff)
+        log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, job_runs=job_runs,
+                 run_requests=requests, older_than=cutoff.isoformat())  # fmt: skip
+        return (f"deleted {runs} run(s), {spider_runs} spider run(s), {job_runs} job run(s) and {requests} "
+                f"run-now request(s) older than {cutoff.isoformat()}")
 
     def view(self) -> list[dict[str, object]]:
         """Each job as GET /jobs shows it."""

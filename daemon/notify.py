@@ -37,6 +37,12 @@ class Notifier:
         if webhook or ping:
             self.thread.start()
 
+    def flush(self, timeout: float) -> None:
+        """At shutdown (the stop event is set): give what is queued, e.g. the /fail ping of the run
+        the stop interrupted, up to `timeout` seconds to go out. Failed sends are not retried."""
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
     def alert(self, kind: str, text: str, **fields: Any) -> None:
         if self.webhook:
             body = json.dumps({"text": text, "kind": kind, **fields}, default=str).encode()

@@ -146,6 +146,9 @@ gone_spiders AS (DELETE FROM spider_runs WHERE run_id IN (SELECT id FROM doomed)
 gone_runs AS (DELETE FROM scheduler_state WHERE id IN (SELECT id FROM doomed) RETURNING 1)
 SELECT (SELECT count(*) FROM gone_runs), (SELECT count(*) FROM gone_spiders)
 """
+# history_retention also keeps the jobs' own records and the taken run-now requests in bounds.
+DELETE_OLD_JOB_RUNS = "DELETE FROM job_runs WHERE started_at < %(cutoff)s"
+DELETE_OLD_RUN_REQUESTS = "DELETE FROM run_requests WHERE taken_at < %(cutoff)s"
 LAST_SUCCESSES = """
 SELECT s.spider, ok.started_at
   FROM unnest(%(spiders)s::text[]) WITH ORDINALITY AS s (spider, position)

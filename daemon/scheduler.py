@@ -51,6 +51,9 @@ LEASE_SECONDS = 10.0
 # An idle lock holder decides from the history it read last (it is the only writer of runs) and
 # re-reads it at least this often, so an edit made with psql is seen within this time.
 HISTORY_REFRESH_SECONDS = 300.0
+# At shutdown, queued notifications (the interrupted run's /fail ping) get this long to go out;
+# well inside SCHEDULER_STOP_GRACE_SECONDS' default and compose's stop_grace_period.
+NOTIFY_FLUSH_SECONDS = 5.0
 
 
 def _unreachable(exc: psycopg2.Error) -> bool:
@@ -140,6 +143,7 @@ class Scheduler:
             if self.http is not None:
                 self.http.stop()
             self.close()
+            self.notifier.flush(NOTIFY_FLUSH_SECONDS)
         log.info("scheduler_stopped", message="Scheduler stopped")
 
     def step(self, now: datetime) -> float:

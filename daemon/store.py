@@ -166,6 +166,11 @@ class Store:
             runs, spider_runs = cur.fetchone()
         return int(runs), int(spider_runs)
 
+    def delete_old_bookkeeping(self, cutoff: datetime) -> tuple[int, int]:
+        """Job runs and taken run-now requests older than `cutoff`: (job runs, requests) deleted."""
+        return (self._count(queries.DELETE_OLD_JOB_RUNS, {"cutoff": cutoff}),
+                self._count(queries.DELETE_OLD_RUN_REQUESTS, {"cutoff": cutoff}))  # fmt: skip
+
     def last_successes(self, spiders: Sequence[str]) -> list[tuple[str, datetime | None]]:
         with self.conn.cursor() as cur:
             cur.execute(queries.LAST_SUCCESSES, {"spiders": list(spiders)})

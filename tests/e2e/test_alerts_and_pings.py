@@ -124,3 +124,14 @@ def test_a_receiver_that_answers_garbage_is_logged_and_the_sender_goes_on(receiv
     failed = [e for e in logs if e["event"] == "notification_failed"]
     assert failed and failed[0]["error"] in ("BadStatusLine", "RemoteDisconnected")
     assert "T0K3N" not in repr(logs)
+
+
+def test_a_run_interrupted_by_a_stop_still_pings_fail_before_the_daemon_exits(base_env, db, daemon_factory, receiver):
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "30",
+           "HEALTHCHECK_PING_URL": f"{receiver.url}/ping/abc"}  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: "/ping/abc/start" in receiver.paths(), timeout=60, what="the start ping")
+    wait_for(lambda: '"spider_started"' in d.output(), timeout=30, what="the crawl")
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+    assert receiver.paths() == ["/ping/abc/start", "/ping/abc/fail"]  # sent before the process ended

@@ -28,11 +28,17 @@ def test_history_retention_deletes_old_runs_in_batches_with_their_spider_rows(ba
         SELECT id, s, 'completed', last_run_at FROM scheduler_state, unnest(ARRAY['ok', 'other']) s;
     """, {"now": now})  # fmt: skip
     insert_completed(db, ["ok"], now - timedelta(days=10))
+    rows(db, "INSERT INTO job_runs (job, started_at, finished_at, status, message) "
+             "SELECT 'overdue_check', %(now)s - make_interval(days => 91 + g), %(now)s, 'completed', '' "
+             "FROM generate_series(1, 300) g; "
+             "INSERT INTO run_requests (spiders, taken_at) VALUES (NULL, %(now)s - interval '100 days'), "
+             "(NULL, %(now)s - interval '1 day'), (NULL, NULL)", {"now": now})  # fmt: skip
     jobs = jobs_for({**base_env, "SCHEDULER_HISTORY_RETENTION_DAYS": "90"}, db)
     with capture_logs() as logs:
         jobs.run_pending()  # first pass: anchored to an empty job_runs, so every job runs at once
     [done] = [e for e in logs if e["event"] == "history_retention_deleted"]
-    assert (done["runs"], done["spider_runs"]) == (2500, 5000)
+    assert (done["runs"], done["spider_runs"], done["job_runs"], done["run_requests"]) == (2500, 5000, 300, 1)
+    assert rows(db, "SELECT count(*) FROM run_requests") == [(2,)]  # the recent one and the pending one
     assert rows(db, "SELECT count(*) FROM scheduler_state") == [(1,)]
     assert rows(db, "SELECT count(*) FROM spider_runs") == [(1,)]
     assert rows(db, "SELECT job, status FROM job_runs ORDER BY job") == [
