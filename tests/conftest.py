@@ -208,6 +208,16 @@ def db(pg_server: PostgresServer, database: str):
     conn.close()
 
 
+def send_html(handler: BaseHTTPRequestHandler, html: str) -> None:
+    """Answer a test site's request with a 200 HTML page."""
+    body = html.encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Site(BaseHTTPRequestHandler):
     """Three pages of items, linked by a.next; /slow answers after a pause."""
 
@@ -223,12 +233,7 @@ class _Site(BaseHTTPRequestHandler):
             return
         items = "".join(f"<li class='item'>item {page}.{i}</li>" for i in range(1, 6))
         link = f"<a class='next' href='/page/{page + 1}'>next</a>" if page < 3 else ""
-        body = f"<html><body><ul>{items}</ul>{link}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_html(self, f"<html><body><ul>{items}</ul>{link}</body></html>")
 
     def log_message(self, format: str, *args: object) -> None:  # keep the test output quiet
         pass

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.crawl import crawl_command, judge
 from daemon.runner import crawl_environment
-from tests.conftest import ROOT
+from tests.conftest import ROOT, send_html
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,7 @@ class _Quotes(BaseHTTPRequestHandler):
             for n in range(3)
         )
         nxt = f"<ul class='pager'><li class='next'><a href='/page/{page + 1}/'>Next</a></li></ul>" if page < 10 else ""
-        body = f"<html><body>{quotes}{nxt}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_html(self, f"<html><body>{quotes}{nxt}</body></html>")
 
     def log_message(self, format: str, *args: object) -> None:
         pass
