@@ -132,7 +132,6 @@ SELECT id, last_run_at, finished_at, status, spider_count, error FROM scheduler_
 PENDING_RUN_REQUESTS = "SELECT count(*) FROM run_requests WHERE taken_at IS NULL"
 
 # Housekeeping jobs.
-LAST_JOB_RUNS = "SELECT DISTINCT ON (job) job, started_at FROM job_runs ORDER BY job, id DESC"
 RECORD_JOB_RUN = """
 INSERT INTO job_runs (job, started_at, finished_at, status, message)
 VALUES (%(job)s, %(started_at)s, %(finished_at)s, %(status)s, %(message)s)

@@ -238,7 +238,6 @@ class Scheduler:
         self.holds_lock = True
         self.recovered = False
         self._decided_since_lock = False
-        self._history_read_at = float("-inf")
         self.listener.pending.set()  # requests made while another daemon (or none) held the lock
         self._said.discard("standby")
         self._decision_key = None
@@ -317,7 +316,8 @@ class Scheduler:
             )
         self._replay_journal(store)
         self.recovered = True
-        self._history_read_at = float("-inf")  # stale runs failed, the journal written: read anew
+        # Also after (re)taking the lock or reconnecting: the history is read anew before deciding.
+        self._history_read_at = float("-inf")
         self._may_run_offline = True
         return True
 
@@ -352,8 +352,7 @@ class Scheduler:
             self.store.close()
         self.store = None
         self.holds_lock = False  # a closed session has released its advisory lock
-        self.recovered = False
-        self._history_read_at = float("-inf")
+        self.recovered = False  # so _recover runs (and the history is read anew) before deciding
 
     def close(self) -> None:
         if self.store is not None and self.holds_lock:

@@ -146,11 +146,6 @@ class Store:
         return int(self._one(queries.PENDING_RUN_REQUESTS, {}))
 
     # housekeeping jobs
-    def last_job_runs(self) -> list[tuple[str, datetime]]:
-        with self.conn.cursor() as cur:
-            cur.execute(queries.LAST_JOB_RUNS)
-            return cur.fetchall()
-
     def last_job_runs_detail(self) -> list[tuple[str, tuple[datetime, str]]]:
         with self.conn.cursor() as cur:
             cur.execute(queries.LAST_JOB_RUNS_DETAIL)
