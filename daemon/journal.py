@@ -84,24 +84,6 @@ class Journal:
             files.append((path, fh))
         return Pending(self, files) if files else None
 
-    def another_is_journaling(self) -> bool:
-        """A live daemon sharing this directory holds a journal: it ran spiders while PostgreSQL
-        was unreachable, and may be running them still."""
-        for path in self.directory.glob("journal-*.jsonl"):
-            if path == self.path:
-                continue
-            try:
-                fh = path.open("a+", encoding="utf-8")
-            except OSError:
-                continue
-            with fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    return True
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
-
     def _forget_own(self) -> None:
         if self._fh is not None:
             self.path.unlink(missing_ok=True)

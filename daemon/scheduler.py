@@ -231,10 +231,9 @@ class Scheduler:
                 "Another scheduler holds the runner lock; standing by to take over when it goes away",
             )
             return False
-        if "standby" in self._said or self.journal.another_is_journaling():
-            # Another daemon was running spiders until a moment ago (it held the lock, or it ran
-            # them while PostgreSQL was unreachable and may still be: its journal is locked); give
-            # it time to notice that it lost the lock and kill its crawls before anything runs here.
+        if "standby" in self._said:
+            # Another daemon was running spiders until a moment ago; give it time to notice that
+            # it lost the lock and kill its crawls before anything runs here.
             self._settle_until = self.clock.monotonic() + SETTLE_SECONDS
         self.holds_lock = True
         self.recovered = False
