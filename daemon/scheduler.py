@@ -46,6 +46,7 @@ HEARTBEAT_EVERY_SECONDS = 1.0  # while crawls run, the heartbeat is refreshed th
 #   (time for a previous runner to notice and give way), and waits for a 'running' run's lease to
 #   be LEASE_SECONDS old before failing it, unless the run's owner is provably dead.
 PROBE_SECONDS = 1.0
+OFFLINE_PROBE_SECONDS = 0.1
 SETTLE_SECONDS = 5.0
 LEASE_SECONDS = 10.0
 # An idle lock holder decides from the history it read last (it is the only writer of runs) and
@@ -506,7 +507,10 @@ class Scheduler:
         """Called by the runner many times a second while crawls run."""
         self._beat_while_running()
         now = self.clock.monotonic()
-        if self.abort.is_set() or now - self._last_probe < PROBE_SECONDS:
+        # Offline, PostgreSQL is probed more often: when it comes back, this runner must re-take the
+        # lock before a freshly started daemon (whose start-up retries are 0.25 s apart) can.
+        every = OFFLINE_PROBE_SECONDS if self._offline_run else PROBE_SECONDS
+        if self.abort.is_set() or now - self._last_probe < every:
             return
         self._last_probe = now
         if self._offline_run:
