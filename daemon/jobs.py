@@ -14,7 +14,7 @@ Only the daemon holding the runner lock runs jobs, so two daemons never clean up
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -50,14 +50,21 @@ class Jobs:
         store: Callable[[], Store | None],
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
+        *,
+        spiders: Sequence[str],
     ) -> None:
+        """spiders: the ones the daemon runs (SCHEDULER_SPIDERS, or all the project has)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.store = store  # the lock holder's store, or None: then jobs wait
         self.scheduler = schedule.Scheduler()
         self.states: dict[str, JobState] = {}
-        self.alerts = OverdueAlerts(settings, notifier)
+        self.notifier = notifier
+        self.alerts = OverdueAlerts(settings, spiders, notifier)
+        # Cache alert kind -> when it last went to the webhook: like an overdue spider, a cache that
+        # stays nearly full is told once, then again only after another SCHEDULER_ALERT_AFTER_HOURS.
+        self._cache_alerted: dict[str, datetime] = {}
         self._anchored = False
         self._add("history_retention", timedelta(days=1), self.history_retention)
         self._add("overdue_check", settings.overdue_check_every, self.alerts.check)
@@ -168,22 +175,39 @@ class Jobs:
                  kb_freed=round(swept.bytes_freed / 1024, 1), duration_ms=duration_ms,
                  hit_rate_percent=hit_rate, cache_mb=round(swept.bytes_left / 2**20, 2))  # fmt: skip
         limit = self.settings.cache_max_mb
-        if swept.bytes_left > 0.9 * limit * 2**20:
-            log.warning("cache_nearly_full", cache_mb=round(swept.bytes_left / 2**20, 2), limit_mb=limit,
-                        message="The HTTP cache holds more than 90% of CACHE_MAX_MB: consider raising the limit "
-                                "or lowering the expiration")  # fmt: skip
-        if hit_rate is not None and hit_rate < 60:
-            log.warning("cache_hit_rate_low", hit_rate_percent=hit_rate,
-                        message="The HTTP cache hit rate of the latest crawls is below 60%")  # fmt: skip
+        cache_mb = round(swept.bytes_left / 2**20, 2)
+        self._cache_alert("cache_nearly_full", now, swept.bytes_left > 0.9 * limit * 2**20,
+                          f"The HTTP cache holds {cache_mb:g} MiB, more than 90% of CACHE_MAX_MB ({limit:g} MiB): "
+                          "consider raising the limit or lowering the expiration",
+                          cache_mb=cache_mb, limit_mb=limit)  # fmt: skip
+        self._cache_alert("cache_hit_rate_low", now, hit_rate is not None and hit_rate < 60,
+                          f"The HTTP cache hit rate of the latest crawls is {hit_rate}%, below 60%",
+                          hit_rate_percent=hit_rate)  # fmt: skip
         return f"removed {swept.entries_removed} entries ({swept.bytes_freed} bytes), hit rate {hit_rate}%"
+
+    def _cache_alert(self, kind: str, now: datetime, holds: bool, message: str, **fields: object) -> None:
+        """WARN `kind` in the log at every cleanup while it holds; POST it to the webhook when it
+        starts to hold, then again only after another SCHEDULER_ALERT_AFTER_HOURS (an hourly
+        reminder that nothing changed is a webhook people mute)."""
+        if not holds:
+            self._cache_alerted.pop(kind, None)
+            return
+        log.warning(kind, message=message, **fields)
+        alerted = self._cache_alerted.get(kind)
+        if self.notifier is not None and (alerted is None or now - alerted >= self.settings.alert_after):
+            self._cache_alerted[kind] = now
+            self.notifier.alert(kind, message, level="warning", **fields)
 
 
 class OverdueAlerts:
     """WARN when a spider has gone without a success for too long, ERROR on every failed spider run,
     WARN when a spider that used to scrape items scraped none."""
 
-    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+    def __init__(self, settings: Settings, spiders: Sequence[str], notifier: Notifier | None = None) -> None:
         self.settings = settings
+        # The spiders the daemon runs, not those with rows: a project spider that never ran has no
+        # row to be found by, and a spider gone from the project is no longer ours to alert on.
+        self.spiders = list(spiders)
         self.notifier = notifier
         self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
         self.anchor: datetime | None = None  # when the last recorded overdue_check ran (Postgres)
@@ -195,7 +219,7 @@ class OverdueAlerts:
     def check(self, store: Store, now: datetime) -> str:
         alerts = 0
         limit = self.settings.alert_after
-        for spider, last_success in store.last_successes(self.settings.spiders or store.known_spiders()):
+        for spider, last_success in store.last_successes(self.spiders):
             if last_success is not None and now - last_success <= limit:
                 self.overdue_alerted.pop(spider, None)
                 continue

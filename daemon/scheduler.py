@@ -85,7 +85,8 @@ class Scheduler:
         self.listener = RunNowListener(settings, self.stop, self.wake)
         self.metrics = Metrics.for_endpoint(bool(settings.http_port))
         self.notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, self.stop)
-        self.jobs = Jobs(settings, self.clock, self._store_if_runner, self.metrics, self.notifier)
+        self.jobs = Jobs(settings, self.clock, self._store_if_runner, self.metrics, self.notifier,
+                         spiders=self.spiders)  # fmt: skip
         self.http = None
         if settings.http_port:
             from daemon.http import HttpEndpoint  # http.server and prometheus_client only when asked for

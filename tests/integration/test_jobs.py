@@ -14,9 +14,11 @@ from daemon.store import Store
 from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
 
 
-def jobs_for(env, conn) -> Jobs:
+def jobs_for(env, conn, spiders=None) -> Jobs:
+    """Jobs as the daemon builds them; `spiders` are those it runs (by default SCHEDULER_SPIDERS)."""
     store = Store(conn)
-    return Jobs(Settings.from_mapping(env), OffsetClock(), lambda: store)
+    settings = Settings.from_mapping(env)
+    return Jobs(settings, OffsetClock(), lambda: store, spiders=settings.spiders if spiders is None else spiders)
 
 
 def test_history_retention_deletes_old_runs_in_batches_with_their_spider_rows(base_env, db):
@@ -84,6 +86,23 @@ def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env,
         jobs.alerts.check(Store(db), utcnow() + hours(8))
     assert {(e["kind"], e["spider"]) for e in later if e["event"] == "alert"} == {
         ("overdue", "ok"), ("overdue", "boom"), ("overdue", "empty")}  # fmt: skip
+
+
+def test_a_spider_of_the_project_that_never_ran_is_reported_overdue(base_env, db):
+    from daemon.spiders import list_spiders, resolve_spiders
+
+    settings = Settings.from_mapping(base_env)
+    assert not settings.spiders  # SCHEDULER_SPIDERS unset: the daemon runs every spider of the project
+    spiders = resolve_spiders(settings, list_spiders(settings))  # as the daemon finds them (scrapy list)
+    assert "hang" in spiders and len(spiders) > 2
+    now = utcnow()
+    insert_completed(db, [s for s in spiders if s != "hang"], now - hours(1))  # hang never ran: no row at all
+    insert_completed(db, ["retired"], now - hours(20))  # a spider since removed from the project
+    jobs = jobs_for(base_env, db, spiders)
+    with capture_logs() as logs:
+        jobs.alerts.check(Store(db), now)
+    overdue = [e for e in logs if e["event"] == "alert" and e["kind"] == "overdue"]
+    assert [(e["spider"], e["log_level"], e["last_success"]) for e in overdue] == [("hang", "warning", "never")]
 
 
 def test_a_job_that_fails_is_logged_and_recorded_and_the_loop_goes_on(base_env, db):
