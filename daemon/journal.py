@@ -84,6 +84,11 @@ class Journal:
             files.append((path, fh))
         return Pending(self, files) if files else None
 
+    def own_pending(self) -> Pending | None:
+        """Only our own journal, or None: what a daemon that does not hold the runner lock may
+        write (the journals of daemons that are gone are the lock holder's to replay)."""
+        return Pending(self, [(self.path, None)]) if self._fh is not None else None
+
     def _forget_own(self) -> None:
         if self._fh is not None:
             self.path.unlink(missing_ok=True)

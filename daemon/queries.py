@@ -7,6 +7,15 @@ MIGRATION_LOCK_KEY = 7_421_001_002  # held while migrations are applied
 
 TRY_RUNNER_LOCK = "SELECT pg_try_advisory_lock(%(key)s)"
 RELEASE_RUNNER_LOCK = "SELECT pg_advisory_unlock(%(key)s)"
+# Who held the lock before (see sql/011_runner_holder.sql): the statement's snapshot is taken
+# before its own write, so `previous` is the owner it replaces (NULL: none, or a clean stop).
+CLAIM_RUNNER_HOLDER = """
+WITH previous AS (SELECT owner FROM runner_holder)
+INSERT INTO runner_holder (singleton, owner, acquired_at) VALUES (true, %(owner)s, clock_timestamp())
+ON CONFLICT (singleton) DO UPDATE SET owner = EXCLUDED.owner, acquired_at = EXCLUDED.acquired_at
+RETURNING (SELECT owner FROM previous)
+"""
+FORGET_RUNNER_HOLDER = "DELETE FROM runner_holder WHERE owner = %(owner)s"
 
 # Rows left 'running' by a daemon that died. Only called while holding the runner lock, so no
 # other daemon can be running them.

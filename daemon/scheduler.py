@@ -25,7 +25,7 @@ from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.decision import SpiderHistory, decide
 from daemon.jobs import Jobs
-from daemon.journal import Journal
+from daemon.journal import Journal, Pending
 from daemon.metrics import Metrics
 from daemon.narration import log_decision
 from daemon.notify import Notifier
@@ -55,6 +55,16 @@ HISTORY_REFRESH_SECONDS = 300.0
 # At shutdown, queued notifications (the interrupted run's /fail ping) get this long to go out;
 # well inside SCHEDULER_STOP_GRACE_SECONDS' default and compose's stop_grace_period.
 NOTIFY_FLUSH_SECONDS = 5.0
+GAVE_WAY_MESSAGE = "another daemon took the runner lock; this daemon killed its crawls (never two runners)"
+
+
+def _may_still_run(previous_holder: str | None) -> bool:
+    """The lock's previous holder, as recorded, may be alive and running spiders without the lock."""
+    return (
+        previous_holder is not None
+        and previous_holder != identity.this_process()
+        and not identity.certainly_dead(previous_holder)
+    )
 
 
 def _unreachable(exc: psycopg2.Error) -> bool:
@@ -232,11 +242,20 @@ class Scheduler:
                 "standby",
                 "Another scheduler holds the runner lock; standing by to take over when it goes away",
             )
+            # Runs this daemon made while PostgreSQL was unreachable are written now, not when
+            # (if ever) it holds the lock again: a standby may stay one until it is stopped.
+            self._replay_journal(store, self.journal.own_pending())
             return False
-        if "standby" in self._said:
-            # Another daemon was running spiders until a moment ago; give it time to notice that
-            # it lost the lock and kill its crawls before anything runs here.
+        previous = store.claim_runner_holder(identity.this_process())
+        if "standby" in self._said or _may_still_run(previous):
+            # Another daemon was running spiders until a moment ago (it held the lock while this
+            # one stood by), or may still be: the last holder on record did not stop cleanly and
+            # is not provably dead, so it may be running spiders offline, without the lock, since
+            # PostgreSQL went away. Give it time to notice that it lost the lock and kill its
+            # crawls before anything runs here.
             self._settle_until = self.clock.monotonic() + SETTLE_SECONDS
+            log.info("runner_lock_settling", settle_s=SETTLE_SECONDS, previous_holder_known=previous is not None,
+                     message=f"Waiting {SETTLE_SECONDS:g} s for the previous runner to stop its crawls")  # fmt: skip
         self.holds_lock = True
         self.recovered = False
         self._decided_since_lock = False
@@ -316,15 +335,14 @@ class Scheduler:
                 run_ids=runs,
                 spiders=sorted({s for _, s in spiders}),
             )
-        self._replay_journal(store)
+        self._replay_journal(store, self.journal.pending())
         self.recovered = True
         # Also after (re)taking the lock or reconnecting: the history is read anew before deciding.
         self._history_read_at = float("-inf")
         self._may_run_offline = True
         return True
 
-    def _replay_journal(self, store: Store) -> None:
-        pending = self.journal.pending()
+    def _replay_journal(self, store: Store, pending: Pending | None) -> None:
         if pending is None:
             return
         runs, finishes = pending.runs(), pending.finishes()
@@ -359,6 +377,7 @@ class Scheduler:
     def close(self) -> None:
         if self.store is not None and self.holds_lock:
             try:
+                self.store.forget_runner_holder(identity.this_process())
                 self.store.release_runner_lock()
                 log.info("runner_lock_released")
             except psycopg2.Error:
@@ -433,6 +452,9 @@ class Scheduler:
             self._running(False, now)
         self._observe_results(recorder.results)
         if self._gave_way():
+            # The run is over, cut short: its end is journaled as a failure, so the replay does not
+            # read it as a run whose daemon died.
+            self.journal.end_run(journal_run, self.clock.now(), False, GAVE_WAY_MESSAGE)
             return True
         ok, error = self._verdict(due, outcomes)
         self.journal.end_run(journal_run, self.clock.now(), ok, error)
@@ -487,6 +509,9 @@ class Scheduler:
             return False
         # This daemon gave way: the run and its rows are the new runner's to fail.
         self.abort.clear()
+        # Its /start ping went out and the run did not complete here: without an end ping the
+        # outside service would see a run that never ends (the new runner pings its own runs).
+        self.notifier.ping("/fail")
         self._may_run_offline = False
         self._drop_connection()
         self._decision_key = None
@@ -541,6 +566,7 @@ class Scheduler:
             self._give_way("another daemon holds the runner lock")
             return
         self.holds_lock = True
+        self.store.claim_runner_holder(identity.this_process())
         if not self.store.touch_run(run_id):
             self._give_way("the run was failed by another daemon")
             return
@@ -557,6 +583,7 @@ class Scheduler:
             self.store = Store(db.connect(self.settings, connect_timeout=1))
             if self.store.try_runner_lock():
                 self.holds_lock = True
+                self.store.claim_runner_holder(identity.this_process())
                 log.info("runner_lock_retaken", message="PostgreSQL is back; the offline run goes on under the lock")
             else:
                 self._give_way("another daemon took the runner lock while PostgreSQL was unreachable")

@@ -61,6 +61,15 @@ class Store:
     def release_runner_lock(self) -> None:
         self._one(queries.RELEASE_RUNNER_LOCK, {"key": queries.RUNNER_LOCK_KEY})
 
+    def claim_runner_holder(self, owner: str) -> str | None:
+        """Record `owner` as the lock's holder (call only while holding it); returns the owner
+        recorded before, or None when there was none or it stopped cleanly."""
+        return self._one(queries.CLAIM_RUNNER_HOLDER, {"owner": owner})
+
+    def forget_runner_holder(self, owner: str) -> None:
+        """A clean stop: the next holder need not wait for this one."""
+        self._count(queries.FORGET_RUNNER_HOLDER, {"owner": owner})
+
     def mark_stale(self, now: datetime) -> tuple[list[int], list[tuple[int, str]]]:
         """Fail every row left 'running' by a daemon that died. Call only while holding the lock."""
         params = {"now": now, "message": STALE_MESSAGE}

@@ -7,7 +7,7 @@ import os
 import random
 import signal
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -140,3 +140,87 @@ def _holds_lock(d) -> bool:
     events = [e["event"] for e in json_lines(d.output())
               if e.get("event") in ("runner_lock_acquired", "runner_lock_released", "runner_giving_way")]  # fmt: skip
     return bool(events) and events[-1] == "runner_lock_acquired"
+
+
+def test_a_fresh_daemon_waits_for_a_runner_still_running_offline_when_postgres_comes_back(pg_server, base_env, db,
+                                                                                          daemon_factory):  # fmt: skip
+    """The race the README once listed as a known limit: A runs a spider while PostgreSQL is down
+    (the fail-safe); PostgreSQL comes back and a freshly started B takes the lock before A's probe
+    does. B never stood by, yet it must not start that spider while A's crawl lives. A is frozen
+    (SIGSTOP) while B takes the lock, so B wins the race every time; A's crawl keeps running."""
+    from tests.helpers import insert_completed, side_channel, utcnow
+
+    interval_s = 72.0
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "15",
+           "SCHEDULER_INTERVAL_HOURS": str(interval_s / 3600)}  # fmt: skip
+    # Due 6 s from now: A starts idle, and the spider falls due while PostgreSQL is down.
+    insert_completed(db, ["slow"], utcnow() - timedelta(seconds=interval_s - 6))
+    side = Path(env["SPIDER_SIDE_CHANNEL"])
+    a = daemon_factory(env).start()
+    wait_for(lambda: '"run_not_due"' in a.output(), timeout=30, what="a idle, holding the lock")
+    db.close()
+    pg_server.stop("immediate")
+    wait_for(lambda: any(k == "start" for k, *_ in side_channel(side)), timeout=30, what="a's offline crawl")
+    assert '"offline": true' in a.output()
+    a.signal(signal.SIGSTOP)
+    try:
+        pg_server.start()
+        b = daemon_factory(env).start()
+        wait_for(lambda: '"runner_lock_acquired"' in b.output(), timeout=30, what="b to take the lock")
+        # A stays frozen a while longer: long enough for a B that does not wait to start its own
+        # crawl of the spider (and overlap A's), well inside the settle of a B that does.
+        starts = lambda: sum(1 for k, *_ in side_channel(side) if k == "start")  # noqa: E731
+        deadline = time.monotonic() + 2.5
+        while starts() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert '"runner_lock_settling"' in b.output(), "b took the lock without waiting for the offline runner"
+    finally:
+        a.signal(signal.SIGCONT)
+    conn = pg_server.connect(base_env["DB_NAME"])
+    try:
+        wait_for(lambda: '"runner_giving_way"' in a.output(), timeout=30, what="a to give way")
+        wait_for(lambda: count(conn, "status = 'completed' AND pid IS NOT NULL", "spider_runs") >= 1, timeout=90,
+                 what="b's crawl of the spider")  # fmt: skip
+        # A, now a standby, writes its own journal without waiting to hold the lock again.
+        wait_for(lambda: '"journal_replayed"' in a.output(), timeout=30, what="a's journal written")
+        for d in (a, b):
+            d.signal(signal.SIGTERM)
+            assert d.wait(timeout=30) == 0
+        assert_no_overlap(env, conn)
+        started = {pid for kind, _, pid, _ in side_channel(side) if kind == "start"}
+        recorded = {pid for (pid,) in rows(conn, "SELECT pid FROM spider_runs WHERE pid IS NOT NULL")}
+        assert started <= recorded, f"crawls missing from the records: {started - recorded}"
+        assert count(conn, "status = 'running'") == 0
+        assert not list(Path(env["SCHEDULER_STATE_DIR"]).glob("journal-*.jsonl"))
+    finally:
+        conn.close()
+
+
+def test_the_last_holder_on_record_delays_a_new_runner_only_while_it_may_be_alive(base_env, db):
+    """The rule behind the settle of a first-time taker, on the real table: a clean stop forgets
+    its row; a holder that is us, or certainly dead on this machine, does not delay anyone."""
+    import subprocess
+    import sys
+
+    from daemon import db as daemon_db
+    from daemon import identity
+    from daemon.config import Settings
+    from daemon.scheduler import _may_still_run
+    from daemon.store import Store
+
+    store = Store(daemon_db.connect(Settings.from_mapping(base_env)))
+    try:
+        me = identity.this_process()
+        assert store.claim_runner_holder(me) is None
+        assert store.claim_runner_holder("host=elsewhere boot=x pid=1 start=1") == me
+        assert store.claim_runner_holder(me) == "host=elsewhere boot=x pid=1 start=1"
+        store.forget_runner_holder(me)
+        assert rows(db, "SELECT count(*) FROM runner_holder")[0][0] == 0
+    finally:
+        store.close()
+    gone = subprocess.run([sys.executable, "-c", "from daemon import identity; print(identity.this_process())"],
+                          capture_output=True, text=True, check=True, cwd=str(Path(__file__).parents[2]))  # fmt: skip
+    assert _may_still_run("host=elsewhere boot=x pid=1 start=1")
+    assert not _may_still_run(identity.this_process())
+    assert not _may_still_run(gone.stdout.strip())
+    assert not _may_still_run(None)
