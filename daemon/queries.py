@@ -93,7 +93,22 @@ UPDATE spider_runs
  WHERE id = %(id)s AND status = 'running'
 """
 
-# Replaying the local journal (runs made while PostgreSQL was unreachable).
+# Replaying the local journal (runs made while PostgreSQL was unreachable or refused writes).
+# A journaled end also replaces a 'stale' verdict: another daemon may have failed the run as
+# stale before this journal could be written, and the journal knows what really happened.
+REPLAY_FINISH_SPIDER_RUN = """
+UPDATE spider_runs
+   SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
+       exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
+       items_scraped = %(items_scraped)s, error_count = %(error_count)s,
+       message = %(message)s, stats = %(stats)s, pid = %(pid)s
+ WHERE id = %(id)s AND (status = 'running' OR failure = 'stale')
+"""
+REPLAY_FINISH_RUN = """
+UPDATE scheduler_state
+   SET status = %(status)s, finished_at = %(now)s, updated_at = %(now)s, error = %(error)s
+ WHERE id = %(run_id)s AND (status = 'running' OR error = %(stale_message)s)
+"""
 INSERT_JOURNALED_RUN = """
 INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, finished_at,
                              error, owner, journal_id)

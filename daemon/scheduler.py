@@ -314,10 +314,13 @@ class Scheduler:
 
     def _recover(self, store: Store, now: datetime) -> bool:
         """Deal with runs left 'running' and with the journal; False while a run may still be alive."""
+        # A run of our own left 'running' is over (no run is in progress while this runs): its end,
+        # if the database refused it, is in our journal.
+        me = identity.this_process()
         alive = [
             run_id
             for run_id, owner, age in store.running_runs()
-            if age < LEASE_SECONDS and not identity.certainly_dead(owner)
+            if age < LEASE_SECONDS and owner != me and not identity.certainly_dead(owner)
         ]
         if alive:
             self._say_once(
@@ -327,6 +330,9 @@ class Scheduler:
             )
             return False
         self._said.discard("waiting_for_previous_runner")
+        # The journal first: the ends of runs it holds are written before what is still 'running'
+        # is failed as stale (the other way round, a journaled end would find its run failed).
+        self._replay_journal(store, self.journal.pending())
         runs, spiders = store.mark_stale(now)
         if runs or spiders:
             log.warning(
@@ -335,7 +341,6 @@ class Scheduler:
                 run_ids=runs,
                 spiders=sorted({s for _, s in spiders}),
             )
-        self._replay_journal(store, self.journal.pending())
         self.recovered = True
         # Also after (re)taking the lock or reconnecting: the history is read anew before deciding.
         self._history_read_at = float("-inf")
@@ -416,12 +421,17 @@ class Scheduler:
             recorder.flush(store)
             store.finish_run(run_id, finished_at, ok=ok, error=error)
         except psycopg2.Error as exc:
-            if not _unreachable(exc):
-                raise
+            # Unreachable, or refusing writes (disk full, read-only): either way the crawls' results
+            # must not be lost. The run's end goes to the journal, which is written once the
+            # database takes writes again (before the run could be failed as stale).
             self.journal.finish_online_run(run_id, recorder.unwritten, finished_at, ok, error)
-            log.warning("run_journaled", message="PostgreSQL is unreachable; the run's end went to the journal",
-                        run_id=run_id)  # fmt: skip
+            log.warning("run_journaled", message="PostgreSQL did not take the run's end; it went to the journal",
+                        run_id=run_id, sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc))  # fmt: skip
+            self._log_run_end(run_id, due, outcomes, ok, error)
+            if not _unreachable(exc):
+                raise  # a refusal (disk full, read-only): step() logs its SQLSTATE and backs off
             self._drop_connection()
+            return bool(outcomes)
         self._log_run_end(run_id, due, outcomes, ok, error)
         return bool(outcomes)
 

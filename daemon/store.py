@@ -201,7 +201,8 @@ class Store:
         """Write the journal in one transaction; return how many records were new (0 on a re-replay).
 
         Runs made offline are inserted once (their journal id is unique); ends of runs that began
-        in the database are conditional updates, so they too apply at most once.
+        in the database are conditional updates (on a row still running, or failed as stale before
+        the journal could be written), so they too apply at most once.
         """
         written = 0
         self.conn.autocommit = False
@@ -209,7 +210,7 @@ class Store:
             with self.conn.cursor() as cur:
                 for finish in finishes:
                     for sp in finish["spiders"]:
-                        cur.execute(queries.FINISH_SPIDER_RUN, {
+                        cur.execute(queries.REPLAY_FINISH_SPIDER_RUN, {
                             **{k: sp.get(k) for k in ("failure", "exit_code", "finish_reason", "items_scraped",
                                                       "error_count", "message", "pid")},
                             "id": sp["spider_run_id"], "now": sp["finished_at"],
@@ -217,9 +218,10 @@ class Store:
                             "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                         })  # fmt: skip
                         written += cur.rowcount
-                    cur.execute(queries.FINISH_RUN, {
+                    cur.execute(queries.REPLAY_FINISH_RUN, {
                         "run_id": finish["run_id"], "now": finish["finished_at"],
                         "status": "completed" if finish["ok"] else "failed", "error": finish["error"],
+                        "stale_message": STALE_MESSAGE,
                     })  # fmt: skip
                     written += cur.rowcount
                 for run in runs:

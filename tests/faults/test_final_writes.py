@@ -75,3 +75,37 @@ def test_killed_before_the_runs_final_write_fails_the_run_and_keeps_the_recorded
     assert status == "failed" and "daemon stopped during the run" in error
     # Both crawls' results were durable: nothing needed repeating.
     assert len(crawl_intervals(Path(env["SPIDER_SIDE_CHANNEL"]))) == 2
+
+
+REFUSE_ENDS = """
+CREATE FUNCTION refuse_end() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$;
+CREATE TRIGGER refuse_end BEFORE UPDATE ON {table} FOR EACH ROW
+  WHEN (OLD.status = 'running' AND NEW.status <> 'running') EXECUTE FUNCTION refuse_end();
+"""
+
+
+@pytest.mark.parametrize("table", ["spider_runs", "scheduler_state"])
+def test_a_run_end_the_database_refuses_is_journaled_and_written_once_it_takes_writes(base_env, db,
+                                                                                      daemon_factory, table):  # fmt: skip
+    """The disk fills up while a crawl runs: the crawl's result and the run's end are refused
+    (SQLSTATE 53100). Nothing is lost: they go to the journal, and are written, exactly once and as
+    they happened, when space is back, even if another daemon failed the run as stale meanwhile."""
+    rows(db, REFUSE_ENDS.replace("{table}", table))
+    env = {**base_env, "SCHEDULER_SPIDERS": "ok"}
+    d = daemon_factory(env).start()
+    wait_for(lambda: '"run_journaled"' in d.output(), timeout=60, what="the run's end journaled")
+    assert '"sqlstate": "53100"' in d.output()
+    assert ended_crawls(env, "ok") == 1
+    time.sleep(2)  # it keeps trying, backing off, while the disk stays full
+    rows(db, f"DROP TRIGGER refuse_end ON {table}")
+    wait_for(lambda: count(db, "status = 'completed'") == 1, timeout=60, what="the journaled end written")
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+    [(status, items, pid)] = rows(db, "SELECT status, items_scraped, pid FROM spider_runs")
+    assert status == "completed" and items == 15
+    [(kind, _, side_pid, _)] = [e for e in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if e[0] == "end"]
+    assert pid == side_pid, "the crawl that ran is the one recorded"
+    assert ended_crawls(env, "ok") == 1, "the spider ran once: its result was not lost, so not repeated"
+    assert count(db, "status = 'running'") == 0
+    assert not list(Path(env["SCHEDULER_STATE_DIR"]).glob("journal-*.jsonl"))
