@@ -10,15 +10,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import PG_PASSWORD, free_port
-from tests.helpers import hours, insert_completed, utcnow, wait_for
+from tests.helpers import count, events, hours, insert_completed, json_lines, rows, utcnow, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 class Receiver:
-    """Records every request; answers with `status` (500 to play a broken receiver)."""
+    """Records every request as it arrives; answers with `status` (500 to play a broken receiver),
+    once `hold` is set when one is given (a receiver slower than the notifier's timeout)."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, hold: threading.Event | None = None) -> None:
         self.requests: list[tuple[str, dict | None]] = []
         receiver = self
 
@@ -27,6 +28,8 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 receiver.requests.append((self.path, json.loads(raw) if raw else None))
+                if hold is not None:
+                    hold.wait(120)  # bounded: a forgotten hold must not keep a thread forever
                 self.send_response(status)
                 self.end_headers()
 
@@ -135,3 +138,108 @@ def test_a_run_interrupted_by_a_stop_still_pings_fail_before_the_daemon_exits(ba
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
     assert receiver.paths() == ["/ping/abc/start", "/ping/abc/fail"]  # sent before the process ended
+
+
+def test_overdue_check_watches_the_spiders_the_daemon_runs_and_not_those_gone_from_the_project(base_env, db,
+                                                                                              daemon_factory):  # fmt: skip
+    from daemon.config import Settings
+    from daemon.spiders import list_spiders
+
+    project = list_spiders(Settings.from_mapping(base_env))  # SCHEDULER_SPIDERS unset: the daemon runs them all
+    now = utcnow()
+    insert_completed(db, [s for s in project if s != "boom"], now - hours(1))
+    insert_completed(db, ["boom", "retired"], now - hours(20))  # retired: since removed from the project
+    # boom failed a minute ago: it waits for its retry (15 minutes), so nothing is due and the checks run.
+    rows(db, "WITH run AS (INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at) "
+             "VALUES (%(t)s, 1, 'failed', %(t)s) RETURNING id) "
+             "INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, message) "
+             "SELECT id, 'boom', 'failed', 'error', %(t)s, %(t)s, 'logged 1 error(s)' FROM run",
+         {"t": now - hours(1 / 60)})  # fmt: skip
+    d = daemon_factory(base_env).start()
+    checked = lambda: [e for e in events(json_lines(d.output()), "job_finished")  # noqa: E731
+                       if e["job"] == "overdue_check"]  # fmt: skip
+    wait_for(checked, timeout=60, what="the overdue check")
+    logs = json_lines(d.output())
+    assert {e["spider"] for e in events(logs, "alert") if e["kind"] == "overdue"} == {"boom"}
+    assert not events(logs, "spider_started")
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+
+
+def test_a_receiver_answering_500_is_retried_then_given_up_and_the_crawls_go_on(base_env, db, daemon_factory):
+    from daemon.notify import ATTEMPTS
+
+    broken = Receiver(status=500)
+    try:
+        env = {**base_env, "SCHEDULER_SPIDERS": "ok", "SCHEDULER_INTERVAL_HOURS": "0.0005",  # 1.8 s
+               "HEALTHCHECK_PING_URL": f"{broken.url}/ping/uuid-500"}  # fmt: skip
+        d = daemon_factory(env).start()
+        wait_for(lambda: len(broken.requests) > ATTEMPTS, timeout=60, what="the second notification")
+        wait_for(lambda: count(db, "status = 'completed'") >= 3, timeout=90, what="three completed runs")
+        # Each notification is tried ATTEMPTS times, then given up; the next one is sent after it.
+        assert broken.paths()[: ATTEMPTS + 1] == ["/ping/uuid-500/start"] * ATTEMPTS + ["/ping/uuid-500"]
+        logs = json_lines(d.output())
+        failed = events(logs, "notification_failed")
+        assert [(e["attempt"], e["error"]) for e in failed[:ATTEMPTS]] == [(a, "HTTP 500") for a in
+                                                                           range(1, ATTEMPTS + 1)]  # fmt: skip
+        assert events(logs, "notification_given_up")[0]["attempts"] == ATTEMPTS
+        assert d.proc.poll() is None  # the daemon stays up...
+        assert count(db, "status = 'completed'", "spider_runs") >= 3  # ...and its crawls are recorded
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        assert "uuid-500" not in d.output()
+    finally:
+        broken.server.shutdown()
+
+
+def test_a_receiver_slower_than_the_timeout_never_holds_up_the_crawls(base_env, db, daemon_factory):
+    hold = threading.Event()  # the receiver answers nothing until the test ends
+    slow = Receiver(hold=hold)
+    try:
+        env = {**base_env, "SCHEDULER_SPIDERS": "ok", "SCHEDULER_INTERVAL_HOURS": "0.0005",  # 1.8 s
+               "HEALTHCHECK_PING_URL": f"{slow.url}/ping/uuid-slow"}  # fmt: skip
+        d = daemon_factory(env).start()
+        wait_for(lambda: count(db, "status = 'completed'") >= 4, timeout=90, what="four completed runs")
+        runs, sent = count(db, "status = 'completed'"), len(slow.requests)
+        # A loop that waited for its pings would have sent each run's /start before its crawl and
+        # its success ping after recording it: 2 * runs - 1 requests at least by now. The sender is
+        # still stuck on the first ones, and the runs went on regardless.
+        assert 1 <= sent < 2 * runs - 1, (sent, runs)
+        assert slow.paths()[0] == "/ping/uuid-slow/start"
+        wait_for(lambda: events(json_lines(d.output()), "notification_failed"), timeout=60,
+                 what="the first attempt timing out")  # fmt: skip
+        assert events(json_lines(d.output()), "notification_failed")[0]["error"] == "TimeoutError"
+        assert d.proc.poll() is None
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    finally:
+        hold.set()
+        slow.server.shutdown()
+
+
+def test_a_daemon_that_gives_way_mid_run_pings_fail_for_the_run_it_started(base_env, db, daemon_factory, receiver):
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "60"}
+    a = daemon_factory({**env, "HEALTHCHECK_PING_URL": f"{receiver.url}/ping/a"}).start()
+    wait_for(lambda: count(db, "status = 'running' AND pid IS NOT NULL", "spider_runs") == 1, timeout=30,
+             what="a's crawl")  # fmt: skip
+    b = daemon_factory({**env, "HEALTHCHECK_PING_URL": f"{receiver.url}/ping/b"}).start()
+    wait_for(lambda: '"standby"' in b.output(), timeout=30, what="b standing by")
+    # a is frozen while its lock connection is cut, so b takes the lock before a can re-take it;
+    # once a runs again it finds the lock taken and gives way (as in tests/faults/test_one_runner.py).
+    a.signal(signal.SIGSTOP)
+    try:
+        [(terminated,)] = rows(db, """
+            SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""")  # fmt: skip
+        assert terminated
+        wait_for(lambda: '"runner_lock_acquired"' in b.output(), timeout=30, what="b taking the lock")
+    finally:
+        a.signal(signal.SIGCONT)
+    wait_for(lambda: '"runner_giving_way"' in a.output(), timeout=30, what="a giving way")
+    wait_for(lambda: "/ping/a/fail" in receiver.paths(), timeout=30, what="a's /fail ping")
+    assert [p for p in receiver.paths() if p.startswith("/ping/a")] == ["/ping/a/start", "/ping/a/fail"]
+    assert a.proc.poll() is None  # it gave way and stands by
+    for d in (a, b):
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
