@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -37,13 +38,16 @@ OnSpawn = Callable[[Any, int], None]
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_the_daemon() -> None:
+def _die_with_the_daemon(daemon_pid: int) -> None:
     """In the child, before exec: if the daemon is killed (SIGKILL, power cut of the process), the
     kernel kills the crawl too, so no crawl is ever orphaned to run beside the next daemon's."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     except (OSError, AttributeError):  # not Linux: the process-group handling still applies
-        pass
+        return
+    if os.getppid() != daemon_pid:
+        # The daemon died between the fork and the prctl: no signal will ever come. Never exec.
+        os._exit(1)
 
 
 def crawl_environment(base: dict[str, str]) -> dict[str, str]:
@@ -197,7 +201,7 @@ class CrawlRunner:
             encoding="utf-8",
             errors="replace",
             start_new_session=True,  # its own process group: signals reach the whole crawl
-            preexec_fn=_die_with_the_daemon,
+            preexec_fn=functools.partial(_die_with_the_daemon, os.getpid()),
         )
         crawl = _Crawl(spider, token, stats_file, proc, self.clock.monotonic())
         log.info("spider_started", spider=spider, pid=proc.pid)
