@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -39,6 +40,77 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (ProcessLookupError, FileNotFoundError):
         return False
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: [state, ppid, ...], or None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """Every live process below `root` (children, their children, ...): pid -> its start time, so
+    that a pid the kernel hands out again later is not taken for one of them."""
+    parents: dict[int, tuple[int, str]] = {}
+    for pid in _pids():
+        fields = _stat(pid)
+        if fields is not None and fields[0] != "Z":
+            parents[pid] = (int(fields[1]), fields[19])
+    tree: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, started) in parents.items():
+            if ppid == parent and pid not in tree:
+                tree[pid] = started
+                frontier.append(pid)
+    return tree
+
+
+def survivors(tree: dict[int, str]) -> list[int]:
+    """The processes of `tree` (from process_tree) that still run."""
+    return [pid for pid, started in tree.items() if (f := _stat(pid)) is not None and f[0] != "Z" and f[19] == started]
+
+
+def crawls_writing_to(side_channel: Path) -> list[int]:
+    """Live `scrapy crawl` processes, found by scanning /proc, whose environment points them at this
+    test's side channel: crawls of this test, whoever their parent is now."""
+    wanted = f"SPIDER_SIDE_CHANNEL={side_channel}".encode()
+    found = []
+    for pid in _pids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"scrapy" in argv and b"crawl" in argv and wanted in environ and alive(pid):
+            found.append(pid)
+    return found
+
+
+def until_empty(listing: Callable[[], list], timeout: float, step: float = 0.05) -> list:
+    """Poll `listing()` until it is empty or `timeout` seconds pass; return what it listed last."""
+    deadline = time.monotonic() + timeout
+    while (found := listing()) and time.monotonic() < deadline:
+        time.sleep(step)
+    return found
+
+
+def fault_seed() -> int:
+    """FAULT_SEED when set (to replay a run), else a fresh random seed; the test reports it."""
+    return int(os.environ.get("FAULT_SEED") or random.randrange(10**6))
+
+
+def fault_repeats(default: int) -> int:
+    """FAULT_REPEATS when set (shorter while iterating), else the count the issue asks for."""
+    return int(os.environ.get("FAULT_REPEATS") or default)
 
 
 def events(logs: list[dict], name: str) -> list[dict]:
