@@ -7,10 +7,12 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import figure
 from tests.helpers import count, json_lines, rows, side_channel, wait_for
 
 pytestmark = pytest.mark.faults
@@ -20,6 +22,14 @@ def crawls(env, spider="ok") -> int:
     return sum(
         1 for kind, _, _, name in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "end" and name == spider
     )
+
+
+def crawls_in_progress(env) -> set[int]:
+    """Crawls that wrote their start to the side channel but not (yet) their end."""
+    begun, ended = set(), set()
+    for kind, _, pid, _ in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])):
+        (begun if kind == "start" else ended).add(pid)
+    return begun - ended
 
 
 def journal_text(env) -> str:
@@ -69,6 +79,7 @@ def test_a_due_run_happens_while_postgres_is_down_and_is_written_once_it_is_back
 
 def test_the_journal_is_replayed_exactly_once_across_restarts(pg_server, offline_run, daemon_factory):
     env, d = offline_run
+    assert not crawls_in_progress(env)  # the kill lands between runs: every crawl so far is journaled
     d.signal(signal.SIGKILL)
     d.wait()
     [written] = journals(env)
@@ -92,5 +103,14 @@ def test_the_journal_is_replayed_exactly_once_across_restarts(pg_server, offline
         replays = [e for e in json_lines(third.output()) if e["event"] == "journal_replayed"]
         assert replays and replays[0]["records_written"] == 0
         assert count(conn, "status = 'running'") == 0
+        # Against the spiders' own record: every crawl that ran (online, offline while PostgreSQL
+        # was down, or after the restarts) is in spider_runs exactly once.
+        ran = [pid for kind, _, pid, _ in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "start"]
+        written = Counter(pid for (pid,) in rows(conn, "SELECT pid FROM spider_runs WHERE pid IS NOT NULL"))
+        assert len(ran) >= 2 and {pid: written[pid] for pid in ran} == {pid: 1 for pid in ran}
+        assert max(written.values()) == 1, "a crawl written twice"
+        offline = count(conn, "run_id IN (SELECT id FROM scheduler_state WHERE journal_id IS NOT NULL)", "spider_runs")
+        figure(f"row 8: {len(ran)} crawls in the side channel ({offline} made offline), each in spider_runs exactly "
+               "once after replays by a restarted daemon and by one that found the journal again")
     finally:
         conn.close()
