@@ -133,12 +133,23 @@ def test_a_failing_spider_is_retried_with_backoff_without_rerunning_the_ones_tha
     assert any(e["event"] == "run_failed" and "did not succeed" in e["message"] for e in logs)
 
 
-def test_a_hanging_spider_that_ignores_sigterm_is_killed_at_the_timeout(base_env, db):
-    env = {**base_env, "SCHEDULER_SPIDER_TIMEOUT_MINUTES": "0.05", "SCHEDULER_STOP_GRACE_SECONDS": "1"}
-    with SchedulerThread(env, ["hang"]):
+def test_a_hanging_spider_that_ignores_sigterm_is_killed_at_the_timeout_and_the_heartbeat_goes_on(base_env, db):
+    env = {**base_env, "SCHEDULER_SPIDER_TIMEOUT_MINUTES": "0.1", "SCHEDULER_STOP_GRACE_SECONDS": "1"}
+    with SchedulerThread(env, ["hang"]) as sched:
+        wait_for(lambda: [e for e in _entries(env) if e[0] == "start"], timeout=30, what="the crawl to hang")
+        # While the crawl hangs (6 s to the timeout, then 1 s of grace), the loop keeps beating.
+        beats = []
+        for _ in range(12):
+            if not rows(db, "SELECT 1 FROM spider_runs WHERE status = 'running'"):
+                break
+            beats.append(sched.settings.heartbeat_file.stat().st_mtime_ns)
+            time.sleep(1.5)  # well over the 1 s between beats during a run
         wait_for(lambda: rows(db, "SELECT 1 FROM spider_runs WHERE status = 'failed'"), timeout=30, what="the timeout")
+    figure(f"row 11: the heartbeat was refreshed across {len(beats)} samples, 1.5 s apart, while the crawl hung")
+    assert len(beats) >= 4, "the crawl hung for less time than the samples need"
+    assert beats == sorted(set(beats)), "the heartbeat stood still while the crawl hung"
     [(failure, message, code)] = rows(db, "SELECT failure, message, exit_code FROM spider_runs")
-    assert failure == "timeout" and "ran longer than 0.05 minute(s)" in message and code == -9
+    assert failure == "timeout" and "ran longer than 0.1 minute(s)" in message and code == -9
     [(start, end, spider)] = crawl_intervals(base_env_path(base_env))
     assert end == float("inf")  # it never ended by itself...
     pid = [pid for kind, _, pid, _ in _entries(base_env) if kind == "start"][0]
