@@ -42,9 +42,10 @@ HEARTBEAT_EVERY_SECONDS = 1.0  # while crawls run, the heartbeat is refreshed th
 # - while crawls run, the runner proves its lock connection alive and refreshes the run's lease
 #   every PROBE_SECONDS; when the connection is gone it reconnects and re-takes the lock, and if
 #   another daemon holds the lock (or failed the run) it kills its crawls at once;
-# - a daemon that takes the lock after standing by waits SETTLE_SECONDS before running anything
-#   (time for a previous runner to notice and give way), and waits for a 'running' run's lease to
-#   be LEASE_SECONDS old before failing it, unless the run's owner is provably dead.
+# - a daemon that takes the lock while its previous holder (runner_holder) may still be alive
+#   waits SETTLE_SECONDS before running anything (time for that runner to notice and give way),
+#   and waits for a 'running' run's lease to be LEASE_SECONDS old before failing it, unless the
+#   run's owner is provably dead.
 PROBE_SECONDS = 1.0
 OFFLINE_PROBE_SECONDS = 0.1
 SETTLE_SECONDS = 5.0
@@ -247,14 +248,14 @@ class Scheduler:
             self._replay_journal(store, self.journal.own_pending())
             return False
         previous = store.claim_runner_holder(identity.this_process())
-        if "standby" in self._said or _may_still_run(previous):
-            # Another daemon was running spiders until a moment ago (it held the lock while this
-            # one stood by), or may still be: the last holder on record did not stop cleanly and
-            # is not provably dead, so it may be running spiders offline, without the lock, since
-            # PostgreSQL went away. Give it time to notice that it lost the lock and kill its
-            # crawls before anything runs here.
+        if _may_still_run(previous):
+            # The last holder on record did not stop cleanly and is not provably dead: it may still
+            # be running spiders, having lost its lock connection (a terminated backend, PostgreSQL
+            # restarted) or having run them offline while PostgreSQL was away. Give it time to
+            # notice that it lost the lock and kill its crawls before anything runs here. A holder
+            # that stopped cleanly, or died on this machine (its crawls die with it), costs no wait.
             self._settle_until = self.clock.monotonic() + SETTLE_SECONDS
-            log.info("runner_lock_settling", settle_s=SETTLE_SECONDS, previous_holder_known=previous is not None,
+            log.info("runner_lock_settling", settle_s=SETTLE_SECONDS, previous_holder=previous,
                      message=f"Waiting {SETTLE_SECONDS:g} s for the previous runner to stop its crawls")  # fmt: skip
         self.holds_lock = True
         self.recovered = False

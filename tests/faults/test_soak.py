@@ -29,6 +29,13 @@ pytestmark = pytest.mark.faults
 
 INTERVAL_S = 10.0
 TICK_S = 1.0
+SPIDER_TIMEOUT_S = 6.0
+DISK_FULL = """
+CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$;
+CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON spider_runs FOR EACH ROW EXECUTE FUNCTION disk_full();
+CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON scheduler_state FOR EACH ROW EXECUTE FUNCTION disk_full();
+"""
 
 
 class Chaos:
@@ -58,10 +65,41 @@ class Chaos:
         self.pg.start()
         self.pg_down_s = max(self.pg_down_s, time.monotonic() - down)
 
+    def refuse_writes(self, how: str) -> None:
+        """The database refuses writes for a while: full (a trigger raising disk_full) or read-only."""
+        conn = self.pg.connect(self.env["DB_NAME"])
+        try:
+            if how == "disk_full":
+                rows(conn, DISK_FULL)
+            else:
+                rows(conn, f'ALTER DATABASE "{self.env["DB_NAME"]}" SET default_transaction_read_only = on')
+                rows(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'persistent-scheduler'")  # fmt: skip
+            refused = self.rng.uniform(2.0, 6.0)
+            time.sleep(refused)
+            self.pg_down_s = max(self.pg_down_s, refused)
+        finally:
+            if how == "disk_full":
+                rows(conn, "DROP TRIGGER disk_full ON spider_runs; DROP TRIGGER disk_full ON scheduler_state; "
+                           "DROP FUNCTION disk_full()")  # fmt: skip
+            else:
+                rows(conn, f'ALTER DATABASE "{self.env["DB_NAME"]}" RESET default_transaction_read_only')
+                rows(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'persistent-scheduler'")  # fmt: skip
+            conn.close()
+
+    def hang(self) -> None:
+        """The slow spider's crawls started in the next few seconds hang, deaf to SIGTERM, until the
+        daemon kills them at the spider timeout."""
+        flag = Path(self.env["SPIDER_HANG_FILE"])
+        flag.touch()
+        time.sleep(self.rng.uniform(3.0, 8.0))
+        flag.unlink()
+
     def one(self) -> None:
         i = self.rng.randrange(2)
         fault = self.rng.choice(["sigkill", "sigterm", "sigstop", "pg_immediate", "pg_fast", "terminate_backends",
-                                 "restart_storm"])  # fmt: skip
+                                 "restart_storm", "disk_full", "read_only", "hang"])  # fmt: skip
         self.faults[fault] += 1
         if fault == "sigkill":
             self.restart(i, signal.SIGKILL)
@@ -83,6 +121,10 @@ class Chaos:
         elif fault == "restart_storm":
             for _ in range(3):
                 self.restart(i, self.rng.choice([signal.SIGTERM, signal.SIGKILL]))
+        elif fault in ("disk_full", "read_only"):
+            self.refuse_writes(fault)
+        elif fault == "hang":
+            self.hang()
 
 
 def test_chaos_soak(pg_server, base_env, db, daemon_factory):
@@ -97,6 +139,8 @@ def test_chaos_soak(pg_server, base_env, db, daemon_factory):
         "SCHEDULER_TICK_SECONDS": str(TICK_S),
         "SCHEDULER_RETRY_DELAY_MINUTES": "0.05",
         "DB_WAIT_TIMEOUT_SECONDS": "120",
+        "SCHEDULER_SPIDER_TIMEOUT_MINUTES": str(SPIDER_TIMEOUT_S / 60),
+        "SPIDER_HANG_FILE": str(Path(base_env["SCHEDULER_STATE_DIR"]).parent / "hang-slow"),
     }
     db.close()
     chaos = Chaos(pg_server, daemon_factory, env, rng)
@@ -136,12 +180,15 @@ def report(conn, env, chaos: Chaos, seed: int, seconds: float) -> None:
     finished = {pid for kind, _, pid, _ in side_channel(side) if kind == "end"}
     lost = len(finished - recorded)
     goal = INTERVAL_S + TICK_S + chaos.pg_down_s
+    # A crawl hung on purpose ends at the spider timeout (plus the stop grace), and then waits
+    # for its retry: the slow spider's own goal is that much longer when that fault came up.
+    hang_goal = goal + SPIDER_TIMEOUT_S + float(env["SCHEDULER_STOP_GRACE_SECONDS"]) + 3.0
     figure(
         f"\nSOAK seed={seed} seconds={seconds:.0f} interval={INTERVAL_S:.0f}s tick={TICK_S:.0f}s "
         f"faults={dict(chaos.faults)}\n"
         f"SOAK crawls={len(spans)} successes={len(successes)} "
         f"largest_gap_s={ {s: round(g, 1) for s, g in gaps.items()} } (goal <= {goal:.1f} = interval + tick + "
-        f"longest Postgres outage)\n"
+        f"longest Postgres outage or refusal; slow after a hang: <= {hang_goal:.1f})\n"
         f"SOAK violations={violations} duplicates={duplicates} rows_left_running={running} records_lost={lost}"
     )
     assert violations == 0, "two crawls overlapped"

@@ -53,6 +53,11 @@ class SlowSpider(OkSpider):
     name = "slow"
 
     async def parse(self, response):
+        hang = os.environ.get("SPIDER_HANG_FILE")
+        if hang and os.path.exists(hang):
+            # The soak's "hanging spider" fault: block the reactor, deaf to SIGTERM.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(3600)
         await asyncio.sleep(float(os.environ.get("SLOW_SECONDS", "5")))
         for item in response.css("li.item::text").getall():
             yield {"name": item}
