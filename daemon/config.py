@@ -8,8 +8,13 @@ what is allowed. Nothing here reads `os.environ` by itself, so tests pass plain 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import ipaddress
 import math
+import os
 import re
+import stat
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +28,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # A spider name as Scrapy projects spell them; anything else never reaches a command line or SQL.
 SPIDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+
+# A host name: dot-separated labels of letters, digits and hyphens (RFC 1123), 1-63 characters,
+# not starting or ending with a hyphen; `_` is allowed too, as Docker service names use it.
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+# An IPv6 zone, as in fe80::1%eth0: an interface name.
+IPV6_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# libpq connects to <directory>/.s.PGSQL.<port>, and a Unix socket path holds at most 107 bytes.
+SOCKET_PATH_MAX_BYTES = 107
+# PostgreSQL cuts longer names to NAMEDATALEN - 1 bytes without a word.
+PG_NAME_MAX_BYTES = 63
+PASSWORD_FILE_MAX_BYTES = 64 * 1024
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "console")
@@ -123,11 +139,12 @@ class Settings:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         reader = _Reader(env)
+        db_port = reader.integer("DB_PORT", 5432, low=1, high=65535)
         settings = cls(
-            db_host=reader.text("DB_HOST", "localhost"),
-            db_port=reader.integer("DB_PORT", 5432, low=1, high=65535),
-            db_name=reader.text("DB_NAME", "jobsearchtools"),
-            db_user=reader.text("DB_USER", "postgres"),
+            db_host=reader.db_host("DB_HOST", "localhost", db_port),
+            db_port=db_port,
+            db_name=reader.pg_name("DB_NAME", "jobsearchtools"),
+            db_user=reader.pg_name("DB_USER", "postgres"),
             db_password=reader.password(),
             enabled=reader.boolean("SCHEDULER_ENABLED", True),
             interval=timedelta(hours=reader.number("SCHEDULER_INTERVAL_HOURS", 4, unit="hours")),
@@ -143,7 +160,7 @@ class Settings:
             db_wait_timeout_seconds=reader.number(
                 "DB_WAIT_TIMEOUT_SECONDS", 60, unit="seconds", allow_zero=True, high=86400
             ),
-            state_dir=reader.path("SCHEDULER_STATE_DIR", "/tmp/persistent-scheduler"),
+            state_dir=reader.state_dir("SCHEDULER_STATE_DIR", "/tmp/persistent-scheduler"),
             history_retention_days=reader.number("SCHEDULER_HISTORY_RETENTION_DAYS", 90, unit="days", high=36500),
             alert_after=timedelta(hours=reader.number("SCHEDULER_ALERT_AFTER_HOURS", 0, unit="hours", allow_zero=True)),
             overdue_check_every=timedelta(
@@ -156,10 +173,11 @@ class Settings:
             jitter=timedelta(
                 minutes=reader.number("SCHEDULER_JITTER_MINUTES", 0, unit="minutes", allow_zero=True, high=1440)
             ),
-            http_host=reader.text("SCHEDULER_HTTP_HOST", "127.0.0.1"),
+            http_host=reader.host("SCHEDULER_HTTP_HOST", "127.0.0.1"),
             http_port=reader.integer("SCHEDULER_HTTP_PORT", 0, low=0, high=65535),
             alert_webhook_url=reader.url("ALERT_WEBHOOK_URL"),
-            healthcheck_ping_url=reader.url("HEALTHCHECK_PING_URL"),
+            # Pings append /start and /fail to it: a query or a fragment would swallow them.
+            healthcheck_ping_url=reader.url("HEALTHCHECK_PING_URL", query_allowed=False),
             log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", "auto", LOG_FORMATS),
         )
@@ -209,12 +227,51 @@ class _Reader:
             self._bad(name, raw, allowed)
             return default
 
-    def text(self, name: str, default: str) -> str:
+    def host(self, name: str, default: str) -> str:
         raw = self._raw(name)
         if raw is None:
             return default
-        if any(ord(c) < 32 for c in raw):
-            self._bad(name, raw, "printable text without control characters")
+        if not _is_ip(raw) and not _is_host_name(raw):
+            self._bad(name, raw, f"{HOST_ALLOWED} or an IP address (1.2.3.4, ::1, without [ ] or a port)")
+            return default
+        return raw
+
+    def db_host(self, name: str, default: str, port: int) -> str:
+        """What libpq's `host` takes: a host name, an IP address, or a Unix-socket directory."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        allowed = (
+            f"{HOST_ALLOWED}, an IP address (1.2.3.4, ::1, without [ ] or a port), or the absolute path of "
+            "a Unix-socket directory"
+        )
+        if raw.startswith("/"):
+            socket = f"{raw.rstrip('/')}/.s.PGSQL.{port}"
+            if not raw.isprintable():
+                self._bad(name, raw, allowed + " (printable characters only)")
+            elif len(socket.encode()) > SOCKET_PATH_MAX_BYTES:
+                limit = f"the socket path, {len(socket.encode())} bytes, must fit in {SOCKET_PATH_MAX_BYTES}"
+                self._bad(name, raw, f"{allowed} ({limit})")
+            else:
+                return raw
+            return default
+        if not _is_ip(raw) and not _is_host_name(raw):
+            self._bad(name, raw, allowed)
+            return default
+        return raw
+
+    def pg_name(self, name: str, default: str) -> str:
+        """A database or role name: PostgreSQL would silently cut a longer one, and connect elsewhere."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if not raw.isprintable() or len(raw.encode()) > PG_NAME_MAX_BYTES:
+            self._bad(
+                name,
+                raw,
+                f"a PostgreSQL name of at most {PG_NAME_MAX_BYTES} bytes in UTF-8 (a longer one is cut short), "
+                "printable characters only (no control or format characters, no space but the plain one)",
+            )
             return default
         return raw
 
@@ -284,10 +341,26 @@ class _Reader:
 
     def path(self, name: str, default: str) -> Path:
         raw = self._raw(name) or default
-        if "\x00" in raw or any(ord(c) < 32 for c in raw):
-            self._bad(name, raw, "a file-system path")
+        if not raw.isprintable():
+            self._bad(name, raw, "a file-system path of printable characters")
             return Path(default)
         return Path(raw)
+
+    def state_dir(self, name: str, default: str) -> Path:
+        """A directory the daemon can write, or create: checked without creating anything (the daemon
+        creates it on first use)."""
+        raw = self._raw(name) or default
+        allowed = "an absolute path to a directory the daemon can write, or can create"
+        if not raw.isprintable():
+            self._bad(name, raw, allowed + " (printable characters only)")
+        elif not raw.startswith("/"):
+            self._bad(name, raw, allowed + " (this path is relative)")
+        else:
+            reason = _unwritable(Path(raw))
+            if reason is None:
+                return Path(raw)
+            self._bad(name, raw, f"{allowed} ({reason})")
+        return Path(default)
 
     def project_dir(self, name: str, default: str) -> Path:
         path = self.path(name, default)
@@ -318,30 +391,64 @@ class _Reader:
             )
             return Secret("")
         if file_name:
-            try:
-                content = Path(file_name).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                reason = getattr(exc, "strerror", None) or type(exc).__name__
-                self._bad("DB_PASSWORD_FILE", file_name, f"a readable file holding the password ({reason})")
-                return Secret("")
-            # Secret files usually end with one newline; the password itself is the first line.
-            return Secret(content.splitlines()[0] if content else "")
+            return self._password_file("DB_PASSWORD_FILE", file_name)
+        if direct and _has_control_characters(direct):
+            # Never shown, not even in part: a stray carriage return or newline (an edited .env)
+            # would fail every connection, and undecodable bytes would fail it with an encoding error.
+            self.problems.append(
+                "DB_PASSWORD=<hidden> is not allowed: a password without control characters (a stray "
+                "carriage return or newline?) or bytes that are not UTF-8"
+            )
+            return Secret("")
         return Secret(direct or "")
 
-    def url(self, name: str) -> Secret:
-        """An http(s) URL; it may hold a token, so an error shows only its scheme and host."""
+    def _password_file(self, name: str, file_name: str) -> Secret:
+        """The first line of a regular UTF-8 file; a problem names the file, never its content."""
+        allowed = (
+            f"a regular, readable UTF-8 file of at most {PASSWORD_FILE_MAX_BYTES // 1024} KiB "
+            "whose first line is the password"
+        )
+        if not file_name.isprintable():
+            self._bad(name, file_name, allowed + " (the path holds control characters)")
+            return Secret("")
+        reason, line = _read_password_file(Path(file_name))
+        if reason is not None:
+            self._bad(name, file_name, f"{allowed} ({reason})")
+            return Secret("")
+        return Secret(line)
+
+    def url(self, name: str, *, query_allowed: bool = True) -> Secret:
+        """An http(s) URL; it may hold a token, so an error shows at most its scheme, host and port."""
         raw = self._raw(name)
         if raw is None:
             return Secret("")
+        allowed = (
+            "an http:// or https:// URL with a host name or IP address, an optional port from 1 to 65535, "
+            "printable ASCII without spaces (percent-encode the rest), and no user:password@"
+        )
+        if not query_allowed:
+            allowed += ", ?query or #fragment (/start and /fail are appended to it)"
+        shown, fine = "<hidden>", False
         try:
             parts = urlsplit(raw)
-            hostname = parts.hostname
-        except ValueError:
-            self.problems.append(f"{name}=<hidden> is not allowed: an http:// or https:// URL with a host")
-            return Secret("")
-        if parts.scheme not in ("http", "https") or not hostname or any(c.isspace() for c in raw):
-            shown = f"{parts.scheme}://{hostname}/..." if parts.scheme and hostname else "<hidden>"
-            self.problems.append(f"{name}={shown!r} is not allowed: an http:// or https:// URL with a host")
+            host, port = parts.hostname, parts.port
+        except ValueError:  # e.g. a port that is no number, or a broken [IPv6] address
+            pass
+        else:
+            if parts.scheme and host and (_is_ip(host) or _is_host_name(host)) and parts.scheme.isalnum():
+                where = f"[{host}]" if ":" in host else host
+                shown = repr(f"{parts.scheme}://{where}" + (f":{port}" if port is not None else "") + "/...")
+            fine = (
+                parts.scheme in ("http", "https")
+                and bool(host)
+                and (_is_ip(host) or _is_host_name(host))  # type: ignore[arg-type]
+                and port != 0
+                and parts.username is None
+                and all(33 <= ord(c) <= 126 for c in raw)
+                and (query_allowed or not (parts.query or parts.fragment or raw.endswith(("?", "#"))))
+            )
+        if not fine:
+            self.problems.append(f"{name}={shown} is not allowed: {allowed}")
             return Secret("")
         return Secret(raw)
 
@@ -353,6 +460,94 @@ class _Reader:
                 raw,
                 "only 1 (the scheduler never runs two spider runs at once)",
             )
+
+
+HOST_ALLOWED = "a host name (letters, digits, - and _ in dot-separated labels of at most 63 characters)"
+
+
+def _is_ip(value: str) -> bool:
+    address, zone = value.split("%", 1) if "%" in value else (value, None)
+    if zone is not None and not (":" in address and IPV6_ZONE.fullmatch(zone)):
+        return False
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host_name(value: str) -> bool:
+    name = value[:-1] if value.endswith(".") else value  # a fully qualified name may end with a dot
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    # RFC 1123 2.1: a name never looks like a (bad) dotted-decimal address such as 256.1.1.1 or 1.2.3.
+    return all(HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
+
+def _has_control_characters(value: str) -> bool:
+    """Control characters, or surrogates (what bytes that are not UTF-8 become in os.environ)."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the daemon could neither write nor create `path`; None when it can. Read-only: walks up to
+    the nearest existing directory and asks the kernel whether this user may write there."""
+    for candidate in (path, *path.parents):
+        try:
+            info = os.stat(candidate)
+        except FileNotFoundError:
+            continue  # to be created: its parent decides
+        except OSError as exc:  # ENOTDIR (a file on the way), ENAMETOOLONG, ELOOP, EACCES
+            return _why(exc)
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{candidate} is {_kind(info.st_mode)}, not a directory"
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            return f"{candidate} is not writable by this user"
+        return None
+    return "no parent directory exists"
+
+
+def _read_password_file(path: Path) -> tuple[str | None, str]:
+    """(why the file cannot hold the password, or None; the password). Never opens what is not a
+    regular file: a FIFO would block the start forever, and opening a device may do something."""
+    try:
+        if not stat.S_ISREG(mode := os.stat(path).st_mode):
+            return f"it is {_kind(mode)}", ""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(mode := os.fstat(fh.fileno()).st_mode):  # replaced since the stat
+                return f"it is {_kind(mode)}", ""
+            data = fh.read(PASSWORD_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        return _why(exc), ""
+    if len(data) > PASSWORD_FILE_MAX_BYTES:
+        return f"it holds more than {PASSWORD_FILE_MAX_BYTES // 1024} KiB", ""
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the password
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text", ""
+    # Secret files usually end with one newline; the password itself is the first line.
+    line = text.split("\n", 1)[0].removesuffix("\r")
+    if not line.strip():
+        return "its first line is empty", ""
+    if _has_control_characters(line):
+        return "its first line holds control characters", ""
+    return None, line
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENOTDIR:
+        return "a part of the path is not a directory"
+    return exc.strerror or type(exc).__name__
+
+
+def _kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+    )  # fmt: skip
+    return next((text for test, text in kinds if test(mode)), "not a regular file")
 
 
 def _show(value: str) -> str:

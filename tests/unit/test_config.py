@@ -1,5 +1,10 @@
 """Settings: every variable validated at start-up, every problem reported at once, no secret shown."""
 
+import json
+import os
+import pwd
+import shutil
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -102,7 +107,198 @@ def test_password_file_is_read_and_never_shown(tmp_path):
 
 def test_a_missing_password_file_is_a_config_error(tmp_path):
     [line] = problems(DB_PASSWORD_FILE=str(tmp_path / "missing"))
-    assert line.startswith("config error: DB_PASSWORD_FILE=") and "readable file" in line
+    assert line.startswith("config error: DB_PASSWORD_FILE=") and "regular, readable UTF-8 file" in line
+    assert "No such file or directory" in line
+
+
+def test_the_password_is_the_first_line_of_its_file_without_a_byte_order_mark_or_carriage_return(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"\xef\xbb\xbf  spaced pw \r\nsecond line\n")
+    assert build(DB_PASSWORD_FILE=str(secret)).dsn_kwargs()["password"] == "  spaced pw "
+
+
+def test_a_password_file_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    [line] = problems(DB_PASSWORD_FILE=str(fifo))  # reading it would block the start for ever
+    assert line.startswith(f"config error: DB_PASSWORD_FILE={str(fifo)!r}") and "(it is a FIFO)" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "its first line is empty"),
+        (b"\ncanary-second-line\n", "its first line is empty"),
+        (b"   \ncanary-second-line\n", "its first line is empty"),
+        (b"canary\x00pw\n", "its first line holds control characters"),
+        (b"canary\x1b[2Jpw\n", "its first line holds control characters"),
+        (b"canary-\xff\xfe-pw\n", "it is not UTF-8 text"),
+        (b"canary-pw" * 8000, "it holds more than 64 KiB"),
+    ],
+)
+def test_a_password_file_that_cannot_hold_a_password_is_refused_never_showing_its_content(tmp_path, content, reason):
+    secret = tmp_path / "pw"
+    secret.write_bytes(content)
+    [line] = problems(DB_PASSWORD_FILE=str(secret))
+    assert line.startswith("config error: DB_PASSWORD_FILE=") and f"({reason})" in line
+    assert "canary" not in line
+
+
+@pytest.mark.parametrize("value", ["pw\r", "pw\n", "\tpw", "p\x1bw", "p\udcffw"])
+def test_a_password_with_control_characters_or_undecodable_bytes_is_refused_and_hidden(value):
+    [line] = problems(DB_PASSWORD=value)
+    assert line.startswith("config error: DB_PASSWORD=<hidden> is not allowed")
+    assert "pw" not in line.split("is not allowed")[0] and "p\\x1bw" not in line
+
+
+def as_nobody(**env) -> list[str]:
+    """The problems the settings report to a process running as `nobody` (root may write and read
+    anything, so the test forks and drops to an unprivileged user)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            try:
+                build(**env)
+                lines = []
+            except ConfigError as exc:
+                lines = exc.lines()
+            os.write(write, json.dumps(lines).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        answer = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(answer)
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory anyone may enter (pytest's tmp_path is private to its owner)."""
+    path = Path(tempfile.mkdtemp(prefix="config-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_password_file_the_daemon_may_not_read_is_refused_naming_why(shared_dir):
+    secret = shared_dir / "pw"
+    secret.write_text("canary-pw\n")
+    secret.chmod(0o600)
+    [line] = as_nobody(DB_PASSWORD_FILE=str(secret))
+    assert line.startswith("config error: DB_PASSWORD_FILE=") and "(Permission denied)" in line
+    assert "canary" not in line
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["postgres", "db.example.com", "db.example.com.", "my_db", "PG-1", "127.0.0.1", "::1", "fe80::1%eth0",
+     "/var/run/postgresql", "/tmp"],
+)  # fmt: skip
+def test_the_database_host_may_be_a_host_name_an_ip_address_or_a_socket_directory(value):
+    assert build(DB_HOST=value).db_host == value
+
+
+def test_a_socket_directory_must_leave_room_for_the_socket_file_within_107_bytes():
+    # libpq connects to <directory>/.s.PGSQL.<port>; a longer path fails every connection.
+    fits = "/" + "d" * (107 - len("/.s.PGSQL.5432") - 1)
+    assert build(DB_HOST=fits).db_host == fits
+    [line] = problems(DB_HOST=fits + "d")
+    assert "(the socket path, 108 bytes, must fit in 107)" in line
+    [line] = problems(DB_HOST=fits, DB_PORT="15432")  # one more digit in the socket's name
+    assert line.startswith("config error: DB_HOST=")
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::", "127.0.0.1", "localhost", "scheduler.internal"])
+def test_the_http_host_may_be_an_ip_address_or_a_host_name(value):
+    assert build(SCHEDULER_HTTP_HOST=value).http_host == value
+
+
+@pytest.mark.parametrize("name", ["DB_NAME", "DB_USER"])
+def test_a_database_or_user_name_longer_than_postgresql_keeps_is_refused_counting_bytes(name):
+    # PostgreSQL cuts names to 63 bytes without a word, and would connect to another database.
+    attribute = name.lower()
+    assert getattr(build(**{name: "n" * 63}), attribute) == "n" * 63
+    assert getattr(build(**{name: "é" * 31}), attribute) == "é" * 31  # 62 bytes
+    for too_long in ("n" * 64, "é" * 32):
+        [line] = problems(**{name: too_long})
+        assert line.startswith(f"config error: {name}=") and "at most 63 bytes" in line
+
+
+def test_a_state_directory_that_does_not_exist_yet_is_accepted_and_not_created(tmp_path):
+    state = tmp_path / "not" / "yet"
+    assert build(SCHEDULER_STATE_DIR=str(state)).state_dir == state
+    assert not (tmp_path / "not").exists()
+
+
+@pytest.mark.parametrize("value", ["state", "./state", "~/state"])
+def test_a_relative_state_directory_is_refused(value):
+    [line] = problems(SCHEDULER_STATE_DIR=value)
+    assert line == (f"config error: SCHEDULER_STATE_DIR={value!r} is not allowed: an absolute path to a directory "
+                    "the daemon can write, or can create (this path is relative)")  # fmt: skip
+
+
+def test_a_state_directory_the_daemon_may_not_write_is_refused(shared_dir):
+    state = shared_dir / "state"
+    state.mkdir()
+    state.chmod(0o555)
+    [line] = as_nobody(SCHEDULER_STATE_DIR=str(state))
+    assert line.startswith("config error: SCHEDULER_STATE_DIR=") and f"({state} is not writable by this user)" in line
+    [line] = as_nobody(SCHEDULER_STATE_DIR=str(state / "sub"))  # nor could it create one there
+    assert f"({state} is not writable by this user)" in line
+    shared_dir.chmod(0o777)
+    assert as_nobody(SCHEDULER_STATE_DIR=str(shared_dir / "elsewhere")) == []  # the same user, a writable parent
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:T0K3N@hooks.example.com/x", "https://hooks.example.com:99999/T0K3N",
+     "https://hooks.example.com/T0K3N here", "https://hooks.example.com/\x01T0K3N", "ftp://hooks.example.com/T0K3N",
+     "hooks.example.com/T0K3N", "https:///T0K3N", "https://hooks.example.com/T0K3N/é", "https://[::1/T0K3N",
+     "https://hooks.example.com:0/T0K3N", "https://T0K3N@/x"],
+)  # fmt: skip
+def test_a_bad_webhook_url_never_shows_its_path_query_or_user_info(url):
+    [line] = problems(ALERT_WEBHOOK_URL=url)
+    assert line.startswith("config error: ALERT_WEBHOOK_URL=") and "http:// or https:// URL" in line
+    assert "T0K3N" not in line
+
+
+def test_a_bad_url_shows_only_its_scheme_host_and_port():
+    [line] = problems(HEALTHCHECK_PING_URL="ftp://hc-ping.example:8080/T0K3N?x=T0K3N")
+    assert line.startswith("config error: HEALTHCHECK_PING_URL='ftp://hc-ping.example:8080/...' is not allowed")
+
+
+@pytest.mark.parametrize("url", ["https://hc-ping.com/uuid?rid=1", "https://hc-ping.com/uuid#x", "https://hc-ping.com/uuid?"])
+def test_a_ping_url_takes_no_query_or_fragment_as_start_and_fail_are_appended_to_it(url):
+    [line] = problems(HEALTHCHECK_PING_URL=url)
+    assert "?query or #fragment" in line
+    assert build(ALERT_WEBHOOK_URL=url).alert_webhook_url.reveal() == url  # a webhook may have a query
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/services/T/B/X", "http://127.0.0.1:8080/hook",
+                                 "https://[::1]:8443/ping/abc", "http://receiver/ping/uuid-1234"])  # fmt: skip
+def test_http_and_https_urls_with_a_host_are_accepted(url):
+    assert build(ALERT_WEBHOOK_URL=url, HEALTHCHECK_PING_URL=url).healthcheck_ping_url.reveal() == url
+
+
+def test_problems_with_free_text_settings_are_reported_at_once_with_the_others(tmp_path):
+    lines = problems(DB_HOST="db:5432", DB_PORT="x", DB_NAME="n" * 64, SCHEDULER_STATE_DIR="relative",
+                     ALERT_WEBHOOK_URL="hooks/T0K3N", DB_PASSWORD_FILE=str(tmp_path))  # fmt: skip
+    assert [line.split("=")[0] for line in lines] == [
+        "config error: DB_PORT",
+        "config error: DB_HOST",
+        "config error: DB_NAME",
+        "config error: DB_PASSWORD_FILE",
+        "config error: SCHEDULER_STATE_DIR",
+        "config error: ALERT_WEBHOOK_URL",
+    ]
 
 
 def test_the_settings_repr_hides_the_password():
