@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the boundary: anything unexpected becomes one line and exit 1
-        print(f"unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # One line: PostgreSQL's errors go on with the statement and a caret ("LINE 3: ..."). Never
+        # the chained causes or the traceback: their frames' locals hold connection strings.
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"unexpected error: {type(exc).__name__}" + (f": {first}" if first else ""), file=sys.stderr)
         return 1
 
 
