@@ -51,6 +51,11 @@ class Journal:
                       "owner": owner})  # fmt: skip
         return run
 
+    def spawned(self, run: str, spider: str, started_at: datetime, pid: int) -> None:
+        """A crawl started; if no result follows (the daemon died), the replay records it as stale."""
+        self._append({"kind": "spawn", "run": run, "spider": spider, "started_at": started_at.isoformat(),
+                      "pid": pid})  # fmt: skip
+
     def spider(self, run: str, started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) -> None:
         self._append({"kind": "spider", "run": run, **_result(started_at, finished_at, outcome)})
 
@@ -123,15 +128,22 @@ class Pending:
         for record in self._records():
             if record["kind"] == "finish":
                 continue
-            run = runs.setdefault(record["run"], {"spiders": [], "end": None})  # spiders: their results
+            run = runs.setdefault(record["run"], {"spiders": [], "end": None, "cut": []})  # spiders: results
             if record["kind"] == "run":
                 run.update(record)
+            elif record["kind"] == "spawn":
+                run["cut"].append(record)  # until its result shows up
             elif record["kind"] == "spider":
                 run["spiders"].append(record)
                 run.setdefault("started_at", record["started_at"])  # its run line was torn: keep the result
                 run.setdefault("run", record["run"])
             elif record["kind"] == "end":
                 run["end"] = record
+        for run in runs.values():
+            # Crawls started but never finished: their daemon died with them (the kernel kills a
+            # crawl with its daemon), so they are recorded as stale, not forgotten.
+            finished = {sp.get("pid") for sp in run["spiders"]}
+            run["cut"] = [c for c in run["cut"] if c["pid"] not in finished]
         return [r for r in runs.values() if "started_at" in r]
 
     def done(self) -> None:

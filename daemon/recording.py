@@ -97,14 +97,17 @@ class JournalRecorder:
         self.results: list[Finished] = []
         self._tokens = 0
         self._started: dict[int, datetime] = {}
+        self._spiders: dict[int, str] = {}
 
     def started(self, spider: str) -> int:
         self._tokens += 1
         self._started[self._tokens] = self.clock.now()
+        self._spiders[self._tokens] = spider
         return self._tokens
 
     def spawned(self, token: int, pid: int) -> None:
-        pass
+        # A crawl that dies with its daemon never reaches finished(): this line is what records it.
+        self.journal.spawned(self.run, self._spiders[token], self._started[token], pid)
 
     def finished(self, token: int, outcome: CrawlOutcome) -> None:
         log_spider_outcome(None, outcome)

@@ -245,6 +245,14 @@ class Store:
                             "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
                             "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                         })  # fmt: skip
+                    for cut in run.get("cut", []):
+                        cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
+                            **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats")),
+                            "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
+                            "started_at": cut["started_at"], "finished_at": (end or run)["finished_at" if end else
+                                                                                          "started_at"],
+                            "message": JOURNAL_CUT_MESSAGE, "pid": cut["pid"],
+                        })  # fmt: skip
             self.conn.commit()
         except Exception:
             self.conn.rollback()

@@ -114,3 +114,40 @@ def test_the_journal_is_replayed_exactly_once_across_restarts(pg_server, offline
                "once after replays by a restarted daemon and by one that found the journal again")
     finally:
         conn.close()
+
+
+def test_a_crawl_cut_by_a_daemon_killed_offline_is_recorded_as_stale(pg_server, base_env, db, daemon_factory):
+    """Killed while a crawl runs offline: the crawl dies with it and never reports a result, yet
+    the journal's spawn line records it, so the next daemon writes it as stale: nothing that ran
+    is missing from the records."""
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "20", "SCHEDULER_INTERVAL_HOURS": "0.002",
+           "DB_WAIT_TIMEOUT_SECONDS": "60"}  # fmt: skip
+    from tests.helpers import insert_completed, utcnow
+    from datetime import timedelta
+
+    insert_completed(db, ["slow"], utcnow() - timedelta(seconds=7.2 - 4))  # due in 4 s
+    d = daemon_factory(env).start()
+    wait_for(lambda: '"run_not_due"' in d.output(), timeout=30, what="the daemon idle")
+    db.close()
+    pg_server.stop("fast")
+    try:
+        [pid] = wait_for(lambda: crawls_in_progress(env), timeout=30, what="the offline crawl")
+        wait_for(lambda: '"kind": "spawn"' in journal_text(env), timeout=10, what="the journaled spawn")
+        d.signal(signal.SIGKILL)
+        d.wait()
+    finally:
+        pg_server.start()
+    again = daemon_factory(env).start()
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        wait_for(lambda: '"journal_replayed"' in again.output(), timeout=60, what="the journal replayed")
+        [(status, failure, spider)] = rows(conn, "SELECT status, failure, spider FROM spider_runs WHERE pid = %(p)s",
+                                           {"p": pid})  # fmt: skip
+        assert (status, failure, spider) == ("failed", "stale", "slow")
+        again.signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+        started = {p for kind, _, p, _ in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "start"}
+        recorded = {p for (p,) in rows(conn, "SELECT pid FROM spider_runs WHERE pid IS NOT NULL")}
+        assert started <= recorded, f"crawls missing from the records: {started - recorded}"
+    finally:
+        conn.close()

@@ -63,3 +63,16 @@ def test_a_live_daemons_journal_is_left_alone_and_a_dead_ones_is_taken(tmp_path)
     time.sleep(0.1)
     pending = Journal(tmp_path).pending()
     assert pending is not None and [r["owner"] for r in pending.runs()] == ["other"]
+
+
+def test_a_crawl_started_but_never_finished_is_handed_over_as_cut(tmp_path):
+    import dataclasses
+
+    j = Journal(tmp_path)
+    run = j.start_run(T, ["a", "b"], "me")
+    j.spawned(run, "a", T, 11)
+    j.spawned(run, "b", T, 12)
+    j.spider(run, T, T, dataclasses.replace(outcome("a"), pid=11))
+    [only] = j.pending().runs()  # the daemon died while b crawled
+    assert [s["spider"] for s in only["spiders"]] == ["a"]
+    assert [(c["spider"], c["pid"]) for c in only["cut"]] == [("b", 12)]
