@@ -86,9 +86,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
     from daemon.store import Store
 
+    from daemon.errors import SpiderDiscoveryError
+    from daemon.spiders import list_spiders
+
+    # The spiders the daemon runs: SCHEDULER_SPIDERS, or every spider of the project, so one that
+    # never ran shows up too. When `scrapy list` fails here, those with history stand in.
+    spiders: list[str] = list(settings.spiders)
+    if not spiders:
+        try:
+            spiders = sorted(list_spiders(settings))
+        except SpiderDiscoveryError:
+            spiders = []
     store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
     try:
-        print(status.render(status.gather(store, settings, SystemClock().now()), args.json))
+        print(status.render(status.gather(store, settings, SystemClock().now(), spiders), args.json))
     finally:
         store.close()
     return 0

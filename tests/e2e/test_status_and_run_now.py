@@ -97,3 +97,16 @@ def test_status_while_the_daemon_runs_a_crawl_shows_it_running(base_env, db, dae
     assert [(s["spider"], s["running"]) for s in report["spiders"]] == [("slow", True)]
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
+
+
+def test_status_lists_every_spider_of_the_project_also_one_that_never_ran(base_env, db, tmp_path):
+    insert_completed(db, ["ok"], utcnow() - hours(1))
+    done = run_cli([sys.executable, "-m", "daemon", "status", "--json"], base_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    spiders = {s["spider"]: s for s in json.loads(done.stdout)["spiders"]}
+    assert {"ok", "other", "empty", "slow"} <= set(spiders)
+    assert spiders["other"]["last_run"] is None and spiders["other"]["last_status"] is None
+    assert spiders["other"]["next_due"] <= spiders["ok"]["next_due"]  # never ran: due now
+    kept = run_cli([sys.executable, "-m", "daemon", "status", "--json"], {**base_env, "SCHEDULER_SPIDERS": "other"},
+                   tmp_path)  # fmt: skip
+    assert [s["spider"] for s in json.loads(kept.stdout)["spiders"]] == ["other"]
