@@ -71,6 +71,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     spiders = resolve_spiders(settings, list_spiders(settings))
+    db.answer_within_a_deadline()  # a frozen PostgreSQL never holds the loop (see db.py)
     try:
         conn = db.wait_for_database(settings, stop)
     except DatabaseUnavailable:

@@ -3,6 +3,8 @@ the password (psycopg2's own error text never contains it either)."""
 
 from __future__ import annotations
 
+import re
+import select
 import threading
 import time
 
@@ -29,6 +31,50 @@ def connect(
     conn = psycopg2.connect(**kwargs)
     conn.autocommit = autocommit
     return conn
+
+
+# The daemon's loop never waits on PostgreSQL for longer than this. A server that freezes without
+# closing its connections (SIGSTOP, `docker pause`) leaves the kernel answering for it: TCP
+# keepalives never fire, and a blocking libpq call would wait for as long as the freeze lasts,
+# with crawls' timeouts and SIGTERM unattended. Every statement the loop makes is a few ms.
+ANSWER_WITHIN_SECONDS = 10.0
+
+
+class NoAnswer(psycopg2.OperationalError):
+    """PostgreSQL did not answer in time: treated like an unreachable server."""
+
+
+def _wait_with_a_deadline(conn: psycopg2.extensions.connection) -> None:
+    """psycopg2's wait callback (see `answer_within`): the same waiting libpq does, in Python, with
+    a deadline; a signal's handler also runs while waiting."""
+    limit = ANSWER_WITHIN_SECONDS
+    if conn.status == psycopg2.extensions.STATUS_SETUP:
+        # Connecting: libpq leaves connect_timeout to whoever waits, so it is kept here.
+        asked = re.search(r"\bconnect_timeout=(\d+)", conn.dsn)
+        if asked and int(asked.group(1)) > 0:
+            limit = min(limit, float(asked.group(1)))
+    deadline = time.monotonic() + limit
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            # psycopg2 then treats the connection as broken; the caller drops it (a frozen server
+            # could not be sent a cancel request either).
+            raise NoAnswer(f"PostgreSQL did not answer within {limit:g} s")
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([conn.fileno()], [], [], min(remaining, 1.0))
+        elif state == psycopg2.extensions.POLL_WRITE:
+            select.select([], [conn.fileno()], [], min(remaining, 1.0))
+        else:
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+
+def answer_within_a_deadline() -> None:
+    """From now on, in this process, no statement or connection attempt waits for longer than
+    ANSWER_WITHIN_SECONDS. For the daemon's loop only: migrations may rightly take longer."""
+    psycopg2.extensions.set_wait_callback(_wait_with_a_deadline)
 
 
 def first_line(exc: BaseException) -> str:

@@ -353,3 +353,53 @@ def test_a_full_or_read_only_database_is_logged_backed_off_and_recovered_from(ba
     assert d.wait(timeout=30) == 0
     figure(f"row 17 (tick {tick:g} s), database errors per tick until unhealthy: disk full {full_ticks}, "
            f"read-only {read_only_ticks}")
+
+
+def _postgres_processes(pg_server) -> list[int]:
+    """The test cluster's postmaster and its children."""
+    postmaster = int((pg_server.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+    return [postmaster, *map(int, children)]
+
+
+def test_a_frozen_postgres_never_holds_the_daemon_and_nothing_is_lost(pg_server, base_env, db, daemon_factory):
+    """PostgreSQL frozen (SIGSTOP of the server, as `docker pause` does): the kernel still answers
+    for it, so no TCP keepalive ever fires and a blocking statement would wait for as long as the
+    freeze lasts. The daemon stops waiting after its deadline, so a SIGTERM mid-run is acted upon
+    while the server stays frozen; the interrupted crawl goes to the journal and reaches the
+    database once the server thaws."""
+    import os
+
+    env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "60"}
+    d = daemon_factory(env).start()
+    wait_for(lambda: count(db, "status = 'running' AND pid IS NOT NULL", "spider_runs") == 1, timeout=30,
+             what="the crawl")  # fmt: skip
+    [(crawl_pid,)] = rows(db, "SELECT pid FROM spider_runs")
+    db.close()
+    frozen = _postgres_processes(pg_server)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2)  # the daemon's next lease refresh is now waiting on the frozen server
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=90) == 0, "the daemon was held by a frozen PostgreSQL"
+        assert not alive(crawl_pid)
+        assert '"run_journaled"' in d.output()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    again = daemon_factory({**env, "SCHEDULER_SPIDERS": "ok"}).start()
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        wait_for(lambda: '"journal_replayed"' in again.output(), timeout=60, what="the journal written")
+        [(status, failure)] = rows(conn, "SELECT status, failure FROM spider_runs WHERE pid = %(p)s",
+                                   {"p": crawl_pid})  # fmt: skip
+        assert (status, failure) == ("failed", "interrupted")
+        [(run_status,)] = rows(conn, "SELECT s.status FROM scheduler_state s JOIN spider_runs r ON r.run_id = s.id "
+                                     "WHERE r.pid = %(p)s", {"p": crawl_pid})  # fmt: skip
+        assert run_status == "failed"
+        again.signal(signal.SIGTERM)
+        assert again.wait(timeout=30) == 0
+        assert count(conn, "status = 'running'") == 0
+    finally:
+        conn.close()
