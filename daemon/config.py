@@ -231,7 +231,7 @@ class _Reader:
         raw = self._raw(name)
         if raw is None:
             return default
-        if not _is_ip(raw) and not _is_host_name(raw):
+        if not _is_host(raw):
             self._bad(name, raw, f"{HOST_ALLOWED} or an IP address (1.2.3.4, ::1, without [ ] or a port)")
             return default
         return raw
@@ -255,7 +255,7 @@ class _Reader:
             else:
                 return raw
             return default
-        if not _is_ip(raw) and not _is_host_name(raw):
+        if not _is_host(raw):
             self._bad(name, raw, allowed)
             return default
         return raw
@@ -435,13 +435,13 @@ class _Reader:
         except ValueError:  # e.g. a port that is no number, or a broken [IPv6] address
             pass
         else:
-            if parts.scheme and host and (_is_ip(host) or _is_host_name(host)) and parts.scheme.isalnum():
+            if parts.scheme and host and _is_host(host) and parts.scheme.isalnum():
                 where = f"[{host}]" if ":" in host else host
                 shown = repr(f"{parts.scheme}://{where}" + (f":{port}" if port is not None else "") + "/...")
             fine = (
                 parts.scheme in ("http", "https")
                 and bool(host)
-                and (_is_ip(host) or _is_host_name(host))  # type: ignore[arg-type]
+                and _is_host(host)  # type: ignore[arg-type]
                 and port != 0
                 and parts.username is None
                 and all(33 <= ord(c) <= 126 for c in raw)
@@ -474,6 +474,11 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_host(value: str) -> bool:
+    """An IP address or a host name."""
+    return _is_ip(value) or _is_host_name(value)
 
 
 def _is_host_name(value: str) -> bool:

@@ -45,7 +45,7 @@ class NoAnswer(psycopg2.OperationalError):
 
 
 def _wait_with_a_deadline(conn: psycopg2.extensions.connection) -> None:
-    """psycopg2's wait callback (see `answer_within`): the same waiting libpq does, in Python, with
+    """psycopg2's wait callback (see `answer_within_a_deadline`): the same waiting libpq does, in Python, with
     a deadline; a signal's handler also runs while waiting."""
     limit = ANSWER_WITHIN_SECONDS
     if conn.status == psycopg2.extensions.STATUS_SETUP:

@@ -72,11 +72,19 @@ RUNNING_RUNS = """
 SELECT id, owner, EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(heartbeat_at, updated_at))::float8
   FROM scheduler_state WHERE status = 'running'
 """
-FINISH_RUN = """
+# A run's end, and a spider run's result: the same columns whether written live or replayed.
+_SET_RUN_END = """
 UPDATE scheduler_state
    SET status = %(status)s, finished_at = %(now)s, updated_at = %(now)s, error = %(error)s
- WHERE id = %(run_id)s AND status = 'running'
 """
+_SET_SPIDER_RUN_RESULT = """
+UPDATE spider_runs
+   SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
+       exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
+       items_scraped = %(items_scraped)s, error_count = %(error_count)s,
+       message = %(message)s, stats = %(stats)s, pid = %(pid)s
+"""
+FINISH_RUN = _SET_RUN_END + " WHERE id = %(run_id)s AND status = 'running'\n"
 
 INSERT_SPIDER_RUN = """
 INSERT INTO spider_runs (run_id, spider, status, started_at)
@@ -84,31 +92,15 @@ VALUES (%(run_id)s, %(spider)s, 'running', %(now)s)
 RETURNING id
 """
 SET_SPIDER_RUN_PID = "UPDATE spider_runs SET pid = %(pid)s WHERE id = %(id)s"
-FINISH_SPIDER_RUN = """
-UPDATE spider_runs
-   SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
-       exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
-       items_scraped = %(items_scraped)s, error_count = %(error_count)s,
-       message = %(message)s, stats = %(stats)s, pid = %(pid)s
- WHERE id = %(id)s AND status = 'running'
-"""
+FINISH_SPIDER_RUN = _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND status = 'running'\n"
 
 # Replaying the local journal (runs made while PostgreSQL was unreachable or refused writes).
 # A journaled end also replaces a 'stale' verdict: another daemon may have failed the run as
 # stale before this journal could be written, and the journal knows what really happened.
-REPLAY_FINISH_SPIDER_RUN = """
-UPDATE spider_runs
-   SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
-       exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
-       items_scraped = %(items_scraped)s, error_count = %(error_count)s,
-       message = %(message)s, stats = %(stats)s, pid = %(pid)s
- WHERE id = %(id)s AND (status = 'running' OR failure = 'stale')
-"""
-REPLAY_FINISH_RUN = """
-UPDATE scheduler_state
-   SET status = %(status)s, finished_at = %(now)s, updated_at = %(now)s, error = %(error)s
- WHERE id = %(run_id)s AND (status = 'running' OR error = %(stale_message)s)
-"""
+REPLAY_FINISH_SPIDER_RUN = (
+    _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND (status = 'running' OR failure = 'stale')\n"
+)
+REPLAY_FINISH_RUN = _SET_RUN_END + " WHERE id = %(run_id)s AND (status = 'running' OR error = %(stale_message)s)\n"
 INSERT_JOURNALED_RUN = """
 INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, finished_at,
                              error, owner, journal_id)

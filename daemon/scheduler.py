@@ -237,7 +237,8 @@ class Scheduler:
         return self.store
 
     def _take_lock(self, store: Store) -> bool:
-        if not store.try_runner_lock():
+        held, previous = store.take_runner_lock(identity.this_process())
+        if not held:
             self._may_run_offline = False
             self._say_once(
                 "standby",
@@ -247,7 +248,6 @@ class Scheduler:
             # (if ever) it holds the lock again: a standby may stay one until it is stopped.
             self._replay_journal(store, self.journal.own_pending())
             return False
-        previous = store.claim_runner_holder(identity.this_process())
         if _may_still_run(previous):
             # The last holder on record did not stop cleanly and is not provably dead: it may still
             # be running spiders, having lost its lock connection (a terminated backend, PostgreSQL
@@ -573,11 +573,10 @@ class Scheduler:
         Raises when PostgreSQL cannot be reached: then nobody else can take the lock either."""
         self._drop_connection()
         self.store = Store(db.connect(self.settings, connect_timeout=1))
-        if not self.store.try_runner_lock():
+        if not self.store.take_runner_lock(identity.this_process())[0]:
             self._give_way("another daemon holds the runner lock")
             return
         self.holds_lock = True
-        self.store.claim_runner_holder(identity.this_process())
         if not self.store.touch_run(run_id):
             self._give_way("the run was failed by another daemon")
             return
@@ -592,9 +591,8 @@ class Scheduler:
         try:
             self._drop_connection()
             self.store = Store(db.connect(self.settings, connect_timeout=1))
-            if self.store.try_runner_lock():
+            if self.store.take_runner_lock(identity.this_process())[0]:
                 self.holds_lock = True
-                self.store.claim_runner_holder(identity.this_process())
                 log.info("runner_lock_retaken", message="PostgreSQL is back; the offline run goes on under the lock")
             else:
                 self._give_way("another daemon took the runner lock while PostgreSQL was unreachable")

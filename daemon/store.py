@@ -61,10 +61,12 @@ class Store:
     def release_runner_lock(self) -> None:
         self._one(queries.RELEASE_RUNNER_LOCK, {"key": queries.RUNNER_LOCK_KEY})
 
-    def claim_runner_holder(self, owner: str) -> str | None:
-        """Record `owner` as the lock's holder (call only while holding it); returns the owner
-        recorded before, or None when there was none or it stopped cleanly."""
-        return self._one(queries.CLAIM_RUNNER_HOLDER, {"owner": owner})
+    def take_runner_lock(self, owner: str) -> tuple[bool, str | None]:
+        """Try the lock; once held, record `owner` as its holder. Returns whether it is held and
+        the holder recorded before (None: none, or it stopped cleanly)."""
+        if not self.try_runner_lock():
+            return False, None
+        return True, self._one(queries.CLAIM_RUNNER_HOLDER, {"owner": owner})
 
     def forget_runner_holder(self, owner: str) -> None:
         """A clean stop: the next holder need not wait for this one."""
@@ -226,10 +228,11 @@ class Store:
                     written += cur.rowcount
                 for run in runs:
                     end = run["end"]
+                    finished_at = end["finished_at"] if end else run["started_at"]
                     cur.execute(queries.INSERT_JOURNALED_RUN, {
                         "started_at": run["started_at"], "spider_count": len(run.get("planned") or run["spiders"]),
                         "status": "completed" if end and end["ok"] else "failed",
-                        "finished_at": end["finished_at"] if end else run["started_at"],
+                        "finished_at": finished_at,
                         "error": (end or {}).get("error") if end else JOURNAL_CUT_MESSAGE,
                         "owner": run.get("owner"), "journal_id": run["run"],
                     })  # fmt: skip
@@ -249,8 +252,7 @@ class Store:
                         cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
                             **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats")),
                             "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
-                            "started_at": cut["started_at"], "finished_at": (end or run)["finished_at" if end else
-                                                                                          "started_at"],
+                            "started_at": cut["started_at"], "finished_at": finished_at,
                             "message": JOURNAL_CUT_MESSAGE, "pid": cut["pid"],
                         })  # fmt: skip
             self.conn.commit()

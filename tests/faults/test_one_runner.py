@@ -211,9 +211,9 @@ def test_the_last_holder_on_record_delays_a_new_runner_only_while_it_may_be_aliv
     store = Store(daemon_db.connect(Settings.from_mapping(base_env)))
     try:
         me = identity.this_process()
-        assert store.claim_runner_holder(me) is None
-        assert store.claim_runner_holder("host=elsewhere boot=x pid=1 start=1") == me
-        assert store.claim_runner_holder(me) == "host=elsewhere boot=x pid=1 start=1"
+        assert store.take_runner_lock(me) == (True, None)
+        assert store.take_runner_lock("host=elsewhere boot=x pid=1 start=1") == (True, me)
+        assert store.take_runner_lock(me) == (True, "host=elsewhere boot=x pid=1 start=1")
         store.forget_runner_holder(me)
         assert rows(db, "SELECT count(*) FROM runner_holder")[0][0] == 0
     finally:
