@@ -31,6 +31,10 @@ class ConfigError(SchedulerError):
         return [f"config error: {problem}" for problem in self.problems]
 
 
+class JobsFileError(ConfigError):
+    """The jobs file is invalid."""
+
+
 class DatabaseUnavailable(SchedulerError):
     """PostgreSQL did not answer in time."""
 
