@@ -24,7 +24,7 @@ from daemon.jobfile import (
     parse_duration,
     resolve_path,
 )
-from tests.conftest import TEST_PROJECT
+from tests.conftest import ROOT, TEST_PROJECT
 
 ENV = JobDefaults(
     every=timedelta(hours=4),
@@ -510,3 +510,19 @@ def test_a_file_that_cannot_be_read_is_one_clear_line(tmp_path, make, reason):
     with pytest.raises(JobsFileError) as caught:
         load(path, ENV, SPIDERS)
     assert caught.value.problems == [f"{path}: {reason}"]
+
+
+EXAMPLE_FILE = ROOT / "example_project" / "schedule.toml"
+
+
+def test_the_example_projects_file_runs_what_the_daemon_ran_without_it():
+    assert load(EXAMPLE_FILE, ENV, {"quotes"}) == default_jobs(["quotes"], ENV)
+
+
+def test_the_commented_examples_of_the_example_projects_file_are_valid_once_uncommented():
+    # Commented-out TOML starts with "#" and no space ("#every = ..."); prose starts with "# ".
+    text = re.sub(r"(?m)^#(?=[^\s#])", "", EXAMPLE_FILE.read_text())
+    assert text != EXAMPLE_FILE.read_text()
+    examples = jobs(text, known={"quotes"})
+    assert len(examples) > 1 and {j.spider for j in examples} == {"quotes"}
+    assert any(j.args for j in examples) and any(j.settings for j in examples) and any(j.paused for j in examples)
