@@ -56,7 +56,7 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import db
-    from daemon.scheduler import Scheduler
+    from daemon.scheduler import assemble
     from daemon.spiders import list_spiders, resolve_spiders
 
     stop, force, wake = threading.Event(), threading.Event(), threading.Event()
@@ -78,7 +78,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if stop.is_set():
             return 0  # asked to stop while waiting for PostgreSQL: nothing ran, nothing to record
         raise
-    Scheduler(settings, spiders, stop=stop, force=force, wake=wake, conn=conn).run()
+    assemble(settings, spiders, stop=stop, force=force, wake=wake, conn=conn).run()
     return 0
 
 

@@ -10,7 +10,7 @@ spider is simply still due.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 # A last-run time this far in the future (the wall clock was set back) is not trusted: the spider
@@ -87,3 +87,49 @@ def oldest_success(histories: Sequence[SpiderHistory]) -> tuple[bool, datetime |
     if not times or any(t is None for t in times):
         return False, None
     return True, min(t for t in times if t is not None)
+
+
+def hold_back(
+    plan: Plan, due: Sequence[str], requested: Collection[str], delays: Mapping[tuple[str, datetime], timedelta]
+) -> tuple[tuple[str, ...], datetime | None]:
+    """Jitter: each regular run (due by its interval, not asked for with run-now) waits until its due
+    time plus its delay from `delays` (keyed by spider and due time; a missing key: no delay).
+    Returns what runs now and when the earliest held-back run becomes due (None: none held)."""
+    held: dict[str, datetime] = {}
+    for p in plan.spiders:
+        if p.spider not in due or p.reason != "interval" or p.spider in requested or p.due_at is None:
+            continue
+        until = p.due_at + delays.get((p.spider, p.due_at), timedelta(0))
+        if plan.now < until:
+            held[p.spider] = until
+    return tuple(s for s in due if s not in held), min(held.values(), default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrawlResult:
+    """What the history needs to know of one finished crawl."""
+
+    spider: str
+    ok: bool
+    failure: str | None  # as in CrawlOutcome: only 'error' and 'timeout' count against the spider
+    started_at: datetime
+    finished_at: datetime
+
+
+COUNTED_FAILURES = ("error", "timeout")
+
+
+def fold(histories: Sequence[SpiderHistory], results: Sequence[CrawlResult]) -> list[SpiderHistory]:
+    """The history as it stands after `results` (an offline run's, which PostgreSQL has not seen):
+    a success starts the interval anew; a spider's own failure adds to its backoff; a crawl cut
+    short by the daemon changes nothing."""
+    by_spider = {h.spider: h for h in histories}
+    for r in results:
+        h = by_spider.get(r.spider)
+        if h is None:
+            continue
+        if r.ok:
+            by_spider[r.spider] = SpiderHistory(r.spider, r.started_at, 0, None)
+        elif r.failure in COUNTED_FAILURES:
+            by_spider[r.spider] = SpiderHistory(r.spider, h.last_success_at, h.consecutive_failures + 1, r.finished_at)
+    return [by_spider[h.spider] for h in histories]

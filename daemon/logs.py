@@ -50,3 +50,20 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+class Once:
+    """One-off notices (standing by, disabled, waiting for a previous runner): each event is logged
+    once until it is forgotten, so a state that lasts for hours costs one line, not one per tick."""
+
+    def __init__(self, log: structlog.types.BindableLogger) -> None:
+        self.log = log
+        self._said: set[str] = set()
+
+    def say(self, event: str, message: str) -> None:
+        if event not in self._said:
+            self._said.add(event)
+            self.log.info(event, message=message)
+
+    def forget(self, event: str) -> None:
+        self._said.discard(event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
 import psycopg2
 import structlog
@@ -16,6 +17,7 @@ import structlog
 from daemon import db
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
+from daemon.decision import CrawlResult
 from daemon.journal import Journal
 from daemon.narration import log_spider_outcome
 from daemon.store import Store
@@ -29,6 +31,23 @@ class Finished:
     started_at: datetime
     finished_at: datetime
     outcome: CrawlOutcome
+
+    def result(self) -> CrawlResult:
+        o = self.outcome
+        return CrawlResult(o.spider, o.ok, o.failure, self.started_at, self.finished_at)
+
+
+class Recorder(Protocol):
+    """What a run needs of a recorder: the runner's three callbacks, and what was recorded."""
+
+    run_id: int | None  # the database run; None for a run recorded in the journal
+    results: list[Finished]
+
+    def started(self, spider: str) -> Any: ...
+
+    def spawned(self, token: Any, pid: int) -> None: ...
+
+    def finished(self, token: Any, outcome: CrawlOutcome) -> None: ...
 
 
 class DatabaseRecorder:
@@ -89,6 +108,8 @@ class DatabaseRecorder:
 
 class JournalRecorder:
     """Records a run made while PostgreSQL is unreachable in the local journal."""
+
+    run_id = None  # not in the database
 
     def __init__(self, journal: Journal, clock: Clock, run: str) -> None:
         self.journal = journal

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import select
 import threading
+from collections.abc import Sequence
+from datetime import datetime
 
 import psycopg2
 import structlog
 
 from daemon import db, queries
 from daemon.config import Settings
+from daemon.store import Store
 
 log = structlog.get_logger("daemon.requests")
 
@@ -56,3 +59,21 @@ class RunNowListener(threading.Thread):
     def _heard(self) -> None:
         self.pending.set()
         self.wake.set()
+
+    def new_term(self) -> None:
+        """This daemon has just taken the runner lock: requests made while another daemon (or none)
+        held it are waiting in the table."""
+        self.pending.set()
+
+    def take(self, store: Store, spiders: Sequence[str], now: datetime) -> set[str]:
+        """Spiders asked for with `run-now` (taken only by the lock holder, once each)."""
+        if not self.pending.is_set():
+            return set()
+        self.pending.clear()
+        requested: set[str] = set()
+        for request_id, names in store.take_requests(now):
+            wanted = set(spiders) if names is None else set(names) & set(spiders)
+            requested |= wanted
+            log.info("run_requested", message="Run requested with run-now", request_id=request_id,
+                     spiders=sorted(wanted))  # fmt: skip
+        return requested

@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon.clock import OffsetClock
 from daemon.config import Settings
-from daemon.scheduler import Scheduler
+from daemon.scheduler import assemble
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, step: float = 0.1, what: str = "condition"):
@@ -201,7 +201,7 @@ class SchedulerThread:
         self.clock = clock or OffsetClock()
         self.stop = threading.Event()
         self.force = threading.Event()
-        self.scheduler = Scheduler(
+        self.scheduler = assemble(
             self.settings, spiders, clock=self.clock, stop=self.stop, force=self.force,
             environ={**os.environ, **env},
         )  # fmt: skip

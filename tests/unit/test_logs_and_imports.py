@@ -71,11 +71,11 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
     # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them.
     code = (
         "import sys, daemon.__main__, daemon.scheduler;"
-        "from daemon.config import Settings; from daemon.scheduler import Scheduler;"
+        "from daemon.config import Settings; from daemon.scheduler import assemble;"
         f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}}});"
         "daemon.__main__.load_environment({});"
-        "Scheduler(s, ['a']).notifier.ping('/start');"
+        "assemble(s, ['a']).notifier.ping('/start');"
         "print(sorted(m for m in ('twisted', 'prometheus_client', 'http.server', 'urllib.request', 'dotenv', 'ssl')"
         " if sys.modules.get(m) is not None))"
     )

@@ -1,0 +1,136 @@
+"""A run: one batch of due spiders, crawled by the runner and recorded as it happens.
+
+Online and offline runs share one skeleton (`_run`): log the start, run the crawls with a recorder
+(the database's, or the journal's while PostgreSQL is unreachable), observe the results, and then
+either give way (another daemon took over mid-run) or give the verdict and record the run's end.
+What differs is only where the run's start and end are written.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+import psycopg2
+import structlog
+
+from daemon import db
+from daemon.clock import Clock
+from daemon.crawl import CrawlOutcome
+from daemon.history import HistoryCopy
+from daemon.journal import Journal
+from daemon.lease import Lease
+from daemon.observation import Observer
+from daemon.recording import DatabaseRecorder, JournalRecorder, Recorder
+from daemon.runner import CrawlRunner
+from daemon.store import Store
+
+log = structlog.get_logger("daemon.scheduler")
+
+GAVE_WAY_MESSAGE = "another daemon took the runner lock; this daemon killed its crawls (never two runners)"
+
+
+def unreachable(exc: psycopg2.Error) -> bool:
+    """The server cannot be reached at all (as opposed to refusing a statement with a SQLSTATE)."""
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not exc.pgcode
+
+
+def verdict(due: Sequence[str], outcomes: Sequence[CrawlOutcome]) -> tuple[bool, str | None]:
+    """A run succeeds when every due spider was started and succeeded."""
+    failed = [o for o in outcomes if not o.ok]
+    not_started = len(due) - len(outcomes)
+    if not failed and not not_started:
+        return True, None
+    parts = [f"{o.spider}: {o.message}" for o in failed]
+    if not_started:
+        parts.append(f"{not_started} spider(s) not started: the daemon was stopping")
+    return False, "; ".join(parts)
+
+
+class Batches:
+    def __init__(self, runner: CrawlRunner, lease: Lease, journal: Journal, history: HistoryCopy,
+                 observer: Observer, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
+        self.runner = runner
+        self.lease = lease
+        self.journal = journal
+        self.history = history
+        self.observer = observer
+        self.clock = clock
+        self.stop = stop
+
+    def online(self, store: Store, due: Sequence[str], now: datetime) -> bool:
+        """One run of `due`, recorded in PostgreSQL; False when not one of its crawls could be started."""
+        log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)", spiders=list(due),
+                 spider_count=len(due))  # fmt: skip
+        run_id = store.start_run(now, len(due), self.lease.me)
+        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
+        return self._run(recorder, due, now)
+
+    def offline(self, now: datetime) -> bool:
+        """The fail-safe: run what is due by the last history read, recording into the journal."""
+        plan = self.history.offline_plan(now)
+        if plan is None or not plan.due or self.stop.is_set():
+            return False
+        due = plan.due
+        log.warning("run_started", message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is "
+                    "unreachable (recorded in the local journal)", spiders=list(due), spider_count=len(due),
+                    offline=True)  # fmt: skip
+        run = self.journal.start_run(now, list(due), self.lease.me)
+        self._run(JournalRecorder(self.journal, self.clock, run), due, now)
+        return True
+
+    def _run(self, recorder: Recorder, due: Sequence[str], now: datetime) -> bool:
+        self.lease.run_began(recorder.run_id)
+        self.observer.run_started(now)
+        try:
+            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
+        finally:
+            self.lease.run_ended()
+            if recorder.run_id is not None:
+                self.history.invalidate()
+            self.observer.run_stopped()
+        for r in recorder.results:
+            self.observer.crawl_finished(r.outcome, r.started_at)
+        if self.lease.gave_way():
+            # This daemon gave way: the run and its rows are the new runner's to fail.
+            self.observer.gave_way()
+            if recorder.run_id is None:
+                # Its end is journaled as a failure, so the replay does not read it as a run whose
+                # daemon died.
+                self.journal.end_run(recorder.run, self.clock.now(), False, GAVE_WAY_MESSAGE)  # type: ignore[attr-defined]
+            return True
+        ok, error = verdict(due, outcomes)
+        if recorder.run_id is None:
+            self.journal.end_run(recorder.run, self.clock.now(), ok, error)  # type: ignore[attr-defined]
+            self.history.fold([r.result() for r in recorder.results])
+            self.observer.run_ended(None, due, outcomes, ok, error)
+            return True
+        return self._end_online(recorder, due, outcomes, ok, error)  # type: ignore[arg-type]
+
+    def _end_online(self, recorder: DatabaseRecorder, due: Sequence[str], outcomes: list[CrawlOutcome], ok: bool,
+                    error: str | None) -> bool:  # fmt: skip
+        """Record the end of a database run; False when not one of its crawls was started."""
+        run_id, finished_at = recorder.run_id, self.clock.now()
+        try:
+            store = self.lease.still_runner(run_id)
+            if store is None:
+                self.lease.gave_way()  # another daemon has the lock: the run is its to fail
+                self.observer.gave_way()
+                return True
+            recorder.flush(store)
+            store.finish_run(run_id, finished_at, ok=ok, error=error)
+        except psycopg2.Error as exc:
+            # Unreachable, or refusing writes (disk full, read-only): either way the crawls' results
+            # must not be lost. The run's end goes to the journal, which is written once the
+            # database takes writes again (before the run could be failed as stale).
+            self.journal.finish_online_run(run_id, recorder.unwritten, finished_at, ok, error)
+            log.warning("run_journaled", message="PostgreSQL did not take the run's end; it went to the journal",
+                        run_id=run_id, sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc))  # fmt: skip
+            self.observer.run_ended(run_id, due, outcomes, ok, error)
+            if not unreachable(exc):
+                raise  # a refusal (disk full, read-only): the loop logs its SQLSTATE and backs off
+            self.lease.lost()
+            return bool(outcomes)
+        self.observer.run_ended(run_id, due, outcomes, ok, error)
+        return bool(outcomes)

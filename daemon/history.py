@@ -1,0 +1,67 @@
+"""The lock holder's copy of the history, and the plans decided from it.
+
+The lock holder is the only writer of runs, so while it idles its copy stays true, and deciding
+from it costs no round trip (issue "Performance": an idle daemon makes at most a couple of
+statements a minute). Nothing runs on a copy: when the copy says something is due, the history is
+read anew and decided again. The copy is re-read after every run, on (re)taking the lock, every
+HISTORY_REFRESH_SECONDS (someone may edit the table with psql), and when something arrived on the
+connection: a terminated backend or a server going away announces itself there, so a lost lock is
+still noticed within a tick, then by the read that fails.
+
+While PostgreSQL is unreachable, the copy is what the offline fail-safe decides from, and an
+offline run's results are folded into it (`decision.fold`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from daemon.clock import Clock
+from daemon.decision import CrawlResult, Plan, SpiderHistory, decide, fold
+from daemon.store import Store
+
+HISTORY_REFRESH_SECONDS = 300.0
+
+
+class HistoryCopy:
+    def __init__(self, spiders: Sequence[str], clock: Clock, interval: timedelta, retry_delay: timedelta) -> None:
+        self.spiders = tuple(spiders)
+        self.clock = clock
+        self.interval = interval
+        self.retry_delay = retry_delay
+        self._histories: list[SpiderHistory] | None = None
+        self._read_at = float("-inf")  # monotonic; -inf: read it again before deciding
+
+    def invalidate(self) -> None:
+        """The next plan reads the history anew (after a run, or on taking the lock)."""
+        self._read_at = float("-inf")
+
+    def plan(self, store: Store, now: datetime, *, fresh: bool) -> tuple[Plan, list[SpiderHistory]]:
+        """The plan at `now`, and the history it was decided from. `fresh`: read the history."""
+        plan = None if fresh else self._from_copy(store, now)
+        if plan is None or plan.due:
+            self._histories = store.histories(self.spiders)
+            self._read_at = self.clock.monotonic()
+            plan = decide(self._histories, now, self.interval, self.retry_delay)
+        return plan, list(self._histories or [])
+
+    def _from_copy(self, store: Store, now: datetime) -> Plan | None:
+        if (
+            self._histories is None
+            or self.clock.monotonic() - self._read_at >= HISTORY_REFRESH_SECONDS
+            or not store.idle_and_quiet()
+        ):
+            return None
+        return decide(self._histories, now, self.interval, self.retry_delay)
+
+    def offline_plan(self, now: datetime) -> Plan | None:
+        """What the fail-safe may run: decided from the last history read (None: never read one)."""
+        if self._histories is None:
+            return None
+        return decide(self._histories, now, self.interval, self.retry_delay)
+
+    def fold(self, results: Sequence[CrawlResult]) -> None:
+        """An offline run's results, which PostgreSQL has not seen yet."""
+        if self._histories is not None:
+            self._histories = fold(self._histories, results)

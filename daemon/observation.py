@@ -1,0 +1,129 @@
+"""What the outside sees of the loop: metrics, healthcheck pings, the /jobs view, the decision lines
+and the heartbeat file's cadence. Fed from events the loop reports (a plan, a run starting and
+ending, crawls finishing), so none of it reads the loop's fields, and the loop never formats a
+metric or a ping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon import heartbeat
+from daemon.clock import Clock
+from daemon.crawl import CrawlOutcome
+from daemon.decision import Plan, SpiderHistory
+from daemon.metrics import Metrics
+from daemon.narration import log_decision
+from daemon.notify import Notifier
+
+log = structlog.get_logger("daemon.scheduler")
+
+
+class Observer:
+    def __init__(
+        self, metrics: Metrics, notifier: Notifier, clock: Clock, *, every_s: float, interval_hours: float,
+        timezone: Any,
+    ) -> None:  # fmt: skip
+        self.metrics = metrics
+        self.notifier = notifier
+        self.clock = clock
+        self.interval_hours = interval_hours
+        self.timezone = timezone
+        self._job: dict[str, object] = {"id": "spiders", "every_s": every_s, "last_run": None, "last_status": None,
+                                        "next_due": None, "running": False}  # fmt: skip
+        self._run_started_m = 0.0
+        self._decision_key: object = None  # the decision logged last: each is logged once
+
+    # ----------------------------------------------------------------- events
+    def new_term(self) -> None:
+        """This daemon has just taken the runner lock: its next decision is told again."""
+        self._decision_key = None
+
+    def planned(self, plan: Plan, histories: Sequence[SpiderHistory]) -> None:
+        key = (plan.due, plan.next_due_at, plan.skewed)
+        if key != self._decision_key:
+            self._decision_key = key
+            log_decision(plan, histories, self.interval_hours, self.timezone)
+        for h in histories:
+            if h.last_success_at is not None:
+                self.metrics.last_success.labels(h.spider).set(h.last_success_at.timestamp())
+        next_due = plan.next_due_at
+        waiting = not plan.due and next_due is not None
+        self.metrics.until_next_due.set((next_due - plan.now).total_seconds() if waiting else 0.0)  # type: ignore[operator]
+        self._job["next_due"] = next_due.isoformat() if waiting else plan.now.isoformat()  # type: ignore[union-attr]
+
+    def run_started(self, now: datetime) -> None:
+        self.notifier.ping("/start")
+        self.metrics.is_running.set(1)
+        self._job["running"] = True
+        self._job["last_run"] = now.isoformat()
+        self._run_started_m = self.clock.monotonic()
+
+    def run_stopped(self) -> None:
+        """The run's crawls are over (its verdict may still be to come)."""
+        self.metrics.is_running.set(0)
+        self._job["running"] = False
+        self.metrics.run_duration.observe(self.clock.monotonic() - self._run_started_m)
+
+    def crawl_finished(self, outcome: CrawlOutcome, started_at: datetime) -> None:
+        self.metrics.spider_runs.labels(outcome.spider, outcome.status).inc()
+        self.metrics.items.labels(outcome.spider).inc(outcome.items_scraped or 0)
+        if outcome.ok:
+            self.metrics.last_success.labels(outcome.spider).set(started_at.timestamp())
+
+    def run_ended(self, run_id: int | None, due: Sequence[str], outcomes: Sequence[CrawlOutcome], ok: bool,
+                  error: str | None) -> None:  # fmt: skip
+        """The canonical line of a run, its ping and its count."""
+        status = "completed" if ok else "failed"
+        self.metrics.runs.labels(status).inc()
+        self.notifier.ping("" if ok else "/fail")
+        self._job["last_status"] = status
+        if ok:
+            log.info("run_completed", message="Spider run completed successfully", run_id=run_id, spiders=list(due))
+        else:
+            failed = [o.spider for o in outcomes if not o.ok]
+            log.error(
+                "run_failed",
+                message=f"Spider run failed: {len(due) - len(outcomes) + len(failed)} of {len(due)} spider(s) "
+                "did not succeed",
+                run_id=run_id,
+                failed=failed,
+                error=error,
+            )
+        self._decision_key = None
+
+    def gave_way(self) -> None:
+        # The run's /start ping went out and it did not complete here: without an end ping the
+        # outside service would see a run that never ends (the new runner pings its own runs).
+        self.notifier.ping("/fail")
+        self._decision_key = None
+
+    # ----------------------------------------------------------------- the view
+    def job_view(self, housekeeping: Sequence[dict[str, Any]] = ()) -> dict[str, object]:
+        """What GET /jobs shows: the spider job and the housekeeping jobs."""
+        return {"is_running": bool(self._job["running"]), "jobs": [dict(self._job), *housekeeping]}
+
+
+class Heartbeat:
+    """The cadence of the loop's heartbeat file (daemon/heartbeat.py), which the healthcheck reads:
+    a beat on every pass of the loop, and at least every `every_s` while crawls run (the loop is
+    inside the runner then)."""
+
+    def __init__(self, path: Path, monotonic: Callable[[], float], every_s: float = 1.0) -> None:
+        self.path = path
+        self.monotonic = monotonic
+        self.every_s = every_s
+        self._last = float("-inf")
+
+    def beat(self) -> None:
+        heartbeat.beat(self.path)
+        self._last = self.monotonic()
+
+    def beat_if_due(self) -> None:
+        if self.monotonic() - self._last >= self.every_s:
+            self.beat()
