@@ -10,6 +10,7 @@ spider is simply still due.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -28,11 +29,33 @@ class SpiderHistory:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cadence:
+    """A job's own rhythm: its interval and retry delay, and whether it is paused (until when;
+    None: until resumed)."""
+
+    every: timedelta
+    retry_delay: timedelta
+    paused: bool = False
+    paused_until: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class SpiderPlan:
-    spider: str
-    due_at: datetime | None  # None: no history, due at once
-    reason: str  # never_run | interval | retry | clock_skew
+    spider: str  # the job's name (a spider's, for a job named after it)
+    due_at: datetime | None  # None: no history, due at once (or, paused: until resumed)
+    reason: str  # never_run | interval | retry | clock_skew | paused
     clock_skew: bool = False
+    every: timedelta | None = None  # the job's interval: how overdue it is counts against this
+
+    @property
+    def paused(self) -> bool:
+        return self.reason == "paused"
+
+    def overdue(self, now: datetime) -> float:
+        """How many of its own intervals the job is overdue by (infinite: it never ran)."""
+        if self.due_at is None or not self.every:
+            return math.inf
+        return (now - self.due_at) / self.every
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +65,17 @@ class Plan:
 
     @property
     def due(self) -> tuple[str, ...]:
-        return tuple(p.spider for p in self.spiders if p.due_at is None or p.due_at <= self.now)
+        return tuple(p.spider for p in self.spiders if self._is_due(p))
+
+    @property
+    def most_overdue_first(self) -> tuple[str, ...]:
+        """What is due, the most overdue relative to its own interval first (after an outage the
+        job that has waited longest by its own measure runs first); never-run jobs lead."""
+        due = [p for p in self.spiders if self._is_due(p)]
+        return tuple(p.spider for p in sorted(due, key=lambda p: -p.overdue(self.now)))
+
+    def _is_due(self, p: SpiderPlan) -> bool:
+        return not p.paused and (p.due_at is None or p.due_at <= self.now)
 
     @property
     def next_due_at(self) -> datetime | None:
@@ -77,8 +110,27 @@ def plan_spider(history: SpiderHistory, now: datetime, interval: timedelta, retr
     return SpiderPlan(history.spider, history.last_success_at + interval, "interval")
 
 
+def plan_job(history: SpiderHistory, now: datetime, cadence: Cadence) -> SpiderPlan:
+    """A job's plan: as a spider's by its own interval and retry delay, unless it is paused."""
+    plan = dataclasses.replace(plan_spider(history, now, cadence.every, cadence.retry_delay), every=cadence.every)
+    if not cadence.paused or (cadence.paused_until is not None and cadence.paused_until <= now):
+        return plan
+    if cadence.paused_until is None:
+        return SpiderPlan(history.spider, None, "paused", every=cadence.every)
+    # Paused until a time: due then, or later by its own rule.
+    resume = max(cadence.paused_until, plan.due_at) if plan.due_at is not None else cadence.paused_until
+    return SpiderPlan(history.spider, resume, "paused", every=cadence.every)
+
+
 def decide(histories: Sequence[SpiderHistory], now: datetime, interval: timedelta, retry_delay: timedelta) -> Plan:
-    return Plan(now, tuple(plan_spider(h, now, interval, retry_delay) for h in histories))
+    """Every spider (or job) by one interval and retry delay."""
+    return decide_jobs(histories, now, {}, Cadence(interval, retry_delay))
+
+
+def decide_jobs(histories: Sequence[SpiderHistory], now: datetime, cadences: Mapping[str, Cadence],
+                default: Cadence) -> Plan:  # fmt: skip
+    """Every job by its own cadence (`default` for a job without one)."""
+    return Plan(now, tuple(plan_job(h, now, cadences.get(h.spider, default)) for h in histories))
 
 
 def oldest_success(histories: Sequence[SpiderHistory]) -> tuple[bool, datetime | None]:
@@ -116,7 +168,9 @@ class CrawlResult:
     finished_at: datetime
 
 
-COUNTED_FAILURES = ("error", "timeout")
+# The job's own failures, retried with backoff; a crawl cut short by the daemon ('interrupted',
+# 'stale') is not the job's fault. Kept in step with the history query (daemon/queries.py).
+COUNTED_FAILURES = ("error", "timeout", "too_few_items", "cancelled")
 
 
 def fold(histories: Sequence[SpiderHistory], results: Sequence[CrawlResult]) -> list[SpiderHistory]:
