@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2.errors
 import pytest
 
 from daemon.config import Settings
@@ -99,3 +100,67 @@ def test_scheduler_state_is_the_designs_table_with_its_index(db):
     assert rows(db, "SELECT pg_get_serial_sequence('scheduler_state', 'id') IS NOT NULL") == [(True,)]
     indexes = [r[0] for r in rows(db, "SELECT indexdef FROM pg_indexes WHERE tablename = 'scheduler_state'")]
     assert any(d.endswith("USING btree (last_run_at)") for d in indexes), indexes
+
+
+def test_spider_runs_recorded_before_jobs_become_runs_of_the_job_named_after_their_spider(
+    pg_server, empty_database, tmp_path
+):
+    before_jobs = tmp_path / "sql"
+    before_jobs.mkdir()
+    for path in SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"):
+        if path.name < "012_jobs.sql":
+            shutil.copy(path, before_jobs / path.name)
+    settings = settings_for(pg_server, empty_database)
+    apply_migrations(settings, before_jobs)
+    conn = pg_server.connect(empty_database)
+    rows(conn, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 2, 'completed')")
+    rows(conn, "INSERT INTO spider_runs (run_id, spider, status, started_at) "
+               "SELECT max(id), s, 'completed', now() FROM scheduler_state, unnest(ARRAY['ok', 'other']) s "
+               "GROUP BY s")  # fmt: skip
+    assert apply_migrations(settings) == ["012_jobs.sql"] + [
+        p.name for p in sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql")) if p.name > "012_jobs.sql"
+    ]
+    assert rows(conn, "SELECT job, spider, args, settings FROM spider_runs ORDER BY job") == [
+        ("ok", "ok", None, None),
+        ("other", "other", None, None),
+    ]
+    assert rows(conn, "SELECT is_nullable FROM information_schema.columns "
+                      "WHERE table_name = 'spider_runs' AND column_name = 'job'") == [("NO",)]  # fmt: skip
+    conn.close()
+
+
+def _spider_run(conn, job: str, spider: str, status: str = "completed", failure: str | None = None) -> None:
+    rows(conn, "INSERT INTO spider_runs (run_id, job, spider, status, failure, started_at) "
+               "SELECT max(id), %(job)s, %(spider)s, %(status)s, %(failure)s, now() FROM scheduler_state",
+         {"job": job, "spider": spider, "status": status, "failure": failure})  # fmt: skip
+
+
+def test_two_jobs_of_one_spider_may_run_in_one_run_but_one_job_only_once(db):
+    rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 2, 'running')")
+    _spider_run(db, "python-remote", "indeed")
+    _spider_run(db, "data-bogota", "indeed")
+    with pytest.raises(psycopg2.errors.UniqueViolation, match="spider_runs_one_per_run"):
+        _spider_run(db, "python-remote", "indeed")
+    assert rows(db, "SELECT count(*) FROM spider_runs WHERE spider = 'indeed'") == [(2,)]
+
+
+@pytest.mark.parametrize("failure", ["error", "timeout", "too_few_items", "cancelled", "interrupted", "stale"])
+def test_every_failure_kind_of_a_job_is_accepted(db, failure):
+    rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, 'running')")
+    _spider_run(db, "job", "ok", "failed", failure)
+    assert rows(db, "SELECT failure FROM spider_runs") == [(failure,)]
+
+
+def test_a_failure_kind_nobody_defined_is_refused(db):
+    rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, 'running')")
+    with pytest.raises(psycopg2.errors.CheckViolation, match="spider_runs_failure_check"):
+        _spider_run(db, "job", "ok", "failed", "bored")
+
+
+
+def test_a_writer_that_knows_nothing_of_jobs_records_a_run_of_the_job_named_after_its_spider(db):
+    rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 2, 'running')")
+    rows(db, "INSERT INTO spider_runs (run_id, spider, status, started_at) "
+             "SELECT max(id), 'ok', 'running', now() FROM scheduler_state")  # fmt: skip
+    _spider_run(db, "python-remote", "indeed")
+    assert rows(db, "SELECT job, spider FROM spider_runs ORDER BY id") == [("ok", "ok"), ("python-remote", "indeed")]

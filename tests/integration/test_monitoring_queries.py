@@ -82,3 +82,35 @@ def test_the_hours_between_view_gives_exactly_the_designs_query_answer(db):
     design = "\n".join(line for line in design.splitlines() if not line.lstrip().startswith("--"))
     assert rows(db, "SELECT * FROM hours_between_completed_runs") == rows(db, design)
     assert len(rows(db, design)) == 10
+
+
+def _crawl(db, run_id: int, job: str, spider: str, started, items: int, status: str = "completed") -> None:
+    rows(db, "INSERT INTO spider_runs (run_id, job, spider, args, status, failure, started_at, finished_at, "
+             "items_scraped) VALUES (%(r)s, %(j)s, %(s)s, '{\"q\": \"x\"}', %(st)s, "
+             "CASE WHEN %(st)s = 'failed' THEN 'too_few_items' END, %(t)s, %(t)s, %(n)s)",
+         {"r": run_id, "j": job, "s": spider, "st": status, "t": started, "n": items})  # fmt: skip
+
+
+def test_the_per_job_views_tell_two_jobs_of_one_spider_apart(db):
+    now = utcnow()
+    first = insert_completed(db, [], now - hours(10))
+    _crawl(db, first, "python-remote", "indeed", now - hours(10), 5)
+    _crawl(db, first, "data-bogota", "indeed", now - hours(10), 7)
+    second = insert_completed(db, [], now - hours(4))
+    _crawl(db, second, "python-remote", "indeed", now - hours(4), 3)
+    _crawl(db, second, "data-bogota", "indeed", now - hours(4), 0)
+    third = insert_completed(db, [], now - hours(1))
+    _crawl(db, third, "python-remote", "indeed", now - hours(1), 1, "failed")
+    last = {(j, s): round(float(h)) for j, s, _, _, h in rows(db, "SELECT * FROM job_last_success")}
+    assert last == {("python-remote", "indeed"): 4, ("data-bogota", "indeed"): 4}
+    recent = rows(db, "SELECT job, spider, args, status, failure FROM job_runs_last_24h")
+    assert recent[0] == ("python-remote", "indeed", {"q": "x"}, "failed", "too_few_items") and len(recent) == 5
+    counts = {(j, st): c for j, _, st, c, *_ in rows(db, "SELECT * FROM job_status_counts_30d")}
+    assert counts == {("python-remote", "completed"): 2, ("python-remote", "failed"): 1,
+                      ("data-bogota", "completed"): 2}  # fmt: skip
+    between = {(j, round(float(h))) for j, _, _, _, h in rows(db, "SELECT * FROM job_hours_between_successes")
+               if h is not None}  # fmt: skip
+    assert between == {("python-remote", 6), ("data-bogota", 6)}
+    assert rows(db, "SELECT job, spider, previous_items FROM jobs_scraping_zero") == [("data-bogota", "indeed", 7)]
+    # The per-spider views still see one spider.
+    assert [s for s, *_ in rows(db, "SELECT * FROM spider_last_success")] == ["indeed"]
