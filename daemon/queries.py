@@ -56,6 +56,25 @@ SELECT s.spider, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
            AND f.failure IN ('error', 'timeout') AND f.id > COALESCE(ok.id, 0)) bad ON true
  ORDER BY s.position
 """
+# The same per job (the decision's unit since jobs): the job's newest success and its own failures
+# since then, the range trick above on `job`. The failures counted are
+# daemon.decision.COUNTED_FAILURES, spelled out so that the index spider_runs_job_failures
+# (sql/012_jobs.sql, the same list) is provably usable. SPIDER_HISTORY stays for bench/.
+JOB_HISTORY = """
+SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
+  FROM unnest(%(jobs)s::text[]) WITH ORDINALITY AS j (job, position)
+  LEFT JOIN LATERAL (
+        SELECT r.id, r.started_at FROM spider_runs r
+         WHERE r.job >= j.job AND r.job <= j.job AND r.status = 'completed'
+         ORDER BY r.job, r.id DESC LIMIT 1) ok ON true
+  LEFT JOIN LATERAL (
+        SELECT count(*) AS failures,
+               max(COALESCE(f.finished_at, f.started_at)) AS last_failure_at
+          FROM spider_runs f
+         WHERE f.job = j.job AND f.status = 'failed'
+           AND f.failure IN ('error', 'timeout', 'too_few_items', 'cancelled') AND f.id > COALESCE(ok.id, 0)) bad ON true
+ ORDER BY j.position
+"""
 
 INSERT_RUN = """
 INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, owner, heartbeat_at)
@@ -87,8 +106,8 @@ UPDATE spider_runs
 FINISH_RUN = _SET_RUN_END + " WHERE id = %(run_id)s AND status = 'running'\n"
 
 INSERT_SPIDER_RUN = """
-INSERT INTO spider_runs (run_id, spider, status, started_at)
-VALUES (%(run_id)s, %(spider)s, 'running', %(now)s)
+INSERT INTO spider_runs (run_id, job, spider, args, settings, status, started_at)
+VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, 'running', %(now)s)
 RETURNING id
 """
 SET_SPIDER_RUN_PID = "UPDATE spider_runs SET pid = %(pid)s WHERE id = %(id)s"
@@ -110,10 +129,11 @@ ON CONFLICT (journal_id) DO NOTHING
 RETURNING id
 """
 INSERT_JOURNALED_SPIDER_RUN = """
-INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, exit_code,
-                         finish_reason, items_scraped, error_count, message, stats, pid)
-VALUES (%(run_id)s, %(spider)s, %(status)s, %(failure)s, %(started_at)s, %(finished_at)s, %(exit_code)s,
-        %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s, %(stats)s, %(pid)s)
+INSERT INTO spider_runs (run_id, job, spider, args, settings, status, failure, started_at, finished_at,
+                         exit_code, finish_reason, items_scraped, error_count, message, stats, pid)
+VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, %(status)s, %(failure)s, %(started_at)s,
+        %(finished_at)s, %(exit_code)s, %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s,
+        %(stats)s, %(pid)s)
 """
 
 # run-now: requests from `python -m daemon run-now`, taken by the lock holder.
@@ -125,6 +145,50 @@ TAKE_RUN_REQUESTS = """
 UPDATE run_requests SET taken_at = %(now)s
  WHERE taken_at IS NULL
 RETURNING id, spiders
+"""
+
+# Jobs: what the lock holder runs, published for the commands (sql/012_jobs.sql), rewritten whole.
+DELETE_JOBS = "DELETE FROM jobs"
+INSERT_JOBS = """
+INSERT INTO jobs (name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors,
+                  min_items, jitter_s, paused)
+SELECT name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items,
+       jitter_s, paused
+  FROM json_to_recordset(%(jobs)s::json) AS j (name text, position int, spider text, args json,
+       settings json, every_s float8, timeout_s float8, retry_delay_s float8, max_errors int, min_items int,
+       jitter_s float8, paused boolean)
+"""
+# `spiders` NULL keeps the list (and when it was listed) stored before.
+PUBLISH_JOBS_SOURCE = """
+INSERT INTO jobs_source (singleton, path, loaded_at, error, spiders, listed_at, published_by)
+VALUES (true, %(path)s, %(now)s, %(error)s, %(spiders)s, CASE WHEN %(spiders)s IS NULL THEN NULL ELSE %(now)s END,
+        %(owner)s)
+ON CONFLICT (singleton) DO UPDATE
+   SET path = EXCLUDED.path, loaded_at = EXCLUDED.loaded_at, error = EXCLUDED.error,
+       spiders = COALESCE(EXCLUDED.spiders, jobs_source.spiders),
+       listed_at = CASE WHEN EXCLUDED.spiders IS NULL THEN jobs_source.listed_at ELSE EXCLUDED.listed_at END,
+       published_by = EXCLUDED.published_by
+"""
+PUBLISHED_JOBS = """
+SELECT name, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items, jitter_s, paused
+  FROM jobs ORDER BY position
+"""
+JOBS_SOURCE = "SELECT path, loaded_at, error, spiders, listed_at FROM jobs_source"
+
+# pause / resume / cancel: kept here for every daemon; each NOTIFYs the channel the lock holder
+# listens on (the payload only says what changed), so it hears them within a second.
+NOTIFY_JOBS_CHANGED = "SELECT pg_notify('scheduler_run_now', %(what)s)"
+PAUSE_JOB = """
+INSERT INTO job_pauses (job, paused_at, until) VALUES (%(job)s, %(now)s, %(until)s)
+ON CONFLICT (job) DO UPDATE SET paused_at = EXCLUDED.paused_at, until = EXCLUDED.until
+"""
+RESUME_JOB = "DELETE FROM job_pauses WHERE job = %(job)s"
+PAUSES = "SELECT job, until FROM job_pauses WHERE until IS NULL OR until > %(now)s"
+INSERT_CANCEL_REQUESTS = "INSERT INTO cancel_requests (job) SELECT unnest(%(jobs)s::text[])"
+TAKE_CANCEL_REQUESTS = """
+WITH taken AS (
+    UPDATE cancel_requests SET taken_at = %(now)s WHERE taken_at IS NULL RETURNING id, job)
+SELECT job FROM taken GROUP BY job ORDER BY min(id)
 """
 
 # status: what `python -m daemon status` shows.
@@ -141,6 +205,13 @@ SELECT DISTINCT ON (s.spider) s.spider, r.started_at, r.finished_at, r.status, r
   FROM unnest(%(spiders)s::text[]) AS s (spider)
   LEFT JOIN LATERAL (SELECT * FROM spider_runs x WHERE x.spider >= s.spider AND x.spider <= s.spider
                       ORDER BY x.spider, x.id DESC LIMIT 1) r ON true  -- the range: see SPIDER_HISTORY
+"""
+LATEST_JOB_RUNS = """
+SELECT j.job, r.started_at, r.finished_at, r.status, r.failure, r.items_scraped, r.message
+  FROM unnest(%(jobs)s::text[]) WITH ORDINALITY AS j (job, position)
+  LEFT JOIN LATERAL (SELECT * FROM spider_runs x WHERE x.job >= j.job AND x.job <= j.job
+                      ORDER BY x.job, x.id DESC LIMIT 1) r ON true  -- the range: see SPIDER_HISTORY
+ ORDER BY j.position
 """
 LATEST_RUN = """
 SELECT id, last_run_at, finished_at, status, spider_count, error FROM scheduler_state ORDER BY id DESC LIMIT 1
@@ -161,9 +232,10 @@ gone_spiders AS (DELETE FROM spider_runs WHERE run_id IN (SELECT id FROM doomed)
 gone_runs AS (DELETE FROM scheduler_state WHERE id IN (SELECT id FROM doomed) RETURNING 1)
 SELECT (SELECT count(*) FROM gone_runs), (SELECT count(*) FROM gone_spiders)
 """
-# history_retention also keeps the jobs' own records and the taken run-now requests in bounds.
+# history_retention also keeps the jobs' own records and the taken run-now and cancel requests in bounds.
 DELETE_OLD_JOB_RUNS = "DELETE FROM job_runs WHERE started_at < %(cutoff)s"
 DELETE_OLD_RUN_REQUESTS = "DELETE FROM run_requests WHERE taken_at < %(cutoff)s"
+DELETE_OLD_CANCEL_REQUESTS = "DELETE FROM cancel_requests WHERE taken_at < %(cutoff)s"
 LAST_SUCCESSES = """
 SELECT s.spider, ok.started_at
   FROM unnest(%(spiders)s::text[]) WITH ORDINALITY AS s (spider, position)

@@ -6,16 +6,18 @@ once, whoever gets there first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg2.extensions
 
 from daemon import queries
 from daemon.decision import SpiderHistory
+from daemon.jobfile import Job
 
 STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"
 JOURNAL_CUT_MESSAGE = "the daemon stopped during a run made while PostgreSQL was unreachable"
@@ -82,9 +84,10 @@ class Store:
             runs = [r[0] for r in cur.fetchall()]
         return runs, spiders
 
-    def histories(self, spiders: Sequence[str]) -> list[SpiderHistory]:
+    def histories(self, jobs: Sequence[str]) -> list[SpiderHistory]:
+        """Each job's history, in the order asked (the first field holds the job's name)."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.SPIDER_HISTORY, {"spiders": list(spiders)})
+            cur.execute(queries.JOB_HISTORY, {"jobs": list(jobs)})
             return [SpiderHistory(r[0], r[1], int(r[2]), r[3]) for r in cur.fetchall()]
 
     def start_run(self, now: datetime, spider_count: int, owner: str) -> int:
@@ -104,8 +107,22 @@ class Store:
         params = {"run_id": run_id, "now": now, "status": "completed" if ok else "failed", "error": error}
         return self._count(queries.FINISH_RUN, params) == 1
 
-    def start_spider(self, run_id: int, spider: str, now: datetime) -> int:
-        return int(self._one(queries.INSERT_SPIDER_RUN, {"run_id": run_id, "spider": spider, "now": now}))
+    def start_spider(
+        self,
+        run_id: int,
+        spider: str,
+        now: datetime,
+        *,
+        job: str | None = None,
+        args: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        settings: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> int:
+        """A crawl of `job` (default: the job named after `spider`) with the arguments and settings
+        it runs with, recorded as running."""
+        return int(self._one(queries.INSERT_SPIDER_RUN, {
+            "run_id": run_id, "job": job or spider, "spider": spider, "now": now,
+            "args": _json_object(args), "settings": _json_object(settings),
+        }))  # fmt: skip
 
     def set_spider_pid(self, spider_run_id: int, pid: int) -> None:
         self._count(queries.SET_SPIDER_RUN_PID, {"id": spider_run_id, "pid": pid})
@@ -137,6 +154,76 @@ class Store:
             cur.execute(queries.TAKE_RUN_REQUESTS, {"now": now})
             return [(r[0], r[1]) for r in cur.fetchall()]
 
+    # jobs: published by the lock holder, read by the commands
+    def publish_jobs(self, jobs: Sequence[Job], *, path: str | None, error: str | None,
+                     spiders: Sequence[str] | None, now: datetime, owner: str) -> None:  # fmt: skip
+        """Replace the published jobs and their source in one transaction (`spiders` None: keep the
+        stored list of the project's spiders)."""
+        rows = [{
+            "name": job.name, "position": position, "spider": job.spider,
+            "args": dict(job.args), "settings": dict(job.settings),
+            "every_s": job.every.total_seconds(), "timeout_s": job.timeout.total_seconds(),
+            "retry_delay_s": job.retry_delay.total_seconds(), "max_errors": job.max_errors,
+            "min_items": job.min_items, "jitter_s": job.jitter.total_seconds(), "paused": job.paused,
+        } for position, job in enumerate(jobs)]  # fmt: skip
+        source = {"path": path, "error": error, "spiders": None if spiders is None else list(spiders),
+                  "now": now, "owner": owner}  # fmt: skip
+        with self._transaction() as cur:
+            cur.execute(queries.DELETE_JOBS)
+            cur.execute(queries.INSERT_JOBS, {"jobs": json.dumps(rows)})
+            cur.execute(queries.PUBLISH_JOBS_SOURCE, source)
+
+    def published_jobs(self) -> list[Job]:
+        """The published jobs, in the file's order."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.PUBLISHED_JOBS)
+            return [
+                Job(name=name, spider=spider, args=tuple(args.items()), settings=tuple(settings.items()),
+                    every=timedelta(seconds=every), timeout=timedelta(seconds=timeout),
+                    retry_delay=timedelta(seconds=retry_delay), max_errors=max_errors, min_items=min_items,
+                    jitter=timedelta(seconds=jitter), paused=paused)
+                for name, spider, args, settings, every, timeout, retry_delay, max_errors, min_items, jitter, paused
+                in cur.fetchall()
+            ]  # fmt: skip
+
+    def jobs_source(self) -> tuple[str | None, datetime | None, str | None, list[str] | None, datetime | None] | None:
+        """(path, loaded_at, error, spiders, listed_at) of the published jobs; None: never published."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.JOBS_SOURCE)
+            row = cur.fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    def pause(self, job: str, until: datetime | None, now: datetime) -> None:
+        """Pause `job` until `until` (None: until resumed), for every daemon."""
+        self._count(queries.PAUSE_JOB, {"job": job, "until": until, "now": now})
+        self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "pause"})
+
+    def resume(self, job: str) -> bool:
+        """End `job`'s pause; False when it had none."""
+        resumed = self._count(queries.RESUME_JOB, {"job": job}) == 1
+        if resumed:
+            self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "resume"})
+        return resumed
+
+    def pauses(self, now: datetime) -> dict[str, datetime | None]:
+        """job -> until when it is paused (None: until resumed); pauses over by `now` are left out."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.PAUSES, {"now": now})
+            return dict(cur.fetchall())
+
+    def request_cancel(self, jobs: Sequence[str]) -> int:
+        """Ask the lock holder to stop these jobs' running crawls; returns how many were asked for."""
+        queued = self._count(queries.INSERT_CANCEL_REQUESTS, {"jobs": list(jobs)})
+        if queued:
+            self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "cancel"})
+        return queued
+
+    def take_cancels(self, now: datetime) -> list[str]:
+        """The jobs asked to be cancelled since the last take, each once, oldest request first."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.TAKE_CANCEL_REQUESTS, {"now": now})
+            return [r[0] for r in cur.fetchall()]
+
     # status
     def known_spiders(self) -> list[str]:
         with self.conn.cursor() as cur:
@@ -146,6 +233,13 @@ class Store:
     def latest_spider_runs(self, spiders: Sequence[str]) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
             cur.execute(queries.LATEST_SPIDER_RUNS, {"spiders": list(spiders)})
+            return cur.fetchall()
+
+    def latest_job_runs(self, jobs: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Each job's newest crawl, in the order asked: (job, started_at, finished_at, status,
+        failure, items_scraped, message), all None after the job's name when it never ran."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LATEST_JOB_RUNS, {"jobs": list(jobs)})
             return cur.fetchall()
 
     def latest_run(self) -> tuple[Any, ...] | None:
@@ -173,9 +267,10 @@ class Store:
         return int(runs), int(spider_runs)
 
     def delete_old_bookkeeping(self, cutoff: datetime) -> tuple[int, int]:
-        """Job runs and taken run-now requests older than `cutoff`: (job runs, requests) deleted."""
+        """Job runs, and run-now and cancel requests taken before `cutoff`: (job runs, requests) deleted."""
         return (self._count(queries.DELETE_OLD_JOB_RUNS, {"cutoff": cutoff}),
-                self._count(queries.DELETE_OLD_RUN_REQUESTS, {"cutoff": cutoff}))  # fmt: skip
+                self._count(queries.DELETE_OLD_RUN_REQUESTS, {"cutoff": cutoff})
+                + self._count(queries.DELETE_OLD_CANCEL_REQUESTS, {"cutoff": cutoff}))  # fmt: skip
 
     def last_successes(self, spiders: Sequence[str]) -> list[tuple[str, datetime | None]]:
         with self.conn.cursor() as cur:
@@ -198,6 +293,19 @@ class Store:
             cur.execute(queries.HTTPCACHE_COUNTS, {"latest": latest})
             hits, misses = cur.fetchone()
         return int(hits), int(misses)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        self.conn.autocommit = False
+        try:
+            with self.conn.cursor() as cur:
+                yield cur
+            self.conn.commit()
+        except Exception:
+            self.conn.rollback()
+            raise
+        finally:
+            self.conn.autocommit = True
 
     def replay(self, runs: list[dict[str, Any]], finishes: list[dict[str, Any]]) -> int:
         """Write the journal in one transaction; return how many records were new (0 on a re-replay).
@@ -245,12 +353,14 @@ class Store:
                             **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
                                                       "finish_reason", "items_scraped", "error_count", "message",
                                                       "pid")},
+                            **_job_of(sp),
                             "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
                             "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                         })  # fmt: skip
                     for cut in run.get("cut", []):
                         cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
                             **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats")),
+                            **_job_of(cut),
                             "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
                             "started_at": cut["started_at"], "finished_at": finished_at,
                             "message": JOURNAL_CUT_MESSAGE, "pid": cut["pid"],
@@ -262,3 +372,15 @@ class Store:
         finally:
             self.conn.autocommit = True
         return written
+
+
+def _json_object(pairs: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> str | None:
+    """A job's arguments or settings as the JSON object recorded with its crawl (None: not known)."""
+    return None if pairs is None else json.dumps(dict(pairs))
+
+
+def _job_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A journaled crawl's job, arguments and settings; a record written before jobs existed was a
+    crawl of the job named after its spider, with neither."""
+    return {"job": record.get("job") or record["spider"], "args": _json_object(record.get("args")),
+            "settings": _json_object(record.get("settings"))}  # fmt: skip

@@ -63,3 +63,32 @@ def test_the_daemons_connections_never_jit_compile_its_small_queries(base_env):
         assert rows(conn, "SHOW jit") == [("off",)]
     finally:
         conn.close()
+
+
+JOBS = [f"j{n:02d}" for n in range(20)]
+
+
+@pytest.mark.parametrize("name", ["JOB_HISTORY", "LATEST_JOB_RUNS"])
+def test_a_jobs_newest_row_is_found_through_a_job_index_never_by_walking_the_table(db, name):
+    # The layout above, per job: 20 jobs of two spiders take turns, then only j00 and j01 run.
+    rows(db, "ALTER TABLE spider_runs DROP CONSTRAINT spider_runs_run_id_fkey")
+    rows(db, "INSERT INTO spider_runs (run_id, job, spider, status, started_at, finished_at) "
+             "SELECT n, 'j' || lpad((n %% CASE WHEN n <= 18000 THEN 20 ELSE 2 END)::text, 2, '0'), "
+             "'s' || (n %% 2)::text, 'completed', now(), now() FROM generate_series(1, 20000) AS n")  # fmt: skip
+    rows(db, "ANALYZE spider_runs")
+    scans = _scans(db, getattr(queries, name), {"jobs": [*JOBS, "never_ran"]})
+    assert any(index and index.startswith("spider_runs_job_") for _, index in scans), scans
+    assert not [s for s in scans if s[0] == "Seq Scan" or s[1] == "spider_runs_pkey"], scans
+
+
+def test_a_jobs_failures_since_its_last_success_are_counted_through_their_own_index(db):
+    rows(db, "ALTER TABLE spider_runs DROP CONSTRAINT spider_runs_run_id_fkey")
+    rows(db, "INSERT INTO spider_runs (run_id, job, spider, status, failure, started_at, finished_at) "
+             "SELECT n, 'j' || lpad((n %% 20)::text, 2, '0'), 's' || (n %% 2)::text, "
+             "CASE WHEN n %% 10 = 0 THEN 'failed' ELSE 'completed' END, "
+             "(ARRAY[NULL, 'error', 'timeout', 'too_few_items', 'cancelled'])[CASE WHEN n %% 10 = 0 THEN 2 + n %% 4 "
+             "ELSE 1 END], now(), now() FROM generate_series(1, 20000) AS n")  # fmt: skip
+    rows(db, "ANALYZE spider_runs")
+    scans = _scans(db, queries.JOB_HISTORY, {"jobs": JOBS})
+    assert any(index == "spider_runs_job_success" for _, index in scans), scans
+    assert any(index == "spider_runs_job_failures" for _, index in scans), scans
