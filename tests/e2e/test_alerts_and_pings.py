@@ -243,3 +243,77 @@ def test_a_daemon_that_gives_way_mid_run_pings_fail_for_the_run_it_started(base_
     for d in (a, b):
         d.signal(signal.SIGTERM)
         assert d.wait(timeout=30) == 0
+
+
+def _senders() -> dict[int, str]:
+    """This process's notification senders still running: pid -> command line."""
+    import os
+    from pathlib import Path
+
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue  # not a process, or gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and "notify_send.py" in cmdline:
+            found[int(proc.name)] = cmdline
+    return found
+
+
+def test_a_notification_url_reaches_its_sender_process_never_through_its_command_line():
+    from pathlib import Path
+
+    from daemon.config import Secret
+    from daemon.notify import Notifier
+
+    hold = threading.Event()
+    slow = Receiver(hold=hold)  # holds the request: the sender is caught while it runs
+    stop = threading.Event()
+    try:
+        notifier = Notifier(Secret(""), Secret(f"{slow.url}/ping/uuid-S3CR3T"), stop)
+        notifier.ping("/start")
+        wait_for(lambda: slow.paths() == ["/ping/uuid-S3CR3T/start"], timeout=30, what="the ping arriving")
+        senders = wait_for(_senders, timeout=10, what="the sender process")
+        assert all("S3CR3T" not in line and "127.0.0.1" not in line for line in senders.values()), senders
+        everyone = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
+        assert not [line for line in everyone if b"S3CR3T" in line]
+    finally:
+        stop.set()
+        hold.set()
+        slow.server.shutdown()
+
+
+def test_a_send_still_going_when_the_flush_ends_is_cut_so_no_sender_outlives_the_daemon(monkeypatch):
+    from structlog.testing import capture_logs
+
+    from daemon import notify
+    from daemon.config import Secret
+    from daemon.notify import Notifier
+
+    # A sender left alone would wait for the stuck receiver far longer than this test waits for it.
+    monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 600.0)
+    monkeypatch.setattr(notify, "DEADLINE_SECONDS", 600.0)
+    hold = threading.Event()
+    slow = Receiver(hold=hold)
+    stop = threading.Event()
+    try:
+        with capture_logs() as logs:
+            notifier = Notifier(Secret(f"{slow.url}/hooks/T0K3N"), Secret(f"{slow.url}/ping/uuid-1"), stop)
+            notifier.ping("/fail")
+            notifier.alert("spider_failed", "boom failed")  # queued behind the stuck ping: never sent
+            wait_for(lambda: slow.paths() == ["/ping/uuid-1/fail"], timeout=30, what="the ping arriving")
+            wait_for(_senders, timeout=10, what="the sender process")
+            stop.set()
+            notifier.flush(0.5)
+            wait_for(lambda: not _senders(), timeout=10, what="the sender cut")
+            notifier.thread.join(10)
+        assert not notifier.thread.is_alive()
+        assert slow.paths() == ["/ping/uuid-1/fail"]
+        assert [(e["event"], e.get("error")) for e in logs if e["event"].startswith("notification")] == [
+            ("notification_failed", "cut at shutdown"), ("notification_given_up", None)]  # fmt: skip
+    finally:
+        hold.set()
+        slow.server.shutdown()

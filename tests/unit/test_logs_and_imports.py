@@ -88,3 +88,47 @@ def test_ssl_hidden_while_the_daemon_loads_is_still_there_for_https_webhooks():
     code = "import sys, daemon.__main__, daemon.scheduler; import ssl, urllib.request; print(ssl.OPENSSL_VERSION)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("OpenSSL")
+
+
+def test_a_daemon_that_pings_and_alerts_over_http_and_https_never_loads_the_http_or_tls_stack(tmp_path):
+    # Issue "Memory with notifications on": urllib, http.client (with email) and ssl cost a pinging
+    # daemon 7-8 MiB for good; each notification is sent by a short-lived child process instead.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.conftest import free_port
+
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ping = f"http://127.0.0.1:{server.server_address[1]}/ping/uuid-1"
+    hook = f"https://127.0.0.1:{free_port()}/hooks/T0K3N"  # nothing listens: tried once, over TLS
+    code = (
+        "import sys, threading, daemon.__main__, daemon.scheduler;"
+        "from daemon.config import Settings; from daemon.notify import Notifier;"
+        f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
+        f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}, 'HEALTHCHECK_PING_URL': {ping!r},"
+        f" 'ALERT_WEBHOOK_URL': {hook!r}}});"
+        "stop = threading.Event(); n = Notifier(s.alert_webhook_url, s.healthcheck_ping_url, stop);"
+        "n.ping('/start'); n.alert('overdue', 'a is overdue'); stop.set(); n.flush(60);"
+        "print(sorted(m for m in ('http.client', 'urllib.request', 'email', 'ssl', '_ssl')"
+        " if sys.modules.get(m) is not None))"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert received == ["/ping/uuid-1/start"]
+    assert "notification_given_up" in done.stdout  # the https webhook was tried
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
