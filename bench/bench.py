@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -316,28 +316,64 @@ def after_clock_jump(world: World, reps: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- 3. idle cost
+class PingReceiver:
+    """A healthchecks-style receiver on 127.0.0.1: records the path of every POST, answers 200."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                paths.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 def idle_cost(world: World, seconds: int) -> dict[str, Any]:
-    """The daemon asleep between runs: resident memory, CPU per hour, statements per minute."""
+    """The daemon asleep between runs: resident memory, CPU per hour, statements per minute. Side
+    by side, a second daemon with a ping URL (a local receiver) asleep after one run and its pings."""
     db = world.database()
     conn = world.pg.connect(db)
     insert_completed(conn, ["bench_000"], datetime.now(timezone.utc) - timedelta(minutes=1))
     rows(conn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     env = world.env(db, SCHEDULER_SPIDERS="bench_000")  # the defaults: 4 h interval, 30 s tick
     logfile = world.workdir / "idle.log"
+    receiver = PingReceiver()
+    pinging_env = world.env(world.database(), SCHEDULER_SPIDERS="bench_000",
+                            HEALTHCHECK_PING_URL=f"{receiver.url}/ping/bench")  # fmt: skip
+    pinging_log = world.workdir / "idle-pings.log"
     ticks = os.sysconf("SC_CLK_TCK")
-    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
-        wait_event(logfile, "run_not_due", 60, proc)
-        time.sleep(5)  # start-up is not idling
-        rows(conn, "SELECT pg_stat_statements_reset()")
-        cpu0, t0 = _cpu_ticks(proc.pid), time.monotonic()
-        time.sleep(seconds)
-        cpu1, t1 = _cpu_ticks(proc.pid), time.monotonic()
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        statements = rows(conn, "SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
-                                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                                "AND query NOT LIKE %(mine)s", {"mine": "%pg_stat_statements%"})[0][0]  # fmt: skip
+    try:
+        with process([PYTHON, "-m", "daemon"], env, logfile) as proc, \
+                process([PYTHON, "-m", "daemon"], pinging_env, pinging_log) as pinging:  # fmt: skip
+            wait_event(logfile, "run_not_due", 60, proc)
+            wait_event(pinging_log, "run_completed", 120, pinging)  # no history: it runs once
+            wait_for(lambda: "/ping/bench" in receiver.paths, timeout=60, what="the success ping")
+            time.sleep(5)  # start-up is not idling
+            rows(conn, "SELECT pg_stat_statements_reset()")
+            cpu0, t0 = _cpu_ticks(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            cpu1, t1 = _cpu_ticks(proc.pid), time.monotonic()
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            pinging_status = Path(f"/proc/{pinging.pid}/status").read_text()
+            statements = rows(conn, "SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
+                                    "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                                    "AND query NOT LIKE %(mine)s", {"mine": "%pg_stat_statements%"})[0][0]  # fmt: skip
+    finally:
+        receiver.server.shutdown()
     conn.close()
-    field = lambda name: int(re.search(rf"^{name}:\s+(\d+) kB", status, re.M).group(1)) / 1024  # noqa: E731
+    def field(name: str, text: str = status) -> float:
+        return int(re.search(rf"^{name}:\s+(\d+) kB", text, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
     minutes = (t1 - t0) / 60
     return {
         "seconds": round(t1 - t0, 1),
@@ -348,6 +384,12 @@ def idle_cost(world: World, seconds: int) -> dict[str, Any]:
         "cpu_s_per_hour": round((cpu1 - cpu0) / ticks / (t1 - t0) * 3600, 3),
         "db_statements_per_minute": round(float(statements) / minutes, 2),
         "bare_interpreter_with_named_libraries_mib": _bare_rss(),
+        "with_pings": {
+            "pings_received": list(receiver.paths),
+            "rss_mib": round(field("VmRSS", pinging_status), 1),
+            "rss_anon_mib": round(field("RssAnon", pinging_status), 1),
+            "rss_file_mib": round(field("RssFile", pinging_status), 1),
+        },
     }
 
 
@@ -523,6 +565,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     i = results.get("idle", {})
     if i:
         row("idle: resident memory (RSS)", i["rss_mib"], "MiB", 30.0)
+        row("idle with pings: resident memory (RSS), after one run", i["with_pings"]["rss_mib"], "MiB", 30.0)
         row("idle: CPU per hour", i["cpu_s_per_hour"], "s/h", 2.0)
         row("idle: database statements per minute", i["db_statements_per_minute"], "/min", 2.0)
     o = results.get("overhead", {})
