@@ -1,8 +1,9 @@
 """The one boundary: parse the command line, build the settings, run a command, and turn every
 exception into a one-line message and an exit code.
 
-Exit codes: 0 done; 1 unexpected error; 2 invalid setting; 3 PostgreSQL unreachable;
-4 migration failed; 5 the Scrapy project's spiders could not be listed.
+Exit codes: 0 done; 1 unexpected error; 2 invalid setting (or jobs file, or a command's argument:
+an unknown job, a paused one to run); 3 PostgreSQL unreachable; 4 migration failed; 5 the Scrapy
+project's spiders could not be listed.
 """
 
 from __future__ import annotations
@@ -82,47 +83,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import db, status
-    from daemon.clock import SystemClock
-    from daemon.store import Store
+def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """A command of daemon/commands.py (status, run-now, pause, resume, cancel), imported when it runs."""
 
-    from daemon.errors import SpiderDiscoveryError
-    from daemon.spiders import list_spiders
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        from daemon import commands
 
-    # The spiders the daemon runs: SCHEDULER_SPIDERS, or every spider of the project, so one that
-    # never ran shows up too. When `scrapy list` fails here, those with history stand in.
-    spiders: list[str] = list(settings.spiders)
-    if not spiders:
-        try:
-            spiders = sorted(list_spiders(settings))
-        except SpiderDiscoveryError:
-            spiders = []
-    store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
-    try:
-        print(status.render(status.gather(store, settings, SystemClock().now(), spiders), args.json))
-    finally:
-        store.close()
-    return 0
+        return int(getattr(commands, name)(settings, args))
 
-
-def cmd_run_now(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import db
-    from daemon.errors import ConfigError
-    from daemon.spiders import list_spiders, resolve_spiders
-    from daemon.store import Store
-
-    known = resolve_spiders(settings, list_spiders(settings))
-    unknown = [name for name in args.spiders if name not in known]
-    if unknown:
-        raise ConfigError([f"run-now: no spider named {', '.join(unknown)} (known: {', '.join(known)})"])
-    store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
-    try:
-        request_id = store.request_run(list(args.spiders) or None)
-    finally:
-        store.close()
-    print(f"run requested (request {request_id}): {', '.join(args.spiders) or 'all spiders'}")
-    return 0
+    return run
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,8 +126,13 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "migrate": (cmd_migrate, "apply pending sql/NNN_*.sql migrations, each once, then exit"),
     "wait-db": (cmd_wait_db, "wait until PostgreSQL accepts connections (DB_WAIT_TIMEOUT_SECONDS)"),
     "healthcheck": (cmd_healthcheck, "exit 0 while the loop's heartbeat is fresh, 1 when it is stale"),
-    "status": (cmd_status, "show each job and spider: last run, status, items, next due, running now"),
-    "run-now": (cmd_run_now, "ask the running daemon to run these spiders (or all) now"),
+    "status": (_command("status"), "show each job: spider, args, every, last run, status, items, next due, "
+               "paused, running"),
+    "run-now": (_command("run_now"), "ask the running daemon to run these jobs (a spider's name: all its jobs; "
+                "none: every job) now"),
+    "pause": (_command("pause"), "pause jobs, for every daemon and across restarts (--for DURATION, or until resumed)"),
+    "resume": (_command("resume"), "resume paused jobs"),
+    "cancel": (_command("cancel"), "stop the running crawl of these jobs (recorded failed: cancelled)"),
 }
 
 
@@ -170,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parsers = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in COMMANDS.items()}
-    parsers["status"].add_argument("--json", action="store_true", help="machine-readable output")
-    parsers["run-now"].add_argument("spiders", nargs="*", metavar="SPIDER", help="spiders to run (default: all)")
+    from daemon.commands import add_arguments
+
+    add_arguments(parsers)
     return parser
 
 

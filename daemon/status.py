@@ -1,42 +1,70 @@
-"""`python -m daemon status`: like `systemctl list-timers`, read from PostgreSQL, so it works from
-any shell (`docker-compose exec scheduler python -m daemon status`) while the daemon runs."""
+"""`python -m daemon status`: one line per job, like `systemctl list-timers`, read from PostgreSQL,
+so it works from any shell (`docker-compose exec scheduler python -m daemon status`) while the
+daemon runs. The jobs are those the lock holder published; when each is due is decided by the
+daemon's own decision code from the job's history, cadence and pause, never re-derived here."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.config import Settings
-from daemon.decision import decide
+from daemon.decision import Cadence, decide_jobs
+from daemon.jobfile import Job, format_duration
 from daemon.store import Store
 
+ARGS_SHOWN = 30  # characters of a job's arguments in the table (--json has them whole)
 
-def gather(store: Store, settings: Settings, now: datetime, spiders: Sequence[str] = ()) -> dict[str, Any]:
-    names = list(spiders) or list(settings.spiders) or store.known_spiders()
-    plan = decide(store.histories(names), now, settings.interval, settings.retry_delay) if names else None
-    due_at = {p.spider: (p.due_at or now) for p in plan.spiders} if plan else {}
-    latest = store.latest_spider_runs(names) if names else []
-    run = store.latest_run()
+
+def cadence(job: Job, pauses: Mapping[str, datetime | None]) -> Cadence:
+    """A published job's cadence: its interval and retry delay, paused by the file (until it is
+    edited) or by `pause JOB` (until its time, or until resumed)."""
+    if job.paused:
+        return Cadence(job.every, job.retry_delay, paused=True)
+    if job.name in pauses:
+        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name])
+    return Cadence(job.every, job.retry_delay)
+
+
+def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
+           source: tuple[Any, ...] | None, published: bool) -> dict[str, Any]:  # fmt: skip
+    """The report: `jobs` as published (`published` False: the stand-in when nothing was), and
+    `source` as Store.jobs_source gives it."""
+    names = [job.name for job in jobs]
+    pauses = store.pauses(now)
+    cadences = {job.name: cadence(job, pauses) for job in jobs}
+    plan = decide_jobs(store.histories(names), now, cadences, Cadence(settings.interval, settings.retry_delay))
+    plans = {p.spider: p for p in plan.spiders}
+    latest = {row[0]: row for row in store.latest_job_runs(names)} if names else {}
     rows = []
-    for spider, started, finished, status, failure, items, message in latest:
+    for job in jobs:
+        _, started, finished, status, failure, items, message = latest.get(job.name, (job.name,) + (None,) * 6)
+        p, c = plans[job.name], cadences[job.name]
         rows.append({
-            "spider": spider, "last_run": _iso(started, settings), "last_finished": _iso(finished, settings),
+            "job": job.name, "spider": job.spider, "args": dict(job.args), "settings": dict(job.settings),
+            "every": format_duration(job.every), "every_s": job.every.total_seconds(),
+            "last_run": _iso(started, settings), "last_finished": _iso(finished, settings),
             "last_status": status, "failure": failure, "items": items, "message": message,
-            "next_due": _iso(max(due_at[spider], now), settings), "running": status == "running",
+            "next_due": None if p.paused and p.due_at is None else _iso(max(p.due_at or now, now), settings),
+            "paused": c.paused, "paused_until": _iso(c.paused_until, settings),
+            "paused_by": ("file" if job.paused else "command") if c.paused else None,
+            "running": status == "running",
         })  # fmt: skip
-    next_due = min(due_at.values(), default=None)
-    job = {
-        "id": "spiders",
+    run = store.latest_run()
+    waiting = [p.due_at or now for p in plan.spiders if not (p.paused and p.due_at is None)]
+    runs = {
+        "id": "spiders",  # the runs of jobs (scheduler_state), named before jobs existed
         "last_run": _iso(run[1], settings) if run else None,
         "last_status": run[3] if run else None,
         "spiders": run[4] if run else None,
-        "next_due": _iso(max(next_due, now), settings) if next_due else None,
+        "next_due": _iso(max(min(waiting), now), settings) if waiting else None,
         "running": bool(run and run[3] == "running"),
         "pending_requests": store.pending_requests(),
     }
-    jobs = [job]
+    timers = [runs]
     last_jobs = dict(store.last_job_runs_detail())
     housekeeping = (
         ("history_retention", timedelta(days=1)),
@@ -45,11 +73,22 @@ def gather(store: Store, settings: Settings, now: datetime, spiders: Sequence[st
     )
     for name, every in housekeeping:
         started, status = last_jobs.get(name, (None, None))
-        jobs.append({
+        timers.append({
             "id": name, "last_run": _iso(started, settings), "last_status": status,
             "next_due": _iso(max(started + every, now) if started else now, settings), "running": False,
         })  # fmt: skip
-    return {"now": _iso(now, settings), "is_running": job["running"], "jobs": jobs, "spiders": rows}
+    path, loaded_at, error, spiders, listed_at = source or (None,) * 5
+    return {
+        "now": _iso(now, settings),
+        "timezone": str(settings.timezone),
+        "is_running": runs["running"],
+        "source": {
+            "published": published, "path": path, "loaded_at": _iso(loaded_at, settings), "error": error,
+            "spiders": spiders, "listed_at": _iso(listed_at, settings),
+        },  # fmt: skip
+        "jobs": timers,  # the runs and the housekeeping timers ("jobs" before jobs of spiders existed)
+        "spiders": rows,  # one entry per job of spiders
+    }
 
 
 def _iso(moment: datetime | None, settings: Settings) -> str | None:
@@ -59,18 +98,67 @@ def _iso(moment: datetime | None, settings: Settings) -> str | None:
 def render(report: dict[str, Any], as_json: bool) -> str:
     if as_json:
         return json.dumps(report, indent=2)
-    header = ("JOB / SPIDER", "LAST RUN", "STATUS", "ITEMS", "NEXT DUE", "RUNNING")
-    lines: list[tuple[str, ...]] = [header]
-    for job in report["jobs"]:
-        lines.append((job["id"], job["last_run"] or "never", job["last_status"] or "-", "-",
-                      job["next_due"] or "-", "yes" if job["running"] else "no"))  # fmt: skip
+    text: list[str] = []
+    source = report["source"]
+    if source["error"]:
+        text.append("JOBS FILE ERROR: the daemon keeps running its last good jobs (below) until the file is fixed:")
+        text += [f"  {line}" for line in source["error"].splitlines()]
+    header = ("JOB / SPIDER", "ARGS", "EVERY", "LAST RUN", "STATUS", "ITEMS", "NEXT DUE", "PAUSED", "RUNNING")
+    jobs = [header]
     for row in report["spiders"]:
         status = row["last_status"] or "-"
         if row["failure"]:
             status = f"{status} ({row['failure']})"
-        items = "-" if row["items"] is None else str(row["items"])
-        lines.append((f"  {row['spider']}", row["last_run"] or "never", status, items, row["next_due"] or "-",
-                      "yes" if row["running"] else "no"))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    return "\n".join(text + [f"(now {report['now']})"])
+        name = row["job"] if row["job"] == row["spider"] else f"{row['job']} / {row['spider']}"
+        jobs.append((
+            _printable(name), _short_args(row["args"]), row["every"], _short(row["last_run"]) or "never", status,
+            "-" if row["items"] is None else str(row["items"]), _short(row["next_due"]) or "-", _paused(row),
+            "yes" if row["running"] else "no",
+        ))  # fmt: skip
+    text += _table(jobs)
+    timers = [("TIMER", "LAST RUN", "STATUS", "NEXT DUE", "RUNNING")]
+    for timer in report["jobs"]:
+        name = "runs" if timer["id"] == "spiders" else timer["id"]
+        timers.append((name, _short(timer["last_run"]) or "never", timer["last_status"] or "-",
+                       _short(timer["next_due"]) or "-", "yes" if timer["running"] else "no"))  # fmt: skip
+    text += [""] + _table(timers)
+    pending = report["jobs"][0].get("pending_requests")
+    if pending:
+        text.append(f"({pending} run-now request(s) waiting for the daemon)")
+    text.append(f"(now {_short(report['now'])}, times in {report['timezone']}; {_source(source)})")
+    return "\n".join(text)
+
+
+def _table(lines: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+
+
+def _short(iso: str | None) -> str | None:
+    """"2026-05-01T14:03:09-05:00" as the table shows it: "2026-05-01 14:03" (the zone is in the footer)."""
+    return iso[:16].replace("T", " ") if iso else None
+
+
+def _paused(row: dict[str, Any]) -> str:
+    if not row["paused"]:
+        return "no"
+    if row["paused_by"] == "file":
+        return "in the file"
+    return f"until {_short(row['paused_until'])}" if row["paused_until"] else "until resumed"
+
+
+def _short_args(args: dict[str, str]) -> str:
+    shown = _printable(" ".join(f"{k}={v}" for k, v in args.items())) or "-"
+    return shown if len(shown) <= ARGS_SHOWN else shown[: ARGS_SHOWN - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    """A value as one table cell: control characters (a newline in an argument) as escapes."""
+    return "".join(c if unicodedata.category(c)[0] != "C" else repr(c)[1:-1] for c in text)
+
+
+def _source(source: dict[str, Any]) -> str:
+    if not source["published"]:
+        return "no daemon has published its jobs yet: one job per spider known here"
+    where = f"jobs from {source['path']}" if source["path"] else "no jobs file: one job per spider"
+    return f"{where}, loaded {_short(source['loaded_at'])}"

@@ -1,0 +1,233 @@
+"""The commands that talk to the daemon through PostgreSQL: status, run-now, pause, resume, cancel.
+
+Each reads the jobs the lock holder published (sql/012_jobs.sql) and never starts Scrapy, so it
+answers at once. Before any daemon published its jobs, one job per spider stands in: the spiders of
+SCHEDULER_SPIDERS, or those known from the history, with the environment's interval.
+
+A name that is no job (for run-now: no job and no spider of a job) exits 2 with one line naming
+the known jobs; so does asking to run or resume a paused job that cannot be. Nothing is changed
+then. Every command takes --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from daemon.errors import SchedulerError
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
+    from daemon.jobfile import Job
+    from daemon.store import Store
+
+KNOWN_SHOWN = 10  # names listed in an "unknown job" line before "... (N in all)"
+DB_WAIT_SECONDS = 10  # a command waits at most this long for PostgreSQL (or DB_WAIT_TIMEOUT_SECONDS if shorter)
+
+
+class CommandError(SchedulerError):
+    """The command cannot be done as asked."""
+
+    exit_code = 2
+
+
+def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    """The arguments of the commands here (`python -m daemon COMMAND --help`)."""
+    for name in ("status", "run-now", "pause", "resume", "cancel"):
+        parsers[name].add_argument("--json", action="store_true", help="machine-readable output")
+    parsers["run-now"].add_argument("jobs", nargs="*", metavar="JOB",
+                                    help="jobs to run, or spiders to run all their jobs (default: every job)")
+    parsers["pause"].add_argument("jobs", nargs="+", metavar="JOB", help="the jobs to pause")
+    parsers["pause"].add_argument("--for", dest="duration", metavar="DURATION",
+                                  help="how long: 90m, 4h, 1d, 1h30m or a number of hours (default: until resumed)")
+    parsers["resume"].add_argument("jobs", nargs="+", metavar="JOB", help="the paused jobs to resume")
+    parsers["cancel"].add_argument("jobs", nargs="+", metavar="JOB", help="the jobs whose running crawl to stop")  # fmt: skip
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import status as report
+    from daemon.clock import SystemClock
+
+    with _store(settings) as store:
+        jobs, source, published = _jobs(store, settings)
+        gathered = report.gather(store, settings, SystemClock().now(), jobs, source, published)
+    print(report.render(gathered, args.json))
+    return 0
+
+
+def run_now(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.clock import SystemClock
+
+    with _store(settings) as store:
+        jobs, _, _ = _jobs(store, settings)
+        pauses = store.pauses(SystemClock().now())
+        paused = {job.name: _pause_text(job, pauses, settings) for job in jobs if job.paused or job.name in pauses}
+        by_name = {job.name: job for job in jobs}
+        chosen: list[str] = []
+        skipped: list[str] = []  # paused jobs of a spider asked for by name
+        unknown = []
+        for name in args.jobs:
+            if name in by_name:
+                if name in paused:
+                    raise CommandError(f"run-now: job {name} is paused ({paused[name]}): "
+                                       f"resume it first (python -m daemon resume {name})")  # fmt: skip
+                chosen.append(name)
+                continue
+            of_spider = [job.name for job in jobs if job.spider == name]
+            if not of_spider:
+                unknown.append(name)
+            chosen += [n for n in of_spider if n not in paused]
+            skipped += [n for n in of_spider if n in paused]
+        if unknown:
+            names = [job.name for job in jobs]
+            spiders = [s for s in dict.fromkeys(job.spider for job in jobs) if s not in by_name]
+            raise CommandError(f"run-now: no job and no spider named {_shown(unknown)} "
+                               f"(known: {_listed(names + spiders)})")  # fmt: skip
+        chosen = list(dict.fromkeys(chosen))
+        if args.jobs and not chosen:
+            raise CommandError(f"run-now: every job of {', '.join(args.jobs)} is paused "
+                               f"({', '.join(f'{n}: {paused[n]}' for n in skipped)}): resume one first")  # fmt: skip
+        request_id = store.request_run(chosen or None)
+    if args.json:
+        print(json.dumps({"request_id": request_id, "jobs": chosen or None, "skipped_paused": skipped}))
+    else:
+        asked = ", ".join(chosen) if chosen else "all jobs" + (f" except the paused {', '.join(paused)}" if paused else "")
+        print(f"run requested (request {request_id}): {asked}")
+        if skipped:
+            print(f"not requested, paused: {', '.join(f'{n} ({paused[n]})' for n in skipped)}")
+    return 0
+
+
+def pause(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.clock import SystemClock
+
+    now = SystemClock().now()
+    until = None
+    if args.duration is not None:
+        until = now + _duration(args.duration)
+    with _store(settings) as store:
+        jobs, _, _ = _jobs(store, settings)
+        names = _resolve("pause", args.jobs, jobs)
+        for name in names:
+            store.pause(name, until, now)
+    shown = _iso(until, settings)
+    if args.json:
+        print(json.dumps({"paused": [{"job": name, "until": shown} for name in names]}))
+    else:
+        print(f"paused {', '.join(names)} " + (f"until {shown}" if shown else "until resumed"))
+    return 0
+
+
+def resume(settings: Settings, args: argparse.Namespace) -> int:
+    with _store(settings) as store:
+        jobs, _, _ = _jobs(store, settings)
+        names = _resolve("resume", args.jobs, jobs)
+        in_file = [job.name for job in jobs if job.name in names and job.paused]
+        if in_file:
+            raise CommandError(f"resume: {', '.join(in_file)} paused in the jobs file (paused = true): "
+                               "set paused = false there to resume it; nothing was changed")  # fmt: skip
+        resumed = [name for name in names if store.resume(name)]
+    idle = [name for name in names if name not in resumed]
+    if args.json:
+        print(json.dumps({"resumed": resumed, "not_paused": idle}))
+    else:
+        print("; ".join(part for part in (resumed and f"resumed {', '.join(resumed)}",
+                                           idle and f"not paused: {', '.join(idle)}") if part))  # fmt: skip
+    return 0
+
+
+def cancel(settings: Settings, args: argparse.Namespace) -> int:
+    with _store(settings) as store:
+        jobs, _, _ = _jobs(store, settings)
+        names = _resolve("cancel", args.jobs, jobs)
+        running = [row[0] for row in store.latest_job_runs(names) if row[3] == "running"]
+        if running:
+            store.request_cancel(running)
+    idle = [name for name in names if name not in running]
+    if args.json:
+        print(json.dumps({"cancel_requested": running, "not_running": idle}))
+    else:
+        print("; ".join(part for part in (running and f"cancel requested: {', '.join(running)}",
+                                           idle and f"{', '.join(idle)} not running: nothing to cancel") if part))  # fmt: skip
+    return 0
+
+
+class _store:
+    """A Store on a fresh connection, closed on leaving."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self) -> Store:
+        from daemon import db
+        from daemon.store import Store
+
+        timeout = min(self.settings.db_wait_timeout_seconds, DB_WAIT_SECONDS)
+        self.store = Store(db.wait_for_database(self.settings, timeout=timeout))
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+def _jobs(store: Store, settings: Settings) -> tuple[list[Job], tuple[Any, ...] | None, bool]:
+    """(the jobs, their source, whether they were published). Nothing published yet: one job per
+    spider of SCHEDULER_SPIDERS, else per spider known from the history."""
+    from daemon.jobfile import JobDefaults, default_jobs
+
+    source = store.jobs_source()
+    if source is not None:
+        return store.published_jobs(), source, True
+    spiders = list(settings.spiders) or store.known_spiders()
+    return list(default_jobs(spiders, JobDefaults.from_settings(settings))), None, False
+
+
+def _resolve(command: str, names: Sequence[str], jobs: Sequence[Job]) -> list[str]:
+    known = [job.name for job in jobs]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise CommandError(f"{command}: no job named {_shown(unknown)} (known: {_listed(known)})")
+    return list(dict.fromkeys(names))
+
+
+def _shown(names: Sequence[str]) -> str:
+    """Names as typed, on one line: one with control characters is quoted with escapes, a long one cut."""
+    shown = [name if name.isprintable() and len(name) <= 100 else repr(name[:100]) for name in names]
+    return ", ".join(shown)
+
+
+def _listed(names: Iterable[str]) -> str:
+    names = list(names)
+    if not names:
+        return "none"
+    shown = ", ".join(names[:KNOWN_SHOWN])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > KNOWN_SHOWN else "")
+
+
+def _duration(text: str) -> Any:
+    from daemon.jobfile import DURATION_ALLOWED, MAX_DURATION, parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError:
+        try:
+            value = parse_duration(float(text))
+        except ValueError:
+            value = None
+    if not value or value > MAX_DURATION:
+        raise CommandError(f"pause: --for {text!r} is not allowed: {DURATION_ALLOWED}, greater than 0 "
+                           "and at most 100 years")  # fmt: skip
+    return value
+
+
+def _pause_text(job: Job, pauses: dict[str, Any], settings: Settings) -> str:
+    if job.paused:
+        return "in the jobs file"
+    until = pauses[job.name]
+    return f"until {_iso(until, settings)}" if until else "until resumed"
+
+
+def _iso(moment: Any, settings: Settings) -> str | None:
+    return moment.astimezone(settings.timezone).isoformat(timespec="seconds") if moment else None
