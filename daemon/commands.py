@@ -43,7 +43,7 @@ def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
     parsers["pause"].add_argument("--for", dest="duration", metavar="DURATION",
                                   help="how long: 90m, 4h, 1d, 1h30m or a number of hours (default: until resumed)")
     parsers["resume"].add_argument("jobs", nargs="+", metavar="JOB", help="the paused jobs to resume")
-    parsers["cancel"].add_argument("jobs", nargs="+", metavar="JOB", help="the jobs whose running crawl to stop")  # fmt: skip
+    parsers["cancel"].add_argument("jobs", nargs="+", metavar="JOB", help="the jobs whose running crawl to stop")
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
@@ -71,8 +71,9 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
         for name in args.jobs:
             if name in by_name:
                 if name in paused:
-                    raise CommandError(f"run-now: job {name} is paused ({paused[name]}): "
-                                       f"resume it first (python -m daemon resume {name})")  # fmt: skip
+                    how = ("set paused = false there" if by_name[name].paused
+                           else f"resume it first: python -m daemon resume {name}")  # fmt: skip
+                    raise CommandError(f"run-now: job {name} is paused ({paused[name]}): {how}")
                 chosen.append(name)
                 continue
             of_spider = [job.name for job in jobs if job.spider == name]
@@ -93,10 +94,11 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"request_id": request_id, "jobs": chosen or None, "skipped_paused": skipped}))
     else:
-        asked = ", ".join(chosen) if chosen else "all jobs" + (f" except the paused {', '.join(paused)}" if paused else "")
+        others = f" except the paused {_listed(paused)}" if paused else ""
+        asked = ", ".join(chosen) if chosen else f"all jobs{others}"
         print(f"run requested (request {request_id}): {asked}")
         if skipped:
-            print(f"not requested, paused: {', '.join(f'{n} ({paused[n]})' for n in skipped)}")
+            print(f"not requested, paused: {_listed(f'{n} ({paused[n]})' for n in skipped)}")
     return 0
 
 
@@ -133,8 +135,8 @@ def resume(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"resumed": resumed, "not_paused": idle}))
     else:
-        print("; ".join(part for part in (resumed and f"resumed {', '.join(resumed)}",
-                                           idle and f"not paused: {', '.join(idle)}") if part))  # fmt: skip
+        said = (resumed and f"resumed {', '.join(resumed)}", idle and f"not paused: {', '.join(idle)}")
+        print("; ".join(part for part in said if part))
     return 0
 
 
@@ -149,8 +151,9 @@ def cancel(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"cancel_requested": running, "not_running": idle}))
     else:
-        print("; ".join(part for part in (running and f"cancel requested: {', '.join(running)}",
-                                           idle and f"{', '.join(idle)} not running: nothing to cancel") if part))  # fmt: skip
+        said = (running and f"cancel requested: {', '.join(running)}",
+                idle and f"{', '.join(idle)} not running: nothing to cancel")
+        print("; ".join(part for part in said if part))
     return 0
 
 

@@ -51,13 +51,16 @@ class Journal:
                       "owner": owner})  # fmt: skip
         return run
 
-    def spawned(self, run: str, spider: str, started_at: datetime, pid: int) -> None:
+    def spawned(self, run: str, spider: str, started_at: datetime, pid: int, *,
+                job: dict[str, Any] | None = None) -> None:  # fmt: skip
         """A crawl started; if no result follows (the daemon died), the replay records it as stale."""
         self._append({"kind": "spawn", "run": run, "spider": spider, "started_at": started_at.isoformat(),
-                      "pid": pid})  # fmt: skip
+                      "pid": pid, **(job or {})})  # fmt: skip
 
-    def spider(self, run: str, started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) -> None:
-        self._append({"kind": "spider", "run": run, **_result(started_at, finished_at, outcome)})
+    def spider(self, run: str, started_at: datetime, finished_at: datetime, outcome: CrawlOutcome, *,
+               job: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """job: the job's name, args and settings (recording.py); none: the job named after the spider."""
+        self._append({"kind": "spider", "run": run, **_result(started_at, finished_at, outcome), **(job or {})})
 
     def finish_online_run(self, run_id: int, results: list[Any], finished_at: datetime, ok: bool,
                           error: str | None) -> None:  # fmt: skip
@@ -80,6 +83,7 @@ class Journal:
         for path in sorted(self.directory.glob("journal-*.jsonl")):
             if path == self.path:
                 continue
+        """Our own journal and those of daemons that are gone (unlocked files), or None. A file this
             fh = path.open("a+", encoding="utf-8")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -123,6 +127,7 @@ class Pending:
         return [r for r in self._records() if r["kind"] == "finish"]
 
     def runs(self) -> list[dict[str, Any]]:
+            with os.fdopen(fd, encoding="utf-8") as fh:
         """Each run made offline with its spiders and end (if it got that far), oldest first."""
         runs: dict[str, dict[str, Any]] = {}
         for record in self._records():

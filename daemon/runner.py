@@ -26,6 +26,7 @@ from daemon.clock import Clock
 from daemon.config import PROJECT_ROOT, Settings
 from daemon.crawl import CrawlOutcome, crawl_command, judge
 
+from daemon.jobfile import Job, crawl_arguments
 log = structlog.get_logger("daemon.runner")
 
 POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any crawl
@@ -60,8 +61,9 @@ def crawl_environment(base: dict[str, str]) -> dict[str, str]:
 
 
 class _Crawl:
-    def __init__(self, spider: str, token: Any, stats_file: Path, proc: subprocess.Popen[str], started: float):
-        self.spider = spider
+    def __init__(self, job: Job, token: Any, stats_file: Path, proc: subprocess.Popen[str], started: float):
+        self.job = job
+        self.spider = job.spider
         self.token = token
         self.stats_file = stats_file
         self.proc = proc
@@ -71,6 +73,7 @@ class _Crawl:
         self.timed_out = False
         self.interrupted = False
         self.readers: list[threading.Thread] = []
+        self.cancelled = False
 
     def signal_group(self, sig: signal.Signals) -> None:
         try:
@@ -113,46 +116,48 @@ class CrawlRunner:
         self.stats_dir = settings.state_dir / "stats"
         self._wake = threading.Event()
 
+        self._active: list[_Crawl] = []  # the crawls of the batch under way
     def run(
         self,
-        spiders: Sequence[str],
+        jobs: Sequence[Job],
         on_start: OnStart,
         on_finish: OnFinish,
         on_spawn: OnSpawn = lambda token, pid: None,
     ) -> list[CrawlOutcome]:
-        """Run `spiders`, at most `concurrency` at a time; return the outcomes of those started.
+        """Run `jobs`' crawls, at most `concurrency` at a time; return the outcomes of those started.
 
-        `on_start(spider)` records the start and returns a token for `on_finish`, or None when
+        `on_start(job)` records the start and returns a token for `on_finish`, or None when
         the record could not be written (then nothing more is started). Spiders not started get
         no outcome: they are simply still due next time.
         """
         self.stats_dir.mkdir(parents=True, exist_ok=True)
-        pending = collections.deque(spiders)
+        pending = collections.deque(jobs)
         active: list[_Crawl] = []
         outcomes: list[CrawlOutcome] = []
-        timeout_s = self.settings.spider_timeout.total_seconds()
         grace = self.settings.stop_grace_seconds
         while pending or active:
             now = self.clock.monotonic()
             stopping = self.stop.is_set() or self.abort.is_set()
             if stopping and pending:
                 reason = "lock_lost" if self.abort.is_set() else "stopping"
-                log.info("spiders_not_started", spiders=list(pending), reason=reason)
+                log.info("spiders_not_started", spiders=[job.name for job in pending], reason=reason)
                 pending.clear()
             while pending and len(active) < self.settings.concurrency:
-                spider = pending.popleft()
-                token = on_start(spider)
+                job = pending.popleft()
+                token = on_start(job)
                 if token is None:
                     # Its record could not be written: starting it would be a crawl nobody can
                     # account for. It and the rest stay due; the crawls under way finish.
-                    log.warning("spiders_not_started", spiders=[spider, *pending], reason="record_failed")
+                    log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
+                                reason="record_failed")  # fmt: skip
                     pending.clear()
                     break
-                crawl = self._start(spider, token)
+                crawl = self._start(job, token)
                 active.append(crawl)
                 on_spawn(token, crawl.proc.pid)
             for crawl in active:
-                self._enforce(crawl, now, stopping, timeout_s, grace)
+                self._enforce(crawl, now, stopping, crawl.job.timeout.total_seconds(), grace)
+            self._active = active
             finished = [c for c in active if c.proc.poll() is not None]
             for crawl in finished:
                 active.remove(crawl)
@@ -179,19 +184,33 @@ class CrawlRunner:
                 spider=crawl.spider,
                 reason=("lock_lost" if self.abort.is_set() else "shutdown") if stopping else "timeout",
                 grace_s=grace,
+                job=crawl.job.name,
             )
             crawl.terminate(now)
         if self.force.is_set() or self.abort.is_set():
             crawl.interrupted = crawl.interrupted or not crawl.timed_out
             crawl.kill()
         elif crawl.term_sent_at is not None and now - crawl.term_sent_at >= grace and not crawl.killed:
-            log.warning("spider_killed", spider=crawl.spider, after_grace_s=grace)
+            log.warning("spider_killed", spider=crawl.spider, job=crawl.job.name, after_grace_s=grace)
             crawl.kill()
 
-    def _start(self, spider: str, token: Any) -> _Crawl:
+    def cancel(self, name: str) -> bool:
+        """`cancel JOB`: stop its running crawl (SIGTERM to its group, SIGKILL after the grace); its
+        verdict is 'cancelled'. False when no crawl of that job runs here."""
+        crawl = next((c for c in self._active if c.job.name == name and c.proc.poll() is None), None)
+        if crawl is None:
+            return False
+        crawl.cancelled = True
+        log.warning("spider_stopping", spider=crawl.spider, job=name, reason="cancelled",
+                    grace_s=self.settings.stop_grace_seconds)  # fmt: skip
+        crawl.terminate(self.clock.monotonic())
+        return True
+
+    def _start(self, job: Job, token: Any) -> _Crawl:
+        spider = job.spider
         stats_file = self.stats_dir / f"{spider}-{uuid.uuid4().hex}.json"
         proc = subprocess.Popen(
-            crawl_command(spider, stats_file),
+            crawl_command(spider, stats_file, crawl_arguments(job), job.name),
             cwd=self.settings.project_dir,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -203,8 +222,8 @@ class CrawlRunner:
             start_new_session=True,  # its own process group: signals reach the whole crawl
             preexec_fn=functools.partial(_die_with_the_daemon, os.getpid()),
         )
-        crawl = _Crawl(spider, token, stats_file, proc, self.clock.monotonic())
-        log.info("spider_started", spider=spider, pid=proc.pid)
+        crawl = _Crawl(job, token, stats_file, proc, self.clock.monotonic())
+        log.info("spider_started", spider=spider, job=job.name, pid=proc.pid)
         for channel, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             reader = threading.Thread(
                 target=self._pump, args=(spider, channel, stream, proc), name=f"{spider}-{channel}", daemon=True
@@ -234,6 +253,9 @@ class CrawlRunner:
             crawl.spider,
             exit_code=crawl.proc.returncode,
             stats=stats,
+            job=crawl.job.name,
+            cancelled=crawl.cancelled,
+            min_items=crawl.job.min_items,
             timed_out=crawl.timed_out,
             interrupted=crawl.interrupted,
             interrupt_message=(
@@ -241,8 +263,8 @@ class CrawlRunner:
                 if self.abort.is_set()
                 else "stopped because the daemon was shutting down"
             ),
-            max_errors=self.settings.max_spider_errors,
-            timeout_minutes=self.settings.spider_timeout.total_seconds() / 60,
+            max_errors=crawl.job.max_errors,
+            timeout_minutes=crawl.job.timeout.total_seconds() / 60,
             duration_s=self.clock.monotonic() - crawl.started,
             pid=crawl.proc.pid,
         )
@@ -251,10 +273,12 @@ class CrawlRunner:
 def _read_stats(path: Path) -> dict[str, Any] | None:
     try:
         with path.open(encoding="utf-8") as fh:
+    """The crawl's stats, or None: none written, unreadable, or a file the crawl did not write (a
             data = json.load(fh)
     except (OSError, ValueError):
         return None
     finally:
+        return None
         for leftover in (path, path.with_name(path.name + ".tmp")):
             try:
                 leftover.unlink()

@@ -175,7 +175,7 @@ def test_run_now_by_a_spiders_name_queues_all_its_jobs(base_env, db, tmp_path):
     # "ok" is also a job's name: that job. "other" is a paused spider's job.
     assert answer["jobs"] == ["ok"]
     done = cli(base_env, tmp_path, "run-now", "other", "python-remote")
-    assert done.returncode == 2 and "other is paused (in the jobs file)" in done.stderr
+    assert done.returncode == 2 and "other is paused (in the jobs file): set paused = false" in done.stderr
     publish(db)
     done = cli(base_env, tmp_path, "run-now", "ok")
     assert done.returncode == 0, done.stderr
