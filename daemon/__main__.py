@@ -56,11 +56,13 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import db
+    from daemon import db, jobfile
+    from daemon.catalog import open_catalog
     from daemon.scheduler import assemble
     from daemon.spiders import list_spiders, resolve_spiders
+    from daemon.store import Store
 
-    stop, force, wake = threading.Event(), threading.Event(), threading.Event()
+    stop, force, wake, reload = threading.Event(), threading.Event(), threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         # Only set events: the loop decides. A second signal means "now".
@@ -69,9 +71,17 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         stop.set()
         wake.set()
 
+    def on_hup(signum: int, frame: object) -> None:
+        reload.set()  # read the jobs file and list the spiders again
+        wake.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    spiders = resolve_spiders(settings, list_spiders(settings))
+    signal.signal(signal.SIGHUP, on_hup)
+    path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
+    defaults = jobfile.JobDefaults.from_settings(settings)
+    if path is not None:
+        jobfile.load(path, defaults)  # a bad file is exit 2 at once, not after waiting for PostgreSQL
     db.answer_within_a_deadline()  # a frozen PostgreSQL never holds the loop (see db.py)
     try:
         conn = db.wait_for_database(settings, stop)
@@ -79,7 +89,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if stop.is_set():
             return 0  # asked to stop while waiting for PostgreSQL: nothing ran, nothing to record
         raise
-    assemble(settings, spiders, stop=stop, force=force, wake=wake, conn=conn).run()
+    source = Store(conn).jobs_source()  # the spiders listed last time: no `scrapy list` before a catch-up
+    catalog = open_catalog(path, defaults, settings.spiders, source[3] if source else None,
+                           lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found))  # fmt: skip
+    assemble(settings, catalog, stop=stop, force=force, wake=wake, reload=reload, conn=conn).run()
     return 0
 
 

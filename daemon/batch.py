@@ -17,8 +17,11 @@ import structlog
 
 from daemon import db
 from daemon.clock import Clock
+from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
+from daemon.decision import Cadence
 from daemon.history import HistoryCopy
+from daemon.jobfile import Job
 from daemon.journal import Journal
 from daemon.lease import Lease
 from daemon.observation import Observer
@@ -36,13 +39,13 @@ def unreachable(exc: psycopg2.Error) -> bool:
     return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not exc.pgcode
 
 
-def verdict(due: Sequence[str], outcomes: Sequence[CrawlOutcome]) -> tuple[bool, str | None]:
-    """A run succeeds when every due spider was started and succeeded."""
+def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome]) -> tuple[bool, str | None]:
+    """A run succeeds when every due job was started and succeeded."""
     failed = [o for o in outcomes if not o.ok]
     not_started = len(due) - len(outcomes)
     if not failed and not not_started:
         return True, None
-    parts = [f"{o.spider}: {o.message}" for o in failed]
+    parts = [f"{o.name}: {o.message}" for o in failed]
     if not_started:
         parts.append(f"{not_started} spider(s) not started: the daemon was stopping")
     return False, "; ".join(parts)
@@ -50,37 +53,38 @@ def verdict(due: Sequence[str], outcomes: Sequence[CrawlOutcome]) -> tuple[bool,
 
 class Batches:
     def __init__(self, runner: CrawlRunner, lease: Lease, journal: Journal, history: HistoryCopy,
-                 observer: Observer, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
+                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
         self.journal = journal
         self.history = history
         self.observer = observer
+        self.catalog = catalog
         self.clock = clock
         self.stop = stop
 
-    def online(self, store: Store, due: Sequence[str], now: datetime) -> bool:
+    def online(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
         """One run of `due`, recorded in PostgreSQL; False when not one of its crawls could be started."""
-        log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)", spiders=list(due),
+        log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)", spiders=_names(due),
                  spider_count=len(due))  # fmt: skip
         run_id = store.start_run(now, len(due), self.lease.me)
         recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
         return self._run(recorder, due, now)
 
-    def offline(self, now: datetime) -> bool:
+    def offline(self, now: datetime, cadences: dict[str, Cadence]) -> bool:
         """The fail-safe: run what is due by the last history read, recording into the journal."""
-        plan = self.history.offline_plan(now)
-        if plan is None or not plan.due or self.stop.is_set():
+        plan = self.history.offline_plan(now, cadences)
+        due = self.catalog.jobs_named(plan.most_overdue_first) if plan is not None else []
+        if not due or self.stop.is_set():
             return False
-        due = plan.due
         log.warning("run_started", message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is "
-                    "unreachable (recorded in the local journal)", spiders=list(due), spider_count=len(due),
+                    "unreachable (recorded in the local journal)", spiders=_names(due), spider_count=len(due),
                     offline=True)  # fmt: skip
-        run = self.journal.start_run(now, list(due), self.lease.me)
+        run = self.journal.start_run(now, _names(due), self.lease.me)
         self._run(JournalRecorder(self.journal, self.clock, run), due, now)
         return True
 
-    def _run(self, recorder: Recorder, due: Sequence[str], now: datetime) -> bool:
+    def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime) -> bool:
         self.lease.run_began(recorder.run_id)
         self.observer.run_started(now)
         try:
@@ -108,7 +112,7 @@ class Batches:
             return True
         return self._end_online(recorder, due, outcomes, ok, error)  # type: ignore[arg-type]
 
-    def _end_online(self, recorder: DatabaseRecorder, due: Sequence[str], outcomes: list[CrawlOutcome], ok: bool,
+    def _end_online(self, recorder: DatabaseRecorder, due: Sequence[Job], outcomes: list[CrawlOutcome], ok: bool,
                     error: str | None) -> bool:  # fmt: skip
         """Record the end of a database run; False when not one of its crawls was started."""
         run_id, finished_at = recorder.run_id, self.clock.now()
@@ -134,3 +138,7 @@ class Batches:
             return bool(outcomes)
         self.observer.run_ended(run_id, due, outcomes, ok, error)
         return bool(outcomes)
+
+
+def _names(jobs: Sequence[Job]) -> list[str]:
+    return [job.name for job in jobs]

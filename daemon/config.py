@@ -84,6 +84,7 @@ class Settings:
     timezone: ZoneInfo
     project_dir: Path
     spiders: tuple[str, ...]  # empty: every spider `scrapy list` reports
+    jobs_file: Path | None  # None: the project's schedule.toml if it exists, else one job per spider
     concurrency: int
     spider_timeout: timedelta
     retry_delay: timedelta
@@ -151,6 +152,7 @@ class Settings:
             timezone=reader.timezone("SCHEDULER_TIMEZONE", "UTC"),
             project_dir=reader.project_dir("SCRAPY_PROJECT_DIR", str(PROJECT_ROOT / "example_project")),
             spiders=reader.spiders("SCHEDULER_SPIDERS"),
+            jobs_file=reader.jobs_file("SCHEDULER_JOBS_FILE"),
             concurrency=reader.integer("SCHEDULER_CONCURRENCY", 1, low=1, high=64),
             spider_timeout=timedelta(minutes=reader.number("SCHEDULER_SPIDER_TIMEOUT_MINUTES", 120, unit="minutes")),
             retry_delay=timedelta(minutes=reader.number("SCHEDULER_RETRY_DELAY_MINUTES", 15, unit="minutes")),
@@ -367,6 +369,16 @@ class _Reader:
         if not (path / "scrapy.cfg").is_file():
             self._bad(name, str(path), "a directory holding a Scrapy project (with a scrapy.cfg)")
         return path
+
+    def jobs_file(self, name: str) -> Path | None:
+        """An absolute path (whether it can be read and is valid is the jobs file's to say, at start)."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if not raw.isprintable() or not raw.startswith("/"):
+            self._bad(name, raw, "the absolute path of a TOML jobs file (printable characters only)")
+            return None
+        return Path(raw)
 
     def spiders(self, name: str) -> tuple[str, ...]:
         raw = self._raw(name)

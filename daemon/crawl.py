@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ from typing import Any
 STATS_COLLECTOR = "daemon.scrapy_stats.JsonFileStatsCollector"
 
 
-def crawl_command(spider: str, stats_file: Path) -> list[str]:
-    """The argv of one crawl. A list, never a shell string: a spider name is one argv element."""
+def crawl_command(spider: str, stats_file: Path, extra: Sequence[str] = (), job: str | None = None) -> list[str]:
+    """The argv of one crawl. A list, never a shell string: a spider name, and each of a job's
+    arguments and settings (`extra`, from jobfile.crawl_arguments), is one argv element. Ours come
+    last, so a job can never replace them; SCHEDULER_JOB tells the crawl which job it runs for."""
     return [
-        sys.executable, "-m", "scrapy", "crawl", spider,
+        sys.executable, "-m", "scrapy", "crawl", spider, *extra,
+        "-s", f"SCHEDULER_JOB={job or spider}",
         "-s", f"STATS_CLASS={STATS_COLLECTOR}",
         "-s", f"SCHEDULER_STATS_FILE={stats_file}",
         "-s", "TELNETCONSOLE_ENABLED=False",
@@ -33,7 +37,7 @@ def crawl_command(spider: str, stats_file: Path) -> list[str]:
 class CrawlOutcome:
     spider: str
     ok: bool
-    failure: str | None  # None | 'error' | 'timeout' | 'interrupted'
+    failure: str | None  # None | 'error' | 'timeout' | 'too_few_items' | 'cancelled' | 'interrupted'
     message: str
     exit_code: int | None
     finish_reason: str | None
@@ -42,10 +46,16 @@ class CrawlOutcome:
     stats: dict[str, Any] | None
     duration_s: float
     pid: int | None = None
+    job: str | None = None  # None: the job named after its spider
 
     @property
     def status(self) -> str:
         return "completed" if self.ok else "failed"
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self.job or self.spider
 
 
 def _describe_exit(exit_code: int) -> str:
@@ -76,13 +86,18 @@ def judge(
     duration_s: float,
     pid: int | None = None,
     interrupt_message: str = "stopped because the daemon was shutting down",
+    min_items: int = 0,
+    cancelled: bool = False,
+    job: str | None = None,
 ) -> CrawlOutcome:
     finish_reason = stats.get("finish_reason") if stats else None
     items = _int(stats, "item_scraped_count")
     errors = _int(stats, "log_count/ERROR")
 
     failure: str | None = "error"
-    if interrupted:
+    if cancelled:
+        failure, message = "cancelled", "cancelled with `python -m daemon cancel`"
+    elif interrupted:
         failure, message = "interrupted", interrupt_message
     elif timed_out:
         failure, message = "timeout", f"ran longer than {timeout_minutes:g} minute(s) and was stopped"
@@ -94,6 +109,9 @@ def judge(
         message = f"finished with finish_reason={finish_reason!r}"
     elif errors is not None and errors > max_errors:
         message = f"logged {errors} error(s); at most {max_errors} allowed"
+    elif (items or 0) < min_items:
+        # An empty result from a changed site must not reset the clock: not a success, retried.
+        failure, message = "too_few_items", f"scraped {items or 0} item(s); at least {min_items} required"
     else:
         failure, message = None, f"scraped {items or 0} item(s)"
 
@@ -109,4 +127,5 @@ def judge(
         stats=stats,
         duration_s=round(duration_s, 3),
         pid=pid,
+        job=job if job != spider else None,
     )

@@ -14,22 +14,23 @@ offline run's results are folded into it (`decision.fold`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from daemon.clock import Clock
-from daemon.decision import CrawlResult, Plan, SpiderHistory, decide, fold
+from daemon.decision import Cadence, CrawlResult, Plan, SpiderHistory, decide_jobs, fold
 from daemon.store import Store
 
 HISTORY_REFRESH_SECONDS = 300.0
 
 
 class HistoryCopy:
-    def __init__(self, spiders: Sequence[str], clock: Clock, interval: timedelta, retry_delay: timedelta) -> None:
-        self.spiders = tuple(spiders)
+    """The copy, per job. Each plan is decided by the jobs' cadences as the caller gives them (the
+    catalog's, with pauses): data in, plan out."""
+
+    def __init__(self, clock: Clock, default: Cadence) -> None:
         self.clock = clock
-        self.interval = interval
-        self.retry_delay = retry_delay
+        self.default = default  # for a job without a cadence of its own
         self._histories: list[SpiderHistory] | None = None
         self._read_at = float("-inf")  # monotonic; -inf: read it again before deciding
 
@@ -37,29 +38,31 @@ class HistoryCopy:
         """The next plan reads the history anew (after a run, or on taking the lock)."""
         self._read_at = float("-inf")
 
-    def plan(self, store: Store, now: datetime, *, fresh: bool) -> tuple[Plan, list[SpiderHistory]]:
-        """The plan at `now`, and the history it was decided from. `fresh`: read the history."""
-        plan = None if fresh else self._from_copy(store, now)
+    def plan(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence], *,
+             fresh: bool) -> tuple[Plan, list[SpiderHistory]]:  # fmt: skip
+        """The plan of `jobs` at `now`, and the history it was decided from. `fresh`: read it."""
+        plan = None if fresh else self._from_copy(store, now, jobs, cadences)
         if plan is None or plan.due:
-            self._histories = store.histories(self.spiders)
+            self._histories = store.histories(list(jobs))
             self._read_at = self.clock.monotonic()
-            plan = decide(self._histories, now, self.interval, self.retry_delay)
+            plan = decide_jobs(self._histories, now, cadences, self.default)
         return plan, list(self._histories or [])
 
-    def _from_copy(self, store: Store, now: datetime) -> Plan | None:
+    def _from_copy(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence]) -> Plan | None:
         if (
             self._histories is None
+            or [h.spider for h in self._histories] != list(jobs)  # the jobs changed (a reload)
             or self.clock.monotonic() - self._read_at >= HISTORY_REFRESH_SECONDS
             or not store.idle_and_quiet()
         ):
             return None
-        return decide(self._histories, now, self.interval, self.retry_delay)
+        return decide_jobs(self._histories, now, cadences, self.default)
 
-    def offline_plan(self, now: datetime) -> Plan | None:
+    def offline_plan(self, now: datetime, cadences: Mapping[str, Cadence]) -> Plan | None:
         """What the fail-safe may run: decided from the last history read (None: never read one)."""
         if self._histories is None:
             return None
-        return decide(self._histories, now, self.interval, self.retry_delay)
+        return decide_jobs(self._histories, now, cadences, self.default)
 
     def fold(self, results: Sequence[CrawlResult]) -> None:
         """An offline run's results, which PostgreSQL has not seen yet."""

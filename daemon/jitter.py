@@ -19,8 +19,10 @@ log = structlog.get_logger("daemon.scheduler")
 
 
 class Jitter:
-    def __init__(self, most: timedelta, draw: Callable[[float], float] = lambda high: random.uniform(0, high)) -> None:
-        self.most = most
+    def __init__(
+        self, most: Callable[[str], timedelta], draw: Callable[[float], float] = lambda high: random.uniform(0, high)
+    ) -> None:
+        self.most = most  # a job's largest delay (its `jitter`; 0: none)
         self.draw = draw  # seconds in [0, high]; a seam for tests
         self._delays: dict[tuple[str, datetime], timedelta] = {}
         self._first_decision = True
@@ -34,12 +36,12 @@ class Jitter:
     ) -> tuple[tuple[str, ...], datetime | None]:
         """What runs now of `due`, and when the earliest run held back becomes due (or None)."""
         first, self._first_decision = self._first_decision, False
-        if not self.most or first:
+        if first:
             return tuple(due), None
         for p in plan.spiders:
             key = (p.spider, p.due_at)
             if p.spider in due and p.reason == "interval" and p.spider not in requested and p.due_at is not None \
-                    and key not in self._delays:  # fmt: skip
-                self._delays[key] = timedelta(seconds=self.draw(self.most.total_seconds()))  # type: ignore[index]
+                    and key not in self._delays and self.most(p.spider):  # fmt: skip
+                self._delays[key] = timedelta(seconds=self.draw(self.most(p.spider).total_seconds()))  # type: ignore[index]
                 log.info("run_jittered", spider=p.spider, delay_s=round(self._delays[key].total_seconds(), 1))  # type: ignore[index]
         return hold_back(plan, due, requested, self._delays)

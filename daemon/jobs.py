@@ -14,7 +14,7 @@ Only the daemon holding the runner lock runs jobs, so two daemons never clean up
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -51,9 +51,11 @@ class Jobs:
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
         *,
-        spiders: Sequence[str],
+        spiders: Sequence[str] = (),
+        watch: Callable[[], Mapping[str, timedelta]] | None = None,
     ) -> None:
-        """spiders: the ones the daemon runs (SCHEDULER_SPIDERS, or all the project has)."""
+        """spiders: the jobs the daemon runs, each alerted on after SCHEDULER_ALERT_AFTER_HOURS; or
+        watch: the jobs to alert on now (paused ones left out), each with its own limit."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -61,7 +63,7 @@ class Jobs:
         self.scheduler = schedule.Scheduler()
         self.states: dict[str, JobState] = {}
         self.notifier = notifier
-        self.alerts = OverdueAlerts(settings, spiders, notifier)
+        self.alerts = OverdueAlerts(settings, spiders, notifier, watch=watch)
         # Cache alert kind -> when it last went to the webhook: like an overdue spider, a cache that
         # stays nearly full is told once, then again only after another SCHEDULER_ALERT_AFTER_HOURS.
         self._cache_alerted: dict[str, datetime] = {}
@@ -203,11 +205,12 @@ class OverdueAlerts:
     """WARN when a spider has gone without a success for too long, ERROR on every failed spider run,
     WARN when a spider that used to scrape items scraped none."""
 
-    def __init__(self, settings: Settings, spiders: Sequence[str], notifier: Notifier | None = None) -> None:
+    def __init__(self, settings: Settings, spiders: Sequence[str], notifier: Notifier | None = None, *,
+                 watch: Callable[[], Mapping[str, timedelta]] | None = None) -> None:  # fmt: skip
         self.settings = settings
-        # The spiders the daemon runs, not those with rows: a project spider that never ran has no
-        # row to be found by, and a spider gone from the project is no longer ours to alert on.
-        self.spiders = list(spiders)
+        # The jobs the daemon runs, not those with rows: a job that never ran has no row to be found
+        # by, and a job gone from the catalog (or paused) is no longer ours to alert on.
+        self.watch = watch or (lambda: dict.fromkeys(spiders, settings.alert_after))
         self.notifier = notifier
         self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
         self.anchor: datetime | None = None  # when the last recorded overdue_check ran (Postgres)
@@ -218,8 +221,9 @@ class OverdueAlerts:
 
     def check(self, store: Store, now: datetime) -> str:
         alerts = 0
-        limit = self.settings.alert_after
-        for spider, last_success in store.last_successes(self.spiders):
+        watched = self.watch()
+        for spider, last_success in store.last_successes(list(watched)):
+            limit = watched[spider]
             if last_success is not None and now - last_success <= limit:
                 self.overdue_alerted.pop(spider, None)
                 continue
@@ -229,7 +233,7 @@ class OverdueAlerts:
                 alerts += 1
                 hours = "never" if last_success is None else f"{(now - last_success).total_seconds() / 3600:.1f} h ago"
                 self._alert("warning", "overdue", spider,
-                            f"Spider {spider} has had no successful run for more than "
+                            f"Job {spider} has had no successful run for more than "
                             f"{limit.total_seconds() / 3600:g} hours (last success: {hours})",
                             last_success=hours)  # fmt: skip
         # On the first check, failures since the last recorded check count (or, with none, those of
@@ -237,22 +241,25 @@ class OverdueAlerts:
         after_id = self.seen_failures if self.seen_failures is not None else 0
         since = (self.anchor or now - self.settings.overdue_check_every) if self.seen_failures is None else None
         self.seen_failures = after_id
-        for spider_run_id, spider, failure, message in store.failed_spider_runs_since(after_id, since):
+        for spider_run_id, job, failure, message, spider in store.failed_spider_runs_since(after_id, since):
             alerts += 1
             self.seen_failures = max(self.seen_failures, spider_run_id)
-            self._alert("error", "spider_failed", spider, f"Spider {spider} failed ({failure}): {message}",
+            self._alert("error", "spider_failed", job, f"Job {job} failed ({failure}): {message}", spider=spider,
                         failure=failure)  # fmt: skip
-        for spider, last_success_at, previous_items in store.spiders_scraping_zero():
-            if (spider, last_success_at) in self.seen_zero:
+        for job, last_success_at, previous_items, spider in store.spiders_scraping_zero():
+            if (job, last_success_at) in self.seen_zero:
                 continue
-            self.seen_zero.add((spider, last_success_at))
+            self.seen_zero.add((job, last_success_at))
             alerts += 1
-            self._alert("warning", "zero_items", spider,
-                        f"Spider {spider} scraped 0 items (it scraped {previous_items} before): has the site changed?",
-                        previous_items=previous_items)  # fmt: skip
+            self._alert("warning", "zero_items", job,
+                        f"Job {job} scraped 0 items (it scraped {previous_items} before): has the site changed?",
+                        spider=spider, previous_items=previous_items)  # fmt: skip
         return f"{alerts} alert(s)"
 
-    def _alert(self, level: str, kind: str, spider: str, message: str, **fields: object) -> None:
-        getattr(log, level)("alert", kind=kind, spider=spider, message=message, **fields)
+    def _alert(self, level: str, kind: str, job: str, message: str, **fields: object) -> None:
+        """An alert names its job, and its spider where known (else the job's name, which is the
+        spider's for a job named after it: the alerts' fields before jobs)."""
+        fields.setdefault("spider", job)
+        getattr(log, level)("alert", kind=kind, job=job, message=message, **fields)
         if self.notifier is not None:
-            self.notifier.alert(kind, message, spider=spider, level=level, **fields)
+            self.notifier.alert(kind, message, job=job, level=level, **fields)

@@ -83,7 +83,6 @@ class Journal:
         for path in sorted(self.directory.glob("journal-*.jsonl")):
             if path == self.path:
                 continue
-        """Our own journal and those of daemons that are gone (unlocked files), or None. A file this
             fh = path.open("a+", encoding="utf-8")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -127,7 +126,6 @@ class Pending:
         return [r for r in self._records() if r["kind"] == "finish"]
 
     def runs(self) -> list[dict[str, Any]]:
-            with os.fdopen(fd, encoding="utf-8") as fh:
         """Each run made offline with its spiders and end (if it got that far), oldest first."""
         runs: dict[str, dict[str, Any]] = {}
         for record in self._records():

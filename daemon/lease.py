@@ -19,12 +19,9 @@ The daemon's role is one explicit state with every transition in `TRANSITIONS`:
     GIVING_WAY   another daemon took the lock or failed our run mid-crawl: our crawls are killed
                  now (`giving_way` is the runner's abort), then STANDBY
 
-Never two runners, also across a lost lock connection (PostgreSQL restarted, backend terminated):
-- while crawls run, the runner proves its lock connection alive and refreshes the run's lease every
-  PROBE_SECONDS; when the connection is gone it reconnects and re-takes the lock, and if another
-  daemon holds the lock (or failed the run) it gives way at once;
-- a daemon that takes the lock while its previous holder (runner_holder) may still be alive waits
-  SETTLE_SECONDS before running anything (time for that runner to notice and give way).
+Never two runners, also across a lost lock connection: while crawls run, the runner proves its
+lock alive and refreshes the run's lease every PROBE_SECONDS, re-taking the lock or giving way; a
+daemon taking the lock from a holder that may still be alive settles for SETTLE_SECONDS first.
 """
 
 from __future__ import annotations

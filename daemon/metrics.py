@@ -18,11 +18,12 @@ class Metrics:
         r = self.registry
         self.runs = Counter("scheduler_runs", "Spider runs (one per batch of due spiders) by status", ["status"],
                             registry=r)  # fmt: skip
-        self.spider_runs = Counter("scheduler_spider_runs", "Crawls by spider and status", ["spider", "status"],
-                                   registry=r)  # fmt: skip
-        self.items = Counter("scheduler_items_scraped", "Items scraped by spider", ["spider"], registry=r)
+        self.spider_runs = Counter("scheduler_spider_runs", "Crawls by job, spider and status",
+                                   ["job", "spider", "status"], registry=r)  # fmt: skip
+        self.items = Counter("scheduler_items_scraped", "Items scraped by job and spider", ["job", "spider"],
+                             registry=r)  # fmt: skip
         self.last_success = Gauge("scheduler_last_success_timestamp_seconds",
-                                  "Start of each spider's latest successful crawl (Unix time)", ["spider"],
+                                  "Start of each job's latest successful crawl (Unix time)", ["job", "spider"],
                                   registry=r)  # fmt: skip
         self.run_duration = Histogram("scheduler_run_duration_seconds", "Duration of a spider run",
                                       buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400),

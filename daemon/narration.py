@@ -69,6 +69,7 @@ def log_decision(plan: Plan, histories: Sequence[SpiderHistory], interval_hours:
 def log_spider_outcome(run_id: int | None, outcome: CrawlOutcome) -> None:
     """The canonical line: one per spider run."""
     fields = dict(
+        job=outcome.name,
         spider=outcome.spider,
         run_id=run_id,
         status=outcome.status,

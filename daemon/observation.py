@@ -44,14 +44,14 @@ class Observer:
         """This daemon has just taken the runner lock: its next decision is told again."""
         self._decision_key = None
 
-    def planned(self, plan: Plan, histories: Sequence[SpiderHistory]) -> None:
+    def planned(self, plan: Plan, histories: Sequence[SpiderHistory], spider_of: Callable[[str], str]) -> None:
         key = (plan.due, plan.next_due_at, plan.skewed)
         if key != self._decision_key:
             self._decision_key = key
             log_decision(plan, histories, self.interval_hours, self.timezone)
         for h in histories:
             if h.last_success_at is not None:
-                self.metrics.last_success.labels(h.spider).set(h.last_success_at.timestamp())
+                self.metrics.last_success.labels(h.spider, spider_of(h.spider)).set(h.last_success_at.timestamp())
         next_due = plan.next_due_at
         waiting = not plan.due and next_due is not None
         self.metrics.until_next_due.set((next_due - plan.now).total_seconds() if waiting else 0.0)  # type: ignore[operator]
@@ -71,12 +71,12 @@ class Observer:
         self.metrics.run_duration.observe(self.clock.monotonic() - self._run_started_m)
 
     def crawl_finished(self, outcome: CrawlOutcome, started_at: datetime) -> None:
-        self.metrics.spider_runs.labels(outcome.spider, outcome.status).inc()
-        self.metrics.items.labels(outcome.spider).inc(outcome.items_scraped or 0)
+        self.metrics.spider_runs.labels(outcome.name, outcome.spider, outcome.status).inc()
+        self.metrics.items.labels(outcome.name, outcome.spider).inc(outcome.items_scraped or 0)
         if outcome.ok:
-            self.metrics.last_success.labels(outcome.spider).set(started_at.timestamp())
+            self.metrics.last_success.labels(outcome.name, outcome.spider).set(started_at.timestamp())
 
-    def run_ended(self, run_id: int | None, due: Sequence[str], outcomes: Sequence[CrawlOutcome], ok: bool,
+    def run_ended(self, run_id: int | None, due: Sequence[Any], outcomes: Sequence[CrawlOutcome], ok: bool,
                   error: str | None) -> None:  # fmt: skip
         """The canonical line of a run, its ping and its count."""
         status = "completed" if ok else "failed"
@@ -84,9 +84,10 @@ class Observer:
         self.notifier.ping("" if ok else "/fail")
         self._job["last_status"] = status
         if ok:
-            log.info("run_completed", message="Spider run completed successfully", run_id=run_id, spiders=list(due))
+            log.info("run_completed", message="Spider run completed successfully", run_id=run_id,
+                     spiders=[job.name for job in due])  # fmt: skip
         else:
-            failed = [o.spider for o in outcomes if not o.ok]
+            failed = [o.name for o in outcomes if not o.ok]
             log.error(
                 "run_failed",
                 message=f"Spider run failed: {len(due) - len(outcomes) + len(failed)} of {len(due)} spider(s) "

@@ -236,21 +236,22 @@ SELECT (SELECT count(*) FROM gone_runs), (SELECT count(*) FROM gone_spiders)
 DELETE_OLD_JOB_RUNS = "DELETE FROM job_runs WHERE started_at < %(cutoff)s"
 DELETE_OLD_RUN_REQUESTS = "DELETE FROM run_requests WHERE taken_at < %(cutoff)s"
 DELETE_OLD_CANCEL_REQUESTS = "DELETE FROM cancel_requests WHERE taken_at < %(cutoff)s"
+# Per job (overdue_check alerts on the jobs the daemon runs).
 LAST_SUCCESSES = """
-SELECT s.spider, ok.started_at
-  FROM unnest(%(spiders)s::text[]) WITH ORDINALITY AS s (spider, position)
+SELECT s.job, ok.started_at
+  FROM unnest(%(spiders)s::text[]) WITH ORDINALITY AS s (job, position)
   LEFT JOIN LATERAL (SELECT r.started_at FROM spider_runs r
-                      WHERE r.spider >= s.spider AND r.spider <= s.spider AND r.status = 'completed'
-                      ORDER BY r.spider, r.id DESC LIMIT 1) ok ON true  -- the range: see SPIDER_HISTORY
+                      WHERE r.job >= s.job AND r.job <= s.job AND r.status = 'completed'
+                      ORDER BY r.job, r.id DESC LIMIT 1) ok ON true  -- the range: see SPIDER_HISTORY
  ORDER BY s.position
 """
 FAILED_SPIDER_RUNS_SINCE = """
-SELECT id, spider, failure, message FROM spider_runs
+SELECT id, job, failure, message, spider FROM spider_runs
  WHERE status = 'failed' AND id > %(after_id)s
    AND (%(since)s::timestamptz IS NULL OR finished_at > %(since)s)
  ORDER BY id
 """
-SPIDERS_SCRAPING_ZERO = "SELECT spider, last_success_at, previous_items FROM spiders_scraping_zero"
+SPIDERS_SCRAPING_ZERO = "SELECT job, last_success_at, previous_items, spider FROM jobs_scraping_zero"
 LAST_JOB_RUNS_DETAIL = "SELECT DISTINCT ON (job) job, started_at, status FROM job_runs ORDER BY job, id DESC"
 HTTPCACHE_COUNTS = """
 SELECT COALESCE(sum((stats->>'httpcache/hit')::bigint), 0), COALESCE(sum((stats->>'httpcache/miss')::bigint), 0)

@@ -18,6 +18,7 @@ from daemon import db
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
 from daemon.decision import CrawlResult
+from daemon.jobfile import Job
 from daemon.journal import Journal
 from daemon.narration import log_spider_outcome
 from daemon.store import Store
@@ -34,7 +35,7 @@ class Finished:
 
     def result(self) -> CrawlResult:
         o = self.outcome
-        return CrawlResult(o.spider, o.ok, o.failure, self.started_at, self.finished_at)
+        return CrawlResult(o.name, o.ok, o.failure, self.started_at, self.finished_at)
 
 
 class Recorder(Protocol):
@@ -43,7 +44,7 @@ class Recorder(Protocol):
     run_id: int | None  # the database run; None for a run recorded in the journal
     results: list[Finished]
 
-    def started(self, spider: str) -> Any: ...
+    def started(self, job: Job) -> Any: ...
 
     def spawned(self, token: Any, pid: int) -> None: ...
 
@@ -62,16 +63,17 @@ class DatabaseRecorder:
         self.unwritten: list[Finished] = []
         self.results: list[Finished] = []
 
-    def started(self, spider: str) -> int | None:
+    def started(self, job: Job) -> int | None:
         store = self.store()
         if store is None:
             return None
         now = self.clock.now()
         try:
-            spider_run_id = store.start_spider(self.run_id, spider, now)
+            spider_run_id = store.start_spider(run_id=self.run_id, spider=job.spider, now=now, job=job.name,
+                                               args=dict(job.args), settings=dict(job.settings))  # fmt: skip
         except psycopg2.Error as exc:
             log.error("record_failed", message="Could not record a spider's start; not starting it",
-                      spider=spider, error=db.first_line(exc))  # fmt: skip
+                      spider=job.spider, job=job.name, error=db.first_line(exc))  # fmt: skip
             return None
         self.started_at[spider_run_id] = now
         return spider_run_id
@@ -118,20 +120,26 @@ class JournalRecorder:
         self.results: list[Finished] = []
         self._tokens = 0
         self._started: dict[int, datetime] = {}
-        self._spiders: dict[int, str] = {}
+        self._jobs: dict[int, Job] = {}
 
-    def started(self, spider: str) -> int:
+    def started(self, job: Job) -> int:
         self._tokens += 1
         self._started[self._tokens] = self.clock.now()
-        self._spiders[self._tokens] = spider
+        self._jobs[self._tokens] = job
         return self._tokens
 
     def spawned(self, token: int, pid: int) -> None:
         # A crawl that dies with its daemon never reaches finished(): this line is what records it.
-        self.journal.spawned(self.run, self._spiders[token], self._started[token], pid)
+        job = self._jobs[token]
+        self.journal.spawned(self.run, job.spider, self._started[token], pid, job=_recorded(job))
 
     def finished(self, token: int, outcome: CrawlOutcome) -> None:
         log_spider_outcome(None, outcome)
         done = Finished(token, self._started[token], self.clock.now(), outcome)
-        self.journal.spider(self.run, done.started_at, done.finished_at, outcome)
+        self.journal.spider(self.run, done.started_at, done.finished_at, outcome, job=_recorded(self._jobs[token]))
         self.results.append(done)
+
+
+def _recorded(job: Job) -> dict[str, Any]:
+    """What a journal line keeps of a job: its name and what its crawl ran with."""
+    return {"job": job.name, "args": dict(job.args), "settings": dict(job.settings)}

@@ -25,8 +25,8 @@ import structlog
 from daemon.clock import Clock
 from daemon.config import PROJECT_ROOT, Settings
 from daemon.crawl import CrawlOutcome, crawl_command, judge
-
 from daemon.jobfile import Job, crawl_arguments
+
 log = structlog.get_logger("daemon.runner")
 
 POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any crawl
@@ -72,8 +72,8 @@ class _Crawl:
         self.killed = False
         self.timed_out = False
         self.interrupted = False
-        self.readers: list[threading.Thread] = []
         self.cancelled = False
+        self.readers: list[threading.Thread] = []
 
     def signal_group(self, sig: signal.Signals) -> None:
         try:
@@ -115,8 +115,8 @@ class CrawlRunner:
         self.env = crawl_environment(dict(os.environ) if environ is None else environ)
         self.stats_dir = settings.state_dir / "stats"
         self._wake = threading.Event()
-
         self._active: list[_Crawl] = []  # the crawls of the batch under way
+
     def run(
         self,
         jobs: Sequence[Job],
@@ -155,9 +155,9 @@ class CrawlRunner:
                 crawl = self._start(job, token)
                 active.append(crawl)
                 on_spawn(token, crawl.proc.pid)
+            self._active = active
             for crawl in active:
                 self._enforce(crawl, now, stopping, crawl.job.timeout.total_seconds(), grace)
-            self._active = active
             finished = [c for c in active if c.proc.poll() is not None]
             for crawl in finished:
                 active.remove(crawl)
@@ -182,9 +182,9 @@ class CrawlRunner:
             log.warning(
                 "spider_stopping",
                 spider=crawl.spider,
+                job=crawl.job.name,
                 reason=("lock_lost" if self.abort.is_set() else "shutdown") if stopping else "timeout",
                 grace_s=grace,
-                job=crawl.job.name,
             )
             crawl.terminate(now)
         if self.force.is_set() or self.abort.is_set():
@@ -251,11 +251,11 @@ class CrawlRunner:
         stats = _read_stats(crawl.stats_file)
         return judge(
             crawl.spider,
-            exit_code=crawl.proc.returncode,
-            stats=stats,
             job=crawl.job.name,
             cancelled=crawl.cancelled,
             min_items=crawl.job.min_items,
+            exit_code=crawl.proc.returncode,
+            stats=stats,
             timed_out=crawl.timed_out,
             interrupted=crawl.interrupted,
             interrupt_message=(
@@ -273,12 +273,10 @@ class CrawlRunner:
 def _read_stats(path: Path) -> dict[str, Any] | None:
     try:
         with path.open(encoding="utf-8") as fh:
-    """The crawl's stats, or None: none written, unreadable, or a file the crawl did not write (a
             data = json.load(fh)
     except (OSError, ValueError):
         return None
     finally:
-        return None
         for leftover in (path, path.with_name(path.name + ".tmp")):
             try:
                 leftover.unlink()

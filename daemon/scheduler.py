@@ -1,8 +1,9 @@
 """The loop: read the clock once, ask each part one question, run what is due, wait at most a tick.
 
-Each concept is an object of its own, passed in: the lease (which daemon runs the spiders, and
-this daemon's role), the take-over (stale runs and journals), the history copy and the decision,
-jitter, run-now requests, the run path, observation, housekeeping and the heartbeat. `assemble`
+Each concept is an object of its own, passed in: the catalog (which jobs run), the lease (which
+daemon runs them, and this daemon's role), the take-over (stale runs and journals), the history
+copy and the decision, jitter, requests (run-now, pause, cancel), the run path, observation,
+housekeeping and the heartbeat. `assemble`
 builds them for a real daemon; a unit test passes fakes and drives `step(now)` without sleeping.
 
 The wait between steps is on the wake event and never longer than one tick, so a suspend or a
@@ -23,6 +24,7 @@ import structlog
 
 from daemon import db
 from daemon.batch import Batches, unreachable
+from daemon.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.history import HistoryCopy
@@ -41,14 +43,14 @@ NOTIFY_FLUSH_SECONDS = 5.0
 
 class Scheduler:
     def __init__(
-        self, settings: Settings, spiders: Sequence[str], *, clock: Clock, stop: threading.Event,
-        wake: threading.Event, lease: Lease, takeover: TakeOver, history: HistoryCopy, jitter: Jitter,
-        requests: Any, batches: Batches, observer: Observer, housekeeping: Any, heartbeat: Any, notifier: Any,
-        http: Any = None,
+        self, settings: Settings, catalog: Catalog, *, clock: Clock, stop: threading.Event,
+        wake: threading.Event, reload: threading.Event, lease: Lease, takeover: TakeOver, history: HistoryCopy,
+        jitter: Jitter, requests: Any, batches: Batches, observer: Observer, housekeeping: Any, heartbeat: Any,
+        notifier: Any, http: Any = None,
     ) -> None:  # fmt: skip
         self.settings = settings
-        self.spiders = tuple(spiders)
-        self.clock, self.stop, self.wake = clock, stop, wake
+        self.catalog = catalog
+        self.clock, self.stop, self.wake, self.reload = clock, stop, wake, reload
         self.lease, self.takeover, self.history, self.jitter = lease, takeover, history, jitter
         self.requests, self.batches, self.observer = requests, batches, observer
         self.housekeeping, self.heartbeat, self.notifier, self.http = housekeeping, heartbeat, notifier, http
@@ -57,8 +59,9 @@ class Scheduler:
 
     def run(self) -> None:
         log.info("scheduler_started", message=f"Starting scheduler with {self.settings.interval_hours:g} hour interval",
-                 interval_hours=self.settings.interval_hours, spiders=list(self.spiders),
-                 concurrency=self.settings.concurrency, tick_s=self.settings.tick_seconds)  # fmt: skip
+                 interval_hours=self.settings.interval_hours, spiders=list(dict.fromkeys(j.spider for j in self.catalog.jobs)),
+                 jobs=len(self.catalog.jobs), concurrency=self.settings.concurrency,
+                 tick_s=self.settings.tick_seconds)  # fmt: skip
         self.requests.start()
         if self.http is not None:
             self.http.start()
@@ -105,15 +108,19 @@ class Scheduler:
         settling = self.lease.settle_left()
         if settling > 0:
             return settling
-        requested = self.requests.take(store, self.spiders, now)
-        plan, histories = self.history.plan(store, now, fresh=bool(requested))
-        self.observer.planned(plan, histories)
-        due, held_until = self.jitter.hold_back(plan, [s for s in self.spiders if s in plan.due or s in requested],
-                                                requested)  # fmt: skip
+        if self.catalog.refresh(hup=self._hup()) or self.catalog.dirty:
+            self.catalog.publish(store, now, self.lease.me)
+        requested = self.requests.take(store, self.catalog.resolve, now)
+        jobs, cadences = self.catalog.names(), self.catalog.cadences(self.requests.pauses)
+        plan, histories = self.history.plan(store, now, jobs, cadences, fresh=bool(requested))
+        self.observer.planned(plan, histories, self.catalog.spider_of)
+        paused = {p.spider for p in plan.spiders if p.paused}
+        asked = [j for j in jobs if j in requested and j not in plan.due and j not in paused]
+        due, held_until = self.jitter.hold_back(plan, [*plan.most_overdue_first, *asked], requested)
         if due:
             # False: not one crawl could be recorded as started (a trigger or a constraint refuses the
-            # row). The spiders stay due, but trying again at once would spin and pile up runs.
-            return 0 if self.batches.online(store, due, now) else tick
+            # row). The jobs stay due, but trying again at once would spin and pile up runs.
+            return 0 if self.batches.online(store, self.catalog.jobs_named(due), now) else tick
         # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.
         self.housekeeping.run_pending()
         until = held_until or plan.next_due_at
@@ -125,9 +132,16 @@ class Scheduler:
                   message="PostgreSQL failed; reconnecting and re-taking the runner lock before running anything",
                   sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc), attempt=self.db_failures)  # fmt: skip
         self.lease.lost()
-        if unreachable(exc) and self.lease.may_run_offline and self.batches.offline(now):
+        cadences = self.catalog.cadences(self.requests.pauses)
+        if unreachable(exc) and self.lease.may_run_offline and self.batches.offline(now, cadences):
             return 0
         return min(0.5 * 2**self.db_failures, self.settings.tick_seconds)
+
+    def _hup(self) -> bool:
+        """SIGHUP: read the jobs file and list the spiders again, now."""
+        hup = self.reload.is_set()
+        self.reload.clear()
+        return hup
 
     def _request_to_take(self) -> bool:
         """A run-now request is waiting and this daemon would take it on its next step. Only then
@@ -139,17 +153,20 @@ class Scheduler:
 
 def assemble(
     settings: Settings,
-    spiders: Sequence[str],
+    jobs: Catalog | Sequence[str],
     *,
     clock: Clock | None = None,
     stop: threading.Event | None = None,
     force: threading.Event | None = None,
     wake: threading.Event | None = None,
+    reload: threading.Event | None = None,
     conn: psycopg2.extensions.connection | None = None,
     environ: dict[str, str] | None = None,
 ) -> Scheduler:
-    """The loop with its real parts."""
+    """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each."""
     from daemon.clock import SystemClock
+    from daemon.decision import Cadence
+    from daemon.jobfile import JobDefaults, default_jobs
     from daemon.jobs import Jobs
     from daemon.journal import Journal
     from daemon.metrics import Metrics
@@ -160,12 +177,19 @@ def assemble(
 
     clock = clock or SystemClock()
     stop, force, wake = stop or threading.Event(), force or threading.Event(), wake or threading.Event()
+    if isinstance(jobs, Catalog):
+        catalog = jobs
+    else:
+        defaults = JobDefaults.from_settings(settings)
+        catalog = Catalog(None, defaults, lambda: list(jobs), jobs=default_jobs(jobs, defaults), spiders=list(jobs))
     metrics = Metrics.for_endpoint(bool(settings.http_port))
     notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, stop)
     observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
                         interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
     requests = RunNowListener(settings, stop, wake)
-    jitter = Jitter(settings.jitter)
+    catalog.alert_with(lambda problems: notifier.alert("jobs_file_invalid", f"The jobs file is not valid; the last "
+                                                       f"good jobs keep running: {problems}", level="error"))
+    jitter = Jitter(lambda name: job.jitter if (job := catalog.job(name)) else settings.jitter)
 
     def new_term() -> None:
         requests.new_term()
@@ -182,19 +206,23 @@ def assemble(
     def during_run() -> None:
         heartbeat.beat_if_due()
         lease.keep()
+        for name in requests.take_cancels(lease.runner_store(), clock.now()):
+            if not runner.cancel(name):
+                log.info("cancel_ignored", job=name, reason="not running")
 
     runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ, abort=lease.giving_way)
     journal = Journal(settings.state_dir)
-    history = HistoryCopy(spiders, clock, settings.interval, settings.retry_delay)
-    housekeeping = Jobs(settings, clock, lease.runner_store, metrics, notifier, spiders=tuple(spiders))
+    history = HistoryCopy(clock, Cadence(settings.interval, settings.retry_delay))
+    housekeeping = Jobs(settings, clock, lease.runner_store, metrics, notifier,
+                        watch=lambda: catalog.alert_limits(requests.pauses, settings.alert_after))  # fmt: skip
     http = None
     if settings.http_port:
         from daemon.http import HttpEndpoint  # http.server and prometheus_client only when asked for
 
         http = HttpEndpoint(settings, metrics, lambda: observer.job_view(housekeeping.view()))
     return Scheduler(
-        settings, spiders, clock=clock, stop=stop, wake=wake, lease=lease, takeover=TakeOver(journal),
-        history=history, jitter=jitter, requests=requests,
-        batches=Batches(runner, lease, journal, history, observer, clock, stop), observer=observer,
+        settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
+        takeover=TakeOver(journal), history=history, jitter=jitter, requests=requests,
+        batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop), observer=observer,
         housekeeping=housekeeping, heartbeat=heartbeat, notifier=notifier, http=http,
     )  # fmt: skip

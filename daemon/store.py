@@ -277,12 +277,14 @@ class Store:
             cur.execute(queries.LAST_SUCCESSES, {"spiders": list(spiders)})
             return cur.fetchall()
 
-    def failed_spider_runs_since(self, after_id: int, since: datetime | None) -> list[tuple[int, str, str, str]]:
+    def failed_spider_runs_since(self, after_id: int, since: datetime | None) -> list[tuple[int, str, str, str, str]]:
+        """(id, job, failure, message, spider) of each failed crawl after `after_id` (and `since`)."""
         with self.conn.cursor() as cur:
             cur.execute(queries.FAILED_SPIDER_RUNS_SINCE, {"after_id": after_id, "since": since})
             return cur.fetchall()
 
-    def spiders_scraping_zero(self) -> list[tuple[str, datetime, int]]:
+    def spiders_scraping_zero(self) -> list[tuple[str, datetime, int, str]]:
+        """(job, last success, items before, spider) of each job whose last success scraped nothing."""
         with self.conn.cursor() as cur:
             cur.execute(queries.SPIDERS_SCRAPING_ZERO)
             return cur.fetchall()

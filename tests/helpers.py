@@ -193,17 +193,31 @@ def crawl_intervals(path: Path, ended: dict[int, float] | None = None) -> list[t
     return sorted(spans)
 
 
+def job_catalog(settings: Settings):  # noqa: ANN201 (a daemon.catalog.Catalog)
+    """The catalog as the daemon builds it at start: the jobs file, listed spiders, no stored list."""
+    from daemon import jobfile
+    from daemon.catalog import open_catalog
+    from daemon.spiders import list_spiders, resolve_spiders
+
+    path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
+    return open_catalog(path, jobfile.JobDefaults.from_settings(settings), settings.spiders, None,
+                        lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found))  # fmt: skip
+
+
 class SchedulerThread:
     """The real loop in a thread, against real Postgres and real crawls, with a movable clock."""
 
-    def __init__(self, env: dict[str, str], spiders: Sequence[str], clock: OffsetClock | None = None):
+    def __init__(self, env: dict[str, str], spiders: Sequence[str] | None = None, clock: OffsetClock | None = None):
+        """spiders: one job each; None: the jobs of SCHEDULER_JOBS_FILE (or the project's spiders),
+        found as the daemon finds them at start."""
         self.settings = Settings.from_mapping(env)
         self.clock = clock or OffsetClock()
         self.stop = threading.Event()
         self.force = threading.Event()
+        self.reload = threading.Event()
         self.scheduler = assemble(
-            self.settings, spiders, clock=self.clock, stop=self.stop, force=self.force,
-            environ={**os.environ, **env},
+            self.settings, spiders if spiders is not None else job_catalog(self.settings), clock=self.clock,
+            stop=self.stop, force=self.force, reload=self.reload, environ={**os.environ, **env},
         )  # fmt: skip
         self.thread = threading.Thread(target=self.scheduler.run, daemon=True)
 

@@ -44,9 +44,9 @@ def test_the_endpoint_answers_health_metrics_and_jobs(pg_server, base_env, db, d
     status, body = get(port, "/metrics")
     assert status == 200
     assert metric(body, 'scheduler_runs_total{status="completed"}') == 1.0
-    assert metric(body, 'scheduler_spider_runs_total{spider="ok",status="completed"}') == 1.0
-    assert metric(body, 'scheduler_items_scraped_total{spider="ok"}') == 15.0
-    assert metric(body, 'scheduler_last_success_timestamp_seconds{spider="ok"}') > 0
+    assert metric(body, 'scheduler_spider_runs_total{job="ok",spider="ok",status="completed"}') == 1.0
+    assert metric(body, 'scheduler_items_scraped_total{job="ok",spider="ok"}') == 15.0
+    assert metric(body, 'scheduler_last_success_timestamp_seconds{job="ok",spider="ok"}') > 0
     assert metric(body, "scheduler_run_duration_seconds_count") == 1.0
     assert 3 * 3600 < metric(body, "scheduler_seconds_until_next_due") <= 4 * 3600
     assert metric(body, "scheduler_is_running") == 0.0
@@ -92,7 +92,7 @@ def test_metrics_show_a_run_in_progress_and_the_failures_after_it(base_env, daem
     body = get(port, "/metrics")[1]
     assert metric(body, "scheduler_is_running") == 0.0
     assert metric(body, 'scheduler_runs_total{status="failed"}') == 1.0
-    assert metric(body, 'scheduler_spider_runs_total{spider="boom",status="failed"}') == 1.0
-    assert metric(body, 'scheduler_spider_runs_total{spider="slow",status="completed"}') == 1.0
+    assert metric(body, 'scheduler_spider_runs_total{job="boom",spider="boom",status="failed"}') == 1.0
+    assert metric(body, 'scheduler_spider_runs_total{job="slow",spider="slow",status="completed"}') == 1.0
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0

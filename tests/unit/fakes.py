@@ -55,6 +55,11 @@ class FakeStore:
     fail: Exception | None = None
     closed: bool = False
     calls: list[str] = field(default_factory=list)
+    published: list[tuple[str, ...]] = field(default_factory=list)
+
+    def publish_jobs(self, jobs: Any, **kwargs: Any) -> None:
+        self._call("publish_jobs")
+        self.published.append(tuple(job.name for job in jobs))
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -127,6 +132,7 @@ class FakeRequests:
     def __init__(self) -> None:
         self.pending = threading.Event()
         self.asked: set[str] = set()
+        self.pauses: dict[str, datetime | None] = {}
 
     def start(self) -> None:
         pass
@@ -134,12 +140,12 @@ class FakeRequests:
     def new_term(self) -> None:
         self.pending.set()
 
-    def take(self, store: Any, spiders: Any, now: datetime) -> set[str]:
+    def take(self, store: Any, resolve: Any, now: datetime) -> set[str]:
         if not self.pending.is_set():
             return set()
         self.pending.clear()
         taken, self.asked = self.asked, set()
-        return taken
+        return resolve(sorted(taken))
 
 
 class FakeBatches:
@@ -152,12 +158,12 @@ class FakeBatches:
         self.offline_result = True
 
     def online(self, store: Any, due: Any, now: datetime) -> bool:
-        self.online_runs.append(tuple(due))
+        self.online_runs.append(tuple(job.name for job in due))
         if self.during is not None:
             self.during()
         return True
 
-    def offline(self, now: datetime) -> bool:
+    def offline(self, now: datetime, cadences: Any) -> bool:
         self.offline_runs.append(now)
         return self.offline_result
 

@@ -1,5 +1,7 @@
 """How a crawl is judged: from its stats, not from its exit code."""
 
+from pathlib import Path
+
 import pytest
 
 from daemon.crawl import crawl_command, judge
@@ -45,3 +47,26 @@ def test_the_spider_name_is_one_argv_element_and_consoles_are_off(tmp_path):
     argv = crawl_command("x; rm -rf /", tmp_path / "s.json")
     assert argv[argv.index("crawl") + 1] == "x; rm -rf /"
     assert "TELNETCONSOLE_ENABLED=False" in argv and "REMOTE_CONTROL_ENABLED=False" in argv
+
+
+@pytest.mark.parametrize(
+    ("min_items", "items", "ok", "failure"),
+    [(0, 0, True, None), (10, 15, True, None), (15, 15, True, None), (16, 15, False, "too_few_items"),
+     (1, 0, False, "too_few_items")],  # fmt: skip
+)
+def test_a_crawl_that_scraped_fewer_items_than_its_job_requires_is_no_success(min_items, items, ok, failure):
+    outcome = judge("s", exit_code=0, stats={**GOOD, "item_scraped_count": items}, timed_out=False,
+                    interrupted=False, max_errors=0, timeout_minutes=120, duration_s=1.0, min_items=min_items)  # fmt: skip
+    assert (outcome.ok, outcome.failure) == (ok, failure)
+
+
+def test_a_cancelled_crawl_fails_as_cancelled_whatever_it_managed_to_write():
+    outcome = judge("s", exit_code=0, stats=GOOD, timed_out=False, interrupted=False, max_errors=0,
+                    timeout_minutes=120, duration_s=1.0, cancelled=True, job="s-remote")  # fmt: skip
+    assert (outcome.ok, outcome.failure, outcome.name, outcome.spider) == (False, "cancelled", "s-remote", "s")
+
+
+def test_a_jobs_arguments_stand_between_the_spider_and_the_schedulers_own_settings():
+    argv = crawl_command("s", Path("/x/stats.json"), ["-a", "q=$(touch /tmp/x)", "-s", "DOWNLOAD_DELAY=2"])
+    assert argv[4:9] == ["s", "-a", "q=$(touch /tmp/x)", "-s", "DOWNLOAD_DELAY=2"]
+    assert argv[-1] == "REMOTE_CONTROL_ENABLED=False"

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from daemon.decision import CLOCK_SKEW_TOLERANCE, SpiderHistory, decide
+from daemon.decision import CLOCK_SKEW_TOLERANCE, Cadence, SpiderHistory, decide, decide_jobs
 
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
 moments = st.integers(min_value=0, max_value=10 * 365 * 86400).map(lambda s: EPOCH + timedelta(seconds=s))
@@ -45,6 +45,28 @@ def test_due_exactly_when_the_rules_say_and_never_a_wait_longer_than_the_interva
     assert [p.spider for p in plan.spiders] == [h.spider for h in hist]
     if plan.next_due_at is not None:
         assert plan.next_due_at > now and set(plan.due) != {h.spider for h in hist}
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories(), moments, st.data())
+def test_per_job_each_is_due_by_its_own_cadence_paused_ones_never_and_the_most_overdue_leads(hist, now, data):
+    cadences = {
+        h.spider: Cadence(data.draw(intervals), data.draw(delays), paused=data.draw(st.booleans()),
+                          paused_until=data.draw(st.none() | moments))
+        for h in hist
+    }  # fmt: skip
+    plan = decide_jobs(hist, now, cadences, Cadence(timedelta(hours=4), timedelta(minutes=15)))
+    alone = {h.spider: decide([h], now, cadences[h.spider].every, cadences[h.spider].retry_delay) for h in hist}
+    for h in hist:
+        c = cadences[h.spider]
+        paused = c.paused and (c.paused_until is None or c.paused_until > now)
+        # A job's plan is its own: as if it were the only one, by its own interval; unless paused.
+        assert (h.spider in plan.due) == (not paused and h.spider in alone[h.spider].due)
+    # Each due job once, the most overdue by its own interval first (never-run jobs lead).
+    order = plan.most_overdue_first
+    assert sorted(order) == sorted(plan.due)
+    ratios = [next(p for p in plan.spiders if p.spider == name).overdue(now) for name in order]
+    assert ratios == sorted(ratios, reverse=True)
 
 
 # ----------------------------------------------------------------------------- the loop, as a model

@@ -314,7 +314,7 @@ def test_jitter_may_be_zero_and_at_most_one_day():
         ], id="setting values that are tables or arrays"),
         pytest.param("[jobs.quotes]\nsettings = { STATS_CLASS = 'x', TELNETCONSOLE_ENABLED = true }", [
             f"schedule.toml: job 'quotes': settings name '{name}' is not allowed: the scheduler sets it for every "
-            "crawl (REMOTE_CONTROL_ENABLED, SCHEDULER_STATS_FILE, STATS_CLASS, TELNETCONSOLE_ENABLED)"
+            "crawl (REMOTE_CONTROL_ENABLED, SCHEDULER_JOB, SCHEDULER_STATS_FILE, STATS_CLASS, TELNETCONSOLE_ENABLED)"
             for name in ("STATS_CLASS", "TELNETCONSOLE_ENABLED")
         ], id="settings the scheduler gives every crawl itself"),
         pytest.param("[jobs.quotes]\nmax_errors = -1\nmin_items = 1.5", [

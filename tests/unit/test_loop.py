@@ -6,6 +6,7 @@ nothing here sleeps or starts a process.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -13,9 +14,11 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import pytest
 
-from daemon.decision import SpiderHistory
+from daemon.catalog import Catalog
+from daemon.decision import Cadence, SpiderHistory
 from daemon.history import HistoryCopy
 from daemon.jitter import Jitter
+from daemon.jobfile import JobDefaults, default_jobs
 from daemon.lease import SETTLE_SECONDS, Lease, Role
 from daemon.metrics import UnreadMetrics
 from daemon.observation import Observer
@@ -51,7 +54,7 @@ class Loop:
         self.housekeeping = Counter()
         self.heartbeat = Counter()
         self.notifier = Counter()
-        self.jitter = Jitter(jitter, draw=draw)
+        self.jitter = Jitter(lambda name: jitter, draw=draw)
         observer = Observer(UnreadMetrics(), self.notifier, self.clock, every_s=INTERVAL.total_seconds(),  # type: ignore[arg-type]
                             interval_hours=4, timezone=ZoneInfo("UTC"))  # fmt: skip
 
@@ -61,11 +64,15 @@ class Loop:
             self.jitter.new_term()
 
         self.lease = Lease(self.connector, self.clock, on_taken=new_term)  # type: ignore[arg-type]
-        self.history = HistoryCopy(spiders, self.clock, INTERVAL, timedelta(minutes=15))
+        self.history = HistoryCopy(self.clock, Cadence(INTERVAL, timedelta(minutes=15)))
+        defaults = JobDefaults(INTERVAL, 2 * INTERVAL, timedelta(minutes=15), 0, 0, jitter)
+        self.catalog = Catalog(None, defaults, lambda: list(spiders), jobs=default_jobs(spiders, defaults),
+                               spiders=spiders)  # fmt: skip
         settings = SimpleNamespace(enabled=enabled, tick_seconds=TICK, interval_hours=4, concurrency=1)
+        self.reload = threading.Event()
         self.scheduler = Scheduler(
-            settings, spiders, clock=self.clock, stop=__import__("threading").Event(),  # type: ignore[arg-type]
-            wake=__import__("threading").Event(), lease=self.lease, takeover=TakeOver(FakeJournal()),  # type: ignore[arg-type]
+            settings, self.catalog, clock=self.clock, stop=threading.Event(), reload=self.reload,  # type: ignore[arg-type]
+            wake=threading.Event(), lease=self.lease, takeover=TakeOver(FakeJournal()),  # type: ignore[arg-type]
             history=self.history, jitter=self.jitter, requests=self.requests, batches=self.batches,  # type: ignore[arg-type]
             observer=observer, housekeeping=self.housekeeping, heartbeat=self.heartbeat, notifier=self.notifier,
         )  # fmt: skip

@@ -1,5 +1,6 @@
-"""Appends `start|end <unix time> <pid> <spider>` to $SPIDER_SIDE_CHANNEL: the tests' record of what
-really ran, independent of the scheduler's own database."""
+"""Appends `start|end <unix time> <pid> <job>` to $SPIDER_SIDE_CHANNEL: the tests' record of what
+really ran, independent of the scheduler's own database. The job is the SCHEDULER_JOB setting the
+daemon gives every crawl (the spider's name when run by hand), so overlaps are counted per job."""
 
 import os
 import time
@@ -23,7 +24,7 @@ class SideChannel:
         return ext
 
     def opened(self, spider):
-        note("start", spider.name)
+        note("start", spider.settings.get("SCHEDULER_JOB") or spider.name)
 
     def closed(self, spider, reason):
-        note("end", spider.name)
+        note("end", spider.settings.get("SCHEDULER_JOB") or spider.name)

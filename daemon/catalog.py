@@ -1,0 +1,204 @@
+"""The catalog: which jobs this daemon runs, kept up to date without a restart.
+
+The jobs come from the jobs file (daemon/jobfile.py), or, without one, one per spider of the
+project. The lock holder notices a changed file within a tick (its size, time or inode), and at
+once on SIGHUP, and lists the project's spiders again then (`scrapy list`, beside the loop in a
+thread: a catch-up never waits for it). A file that does not validate keeps the last good jobs
+running: the problem is logged (`jobs_file_invalid`), sent to the webhook once, and published, so
+`status` shows it until the file is fixed. What the catalog holds is published to PostgreSQL (the
+`jobs` table) on every change, so the commands answer without starting Scrapy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon import jobfile
+from daemon.decision import Cadence
+from daemon.errors import JobsFileError, SchedulerError
+from daemon.jobfile import Job, JobDefaults
+
+log = structlog.get_logger("daemon.catalog")
+
+Signature = tuple[int, int, int] | None  # (inode, size, mtime in ns) of the file; None: no file
+
+
+def signature(path: Path | None) -> Signature:
+    if path is None:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (0, -1, 0)  # gone or unreadable: a change, which load() then explains
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class Catalog:
+    def __init__(
+        self,
+        path: Path | None,
+        defaults: JobDefaults,
+        lister: Callable[[], list[str]],
+        *,
+        jobs: Sequence[Job],
+        spiders: Sequence[str] | None,
+        chosen: Sequence[str] = (),
+        on_invalid: Callable[[str], None] = lambda text: None,
+    ) -> None:
+        """path: the jobs file (None: one job per spider). lister: runs `scrapy list`. jobs: what to
+        run until the file or the list says otherwise. spiders: the project's spiders as last listed
+        (None: unknown yet). chosen: SCHEDULER_SPIDERS, the spiders to keep without a file."""
+        self.path = path
+        self.defaults = defaults
+        self.lister = lister
+        self.chosen = tuple(chosen)
+        self.on_invalid = on_invalid
+        self.jobs: tuple[Job, ...] = tuple(jobs)
+        self.spiders: tuple[str, ...] | None = tuple(spiders) if spiders is not None else None
+        self.error: str | None = None
+        self.dirty = True  # to be published
+        self._signature = signature(path)
+        self._listing: threading.Thread | None = None
+        self._listed: list[str] | Exception | None = None
+
+    def alert_with(self, on_invalid: Callable[[str], None]) -> None:
+        """How a file that does not validate on reload is told (the webhook)."""
+        self.on_invalid = on_invalid
+
+    # ----------------------------------------------------------------- questions
+    def names(self) -> tuple[str, ...]:
+        return tuple(job.name for job in self.jobs)
+
+    def job(self, name: str) -> Job | None:
+        return next((job for job in self.jobs if job.name == name), None)
+
+    def spider_of(self, name: str) -> str:
+        job = self.job(name)
+        return job.spider if job is not None else name
+
+    def jobs_named(self, names: Sequence[str]) -> list[Job]:
+        """The jobs of `names`, in that order (a name no longer in the catalog is left out)."""
+        by_name = {job.name: job for job in self.jobs}
+        return [by_name[name] for name in names if name in by_name]
+
+    def alert_limits(self, pauses: Collection[str], alert_after: timedelta) -> dict[str, timedelta]:
+        """The jobs to alert on when overdue (none paused), each after SCHEDULER_ALERT_AFTER_HOURS or
+        two of its own intervals, whichever is longer."""
+        return {job.name: max(alert_after, 2 * job.every) for job in self.jobs
+                if not job.paused and job.name not in pauses}  # fmt: skip
+
+    def publish(self, store: Any, now: datetime, owner: str) -> None:
+        """Write what this daemon runs to PostgreSQL (the `jobs` table), for the commands."""
+        store.publish_jobs(self.jobs, path=str(self.path) if self.path else None, error=self.error,
+                           spiders=self.spiders, now=now, owner=owner)  # fmt: skip
+        self.dirty = False
+
+    def cadences(self, pauses: dict[str, object]) -> dict[str, Cadence]:
+        """Each job's cadence, paused by the file (until it changes) or by `pause` (until when)."""
+        return {
+            job.name: Cadence(job.every, job.retry_delay, paused=job.paused or job.name in pauses,
+                              paused_until=None if job.paused else pauses.get(job.name))  # type: ignore[arg-type]
+            for job in self.jobs
+        }  # fmt: skip
+
+    def resolve(self, names: Sequence[str] | None) -> set[str]:
+        """Job names for names that may be jobs or spiders (a spider's name: all its jobs)."""
+        if names is None:
+            return set(self.names())
+        wanted = set(names)
+        return {job.name for job in self.jobs if job.name in wanted or job.spider in wanted}
+
+    # ----------------------------------------------------------------- keeping it up to date
+    def list_spiders(self) -> None:
+        """Start `scrapy list` beside the loop (once at a time); `refresh` picks up its answer."""
+        if self._listing is not None and self._listing.is_alive():
+            return
+
+        def work() -> None:
+            try:
+                self._listed = self.lister()
+            except SchedulerError as exc:
+                self._listed = exc
+
+        self._listing = threading.Thread(target=work, name="scrapy-list", daemon=True)
+        self._listing.start()
+
+    def refresh(self, hup: bool = False) -> bool:
+        """Re-read what changed: the spiders' listing when it is back, the file when it changed or on
+        SIGHUP (which also lists the spiders again). True when the jobs (or their error) changed."""
+        listed, self._listed = self._listed, None
+        if isinstance(listed, Exception):
+            log.warning("spider_listing_failed", error=str(listed).splitlines()[0])
+            listed = None
+        if listed is not None:
+            listed_now = tuple(sorted(listed))
+            if listed_now != self.spiders:
+                log.info("spiders_listed", spiders=list(listed_now))
+                self.dirty = True
+            self.spiders = listed_now
+        now_signature = signature(self.path)
+        file_changed = now_signature != self._signature
+        if hup or file_changed:
+            self._signature = now_signature
+            log.info("jobs_reload", reason="sighup" if hup else "file_changed", file=str(self.path or ""))
+            self.list_spiders()
+        if listed is None and not hup and not file_changed:
+            return False
+        return self._rebuild()
+
+    def _rebuild(self) -> bool:
+        before = (self.jobs, self.error)
+        try:
+            self.jobs, self.error = self._load(), None
+        except JobsFileError as exc:
+            text = "; ".join(exc.problems)
+            if text != self.error:
+                log.error("jobs_file_invalid", file=str(self.path), problems=exc.problems,
+                          message="The jobs file is not valid; the last good jobs keep running")  # fmt: skip
+                self.on_invalid(text)
+            self.error = text
+        changed = (self.jobs, self.error) != before
+        if changed:
+            log.info("jobs_loaded", jobs=len(self.jobs), file=str(self.path or ""), error=self.error)
+        self.dirty = self.dirty or changed
+        return changed
+
+    def _load(self) -> tuple[Job, ...]:
+        if self.path is not None:
+            return jobfile.load(self.path, self.defaults, self.spiders)
+        if self.spiders is None:
+            return self.jobs
+        chosen = [s for s in self.chosen if s in self.spiders] if self.chosen else list(self.spiders)
+        return jobfile.default_jobs(chosen, self.defaults)
+
+
+def open_catalog(
+    path: Path | None, defaults: JobDefaults, chosen: Sequence[str], stored_spiders: Sequence[str] | None,
+    lister: Callable[[], list[str]], resolve: Callable[[list[str]], list[str]], *,
+    on_invalid: Callable[[str], None] = lambda text: None,
+) -> Catalog:  # fmt: skip
+    """The catalog at start-up, without waiting for `scrapy list` when the spiders listed last time
+    (stored with the published jobs) name every spider the jobs need: then the crawls of a catch-up
+    start at once and the listing runs beside them. Otherwise (a first start, a job for a spider
+    added since) the spiders are listed first. A bad jobs file, or SCHEDULER_SPIDERS naming a spider
+    the project lacks (`resolve`, from daemon/spiders.py), raises: exit 2."""
+    stored = tuple(stored_spiders) if stored_spiders else None
+    jobs = jobfile.load(path, defaults, None) if path is not None else ()  # the file's own problems first
+    needed = {job.spider for job in jobs} if path is not None else set(chosen)
+    listed = lister() if stored is None or not needed <= set(stored) else None
+    spiders = tuple(sorted(listed)) if listed is not None else stored
+    if path is not None:
+        jobs = jobfile.load(path, defaults, spiders)
+    else:
+        jobs = jobfile.default_jobs(resolve(list(spiders or ())), defaults)
+    catalog = Catalog(path, defaults, lister, jobs=jobs, spiders=spiders, chosen=chosen, on_invalid=on_invalid)
+    if listed is None:
+        catalog.list_spiders()  # beside the catch-up: spiders added or removed since the last listing
+    return catalog
