@@ -29,7 +29,7 @@ def _scans(db, sql: str, params: dict) -> list[tuple[str, str | None]]:
     return found
 
 
-@pytest.mark.parametrize("name", ["SPIDER_HISTORY", "LAST_SUCCESSES", "LATEST_SPIDER_RUNS"])
+@pytest.mark.parametrize("name", ["SPIDER_HISTORY", "LATEST_SPIDER_RUNS"])
 def test_a_spiders_newest_row_is_found_through_a_spider_index_never_by_walking_the_table(db, name):
     # 20 spiders taking turns for 18,000 rows, then only s00 and s01 for the newest 2,000: the
     # statistics say every spider is everywhere, yet s02..s19 have no row among the newest. That
@@ -68,7 +68,7 @@ def test_the_daemons_connections_never_jit_compile_its_small_queries(base_env):
 JOBS = [f"j{n:02d}" for n in range(20)]
 
 
-@pytest.mark.parametrize("name", ["JOB_HISTORY", "LATEST_JOB_RUNS"])
+@pytest.mark.parametrize("name", ["JOB_HISTORY", "LATEST_JOB_RUNS", "LAST_SUCCESSES"])
 def test_a_jobs_newest_row_is_found_through_a_job_index_never_by_walking_the_table(db, name):
     # The layout above, per job: 20 jobs of two spiders take turns, then only j00 and j01 run.
     rows(db, "ALTER TABLE spider_runs DROP CONSTRAINT spider_runs_run_id_fkey")
