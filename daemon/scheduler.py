@@ -167,7 +167,7 @@ def assemble(
     from daemon.clock import SystemClock
     from daemon.decision import Cadence
     from daemon.jobfile import JobDefaults, default_jobs
-    from daemon.jobs import Jobs
+    from daemon.housekeeping import Housekeeping
     from daemon.journal import Journal
     from daemon.metrics import Metrics
     from daemon.notify import Notifier
@@ -213,7 +213,7 @@ def assemble(
     runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ, abort=lease.giving_way)
     journal = Journal(settings.state_dir)
     history = HistoryCopy(clock, Cadence(settings.interval, settings.retry_delay))
-    housekeeping = Jobs(settings, clock, lease.runner_store, metrics, notifier,
+    housekeeping = Housekeeping(settings, clock, lease.runner_store, metrics, notifier,
                         watch=lambda: catalog.alert_limits(requests.pauses, settings.alert_after))  # fmt: skip
     http = None
     if settings.http_port:

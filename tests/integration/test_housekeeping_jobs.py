@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from daemon.clock import OffsetClock
 from daemon.config import Settings
-from daemon.jobs import Jobs
+from daemon.housekeeping import Housekeeping
 from daemon.store import Store
 from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
 
@@ -18,7 +18,7 @@ def jobs_for(env, conn, spiders=None) -> Jobs:
     """Jobs as the daemon builds them; `spiders` are those it runs (by default SCHEDULER_SPIDERS)."""
     store = Store(conn)
     settings = Settings.from_mapping(env)
-    return Jobs(settings, OffsetClock(), lambda: store, spiders=settings.spiders if spiders is None else spiders)
+    return Housekeeping(settings, OffsetClock(), lambda: store, spiders=settings.spiders if spiders is None else spiders)
 
 
 def test_history_retention_deletes_old_runs_in_batches_with_their_spider_rows(base_env, db):

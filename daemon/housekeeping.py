@@ -28,7 +28,7 @@ from daemon.metrics import Metrics
 from daemon.notify import Notifier
 from daemon.store import Store
 
-log = structlog.get_logger("daemon.jobs")
+log = structlog.get_logger("daemon.housekeeping")
 
 RETENTION_BATCH = 1000  # runs deleted per statement: short transactions, no long locks
 
@@ -42,7 +42,7 @@ class JobState:
     last_message: str | None = None
 
 
-class Jobs:
+class Housekeeping:
     def __init__(
         self,
         settings: Settings,
