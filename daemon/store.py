@@ -10,20 +10,20 @@ import contextlib
 import json
 import select
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
 
 from daemon import queries
+from daemon.board import Board
 from daemon.decision import SpiderHistory
-from daemon.jobfile import Job
 
 STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"
 JOURNAL_CUT_MESSAGE = "the daemon stopped during a run made while PostgreSQL was unreachable"
 
 
-class Store:
+class Store(Board):
     def __init__(self, conn: psycopg2.extensions.connection) -> None:
         self.conn = conn
 
@@ -142,113 +142,6 @@ class Store:
             "stats": json.dumps(outcome.stats, default=str) if outcome.stats is not None else None,
         }
         return self._count(queries.FINISH_SPIDER_RUN, params) == 1
-
-    # run-now requests
-    def request_run(self, spiders: list[str] | None) -> int:
-        request_id = int(self._one(queries.INSERT_RUN_REQUEST, {"spiders": spiders}))
-        self._one(queries.NOTIFY_RUN_NOW, {"id": request_id})
-        return request_id
-
-    def take_requests(self, now: datetime) -> list[tuple[int, list[str] | None]]:
-        with self.conn.cursor() as cur:
-            cur.execute(queries.TAKE_RUN_REQUESTS, {"now": now})
-            return [(r[0], r[1]) for r in cur.fetchall()]
-
-    # jobs: published by the lock holder, read by the commands
-    def publish_jobs(self, jobs: Sequence[Job], *, path: str | None, error: str | None,
-                     spiders: Sequence[str] | None, now: datetime, owner: str) -> None:  # fmt: skip
-        """Replace the published jobs and their source in one transaction (`spiders` None: keep the
-        stored list of the project's spiders)."""
-        rows = [{
-            "name": job.name, "position": position, "spider": job.spider,
-            "args": dict(job.args), "settings": dict(job.settings),
-            "every_s": job.every.total_seconds(), "timeout_s": job.timeout.total_seconds(),
-            "retry_delay_s": job.retry_delay.total_seconds(), "max_errors": job.max_errors,
-            "min_items": job.min_items, "jitter_s": job.jitter.total_seconds(), "paused": job.paused,
-        } for position, job in enumerate(jobs)]  # fmt: skip
-        source = {"path": path, "error": error, "spiders": None if spiders is None else list(spiders),
-                  "now": now, "owner": owner}  # fmt: skip
-        with self._transaction() as cur:
-            cur.execute(queries.DELETE_JOBS)
-            cur.execute(queries.INSERT_JOBS, {"jobs": json.dumps(rows)})
-            cur.execute(queries.PUBLISH_JOBS_SOURCE, source)
-
-    def published_jobs(self) -> list[Job]:
-        """The published jobs, in the file's order."""
-        with self.conn.cursor() as cur:
-            cur.execute(queries.PUBLISHED_JOBS)
-            return [
-                Job(name=name, spider=spider, args=tuple(args.items()), settings=tuple(settings.items()),
-                    every=timedelta(seconds=every), timeout=timedelta(seconds=timeout),
-                    retry_delay=timedelta(seconds=retry_delay), max_errors=max_errors, min_items=min_items,
-                    jitter=timedelta(seconds=jitter), paused=paused)
-                for name, spider, args, settings, every, timeout, retry_delay, max_errors, min_items, jitter, paused
-                in cur.fetchall()
-            ]  # fmt: skip
-
-    def jobs_source(self) -> tuple[str | None, datetime | None, str | None, list[str] | None, datetime | None] | None:
-        """(path, loaded_at, error, spiders, listed_at) of the published jobs; None: never published."""
-        with self.conn.cursor() as cur:
-            cur.execute(queries.JOBS_SOURCE)
-            row = cur.fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
-
-    def pause(self, job: str, until: datetime | None, now: datetime) -> None:
-        """Pause `job` until `until` (None: until resumed), for every daemon."""
-        self._count(queries.PAUSE_JOB, {"job": job, "until": until, "now": now})
-        self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "pause"})
-
-    def resume(self, job: str) -> bool:
-        """End `job`'s pause; False when it had none."""
-        resumed = self._count(queries.RESUME_JOB, {"job": job}) == 1
-        if resumed:
-            self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "resume"})
-        return resumed
-
-    def pauses(self, now: datetime) -> dict[str, datetime | None]:
-        """job -> until when it is paused (None: until resumed); pauses over by `now` are left out."""
-        with self.conn.cursor() as cur:
-            cur.execute(queries.PAUSES, {"now": now})
-            return dict(cur.fetchall())
-
-    def request_cancel(self, jobs: Sequence[str]) -> int:
-        """Ask the lock holder to stop these jobs' running crawls; returns how many were asked for."""
-        queued = self._count(queries.INSERT_CANCEL_REQUESTS, {"jobs": list(jobs)})
-        if queued:
-            self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "cancel"})
-        return queued
-
-    def take_cancels(self, now: datetime) -> list[str]:
-        """The jobs asked to be cancelled since the last take, each once, oldest request first."""
-        with self.conn.cursor() as cur:
-            cur.execute(queries.TAKE_CANCEL_REQUESTS, {"now": now})
-            return [r[0] for r in cur.fetchall()]
-
-    # status
-    def known_spiders(self) -> list[str]:
-        with self.conn.cursor() as cur:
-            cur.execute(queries.KNOWN_SPIDERS)
-            return [r[0] for r in cur.fetchall()]
-
-    def latest_spider_runs(self, spiders: Sequence[str]) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(queries.LATEST_SPIDER_RUNS, {"spiders": list(spiders)})
-            return cur.fetchall()
-
-    def latest_job_runs(self, jobs: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Each job's newest crawl, in the order asked: (job, started_at, finished_at, status,
-        failure, items_scraped, message), all None after the job's name when it never ran."""
-        with self.conn.cursor() as cur:
-            cur.execute(queries.LATEST_JOB_RUNS, {"jobs": list(jobs)})
-            return cur.fetchall()
-
-    def latest_run(self) -> tuple[Any, ...] | None:
-        with self.conn.cursor() as cur:
-            cur.execute(queries.LATEST_RUN)
-            return cur.fetchone()
-
-    def pending_requests(self) -> int:
-        return int(self._one(queries.PENDING_RUN_REQUESTS, {}))
 
     # housekeeping jobs
     def last_job_runs_detail(self) -> list[tuple[str, tuple[datetime, str]]]:
