@@ -39,6 +39,19 @@ class Metrics:
                                                 "Duration of a cache_cleanup run", registry=r)  # fmt: skip
         self.job_runs = Counter("scheduler_job_runs", "Housekeeping job runs by job and status", ["job", "status"],
                                 registry=r)  # fmt: skip
+        # For alerting rules (contrib/prometheus/alerts.yml): is a job overdue, failing, paused; can
+        # the loop use its database. The per-job gauges are set from each plan, a job's series
+        # removed once it is no longer scheduled (so a removed job never alerts).
+        self.database_up = Gauge("scheduler_database_up", "0 while the loop's statements to PostgreSQL fail "
+                                 "(unreachable, or refused), else 1", registry=r)  # fmt: skip
+        self.database_up.set(1)  # no failure known yet (the first step may be a long catch-up run)
+        self.job_interval = Gauge("scheduler_job_interval_seconds", "Each job's interval: it runs at least once "
+                                  "per interval", ["job", "spider"], registry=r)  # fmt: skip
+        self.job_paused = Gauge("scheduler_job_paused", "1 while the job is paused (jobs file or pause), else 0",
+                                ["job"], registry=r)  # fmt: skip
+        self.job_failures = Gauge("scheduler_job_consecutive_failures",
+                                  "The job's own failed crawls since its latest success", ["job", "spider"],
+                                  registry=r)  # fmt: skip
 
     @staticmethod
     def for_endpoint(enabled: bool) -> Metrics:
@@ -58,6 +71,9 @@ class _Nothing:
         pass
 
     def observe(self, value: float) -> None:
+        pass
+
+    def remove(self, *values: Any) -> None:
         pass
 
 

@@ -38,6 +38,7 @@ class Observer:
                                         "next_due": None, "running": False}  # fmt: skip
         self._run_started_m = 0.0
         self._decision_key: object = None  # the decision logged last: each is logged once
+        self._exported: dict[str, str] = {}  # job -> spider: the per-job series on /metrics
 
     # ----------------------------------------------------------------- events
     def new_term(self) -> None:
@@ -52,10 +53,15 @@ class Observer:
         for h in histories:
             if h.last_success_at is not None:
                 self.metrics.last_success.labels(h.spider, spider_of(h.spider)).set(h.last_success_at.timestamp())
+        self._export_jobs(plan, histories, spider_of)
         next_due = plan.next_due_at
         waiting = not plan.due and next_due is not None
         self.metrics.until_next_due.set((next_due - plan.now).total_seconds() if waiting else 0.0)  # type: ignore[operator]
         self._job["next_due"] = next_due.isoformat() if waiting else plan.now.isoformat()  # type: ignore[union-attr]
+
+    def database_reachable(self, reachable: bool) -> None:
+        """The loop's latest statements to PostgreSQL succeeded (True), or failed (False)."""
+        self.metrics.database_up.set(1 if reachable else 0)
 
     def run_started(self, now: datetime) -> None:
         self.notifier.ping("/start")
@@ -103,6 +109,25 @@ class Observer:
         # outside service would see a run that never ends (the new runner pings its own runs).
         self.notifier.ping("/fail")
         self._decision_key = None
+
+    def _export_jobs(self, plan: Plan, histories: Sequence[SpiderHistory], spider_of: Callable[[str], str]) -> None:
+        """Each planned job's interval, pause and failure streak, for alerting rules. The series of
+        a job no longer planned (removed from the jobs file, or now running another spider) go, so
+        a job that is gone never alerts."""
+        exported = {p.spider: spider_of(p.spider) for p in plan.spiders}
+        for job, spider in self._exported.items():
+            if exported.get(job) != spider:
+                for gauge in (self.metrics.job_interval, self.metrics.job_failures, self.metrics.last_success):
+                    gauge.remove(job, spider)
+            if job not in exported:
+                self.metrics.job_paused.remove(job)
+        failures = {h.spider: h.consecutive_failures for h in histories}
+        for p in plan.spiders:
+            if p.every is not None:
+                self.metrics.job_interval.labels(p.spider, exported[p.spider]).set(p.every.total_seconds())
+            self.metrics.job_paused.labels(p.spider).set(1 if p.paused else 0)
+            self.metrics.job_failures.labels(p.spider, exported[p.spider]).set(failures.get(p.spider, 0))
+        self._exported = exported
 
     # ----------------------------------------------------------------- the view
     def job_view(self, housekeeping: Sequence[dict[str, Any]] = ()) -> dict[str, object]:

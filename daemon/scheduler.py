@@ -89,6 +89,7 @@ class Scheduler:
         except psycopg2.Error as exc:
             return self._database_failed(exc, now)
         self.db_failures = 0
+        self.observer.database_reachable(True)
         return wait
 
     def _step(self, now: datetime) -> float:
@@ -128,6 +129,7 @@ class Scheduler:
 
     def _database_failed(self, exc: psycopg2.Error, now: datetime) -> float:
         self.db_failures += 1
+        self.observer.database_reachable(False)
         log.error("database_error",
                   message="PostgreSQL failed; reconnecting and re-taking the runner lock before running anything",
                   sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc), attempt=self.db_failures)  # fmt: skip

@@ -6,6 +6,7 @@ nothing here sleeps or starts a process.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import timedelta
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from daemon.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.jobfile import JobDefaults, default_jobs
 from daemon.lease import SETTLE_SECONDS, Lease, Role
-from daemon.metrics import UnreadMetrics
+from daemon.metrics import Metrics, UnreadMetrics
 from daemon.observation import Observer
 from daemon.scheduler import Scheduler
 from daemon.takeover import TakeOver
@@ -269,3 +270,86 @@ def test_housekeeping_runs_only_when_no_spider_is_due():
     loop.history.invalidate()
     loop.step()
     assert len(loop.housekeeping.named("run_pending")) == 1
+
+
+# ----------------------------------------------------------------- what the alerting rules read
+def watched(loop: Loop) -> Metrics:
+    """Real metrics in place of the unread ones, to read back what the loop reported."""
+    metrics = Metrics()
+    loop.scheduler.observer.metrics = metrics
+    return metrics
+
+
+def gauge(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_the_database_gauge_goes_to_0_while_postgresql_is_unreachable_and_back_to_1_when_it_returns():
+    store = FakeStore(histories_by_spider={"a": ran_recently("a", 1), "b": ran_recently("b", 1)})
+    loop = Loop(store)
+    metrics = watched(loop)
+    loop.step()
+    assert gauge(metrics, "scheduler_database_up") == 1
+    store.fail = unreachable()
+    loop.connector.down = unreachable()
+    loop.step()
+    assert gauge(metrics, "scheduler_database_up") == 0
+    loop.step()
+    assert gauge(metrics, "scheduler_database_up") == 0
+    store.fail = None
+    loop.connector.down = None
+    store.previous_holder = loop.lease.me
+    loop.step()
+    assert gauge(metrics, "scheduler_database_up") == 1
+
+
+def test_the_database_shows_up_during_the_first_run_already_a_catch_up_that_may_last_hours():
+    loop = Loop(FakeStore())
+    metrics = watched(loop)
+    seen: list[float | None] = []
+    loop.batches.during = lambda: seen.append(gauge(metrics, "scheduler_database_up"))
+    loop.step()
+    assert seen == [1]
+
+
+def test_a_disabled_daemon_never_reports_its_database_down():
+    loop = Loop(FakeStore(), enabled=False)
+    loop.connector.down = unreachable()
+    metrics = watched(loop)
+    loop.step()
+    assert gauge(metrics, "scheduler_database_up") == 1
+
+
+def test_each_job_exports_its_interval_its_pause_and_its_failure_streak():
+    failing = SpiderHistory("a", T0 - timedelta(hours=9), consecutive_failures=3,
+                            last_failure_at=T0 - timedelta(minutes=1))  # fmt: skip
+    loop = Loop(FakeStore(histories_by_spider={"a": failing, "b": ran_recently("b", 1)}))
+    loop.requests.pauses = {"b": None}
+    metrics = watched(loop)
+    loop.step()
+    assert gauge(metrics, "scheduler_job_interval_seconds", job="a", spider="a") == INTERVAL.total_seconds()
+    assert gauge(metrics, "scheduler_job_interval_seconds", job="b", spider="b") == INTERVAL.total_seconds()
+    assert gauge(metrics, "scheduler_job_consecutive_failures", job="a", spider="a") == 3
+    assert gauge(metrics, "scheduler_job_consecutive_failures", job="b", spider="b") == 0
+    assert gauge(metrics, "scheduler_job_paused", job="a") == 0
+    assert gauge(metrics, "scheduler_job_paused", job="b") == 1
+    loop.requests.pauses = {}
+    loop.step()
+    assert gauge(metrics, "scheduler_job_paused", job="b") == 0
+
+
+def test_a_job_no_longer_scheduled_leaves_no_series_behind_so_it_never_alerts():
+    loop = Loop(FakeStore(histories_by_spider={"a": ran_recently("a", 1), "b": ran_recently("b", 1)}))
+    metrics = watched(loop)
+    loop.step()
+    assert gauge(metrics, "scheduler_last_success_timestamp_seconds", job="b", spider="b") is not None
+    a, _ = loop.catalog.jobs
+    loop.catalog.jobs = (dataclasses.replace(a, spider="other"),)  # b removed, a now runs another spider
+    loop.step()
+    for name in ("scheduler_job_interval_seconds", "scheduler_job_consecutive_failures",
+                 "scheduler_last_success_timestamp_seconds"):  # fmt: skip
+        assert gauge(metrics, name, job="b", spider="b") is None
+        assert gauge(metrics, name, job="a", spider="a") is None
+        assert gauge(metrics, name, job="a", spider="other") is not None
+    assert gauge(metrics, "scheduler_job_paused", job="b") is None
+    assert gauge(metrics, "scheduler_job_paused", job="a") == 0
