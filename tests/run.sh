@@ -42,6 +42,21 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
 }
 
+# usage: ensure_promtool — Prometheus' promtool, which checks contrib/prometheus/ (the e2e test),
+# taken out of Debian's `prometheus` package into the venv. Not `apt-get install prometheus`: the
+# package ships a systemd unit and an init script, and installing it would start a server.
+ensure_promtool() (
+  if command -v promtool >/dev/null || [[ -x $VENV/bin/promtool ]]; then exit 0; fi
+  log "unpacking promtool from Debian's prometheus package into $VENV/bin"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  as_root apt-get update -qq
+  cd "$tmp"
+  apt-get download -qq -o APT::Sandbox::User=root prometheus
+  dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool
+  install -m 0755 usr/bin/promtool "$VENV/bin/promtool"
+)
+
 # usage: test_paths ARGS... — prints "tests" unless ARGS already name a test path
 test_paths() {
   local arg
@@ -54,6 +69,7 @@ test_paths() {
 main() {
   ensure_system_packages
   ensure_venv
+  ensure_promtool
   cd "$ROOT"
   export PATH="$VENV/bin:$PATH"
   local paths
