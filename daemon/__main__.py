@@ -56,7 +56,7 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import db, jobfile
+    from daemon import db, jobfile, jobrules
     from daemon.catalog import open_catalog
     from daemon.scheduler import assemble
     from daemon.spiders import list_spiders, resolve_spiders
@@ -81,7 +81,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
     defaults = jobfile.JobDefaults.from_settings(settings)
     if path is not None:
-        jobfile.load(path, defaults)  # a bad file is exit 2 at once, not after waiting for PostgreSQL
+        jobrules.load(path, defaults)  # a bad file is exit 2 at once, not after waiting for PostgreSQL
     db.answer_within_a_deadline()  # a frozen PostgreSQL never holds the loop (see db.py)
     try:
         conn = db.wait_for_database(settings, stop)

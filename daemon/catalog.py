@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from daemon import jobfile
+from daemon import jobfile, jobrules
 from daemon.decision import Cadence
 from daemon.errors import JobsFileError, SchedulerError
 from daemon.jobfile import Job, JobDefaults
@@ -178,7 +178,7 @@ class Catalog:
 
     def _load(self) -> tuple[Job, ...]:
         if self.path is not None:
-            return jobfile.load(self.path, self.defaults, self.spiders)
+            return jobrules.load(self.path, self.defaults, self.spiders)
         if self.spiders is None:
             return self.jobs
         chosen = [s for s in self.chosen if s in self.spiders] if self.chosen else list(self.spiders)
@@ -196,12 +196,12 @@ def open_catalog(
     added since) the spiders are listed first. A bad jobs file, or SCHEDULER_SPIDERS naming a spider
     the project lacks (`resolve`, from daemon/spiders.py), raises: exit 2."""
     stored = tuple(stored_spiders) if stored_spiders else None
-    jobs = jobfile.load(path, defaults, None) if path is not None else ()  # the file's own problems first
+    jobs = jobrules.load(path, defaults, None) if path is not None else ()  # the file's own problems first
     needed = {job.spider for job in jobs} if path is not None else set(chosen)
     listed = lister() if stored is None or not needed <= set(stored) else None
     spiders = tuple(sorted(listed)) if listed is not None else stored
     if path is not None:
-        jobs = jobfile.load(path, defaults, spiders)
+        jobs = jobrules.load(path, defaults, spiders)
     else:
         jobs = jobfile.default_jobs(resolve(list(spiders or ())), defaults)
     catalog = Catalog(path, defaults, lister, jobs=jobs, spiders=spiders, chosen=chosen, on_invalid=on_invalid)

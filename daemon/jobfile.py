@@ -53,7 +53,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,7 +137,7 @@ class Job:
 
 def resolve_path(jobs_file_setting: str | None, project_dir: Path) -> Path | None:
     """SCHEDULER_JOBS_FILE if set; else the project's schedule.toml if it exists; else None (no file:
-    `default_jobs`). Whether the file can be read is `load`'s to say."""
+    `default_jobs`). Whether the file can be read is `jobrules.load`'s to say."""
     if jobs_file_setting and jobs_file_setting.strip():
         return Path(jobs_file_setting.strip())
     candidate = project_dir / DEFAULT_FILE_NAME
@@ -190,23 +190,6 @@ def format_duration(value: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
-
-
-def load(path: Path, defaults: JobDefaults, known_spiders: Collection[str] | None = None) -> tuple[Job, ...]:
-    """The jobs of the file at `path`; `JobsFileError` listing every problem otherwise (the rules:
-    daemon/jobrules.py)."""
-    from daemon import jobrules
-
-    return jobrules.load(path, defaults, known_spiders)
-
-
-def parse(
-    text: str, source_name: str, defaults: JobDefaults, known_spiders: Collection[str] | None = None
-) -> tuple[Job, ...]:
-    """The jobs of a jobs file's text, in file order; `source_name` names the file in problems."""
-    from daemon import jobrules
-
-    return jobrules.parse(text, source_name, defaults, known_spiders)
 
 
 def make_job(

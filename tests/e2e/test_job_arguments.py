@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from daemon.crawl import crawl_command
-from daemon.jobfile import crawl_arguments, parse
+from daemon.jobfile import crawl_arguments
+from daemon.jobrules import parse
 from daemon.runner import crawl_environment
 from tests.conftest import TEST_PROJECT
 from tests.unit.test_jobfile import ENV, HOSTILE, hostile_toml

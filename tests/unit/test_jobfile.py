@@ -19,11 +19,10 @@ from daemon.jobfile import (
     crawl_arguments,
     default_jobs,
     format_duration,
-    load,
-    parse,
     parse_duration,
     resolve_path,
 )
+from daemon.jobrules import load, parse
 from tests.conftest import ROOT, TEST_PROJECT
 
 ENV = JobDefaults(
