@@ -459,14 +459,17 @@ SELECT t, %(per_run)s, CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'completed' END,
   FROM generate_series(1, %(runs)s) AS g,
        LATERAL (SELECT now() - (%(runs)s - g) * interval '4 minutes' AS t) AS at
 """
+# Each spider's runs are those of the job named after it (the job given, not left to the trigger
+# of sql/012_jobs.sql, which would cost a function call per row).
 GENERATE_SPIDER_RUNS = """
-INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, exit_code, finish_reason,
+INSERT INTO spider_runs (run_id, job, spider, status, failure, started_at, finished_at, exit_code, finish_reason,
                          items_scraped, error_count, message)
-SELECT r.id, 'bench_' || lpad(((r.id * %(per_run)s + j) %% 20)::text, 3, '0'),
+SELECT r.id, s.name, s.name,
        CASE WHEN (r.id + j) %% 10 = 0 THEN 'failed' ELSE 'completed' END,
        CASE WHEN (r.id + j) %% 10 = 0 THEN 'error' END,
        r.last_run_at, r.last_run_at + interval '1 minute', 0, 'finished', 15, 0, 'ok'
-  FROM scheduler_state r, generate_series(0, %(per_run)s - 1) AS j
+  FROM scheduler_state r, generate_series(0, %(per_run)s - 1) AS j,
+       LATERAL (SELECT 'bench_' || lpad(((r.id * %(per_run)s + j) %% 20)::text, 3, '0') AS name) AS s
 """
 
 
@@ -484,9 +487,11 @@ def scale(world: World, runs: int, spider_rows: int, big_run_spiders: int) -> di
     spiders = [f"bench_{n:03d}" for n in range(20)]
     # The decision query on a connection made the way the daemon makes its own.
     daemon_conn = db.connect(Settings.from_mapping({**world.pg.env(dbname), "SCRAPY_PROJECT_DIR": str(PROJECT)}))
-    decision = _timed(lambda: rows(daemon_conn, queries.SPIDER_HISTORY, {"spiders": spiders}), 20)
-    plan = "\n".join(r[0] for r in rows(daemon_conn, "EXPLAIN (ANALYZE, BUFFERS) " + queries.SPIDER_HISTORY,
-                                        {"spiders": spiders}))  # fmt: skip
+    # JOB_HISTORY, the query the daemon decides from (per job): the generated rows are runs of the
+    # jobs named after their spiders, as rows written before jobs existed are.
+    decision = _timed(lambda: rows(daemon_conn, queries.JOB_HISTORY, {"jobs": spiders}), 20)
+    plan = "\n".join(r[0] for r in rows(daemon_conn, "EXPLAIN (ANALYZE, BUFFERS) " + queries.JOB_HISTORY,
+                                        {"jobs": spiders}))  # fmt: skip
     daemon_conn.close()
     monitoring = {}
     for n, query in enumerate(_monitoring_queries(), 1):
