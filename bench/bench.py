@@ -52,10 +52,12 @@ PYTHON = sys.executable
 MODES: dict[str, dict[str, int]] = {
     "quick": {"catch_up_reps": 3, "precision_runs": 10, "jump_reps": 3, "idle_seconds": 30,
               "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
-              "big_run_spiders": 10, "container_reps": 1},
+              "big_run_spiders": 10, "container_reps": 1, "fast_catch_up_reps": 3, "commands_reps": 3,
+              "many_jobs_spiders": 20, "many_jobs_argsets": 50, "many_jobs_reps": 2, "many_jobs_ticks": 10},
     "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,
              "overhead_spiders": 20, "overhead_reps": 3, "scale_runs": 1_000_000, "scale_spider_rows": 10_000_000,
-             "big_run_spiders": 500, "container_reps": 3},
+             "big_run_spiders": 500, "container_reps": 3, "fast_catch_up_reps": 10, "commands_reps": 10,
+             "many_jobs_spiders": 100, "many_jobs_argsets": 100, "many_jobs_reps": 5, "many_jobs_ticks": 50},
 }  # fmt: skip
 PRECISION_INTERVAL_HOURS = 0.001  # 3.6 s between runs of one tiny crawl
 JUMP_TICK_SECONDS = 5.0
@@ -113,9 +115,10 @@ class World:
         except subprocess.CalledProcessError:
             pass
 
-    def database(self) -> str:
+    def database(self, template: str | None = None) -> str:
+        """A fresh migrated database, or a copy of `template` (a database nobody is connected to)."""
         name = f"bench_{next(self._numbers)}"
-        self.pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        self.pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template or self.template}"')
         return name
 
     def env(self, dbname: str, spiders: int = 1, **extra: str) -> dict[str, str]:
@@ -536,6 +539,245 @@ def _monitoring_queries() -> list[str]:
     return [q.strip() for q in text.split(";") if q.strip()]
 
 
+# ----------------------------------------------------------------------------- 6. fast answers
+def fast_catch_up(world: World, reps: int) -> dict[str, Any]:
+    """PostgreSQL up -> first crawl, with the daemon itself (`python -m daemon`, the migrations
+    applied) started before PostgreSQL and the project's spiders published by its previous life:
+    the catch-up starts from them and `scrapy list` runs beside it. Next to it, one bare `scrapy
+    list` of the same project, timed in the same run."""
+    prepared = world.database()
+    conn = world.pg.connect(prepared)
+    insert_completed(conn, ["bench_000"], datetime.now(timezone.utc) - timedelta(minutes=1))
+    conn.close()
+    # The previous life: a daemon that found nothing due and published its jobs and spiders.
+    env = world.env(prepared, SCHEDULER_SPIDERS="bench_000")
+    logfile = world.workdir / "fast-catch-up-before.log"
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        wait_event(logfile, "run_not_due", 60, proc)
+    latencies, listings, phases = [], [], {}
+    for rep in range(reps):
+        db = world.database(template=prepared)
+        conn = world.pg.connect(db)
+        rows(conn, "UPDATE spider_runs SET started_at = started_at - interval '5 hours', "
+                   "finished_at = finished_at - interval '5 hours'")  # fmt: skip
+        published = rows(conn, "SELECT spiders FROM jobs_source")[0][0]
+        conn.close()
+        env = world.env(db, SCHEDULER_SPIDERS="bench_000")
+        logfile = world.workdir / f"fast-catch-up-{rep}.log"
+        world.pg.stop("fast")
+        with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+            time.sleep(1.5)  # the daemon is waiting for PostgreSQL, retrying
+            world.pg_start_nowait()
+            accepted = world.first_accepted_connection()
+            started = wait_event(logfile, "spider_started", 60, proc)
+            latencies.append(log_time(started) - accepted)
+            if rep == 0:
+                for name in ("database_available", "scheduler_started", "runner_lock_acquired", "run_started",
+                             "spider_started"):  # fmt: skip
+                    event = first_event(logfile, name)
+                    if event is not None:
+                        phases[name] = round(log_time(event) - accepted, 3)
+        t = time.monotonic()
+        subprocess.run([PYTHON, "-m", "scrapy", "list"], cwd=PROJECT, env=env, capture_output=True, check=True,
+                       timeout=120)  # fmt: skip
+        listings.append(time.monotonic() - t)
+    return {
+        "published_spiders": published,
+        "postgres_up_to_first_crawl_s": {"median": median(latencies), "max": max(latencies), "all": latencies},
+        "phases_after_postgres_up_s": phases,
+        "bare_scrapy_list_s": {"median": median(listings), "all": listings},
+    }
+
+
+COMMANDS = {
+    "status": ["status"],
+    "status --json": ["status", "--json"],
+    "run-now": ["run-now", "bench_001"],
+    "pause": ["pause", "bench_002"],
+    "resume": ["resume", "bench_002"],
+    "cancel": ["cancel", "bench_003"],
+}
+
+
+def commands(world: World, reps: int, spiders: int = 20) -> dict[str, Any]:
+    """Each command as a whole process, against the jobs a daemon published (the bench project
+    without a jobs file: one job per spider). The daemon is stopped first, so run-now only queues
+    its request and no crawl competes for the CPU."""
+    db = world.database()
+    conn = world.pg.connect(db)
+    insert_completed(conn, [f"bench_{n:03d}" for n in range(spiders)], datetime.now(timezone.utc))
+    conn.close()
+    env = world.env(db, spiders)
+    logfile = world.workdir / "commands-daemon.log"
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        wait_event(logfile, "run_not_due", 60, proc)
+    spent: dict[str, list[float]] = {name: [] for name in [*COMMANDS, "--help"]}
+    for _ in range(reps):
+        for name, argv in [*COMMANDS.items(), ("--help", ["--help"])]:
+            t = time.monotonic()
+            subprocess.run([PYTHON, "-m", "daemon", *argv], cwd=ROOT, env=env, capture_output=True, check=True,
+                           timeout=120)  # fmt: skip
+            spent[name].append(time.monotonic() - t)
+    medians = {name: median(values) for name, values in spent.items()}
+    others = {name: s for name, s in medians.items() if name not in ("status", "--help")}
+    slowest = max(others, key=others.__getitem__)
+    return {"jobs": spiders, "median_s": medians, "all_s": spent, "slowest_other": slowest,
+            "slowest_other_s": others[slowest]}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- 7. many jobs
+def jobs_file(spiders: int, argsets: int, last_every: str) -> str:
+    """`spiders` x `argsets` jobs, each spider with that many searches; the last job's `every` is
+    the one a reload changes."""
+    lines = ["[defaults]", 'every = "4h"', ""]
+    for s in range(spiders):
+        for a in range(argsets):
+            lines += [f"[jobs.bench_{s:03d}-q{a:03d}]", f'spider = "bench_{s:03d}"',
+                      f'args = {{ q = "search {a}", page = {a} }}', ""]  # fmt: skip
+    lines.insert(-1, f'every = "{last_every}"')
+    return "\n".join(lines)
+
+
+# One completed crawl of every job of jobs_file, a minute ago (nothing is due).
+GENERATE_JOB_RUNS = """
+WITH run AS (
+    INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at)
+    VALUES (now() - interval '1 minute', %(spiders)s * %(argsets)s, 'completed', now()) RETURNING id)
+INSERT INTO spider_runs (run_id, job, spider, args, status, started_at, finished_at, items_scraped)
+SELECT run.id, 'bench_' || lpad(s::text, 3, '0') || '-q' || lpad(a::text, 3, '0'), 'bench_' || lpad(s::text, 3, '0'),
+       jsonb_build_object('q', 'search ' || a, 'page', a::text), 'completed', now() - interval '1 minute', now(), 15
+  FROM run, generate_series(0, %(spiders)s - 1) AS s, generate_series(0, %(argsets)s - 1) AS a
+"""
+MANY_JOBS_TICK_SECONDS = 2.0  # the daemon's tick here (default 30 s): how soon it notices a changed file unasked
+
+
+def many_jobs(world: World, spiders: int, argsets: int, reps: int, ticks: int) -> dict[str, Any]:
+    """A generated jobs file of spiders x argsets jobs (every job ran a minute ago): start-up to the
+    first decision (first start, then a restart that finds the spiders published), resident
+    memory once idle, `status --json`, reloading the file, and the loop's step in-process."""
+    count = spiders * argsets
+    path = world.workdir / "many-jobs.toml"
+    path.write_text(jobs_file(spiders, argsets, "4h"))
+    last_job = f"bench_{spiders - 1:03d}-q{argsets - 1:03d}"
+    db = world.database()
+    conn = world.pg.connect(db)
+    rows(conn, GENERATE_JOB_RUNS, {"spiders": spiders, "argsets": argsets})
+    rows(conn, "ANALYZE")
+    env = world.env(db, spiders, SCHEDULER_JOBS_FILE=str(path), SCHEDULER_TICK_SECONDS=str(MANY_JOBS_TICK_SECONDS))
+    out: dict[str, Any] = {"jobs": count, "spiders": spiders, "argument_sets": argsets,
+                           "file_bytes": path.stat().st_size, "tick_s": MANY_JOBS_TICK_SECONDS}  # fmt: skip
+    # First start: nothing published yet, so `scrapy list` runs before the first decision.
+    logfile = world.workdir / "many-jobs-first.log"
+    t0 = time.time()
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        out["first_start_to_first_decision_s"] = log_time(wait_event(logfile, "run_not_due", 300, proc)) - t0
+    # A restart: the spiders published by the first start; the listing runs beside the loop.
+    logfile = world.workdir / "many-jobs.log"
+    t0 = time.time()
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        out["restart_to_first_decision_s"] = log_time(wait_event(logfile, "run_not_due", 300, proc)) - t0
+        _wait_quiet(proc.pid)
+        time.sleep(MANY_JOBS_TICK_SECONDS + 1)  # past the step that reads the listing's answer
+        out["idle_rss_mib"] = _rss_mib(proc.pid)
+        status_s = []
+        for _ in range(reps):
+            t = time.monotonic()
+            done = subprocess.run([PYTHON, "-m", "daemon", "status", "--json"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, check=True, timeout=300)  # fmt: skip
+            status_s.append(time.monotonic() - t)
+        shown = len(json.loads(done.stdout)["spiders"])
+        out["status_json"] = {"median_s": median(status_s), "all_s": status_s, "jobs_shown": shown,
+                              "bytes": len(done.stdout)}  # fmt: skip
+        published = lambda: rows(conn, "SELECT every_s FROM jobs WHERE name = %(name)s", {"name": last_job})[0][0]  # noqa: E731
+        reloads, loaded = [], []
+        for rep in range(reps):
+            hours = 5 + rep
+            path.write_text(jobs_file(spiders, argsets, f"{hours}h"))
+            t0 = time.time()
+            os.kill(proc.pid, signal.SIGHUP)
+            wait_for(lambda: published() == hours * 3600, timeout=60, step=0.005, what="the reloaded jobs published")
+            reloads.append(time.time() - t0)
+            event = next(e for e in reversed(json_lines(logfile.read_text())) if e.get("event") == "jobs_loaded")
+            loaded.append(log_time(event) - t0)
+            _wait_quiet(proc.pid)  # SIGHUP lists the spiders again, beside the loop
+            time.sleep(MANY_JOBS_TICK_SECONDS + 1)  # the step that reads that listing
+        out["reload_on_sighup"] = {"to_republished_median_s": median(reloads), "to_jobs_loaded_median_s": median(loaded),
+                                   "to_republished_all_s": reloads, "to_jobs_loaded_all_s": loaded}  # fmt: skip
+        path.write_text(jobs_file(spiders, argsets, "4h"))
+        t0 = time.time()
+        wait_for(lambda: published() == 4 * 3600, timeout=MANY_JOBS_TICK_SECONDS * 3 + 60, step=0.005,
+                 what="the changed file noticed")  # fmt: skip
+        out["reload_unasked_s"] = time.time() - t0
+        _wait_quiet(proc.pid)
+        out["rss_after_reloads_mib"] = _rss_mib(proc.pid)
+    out["history_read_ms"] = _timed(lambda: rows(conn, queries.JOB_HISTORY, {"jobs": [
+        f"bench_{s:03d}-q{a:03d}" for s in range(spiders) for a in range(argsets)]}), 5)  # fmt: skip
+    conn.close()
+    out["step"] = _steps_in_process(env, ticks)
+    return out
+
+
+def _steps_in_process(env: dict[str, str], ticks: int) -> dict[str, Any]:
+    """The loop's step (Scheduler.step) in this process, with the daemon's parts, while nothing is
+    due: decided from the history copy, as on most ticks; and with the copy dropped first, as
+    after a run, on taking the lock and every HISTORY_REFRESH_SECONDS (the history read anew)."""
+    import structlog.testing
+
+    from daemon import jobfile
+    from daemon.catalog import open_catalog
+    from daemon.scheduler import assemble
+    from daemon.spiders import list_spiders, resolve_spiders
+
+    settings = Settings.from_mapping({k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH")})
+    os.environ.update({"BENCH_SITE_URL": env["BENCH_SITE_URL"], "BENCH_SPIDERS": env["BENCH_SPIDERS"]})  # `scrapy list`
+    path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
+    store_conn = db.connect(settings)
+    # No stored spiders: they are listed before the catalog opens, so no `scrapy list` runs beside
+    # the steps measured (as it does for a few seconds after a real start).
+    catalog = open_catalog(path, jobfile.JobDefaults.from_settings(settings), settings.spiders, None,
+                           lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found))  # fmt: skip
+    scheduler = assemble(settings, catalog, conn=store_conn, environ={**os.environ, **env})
+    from_copy, reading = [], []
+    try:
+        with structlog.testing.capture_logs() as events:
+            # Up to the first decision (the lock, the recovery, settling), then one step more.
+            deadline = time.monotonic() + 120
+            while not any(e["event"] == "run_not_due" for e in events) and time.monotonic() < deadline:
+                time.sleep(min(scheduler.step(scheduler.clock.now()), 1.0))
+            scheduler.step(scheduler.clock.now())
+            if not any(e["event"] == "run_not_due" for e in events):
+                raise RuntimeError(f"no decision within 120 s: {[e['event'] for e in events]}")
+            for _ in range(ticks):
+                t = time.perf_counter()
+                scheduler.step(scheduler.clock.now())
+                from_copy.append((time.perf_counter() - t) * 1000)
+                scheduler.history.invalidate()
+                t = time.perf_counter()
+                scheduler.step(scheduler.clock.now())
+                reading.append((time.perf_counter() - t) * 1000)
+    finally:
+        scheduler.lease.release()
+    if any(e["event"] in ("run_started", "database_error") for e in events):
+        raise RuntimeError(f"the steps were not idle: {[e['event'] for e in events]}")
+    return {"jobs": len(catalog.jobs), "from_copy_ms": {"median": round(median(from_copy), 3),
+                                                        "p95": round(p95(from_copy), 3)},
+            "reading_history_ms": {"median": round(median(reading), 3), "p95": round(p95(reading), 3)}}  # fmt: skip
+
+
+def _children(pid: int) -> list[str]:
+    return [child for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
+def _wait_quiet(pid: int) -> None:
+    """Until the daemon has no child process (its `scrapy list` beside the loop is over)."""
+    wait_for(lambda: not _children(pid), timeout=300, step=0.05, what="the daemon's children to end")
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return round(int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024, 1)  # type: ignore[union-attr]
+
+
 # ----------------------------------------------------------------------------- the report
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per figure a user feels: what was measured, the target, and whether it was met."""
@@ -590,6 +832,34 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         b = s["big_run"]
         row(f"scale: a run of {b['spider_count']} spiders at concurrency 2", b["duration_s"], "s", None)
         row(f"scale: that run's records wrong ({b['spiders_completed']} completed)", b["wrong_records"], "", 0)
+    f = results.get("fast_catch_up", {})
+    if f:
+        row("fast catch-up: Postgres up -> first crawl, daemon up first, spiders published (median)",
+            f["postgres_up_to_first_crawl_s"]["median"], "s", 0.5)  # fmt: skip
+        row("fast catch-up: one bare `scrapy list` of the same project, same run (median)",
+            f["bare_scrapy_list_s"]["median"], "s", None)  # fmt: skip
+    c = results.get("commands", {})
+    if c:
+        row(f"commands ({c['jobs']} published jobs): python -m daemon status (median)", c["median_s"]["status"], "s", 0.3)
+        row(f"commands: the slowest other, {c['slowest_other']} (median)", c["slowest_other_s"], "s", 0.3)
+        row("commands: python -m daemon --help, the interpreter's floor (median)", c["median_s"]["--help"], "s", None)
+    m = results.get("many_jobs", {})
+    if m:
+        jobs = f"{m['jobs']:,} jobs"
+        row(f"{jobs} ({m['spiders']} spiders x {m['argument_sets']} argument sets): first start -> first decision",
+            m["first_start_to_first_decision_s"], "s", None)  # fmt: skip
+        row(f"{jobs}: restart -> first decision (spiders published)", m["restart_to_first_decision_s"], "s", None)
+        row(f"{jobs}: a tick (Scheduler.step from its history copy, median)", m["step"]["from_copy_ms"]["median"],
+            "ms", 20.0)  # fmt: skip
+        row(f"{jobs}: a tick reading the history anew (Scheduler.step, median)",
+            m["step"]["reading_history_ms"]["median"], "ms", None)  # fmt: skip
+        row(f"{jobs}: the history query alone (JOB_HISTORY, median)", m["history_read_ms"], "ms", None)
+        row(f"{jobs}: python -m daemon status --json (median)", m["status_json"]["median_s"], "s", 1.0)
+        row(f"{jobs}: idle resident memory (RSS)", m["idle_rss_mib"], "MiB", 35.0)
+        row(f"{jobs}: reload, file changed + SIGHUP -> jobs republished (median)",
+            m["reload_on_sighup"]["to_republished_median_s"], "s", 1.0)  # fmt: skip
+        row(f"{jobs}: reload, file changed, no signal -> republished (tick {m['tick_s']:g} s)", m["reload_unasked_s"],
+            "s", None)  # fmt: skip
     return out
 
 
@@ -624,6 +894,10 @@ def main(argv: list[str] | None = None) -> int:
         "idle": lambda w: idle_cost(w, size["idle_seconds"]),
         "overhead": lambda w: overhead(w, size["overhead_spiders"], size["overhead_reps"]),
         "scale": lambda w: scale(w, size["scale_runs"], size["scale_spider_rows"], size["big_run_spiders"]),
+        "fast_catch_up": lambda w: fast_catch_up(w, size["fast_catch_up_reps"]),
+        "commands": lambda w: commands(w, size["commands_reps"]),
+        "many_jobs": lambda w: many_jobs(w, size["many_jobs_spiders"], size["many_jobs_argsets"],
+                                         size["many_jobs_reps"], size["many_jobs_ticks"]),
     }
     results: dict[str, Any] = {}
     started = time.monotonic()
