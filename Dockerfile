@@ -20,9 +20,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     SCRAPY_PROJECT_DIR=/app/example_project \
     SCHEDULER_STATE_DIR=/var/lib/persistent-scheduler
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin scheduler \
- && install -d -o scheduler -g scheduler -m 0750 /var/lib/persistent-scheduler
+ && install -d -o scheduler -g scheduler -m 0700 /var/lib/persistent-scheduler
 # The heartbeat, crawl stats and the journal of runs made while PostgreSQL was unreachable: a
-# volume, so the journal survives the container.
+# volume, so the journal survives the container. The daemon's user alone may write there (0700,
+# copied into a new volume): the daemon refuses a state directory anyone else may write.
 VOLUME /var/lib/persistent-scheduler
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app

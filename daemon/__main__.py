@@ -78,6 +78,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hup)
+    make_state_directory(settings)
     path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
     defaults = jobfile.JobDefaults.from_settings(settings)
     if path is not None:
@@ -94,6 +95,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                            lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found))  # fmt: skip
     assemble(settings, catalog, stop=stop, force=force, wake=wake, reload=reload, conn=conn).run()
     return 0
+
+
+def make_state_directory(settings: Settings) -> None:
+    """The state directory, created with mode 0700 before the loop writes anything there; one that
+    is not this user's alone (made by someone else since the settings were checked) is exit 2."""
+    from daemon import statedir
+    from daemon.errors import ConfigError
+
+    try:
+        statedir.make_directory(settings.state_dir)
+    except OSError as exc:
+        reason = str(exc) if isinstance(exc, statedir.UntrustedDirectory) else statedir.why(exc)
+        raise ConfigError([f"SCHEDULER_STATE_DIR={str(settings.state_dir)!r} is not allowed: a directory of this "
+                           f"user's alone ({reason})"]) from None  # fmt: skip
 
 
 def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:

@@ -8,7 +8,6 @@ what is allowed. Nothing here reads `os.environ` by itself, so tests pass plain 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import ipaddress
 import math
 import os
@@ -22,7 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from daemon import statedir
 from daemon.errors import ConfigError
+from daemon.statedir import kind, why
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,7 +163,7 @@ class Settings:
             db_wait_timeout_seconds=reader.number(
                 "DB_WAIT_TIMEOUT_SECONDS", 60, unit="seconds", allow_zero=True, high=86400
             ),
-            state_dir=reader.state_dir("SCHEDULER_STATE_DIR", "/tmp/persistent-scheduler"),
+            state_dir=reader.state_dir("SCHEDULER_STATE_DIR"),
             history_retention_days=reader.number("SCHEDULER_HISTORY_RETENTION_DAYS", 90, unit="days", high=36500),
             alert_after=timedelta(hours=reader.number("SCHEDULER_ALERT_AFTER_HOURS", 0, unit="hours", allow_zero=True)),
             overdue_check_every=timedelta(
@@ -348,21 +349,21 @@ class _Reader:
             return Path(default)
         return Path(raw)
 
-    def state_dir(self, name: str, default: str) -> Path:
-        """A directory the daemon can write, or create: checked without creating anything (the daemon
-        creates it on first use)."""
-        raw = self._raw(name) or default
+    def state_dir(self, name: str) -> Path:
+        """A directory of this user's alone that the daemon can write, or can create: checked without
+        creating anything (the daemon creates it, mode 0700). The default is private to the user."""
+        raw = self._raw(name) or str(statedir.default_directory(self.env))
         allowed = "an absolute path to a directory the daemon can write, or can create"
         if not raw.isprintable():
             self._bad(name, raw, allowed + " (printable characters only)")
         elif not raw.startswith("/"):
             self._bad(name, raw, allowed + " (this path is relative)")
         else:
-            reason = _unwritable(Path(raw))
+            reason = statedir.directory_problem(Path(raw))
             if reason is None:
                 return Path(raw)
             self._bad(name, raw, f"{allowed} ({reason})")
-        return Path(default)
+        return Path(raw)
 
     def project_dir(self, name: str, default: str) -> Path:
         path = self.path(name, default)
@@ -507,37 +508,19 @@ def _has_control_characters(value: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
 
 
-def _unwritable(path: Path) -> str | None:
-    """Why the daemon could neither write nor create `path`; None when it can. Read-only: walks up to
-    the nearest existing directory and asks the kernel whether this user may write there."""
-    for candidate in (path, *path.parents):
-        try:
-            info = os.stat(candidate)
-        except FileNotFoundError:
-            continue  # to be created: its parent decides
-        except OSError as exc:  # ENOTDIR (a file on the way), ENAMETOOLONG, ELOOP, EACCES
-            return _why(exc)
-        if not stat.S_ISDIR(info.st_mode):
-            return f"{candidate} is {_kind(info.st_mode)}, not a directory"
-        if not os.access(candidate, os.W_OK | os.X_OK):
-            return f"{candidate} is not writable by this user"
-        return None
-    return "no parent directory exists"
-
-
 def _read_password_file(path: Path) -> tuple[str | None, str]:
     """(why the file cannot hold the password, or None; the password). Never opens what is not a
     regular file: a FIFO would block the start forever, and opening a device may do something."""
     try:
         if not stat.S_ISREG(mode := os.stat(path).st_mode):
-            return f"it is {_kind(mode)}", ""
+            return f"it is {kind(mode)}", ""
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(mode := os.fstat(fh.fileno()).st_mode):  # replaced since the stat
-                return f"it is {_kind(mode)}", ""
+                return f"it is {kind(mode)}", ""
             data = fh.read(PASSWORD_FILE_MAX_BYTES + 1)
     except OSError as exc:
-        return _why(exc), ""
+        return why(exc), ""
     if len(data) > PASSWORD_FILE_MAX_BYTES:
         return f"it holds more than {PASSWORD_FILE_MAX_BYTES // 1024} KiB", ""
     try:
@@ -551,20 +534,6 @@ def _read_password_file(path: Path) -> tuple[str | None, str]:
     if _has_control_characters(line):
         return "its first line holds control characters", ""
     return None, line
-
-
-def _why(exc: OSError) -> str:
-    if exc.errno == errno.ENOTDIR:
-        return "a part of the path is not a directory"
-    return exc.strerror or type(exc).__name__
-
-
-def _kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-    )  # fmt: skip
-    return next((text for test, text in kinds if test(mode)), "not a regular file")
 
 
 def _show(value: str) -> str:

@@ -10,6 +10,10 @@ Each daemon writes a file of its own (`journal-<pid>-<random>.jsonl`) and holds 
 flock on it for as long as it lives, so daemons sharing a state directory (a volume mounted
 into two containers) never read or remove each other's journal while it is being written; the
 file of a daemon that died is unlocked, and whoever holds the runner lock next replays it.
+
+Only files this daemon's user wrote are replayed: a journal file owned by another user, or a
+symbolic link where a journal file should be, is refused (`state_file_refused`) and left where it
+is, never read (see daemon/statedir.py). Files are opened without following symbolic links.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from daemon import statedir
 from daemon.crawl import CrawlOutcome
 
 log = structlog.get_logger("daemon.journal")
@@ -38,8 +43,10 @@ class Journal:
 
     def _append(self, record: dict[str, Any]) -> None:
         if self._fh is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
+            statedir.make_directory(self.directory)
+            # A new file of our own: whatever sits at its name already (a planted link) is refused.
+            fd = statedir.open_own(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
             fcntl.flock(self._fh, fcntl.LOCK_EX)
         self._fh.write(json.dumps(record, default=str) + "\n")
         self._fh.flush()
@@ -76,14 +83,21 @@ class Journal:
         self._append({"kind": "end", "run": run, "finished_at": finished_at.isoformat(), "ok": ok, "error": error})
 
     def pending(self) -> Pending | None:
-        """Our own journal and those of daemons that are gone (unlocked files), or None."""
+        """Our own journal and those of daemons that are gone (unlocked files), or None. A file this
+        daemon's user did not write is refused and left alone: never replayed."""
         files: list[tuple[Path, Any]] = []
         if self._fh is not None:
             files.append((self.path, None))
         for path in sorted(self.directory.glob("journal-*.jsonl")):
             if path == self.path:
                 continue
-            fh = path.open("a+", encoding="utf-8")
+            try:
+                fh = os.fdopen(statedir.open_own(path, os.O_RDWR), "rb")
+            except statedir.RefusedFile as refused:
+                statedir.refuse(path, refused.reason)
+                continue
+            except FileNotFoundError:
+                continue  # replayed and removed by another daemon since the listing
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -113,7 +127,12 @@ class Pending:
 
     def _records(self) -> Iterator[dict[str, Any]]:
         for path, _ in self.files:
-            with path.open(encoding="utf-8") as fh:
+            try:
+                fd = statedir.open_own(path, os.O_RDONLY)
+            except statedir.RefusedFile as refused:  # replaced since it was taken: never read
+                statedir.refuse(path, refused.reason)
+                continue
+            with os.fdopen(fd, encoding="utf-8") as fh:
                 for number, line in enumerate(fh, 1):
                     try:
                         yield json.loads(line)

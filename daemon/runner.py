@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import structlog
 
+from daemon import statedir
 from daemon.clock import Clock
 from daemon.config import PROJECT_ROOT, Settings
 from daemon.crawl import CrawlOutcome, crawl_command, judge
@@ -130,7 +131,8 @@ class CrawlRunner:
         the record could not be written (then nothing more is started). Spiders not started get
         no outcome: they are simply still due next time.
         """
-        self.stats_dir.mkdir(parents=True, exist_ok=True)
+        statedir.make_directory(self.settings.state_dir)
+        statedir.make_directory(self.stats_dir, follow_symlink=False)
         pending = collections.deque(jobs)
         active: list[_Crawl] = []
         outcomes: list[CrawlOutcome] = []
@@ -271,15 +273,20 @@ class CrawlRunner:
 
 
 def _read_stats(path: Path) -> dict[str, Any] | None:
+    """The crawl's stats, or None: none written, unreadable, or a file the crawl did not write (a
+    symbolic link, another owner), which is refused unread, so the crawl counts as failed."""
     try:
-        with path.open(encoding="utf-8") as fh:
+        with os.fdopen(statedir.open_own(path, os.O_RDONLY), encoding="utf-8") as fh:
             data = json.load(fh)
+    except statedir.RefusedFile as refused:
+        statedir.refuse(path, refused.reason)
+        return None
     except (OSError, ValueError):
         return None
     finally:
         for leftover in (path, path.with_name(path.name + ".tmp")):
             try:
-                leftover.unlink()
+                leftover.unlink()  # a link itself, never its target
             except OSError:
                 pass
     return data if isinstance(data, dict) else None

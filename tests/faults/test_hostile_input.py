@@ -66,6 +66,16 @@ FREE_TEXT = {
 }  # fmt: skip
 SECRET_SHOWN_AS = {"DB_PASSWORD": "config error: DB_PASSWORD=<hidden> is not allowed"}
 VARIABLES = NUMERIC | CHOICES | set(FREE_TEXT)
+# Read too, only for where the default state directory lives: the platform's, not the daemon's own.
+PLATFORM = {"XDG_STATE_HOME", "HOME"}
+STATE_HOME: Path  # the module's XDG_STATE_HOME (see `_own_state_home`)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The default state directory is the tests' own, never the machine's /tmp or home."""
+    global STATE_HOME
+    STATE_HOME = tmp_path_factory.mktemp("state-home")
 
 
 @pytest.fixture
@@ -93,7 +103,7 @@ def hostile(name: str, files: Path) -> list[str]:
 
 
 def build(**env):
-    return Settings.from_mapping({"SCRAPY_PROJECT_DIR": str(TEST_PROJECT), **env})
+    return Settings.from_mapping({"SCRAPY_PROJECT_DIR": str(TEST_PROJECT), "XDG_STATE_HOME": str(STATE_HOME), **env})
 
 
 def rejected(name: str, value: str) -> list[str] | None:
@@ -145,9 +155,9 @@ def test_every_variable_the_settings_read_has_hostile_values():
             self.asked.add(key)
             return super().get(key, default)
 
-    env = Recording({"SCRAPY_PROJECT_DIR": str(TEST_PROJECT)})
+    env = Recording({"SCRAPY_PROJECT_DIR": str(TEST_PROJECT), "XDG_STATE_HOME": str(STATE_HOME)})
     Settings.from_mapping(env)
-    assert env.asked == VARIABLES
+    assert env.asked - PLATFORM == VARIABLES
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -184,7 +194,8 @@ def test_generated_free_text_is_either_accepted_or_one_clear_line_that_shows_no_
 
 
 def run_daemon(env: dict[str, str], cwd: Path, *command: str) -> subprocess.CompletedProcess:
-    full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT), **env}
+    full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT),
+            "XDG_STATE_HOME": str(cwd / "state-home"), **env}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "daemon", *command], cwd=cwd, env=full, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
 
@@ -285,7 +296,8 @@ def status_failing_on_an_empty_database(pg_server, database: str, tmp_path: Path
 
     secret = tmp_path / "db_password"
     secret.write_text(PG_PASSWORD + "\n")
-    env = {**pg_server.env(database), "DB_PASSWORD_FILE": str(secret), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT)}
+    env = {**pg_server.env(database), "DB_PASSWORD_FILE": str(secret), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT),
+           "XDG_STATE_HOME": str(tmp_path / "state-home")}  # fmt: skip
     del env["DB_PASSWORD"]
     settings_ = Settings.from_mapping(env)
     del env

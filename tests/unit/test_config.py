@@ -14,10 +14,22 @@ from daemon.config import Settings
 from daemon.errors import ConfigError
 
 PROJECT = str(Path(__file__).resolve().parents[1] / "scrapy_project")
+STATE_HOME: Path  # this test's XDG_STATE_HOME (see `_own_state_home`)
+
+
+@pytest.fixture(autouse=True)
+def _own_state_home():
+    """Each test's default state directory is its own, never the machine's /tmp or home: a place
+    that does not exist yet, in a directory any user may write (as `nobody` too)."""
+    global STATE_HOME
+    STATE_HOME = Path(tempfile.mkdtemp(prefix="config-state-"))
+    STATE_HOME.chmod(0o1777)
+    yield
+    shutil.rmtree(STATE_HOME)
 
 
 def build(**env):
-    return Settings.from_mapping({"SCRAPY_PROJECT_DIR": PROJECT, **env})
+    return Settings.from_mapping({"SCRAPY_PROJECT_DIR": PROJECT, "XDG_STATE_HOME": str(STATE_HOME), **env})
 
 
 def problems(**env):
