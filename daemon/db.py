@@ -7,6 +7,7 @@ import re
 import select
 import threading
 import time
+from collections.abc import Mapping
 
 import psycopg2
 import psycopg2.extensions
@@ -23,11 +24,25 @@ RETRY_CAP_SECONDS = 0.25  # the longest pause between two attempts to connect at
 
 
 def connect(
-    settings: Settings, *, autocommit: bool = True, connect_timeout: int | None = None
+    settings: Settings,
+    *,
+    autocommit: bool = True,
+    connect_timeout: int | None = None,
+    session: Mapping[str, str] | None = None,
+    application_name: str | None = None,
 ) -> psycopg2.extensions.connection:
+    """A connection with the settings' keywords. `session`: server settings for this session only
+    (e.g. {"default_transaction_read_only": "on", "statement_timeout": "2s"}), values without spaces."""
     kwargs = settings.dsn_kwargs()
     if connect_timeout is not None:
         kwargs["connect_timeout"] = connect_timeout
+    if session:
+        if any(not re.fullmatch(r"[A-Za-z0-9_.]+", f"{name}{value}") for name, value in session.items()):
+            raise ValueError(f"session settings must be plain words: {sorted(session)}")
+        options = [f"-c {name}={value}" for name, value in session.items()]
+        kwargs["options"] = " ".join([kwargs.get("options", ""), *options]).strip()
+    if application_name is not None:
+        kwargs["application_name"] = application_name
     conn = psycopg2.connect(**kwargs)
     conn.autocommit = autocommit
     return conn

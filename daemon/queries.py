@@ -257,3 +257,43 @@ HTTPCACHE_COUNTS = """
 SELECT COALESCE(sum((stats->>'httpcache/hit')::bigint), 0), COALESCE(sum((stats->>'httpcache/miss')::bigint), 0)
   FROM (SELECT stats FROM spider_runs WHERE stats IS NOT NULL ORDER BY id DESC LIMIT %(latest)s) latest
 """
+
+# The page (daemon/pagedata.py), on its own read-only session. Each job's crawls that started in
+# the window, through spider_runs_job_started (sql/014_page_index.sql), plus any still running
+# (spider_runs_running); a message is cut to what the page shows, stats and logs are left out.
+PAGE_CRAWLS = """
+SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
+       left(message, 1000), exit_code
+  FROM spider_runs WHERE job = ANY (%(jobs)s) AND started_at >= %(since)s
+UNION
+SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
+       left(message, 1000), exit_code
+  FROM spider_runs WHERE status = 'running' AND job = ANY (%(jobs)s)
+ ORDER BY 6, 1
+"""
+# Each job's last success before the window: where a gap across the window's start begins.
+PAGE_SUCCESSES_BEFORE = """
+SELECT j.job, ok.started_at
+  FROM unnest(%(jobs)s::text[]) AS j (job)
+  JOIN LATERAL (SELECT r.started_at FROM spider_runs r
+                 WHERE r.job = j.job AND r.started_at < %(since)s AND r.status = 'completed'
+                 ORDER BY r.started_at DESC LIMIT 1) ok ON true
+"""
+PAGE_CRAWL = """
+SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
+       message, exit_code, run_id, args, settings, stats, log_tail
+  FROM spider_runs WHERE id = %(id)s
+"""
+# The job's crawls before and after one, in the order they were recorded (the range: see SPIDER_HISTORY).
+PAGE_NEIGHBOURS = """
+SELECT (SELECT max(id) FROM spider_runs WHERE job >= %(job)s AND job <= %(job)s AND id < %(id)s),
+       (SELECT min(id) FROM spider_runs WHERE job >= %(job)s AND job <= %(job)s AND id > %(id)s)
+"""
+
+# logs: one crawl of a job (the newest, or the one asked for), and the jobs there are to name.
+CRAWL_FOR_LOG = """
+SELECT id, job, spider, status, started_at, finished_at, pid, log_tail FROM spider_runs
+ WHERE job = %(job)s AND (%(id)s::bigint IS NULL OR id = %(id)s)
+ ORDER BY id DESC LIMIT 1
+"""
+JOB_NAMES = "SELECT name FROM jobs ORDER BY position"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.config import Settings
-from daemon.decision import Cadence, decide_jobs
+from daemon.decision import Cadence, Plan, SpiderHistory, decide_jobs
 from daemon.jobfile import Job, format_duration
 from daemon.store import Store
 
@@ -29,14 +29,23 @@ def cadence(job: Job, pauses: Mapping[str, datetime | None]) -> Cadence:
     return Cadence(job.every, job.retry_delay)
 
 
+def plan_jobs(store: Store, settings: Settings, now: datetime,
+              jobs: Sequence[Job]) -> tuple[Plan, list[SpiderHistory], dict[str, Cadence]]:  # fmt: skip
+    """Each job's plan at `now` by the daemon's own decision code, from its history, cadence and
+    pause as PostgreSQL has them; with the histories and cadences it was decided from. `status` and
+    the page both ask here, so they cannot disagree."""
+    pauses = store.pauses(now)
+    cadences = {job.name: cadence(job, pauses) for job in jobs}
+    histories = store.histories([job.name for job in jobs])
+    return decide_jobs(histories, now, cadences, Cadence(settings.interval, settings.retry_delay)), histories, cadences
+
+
 def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
            source: tuple[Any, ...] | None, published: bool) -> dict[str, Any]:  # fmt: skip
     """The report: `jobs` as published (`published` False: the stand-in when nothing was), and
     `source` as Store.jobs_source gives it."""
     names = [job.name for job in jobs]
-    pauses = store.pauses(now)
-    cadences = {job.name: cadence(job, pauses) for job in jobs}
-    plan = decide_jobs(store.histories(names), now, cadences, Cadence(settings.interval, settings.retry_delay))
+    plan, _, cadences = plan_jobs(store, settings, now, jobs)
     plans = {p.spider: p for p in plan.spiders}
     latest = {row[0]: row for row in store.latest_job_runs(names)} if names else {}
     rows = []
