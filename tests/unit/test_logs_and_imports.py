@@ -84,6 +84,41 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
     assert done.stdout.strip() == "[]", done.stderr
 
 
+PAGE_MODULES = ("daemon.site", "daemon.page", "daemon.pagedata", "daemon.lanes", "daemon.timeline")
+
+
+def test_an_idle_daemon_with_the_http_endpoint_loads_the_page_only_when_someone_looks(tmp_path):
+    # Issue "Seeing it": the page's modules are imported by the first page request, never by a
+    # daemon whose endpoint only answers probes.
+    from tests.conftest import free_port
+
+    port = free_port()
+    code = f"""
+import sys, urllib.error, urllib.request, daemon.__main__, daemon.scheduler
+from daemon.config import Settings
+from daemon.scheduler import assemble
+s = Settings.from_mapping({{"SCRAPY_PROJECT_DIR": {str(ROOT / "example_project")!r}, "SCHEDULER_STATE_DIR": {str(tmp_path)!r},
+                           "SCHEDULER_HTTP_PORT": "{port}", "DB_PORT": "{free_port()}"}})
+daemon.__main__.load_environment({{}})
+http = assemble(s, ["a"]).http
+http.start()
+urllib.request.urlopen("http://127.0.0.1:{port}/metrics").read()
+print("loaded", sorted(m for m in {PAGE_MODULES!r} if m in sys.modules))
+try:
+    urllib.request.urlopen("http://127.0.0.1:{port}/")
+except urllib.error.HTTPError as exc:
+    print("loaded", exc.code)
+print("loaded", sorted(m for m in {PAGE_MODULES!r} if m in sys.modules))
+http.stop()
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    before, status, after = [line[len("loaded ") :] for line in done.stdout.splitlines() if line.startswith("loaded ")]
+    assert before == "[]", done.stdout + done.stderr
+    assert status == "503"  # the page was asked for (its database is not there)
+    assert after == str(sorted(PAGE_MODULES))
+
+
 def test_ssl_hidden_while_the_daemon_loads_is_still_there_for_https_webhooks():
     code = "import sys, daemon.__main__, daemon.scheduler; import ssl, urllib.request; print(ssl.OPENSSL_VERSION)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -1,0 +1,143 @@
+"""The endpoint's guards, on a real server bound to 127.0.0.1 (PostgreSQL is not there: a page
+that passes the guards answers 503): the Host header, basic auth, GET and HEAD only, the
+security headers on every answer, and the probes left open."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+
+import pytest
+
+from daemon.config import Secret, Settings
+from daemon.http import HttpEndpoint
+from daemon.metrics import Metrics
+from tests.conftest import ROOT, free_port
+
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; "
+       "frame-ancestors 'none'")  # fmt: skip
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[HttpEndpoint] = []
+
+    def start(**kwargs) -> int:
+        port = free_port()
+        settings = Settings.from_mapping({
+            "SCRAPY_PROJECT_DIR": str(ROOT / "example_project"), "SCHEDULER_STATE_DIR": str(tmp_path / "state"),
+            "SCHEDULER_HTTP_PORT": str(port), "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()),
+        })  # fmt: skip
+        endpoint = HttpEndpoint(settings, Metrics(), lambda: {"jobs": [{"id": "spiders"}]}, **kwargs)
+        endpoint.start()
+        started.append(endpoint)
+        return port
+
+    yield start
+    for endpoint in started:
+        endpoint.stop()
+
+
+def ask(port: int, path: str, *, method: str = "GET", host: str | None = None, auth: str | None = None,
+        accept: str | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Host": host if host is not None else f"127.0.0.1:{port}"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    if accept is not None:
+        headers["Accept"] = accept
+    conn.request(method, path, headers=headers)
+    response = conn.getresponse()
+    answer = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    conn.close()
+    return answer
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_every_answer_carries_a_policy_without_scripts_nosniff_and_no_referrer(serve):
+    port = serve()
+    for path in ("/", "/healthz", "/metrics", "/jobs", "/nowhere", "/?days=99"):
+        _, headers, _ = ask(port, path)
+        assert headers["content-security-policy"] == CSP, path
+        assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_page_without_its_database_answers_503_and_a_bad_days_400(serve):
+    port = serve()
+    status, headers, body = ask(port, "/")
+    assert status == 503 and headers["content-type"].startswith("text/html") and b"unreachable" in body
+    for bad in ("0", "31", "7x", "", "-1", "1e1", "07%00"):
+        status, _, body = ask(port, f"/api/overview?days={bad}")
+        assert status == 400 and "from 1 to 30" in json.loads(body)["error"], bad
+    assert ask(port, "/?days=7&days=8")[0] == 400
+    assert ask(port, "/?failed=yes")[0] == 400
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_nothing_but_get_and_head_is_served(serve, method):
+    status, headers, _ = ask(serve(), "/", method=method)
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+
+
+def test_head_answers_the_headers_without_a_body(serve):
+    status, headers, body = ask(serve(), "/healthz", method="HEAD")
+    assert status == 503 and int(headers["content-length"]) > 0 and body == b""
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [("localhost:{port}", True), ("127.0.0.1:{port}", True), ("[::1]:{port}", True), ("LOCALHOST.:{port}", True),
+     ("127.0.0.1:8080", True),  # a published container port may differ from the one bound
+     ("scheduler.lan", True), ("scheduler.lan:{port}", True), ("proxy.lan:8443", True), ("proxy.lan:8444", False),
+     ("evil.example:{port}", False), ("evil.example", False), ("127.0.0.1.evil.example:{port}", False), ("", False)],
+)  # fmt: skip
+def test_a_foreign_host_is_refused_before_anything_is_read(serve, host, allowed):
+    port = serve(allowed_hosts=["scheduler.lan", "Proxy.lan:8443"])
+    status, _, body = ask(port, "/", host=host.format(port=port))
+    assert (status != 400) is allowed, (status, body)
+    assert (body == b"this Host is not served here\n") is not allowed
+
+
+def test_the_probes_answer_whatever_the_host_and_without_credentials(serve):
+    port = serve(user="alice", password=Secret("s3cret"))
+    assert ask(port, "/healthz", host="scheduler:9464")[0] == 503  # stale heartbeat: answered, not refused
+    assert ask(port, "/metrics", host="10.0.0.7:9464")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("auth", "passes"),
+    [(None, False), (basic("alice", "wrong"), False), (basic("bob", "s3cret"), False), (basic("alice", ""), False),
+     ("Basic !!!not-base64", False), ("Bearer s3cret", False), ("Basic " + base64.b64encode(b"alice").decode(), False),
+     (basic("alice", "s3cret"), True), ("basic " + base64.b64encode(b"alice:s3cret").decode(), True)],
+    ids=["none", "wrong password", "wrong user", "empty password", "not base64", "another scheme", "no colon",
+         "right", "scheme in lower case"],
+)  # fmt: skip
+def test_with_credentials_set_every_page_asks_for_them(serve, auth, passes):
+    port = serve(user="alice", password=Secret("s3cret"))
+    for path in ("/", "/api/overview", "/runs/1", "/jobs"):
+        status, headers, body = ask(port, path, auth=auth)
+        if passes:
+            assert status != 401, path
+        else:
+            assert status == 401 and headers["www-authenticate"] == 'Basic realm="persistent-scheduler", charset="UTF-8"'
+            assert b"s3cret" not in body
+
+
+def test_credentials_need_both_a_user_and_a_password():
+    settings = Settings.from_mapping({"SCRAPY_PROJECT_DIR": str(ROOT / "example_project")})
+    for kwargs in ({"user": "alice"}, {"password": Secret("x")}, {"user": "a:b", "password": Secret("x")}):
+        with pytest.raises(ValueError):
+            HttpEndpoint(settings, Metrics(), dict, **kwargs)
+    assert "s3cret" not in repr(vars(HttpEndpoint(settings, Metrics(), dict, user="a", password=Secret("s3cret"))))
+
+
+def test_scripts_keep_the_json_of_jobs_and_a_browser_gets_the_page(serve):
+    port = serve()
+    status, headers, body = ask(port, "/jobs/spiders")
+    assert status == 200 and json.loads(body) == {"id": "spiders"}
+    status, headers, _ = ask(port, "/jobs/spiders", accept="text/html,application/xhtml+xml,*/*;q=0.8")
+    assert status == 503 and headers["content-type"].startswith("text/html")  # the job's page, its database away
