@@ -112,7 +112,7 @@ def make_state_directory(settings: Settings) -> None:
 
 
 def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
-    """A command of daemon/commands.py (status, run-now, pause, resume, cancel), imported when it runs."""
+    """A command of daemon/commands.py (status, run-now, pause, resume, cancel, explain), imported when it runs."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
         from daemon import commands
@@ -161,6 +161,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "pause": (_command("pause"), "pause jobs, for every daemon and across restarts (--for DURATION, or until resumed)"),
     "resume": (_command("resume"), "resume paused jobs"),
     "cancel": (_command("cancel"), "stop the running crawl of these jobs (recorded failed: cancelled)"),
+    "explain": (_command("explain"), "say in one paragraph why a job runs now, or when it will and why not sooner"),
 }
 
 

@@ -134,3 +134,23 @@ class Board:
     def pending_requests(self) -> int:
         return int(self._one(queries.PENDING_RUN_REQUESTS, {}))
 
+    # explain
+    def runner_holder(self) -> tuple[bool, str | None, datetime | None]:
+        """(whether any session holds the runner lock, the holder recorded, since when)."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.RUNNER_HOLDER, {"key": queries.RUNNER_LOCK_KEY})
+            locked, owner, since = cur.fetchone()
+        return bool(locked), owner, since
+
+    def run_under_way(self) -> tuple[datetime, int, int, int] | None:
+        """(started at, crawls planned, started, running) of the run still 'running', or None."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.RUN_UNDER_WAY)
+            row = cur.fetchone()
+        return None if row is None else (row[0], int(row[1]), int(row[2]), int(row[3]))
+
+    def pending_request_for(self, job: str, spider: str) -> datetime | None:
+        """When the oldest run-now request naming `job` (or its spider, or every job) not yet taken
+        was made; None: there is none."""
+        return self._one(queries.PENDING_RUN_REQUEST_FOR, {"job": job, "spider": spider})
+

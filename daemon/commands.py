@@ -1,4 +1,5 @@
-"""The commands that talk to the daemon through PostgreSQL: status, run-now, pause, resume, cancel.
+"""The commands that talk to the daemon through PostgreSQL: status, run-now, pause, resume, cancel,
+explain.
 
 Each reads the jobs the lock holder published (sql/012_jobs.sql) and never starts Scrapy, so it
 answers at once. Before any daemon published its jobs, one job per spider stands in: the spiders of
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daemon.errors import SchedulerError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from daemon.config import Settings
     from daemon.jobfile import Job
     from daemon.store import Store
@@ -35,7 +39,7 @@ class CommandError(SchedulerError):
 
 def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
     """The arguments of the commands here (`python -m daemon COMMAND --help`)."""
-    for name in ("status", "run-now", "pause", "resume", "cancel"):
+    for name in ("status", "run-now", "pause", "resume", "cancel", "explain"):
         parsers[name].add_argument("--json", action="store_true", help="machine-readable output")
     parsers["run-now"].add_argument("jobs", nargs="*", metavar="JOB",
                                     help="jobs to run, or spiders to run all their jobs (default: every job)")
@@ -44,6 +48,7 @@ def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
                                   help="how long: 90m, 4h, 1d, 1h30m or a number of hours (default: until resumed)")
     parsers["resume"].add_argument("jobs", nargs="+", metavar="JOB", help="the paused jobs to resume")
     parsers["cancel"].add_argument("jobs", nargs="+", metavar="JOB", help="the jobs whose running crawl to stop")
+    parsers["explain"].add_argument("job", metavar="JOB", help="the job to explain")
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,6 +160,88 @@ def cancel(settings: Settings, args: argparse.Namespace) -> int:
                 idle and f"{', '.join(idle)} not running: nothing to cancel")
         print("; ".join(part for part in said if part))
     return 0
+
+
+def explain(settings: Settings, args: argparse.Namespace) -> int:
+    """One paragraph: the rule in force for the job (daemon/explain.py), from the daemon's own
+    decision code. PostgreSQL unreachable: one line naming the fail-safe and this machine's journal."""
+    from daemon import explain as why
+    from daemon.clock import SystemClock
+    from daemon.errors import DatabaseUnavailable
+
+    now = SystemClock().now()
+    try:
+        with _store(settings) as store:
+            explained = why.explain(*_explain_inputs(store, settings, args.job, now), now, settings.timezone)
+    except DatabaseUnavailable as exc:
+        raise DatabaseUnavailable(why.unreachable(str(exc), *_journaled(settings.state_dir))) from None
+    print(json.dumps(explained.as_dict(), indent=2) if args.json else explained.paragraph())
+    return 0
+
+
+def _explain_inputs(store: Store, settings: Settings, name: str, now: Any) -> tuple[Any, ...]:
+    """(job, plan, history, facts, holder) for daemon.explain.explain, its plan by the daemon's own
+    decision code from the job's history, cadence and pause (status.plan_jobs, as `status` decides)."""
+    from daemon import explain as why
+    from daemon.status import plan_jobs
+
+    jobs, source, published = _jobs(store, settings)
+    job = next((job for job in jobs if job.name == name), None)
+    if job is None:
+        raise CommandError(_unknown_explained(name, jobs, source))
+    decided, [history], cadences = plan_jobs(store, settings, now, [job])
+    [plan] = decided.spiders
+    [(_, started, finished, status, failure, items, message)] = store.latest_job_runs([job.name])
+    run = store.run_under_way()
+    facts = why.Facts(
+        last_crawl=why.Crawl(started, status, finished, failure, message, items) if started else None,
+        run=why.RunUnderWay(*run) if run else None,
+        run_now_at=store.pending_request_for(job.name, job.spider),
+        concurrency=settings.concurrency,
+        paused_until=cadences[job.name].paused_until,
+        file_error=source[2] if source else None,
+        published=published,
+    )  # fmt: skip
+    return job, plan, history, facts, why.Holder(*store.runner_holder())
+
+
+def _unknown_explained(name: str, jobs: Sequence[Job], source: tuple[Any, ...] | None) -> str:
+    line = f"explain: no job named {_shown([name])} (known: {_listed(job.name for job in jobs)})"
+    of_spider = [job.name for job in jobs if job.spider == name]
+    if of_spider:
+        line += f"; spider {name} runs as the jobs {_listed(of_spider)}: explain one of them"
+    if source and source[2]:
+        line += "; the jobs file has an error, so the daemon runs its last good jobs (status shows the error)"
+    return line
+
+
+def _journaled(directory: Path) -> tuple[int, int]:
+    """(journal files, runs in them) in this machine's state directory: runs made while PostgreSQL
+    was unreachable (and ends of runs it did not take), waiting to be written to it. Only files this
+    user wrote are read, never through a symbolic link (daemon/statedir.py); an unreadable line is
+    skipped, as the replay skips it."""
+    from daemon import statedir
+
+    if not directory.is_dir() or statedir.directory_problem(directory) is not None:
+        return 0, 0
+    files = runs = 0
+    for path in sorted(directory.glob("journal-*.jsonl")):
+        try:
+            fd = statedir.open_own(path, os.O_RDONLY)
+        except OSError:  # refused (another owner, a link, not a file) or gone since the listing
+            continue
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
+            found = set()
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("kind") in ("run", "finish"):
+                    found.add(str(record.get("run")))
+        files += 1
+        runs += len(found)
+    return files, runs
 
 
 class _store:

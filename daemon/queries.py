@@ -218,6 +218,29 @@ SELECT id, last_run_at, finished_at, status, spider_count, error FROM scheduler_
 """
 PENDING_RUN_REQUESTS = "SELECT count(*) FROM run_requests WHERE taken_at IS NULL"
 
+# explain: who runs the jobs, and what a job waits for. Whether any session holds the runner lock
+# is read from pg_locks (a bigint advisory key shows as its high and low 32 bits, objsubid 1),
+# never by trying the lock: taking it, even for a moment, would keep a daemon from running.
+RUNNER_HOLDER = """
+SELECT EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND l.classid = (%(key)s::bigint >> 32)::oid AND l.objid = (%(key)s::bigint & 4294967295)::oid),
+       h.owner, h.acquired_at
+  FROM (SELECT 1) AS one LEFT JOIN runner_holder h ON true
+"""
+RUN_UNDER_WAY = """
+SELECT s.last_run_at, s.spider_count,
+       (SELECT count(*) FROM spider_runs r WHERE r.run_id = s.id),
+       (SELECT count(*) FROM spider_runs r WHERE r.run_id = s.id AND r.status = 'running')
+  FROM scheduler_state s WHERE s.status = 'running'
+"""
+# A request names jobs, or spiders for all their jobs (Catalog.resolve); NULL: every job.
+PENDING_RUN_REQUEST_FOR = """
+SELECT min(requested_at) FROM run_requests
+ WHERE taken_at IS NULL AND (spiders IS NULL OR %(job)s = ANY (spiders) OR %(spider)s = ANY (spiders))
+"""
+
 # Housekeeping jobs.
 RECORD_JOB_RUN = """
 INSERT INTO job_runs (job, started_at, finished_at, status, message)
