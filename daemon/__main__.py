@@ -122,6 +122,12 @@ def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
     return run
 
 
+def _logs(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import crawllog
+
+    return crawllog.show(settings, args)
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.migrations import apply_migrations
 
@@ -162,6 +168,8 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "resume": (_command("resume"), "resume paused jobs"),
     "cancel": (_command("cancel"), "stop the running crawl of these jobs (recorded failed: cancelled)"),
     "explain": (_command("explain"), "say in one paragraph why a job runs now, or when it will and why not sooner"),
+    "logs": (lambda settings, args: _logs(settings, args), "show a job's latest crawl's output (--run ID: that "
+             "crawl; --follow: until it ends)"),
 }
 
 
@@ -176,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.commands import add_arguments
 
     add_arguments(parsers)
+    parsers["logs"].add_argument("job", metavar="JOB")
+    parsers["logs"].add_argument("--run", type=int, metavar="ID", help="that crawl (spider_runs.id), not the latest")
+    parsers["logs"].add_argument("--follow", action="store_true", help="while it runs, print what it adds")
     return parser
 
 

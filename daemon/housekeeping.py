@@ -21,7 +21,7 @@ import psycopg2
 import schedule
 import structlog
 
-from daemon import db, httpcache
+from daemon import crawllog, db, httpcache
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.metrics import Metrics
@@ -137,10 +137,12 @@ class Housekeeping:
             if deleted_runs < RETENTION_BATCH:
                 break
         job_runs, requests = store.delete_old_bookkeeping(cutoff)
+        # Crawl log files go with the history they belong to (their rows keep only the tail anyway).
+        log_files = crawllog.remove_older_than(self.settings.state_dir, cutoff)
         log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, job_runs=job_runs,
-                 run_requests=requests, older_than=cutoff.isoformat())  # fmt: skip
-        return (f"deleted {runs} run(s), {spider_runs} spider run(s), {job_runs} job run(s) and {requests} "
-                f"run-now request(s) older than {cutoff.isoformat()}")
+                 run_requests=requests, log_files=log_files, older_than=cutoff.isoformat())  # fmt: skip
+        return (f"deleted {runs} run(s), {spider_runs} spider run(s), {job_runs} job run(s), {requests} "
+                f"run-now request(s) and {log_files} crawl log file(s) older than {cutoff.isoformat()}")
 
     def view(self) -> list[dict[str, object]]:
         """Each job as GET /jobs shows it."""

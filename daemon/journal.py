@@ -183,5 +183,5 @@ def _result(started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) 
         "ok": outcome.ok, "failure": outcome.failure, "exit_code": outcome.exit_code,
         "finish_reason": outcome.finish_reason, "items_scraped": outcome.items_scraped,
         "error_count": outcome.error_count, "message": outcome.message, "stats": outcome.stats,
-        "pid": outcome.pid,
+        "pid": outcome.pid, "log_tail": outcome.log_tail,
     }  # fmt: skip

@@ -101,7 +101,7 @@ UPDATE spider_runs
    SET status = %(status)s, failure = %(failure)s, finished_at = %(now)s,
        exit_code = %(exit_code)s, finish_reason = %(finish_reason)s,
        items_scraped = %(items_scraped)s, error_count = %(error_count)s,
-       message = %(message)s, stats = %(stats)s, pid = %(pid)s
+       message = %(message)s, stats = %(stats)s, pid = %(pid)s, log_tail = %(log_tail)s
 """
 FINISH_RUN = _SET_RUN_END + " WHERE id = %(run_id)s AND status = 'running'\n"
 
@@ -130,10 +130,10 @@ RETURNING id
 """
 INSERT_JOURNALED_SPIDER_RUN = """
 INSERT INTO spider_runs (run_id, job, spider, args, settings, status, failure, started_at, finished_at,
-                         exit_code, finish_reason, items_scraped, error_count, message, stats, pid)
+                         exit_code, finish_reason, items_scraped, error_count, message, stats, pid, log_tail)
 VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, %(status)s, %(failure)s, %(started_at)s,
         %(finished_at)s, %(exit_code)s, %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s,
-        %(stats)s, %(pid)s)
+        %(stats)s, %(pid)s, %(log_tail)s)
 """
 
 # run-now: requests from `python -m daemon run-now`, taken by the lock holder.

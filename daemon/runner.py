@@ -8,6 +8,7 @@ crawl prints becomes a `spider_output` log event tagged with the spider and the 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ctypes
 import functools
 import json
@@ -26,6 +27,7 @@ from daemon import statedir
 from daemon.clock import Clock
 from daemon.config import PROJECT_ROOT, Settings
 from daemon.crawl import CrawlOutcome, crawl_command, judge
+from daemon.crawllog import CrawlLog
 from daemon.jobfile import Job, crawl_arguments
 
 log = structlog.get_logger("daemon.runner")
@@ -74,6 +76,7 @@ class _Crawl:
         self.timed_out = False
         self.interrupted = False
         self.cancelled = False
+        self.log: CrawlLog | None = None
         self.readers: list[threading.Thread] = []
 
     def signal_group(self, sig: signal.Signals) -> None:
@@ -225,24 +228,27 @@ class CrawlRunner:
             preexec_fn=functools.partial(_die_with_the_daemon, os.getpid()),
         )
         crawl = _Crawl(job, token, stats_file, proc, self.clock.monotonic())
+        crawl.log = CrawlLog(self.settings.state_dir, job.name, self.clock.now(), proc.pid)
         log.info("spider_started", spider=spider, job=job.name, pid=proc.pid)
         for channel, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             reader = threading.Thread(
-                target=self._pump, args=(spider, channel, stream, proc), name=f"{spider}-{channel}", daemon=True
+                target=self._pump, args=(crawl, channel, stream), name=f"{spider}-{channel}", daemon=True
             )
             reader.start()
             crawl.readers.append(reader)
         return crawl
 
-    def _pump(self, spider: str, channel: str, stream: IO[str] | None, proc: subprocess.Popen[str]) -> None:
+    def _pump(self, crawl: _Crawl, channel: str, stream: IO[str] | None) -> None:
         if stream is None:
             return
         with stream:
             for line in stream:
-                log.info("spider_output", spider=spider, channel=channel, line=line.rstrip("\n"))
+                log.info("spider_output", spider=crawl.spider, job=crawl.job.name, channel=channel,
+                         line=line.rstrip("\n"))  # fmt: skip
+                crawl.log.write(line)  # type: ignore[union-attr]
         # The output ends a moment before the process does: wake the loop once it has exited,
         # so a finished crawl is collected (and the next one started) at once, not a poll later.
-        proc.wait()
+        crawl.proc.wait()
         self._wake.set()
 
     def _finish(self, crawl: _Crawl) -> CrawlOutcome:
@@ -251,7 +257,7 @@ class CrawlRunner:
         for reader in crawl.readers:
             reader.join(timeout=2)
         stats = _read_stats(crawl.stats_file)
-        return judge(
+        outcome = judge(
             crawl.spider,
             job=crawl.job.name,
             cancelled=crawl.cancelled,
@@ -270,6 +276,7 @@ class CrawlRunner:
             duration_s=self.clock.monotonic() - crawl.started,
             pid=crawl.proc.pid,
         )
+        return dataclasses.replace(outcome, log_tail=crawl.log.close() if crawl.log else None)
 
 
 def _read_stats(path: Path) -> dict[str, Any] | None:

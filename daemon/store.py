@@ -140,8 +140,20 @@ class Store(Board):
             "message": outcome.message,
             "pid": outcome.pid,
             "stats": json.dumps(outcome.stats, default=str) if outcome.stats is not None else None,
+            "log_tail": _text(outcome.log_tail),
         }
         return self._count(queries.FINISH_SPIDER_RUN, params) == 1
+
+    def crawl_for_log(self, job: str, run_id: int | None) -> tuple[Any, ...] | None:
+        """(id, job, spider, status, started_at, finished_at, pid, log_tail) of a crawl of `job`."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.CRAWL_FOR_LOG, {"job": job, "id": run_id})
+            return cur.fetchone()
+
+    def job_names(self) -> list[str]:
+        with self.conn.cursor() as cur:
+            cur.execute(queries.JOB_NAMES)
+            return [r[0] for r in cur.fetchall()]
 
     # housekeeping jobs
     def last_job_runs_detail(self) -> list[tuple[str, tuple[datetime, str]]]:
@@ -218,7 +230,7 @@ class Store(Board):
                         cur.execute(queries.REPLAY_FINISH_SPIDER_RUN, {
                             **{k: sp.get(k) for k in ("failure", "exit_code", "finish_reason", "items_scraped",
                                                       "error_count", "message", "pid")},
-                            "id": sp["spider_run_id"], "now": sp["finished_at"],
+                            "id": sp["spider_run_id"], "now": sp["finished_at"], "log_tail": _text(sp.get("log_tail")),
                             "status": "completed" if sp["ok"] else "failed",
                             "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                         })  # fmt: skip
@@ -248,13 +260,15 @@ class Store(Board):
                             **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
                                                       "finish_reason", "items_scraped", "error_count", "message",
                                                       "pid")},
+                            "log_tail": _text(sp.get("log_tail")),
                             **_job_of(sp),
                             "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
                             "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                         })  # fmt: skip
                     for cut in run.get("cut", []):
                         cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
-                            **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats")),
+                            **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats",
+                                             "log_tail")),
                             **_job_of(cut),
                             "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
                             "started_at": cut["started_at"], "finished_at": finished_at,
@@ -279,3 +293,8 @@ def _job_of(record: dict[str, Any]) -> dict[str, Any]:
     crawl of the job named after its spider, with neither."""
     return {"job": record.get("job") or record["spider"], "args": _json_object(record.get("args")),
             "settings": _json_object(record.get("settings"))}  # fmt: skip
+
+
+def _text(value: str | None) -> str | None:
+    """Text for a TEXT column: PostgreSQL refuses NUL, which a crawl may print."""
+    return value.replace("\x00", "\ufffd") if value else value
