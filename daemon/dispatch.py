@@ -1,0 +1,732 @@
+"""Dispatching crawls to Scrapyd nodes: the engine behind SCHEDULER_ENGINE=scrapyd.
+
+`ScrapydEngine.run` has the local runner's contract (daemon/runner.py): blocking, at most
+`concurrency` crawls at a time, each job's timeout enforced, the stop and abort events honoured,
+the outcomes of the crawls started returned. What differs is where a crawl runs and what the daemon
+can know of it; the facts it rests on are in docs/scrapyd-facts.md.
+
+- Write ahead: `on_dispatch(token, node, jobid, log_url)` is called before schedule.json is sent,
+  with our own job id, so a daemon that dies at any point finds the crawl again.
+- A crawl never waits in a node's queue (which dies with the node): it goes to a node whose load
+  (running + pending, whoever scheduled them, plus our crawls it has forgotten) is below its
+  slots, least loaded first, skipping nodes that failed in the last `node_retry_s`.
+- schedule.json is never sent twice blindly: when the answer is lost, the node is asked first.
+- Each remote crawl is watched through listjobs.json (one request per node per poll) and, when
+  Scrapyd does not know it, through its log under /logs/. `classify` (pure, table-driven tests) says
+  what to do: watch, collect, dispatch again, or give it up as lost.
+- Its outcome is judged by daemon.crawl.judge from the stats the crawl wrote next to its log
+  (daemon/node_stats.py), else from the stats Scrapy dumped into the log. A crawl that ended with
+  no stats at all failed (`process_died`); one whose node or log went silent beyond the limit, or
+  whose stats and log were both gone before they were read, is `lost`.
+- Timeouts and `cancel JOB`: cancel.json (SIGTERM), then signal=KILL after the grace.
+- The daemon's own stop (or losing the runner lock) never cancels remote crawls: they are left
+  running, listed in `detached`, for the next daemon to re-attach with `reconcile`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.crawl import CrawlOutcome, crawl_command, judge
+from daemon.jobfile import Job
+from daemon.scrapyd import ScrapydClient, ScrapydError
+
+log = structlog.get_logger("daemon.dispatch")
+
+POLL_SECONDS = 0.25  # how often the nodes are asked; a node's own poll_interval adds to the delay
+LOG_TAIL_BYTES = 64 * 1024  # enough for Scrapy's final stats dump and the "Spider closed" line after it
+DEFAULT_SLOTS = 1  # crawls a node takes at once unless told: Scrapyd does not report its max_proc
+NODE_STATS_COLLECTOR = "daemon.node_stats.NodeStatsCollector"
+
+OnStart = Callable[[Job], Any]
+OnFinish = Callable[[Any, CrawlOutcome], None]
+OnSpawn = Callable[[Any, int], None]
+OnDispatch = Callable[[Any, str, str, str], None]
+
+
+# Settings ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    url: str  # http(s)://host:port, no credentials
+    slots: int = DEFAULT_SLOTS  # at most this many crawls (running + pending) at once: its max_proc
+
+
+def parse_nodes(value: str, default_slots: int = DEFAULT_SLOTS) -> tuple[Node, ...]:
+    """SCRAPYD_NODES: comma-separated base URLs, each optionally `=SLOTS` (how many crawls it runs
+    at once, its max_proc), e.g. `http://scrapyd-1:6800=4,http://scrapyd-2:6800`. Every problem is
+    reported at once, in one ValueError."""
+    from urllib.parse import urlsplit
+
+    nodes: list[Node] = []
+    problems: list[str] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        url, _, slots_text = entry.partition("=")
+        url = url.strip().rstrip("/")
+        slots = default_slots
+        if slots_text:
+            if not slots_text.strip().isdigit() or not 1 <= int(slots_text) <= 1000:
+                problems.append(f"{url}: slots must be a whole number from 1 to 1000, not {slots_text.strip()[:20]!r}")
+                continue
+            slots = int(slots_text)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            problems.append(f"{url[:80]!r} is not a URL")
+            continue
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"{url[:80]!r} is not an http(s)://host:port URL")
+        elif parts.username or parts.password:
+            problems.append(f"{parts.hostname}: credentials go in SCRAPYD_USERNAME/SCRAPYD_PASSWORD, not the URL")
+        elif parts.query or parts.fragment:
+            problems.append(f"{url[:80]!r}: a node's URL has no query or fragment")
+        elif any(node.url == url for node in nodes):
+            problems.append(f"{url[:80]!r} is listed twice")
+        else:
+            nodes.append(Node(url, slots))
+    if not nodes and not problems:
+        problems.append("at least one node's URL is required")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(nodes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    # A node that does not answer, or a forgotten crawl whose log does not grow, for this long is
+    # given up: the crawl is `lost` (failed, retried like any failure, on a node that answers).
+    # Longer than Scrapy's LOGSTATS_INTERVAL (60 s), which writes a log line every minute even
+    # while a crawl waits on slow pages (at LOG_LEVEL INFO).
+    lost_after_s: float = 300.0
+    # A crawl neither Scrapyd nor its logs know, this long after schedule.json was sent, never
+    # started: dispatched again. Long enough for a crawl to open its log after it was spawned.
+    never_started_after_s: float = 30.0
+    # A node that failed (no connection, no answer, refused our credentials) is not offered new
+    # crawls for this long; its crawls are still watched.
+    node_retry_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    nodes: tuple[Node, ...]
+    project: str = "default"  # Scrapyd's name for a project it was started inside
+    username: str | None = None
+    password: Any = None  # a daemon.config.Secret
+    request_timeout_s: float = 10.0
+    stop_grace_s: float = 20.0  # after cancel.json, this long before signal=KILL
+    concurrency: int | None = None  # at most this many crawls at once; None: the nodes' slots
+    limits: Limits = Limits()
+    poll_s: float = POLL_SECONDS
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteRun:
+    """A remote crawl recorded by a daemon (on_dispatch's row) and not known to have ended."""
+
+    token: Any  # the row's id, given back to on_finish / on_dispatch
+    job: Job
+    node: str  # the node's URL as on_dispatch recorded it
+    jobid: str
+    age_s: float  # seconds since it was dispatched (now - the row's start): its timeout counts from there
+
+
+# The decision ------------------------------------------------------------------------------------
+
+
+class Action(enum.Enum):
+    WATCH = "watch"  # it runs, waits, or may yet: keep watching (re-attach)
+    COLLECT = "collect"  # it ended: read its stats and judge it
+    DISPATCH_AGAIN = "dispatch_again"  # it never started: send it (to a node) again
+    LOST = "lost"  # its node or its log went silent beyond the limit: failed
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    state: str  # what the node says: 'pending' | 'running' | 'finished' | 'unknown' | 'unreachable'
+    log: str = "unread"  # read only when the node says 'unknown': 'absent' | 'open' | 'closed'
+    log_still_s: float = 0.0  # how long its log's size has not changed, by our clock (0: first look)
+    unreachable_s: float = 0.0  # how long the node has not answered (0: it answers)
+    since_dispatch_s: float = 0.0  # since schedule.json was sent (or written ahead)
+    stopped: bool = False  # we asked the node to stop it (timeout, cancel)
+
+
+def classify(seen: Observation, limits: Limits) -> tuple[Action, str]:
+    """What to do with one remote crawl, and why (a stable word for the logs)."""
+    if seen.state == "unreachable":
+        if seen.unreachable_s >= limits.lost_after_s:
+            return Action.LOST, "node_unreachable"
+        return Action.WATCH, "node_unreachable"
+    if seen.state in ("pending", "running"):
+        return Action.WATCH, seen.state
+    if seen.state == "finished":
+        return Action.COLLECT, "finished"
+    # Scrapyd does not know it: restarted (it forgets its running crawls, which go on as orphans),
+    # forgot it (finished_to_keep), or never got it. Its log says which.
+    if seen.log == "closed":
+        return Action.COLLECT, "closed_while_forgotten"
+    if seen.log == "open":
+        if seen.log_still_s >= limits.lost_after_s:
+            return Action.LOST, "log_stale"
+        return Action.WATCH, "orphan"
+    if seen.stopped:
+        return Action.COLLECT, "stopped_before_start"  # cancelled while pending: it never ran
+    if seen.since_dispatch_s >= limits.never_started_after_s:
+        return Action.DISPATCH_AGAIN, "never_started"
+    return Action.WATCH, "not_started_yet"
+
+
+def choose_node(loads: Sequence[tuple[int, int]]) -> int | None:
+    """Which node takes the next crawl: the index of the least loaded (load / slots, then load,
+    then the configured order) among `loads` ((load, slots) of each usable node) with a free slot."""
+    free = [(load / slots, load, i) for i, (load, slots) in enumerate(loads) if load < slots]
+    return min(free)[2] if free else None
+
+
+def remote_outcome(job: Job, stats: dict[str, Any] | None, *, log_found: bool, timed_out: bool, cancelled: bool,
+                   duration_s: float) -> CrawlOutcome:  # fmt: skip
+    """The verdict on a remote crawl that ended, from what it left on its node."""
+    outcome = judge(
+        job.spider, job=job.name, exit_code=0, stats=stats, timed_out=timed_out, interrupted=False,
+        max_errors=job.max_errors, timeout_minutes=job.timeout.total_seconds() / 60, duration_s=duration_s,
+        min_items=job.min_items, cancelled=cancelled,
+    )  # fmt: skip
+    if outcome.failure == "error" and stats is None:
+        if log_found:
+            outcome = dataclasses.replace(outcome, failure="process_died", message=(
+                "ended without its final stats: the crawl process died (killed, out of memory, or its node "
+                "stopped under it)"))  # fmt: skip
+        else:
+            outcome = dataclasses.replace(outcome, failure="lost", message=(
+                "neither its stats nor its log are on the node to say how it went (rotated away by Scrapyd's "
+                "jobs_to_keep, deleted, or it died before it opened its log)"))  # fmt: skip
+    # Scrapyd does not report exit codes (a crawl killed with -9 is 'finished' like any other).
+    return dataclasses.replace(outcome, exit_code=None)
+
+
+def lost_outcome(job: Job, reason: str, duration_s: float, node: str, limit_s: float) -> CrawlOutcome:
+    message = {
+        "node_unreachable": f"its Scrapyd node {node} did not answer for {limit_s:g} s",
+        "log_stale": f"its Scrapyd node {node} forgot it and its log did not grow for {limit_s:g} s",
+    }.get(reason, f"lost on Scrapyd node {node}")
+    outcome = remote_outcome(job, None, log_found=False, timed_out=False, cancelled=False, duration_s=duration_s)
+    return dataclasses.replace(outcome, failure="lost", message=message)
+
+
+# Reading a crawl's log -----------------------------------------------------------------------------
+
+_CLOSED = re.compile(r"\] INFO: Spider closed \(")
+_DUMP = "Dumping Scrapy stats:"
+
+
+def log_says_closed(tail: str) -> bool:
+    """Scrapy wrote "Spider closed (<reason>)": the crawl ended (the process may linger a moment)."""
+    return _CLOSED.search(tail) is not None
+
+
+def parse_dumped_stats(text: str) -> dict[str, Any] | None:
+    """The stats Scrapy dumps into its log at the end ("Dumping Scrapy stats:" and a pprint'ed dict),
+    read without evaluating anything: literals only, `datetime.datetime(...)` as its ISO text (as the
+    stats collectors write it). None when there is no (complete) dump."""
+    import ast
+    from datetime import datetime, timedelta, timezone
+
+    at = text.rfind(_DUMP)
+    if at < 0:
+        return None
+    start = text.find("{", at)
+    if start < 0:
+        return None
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            operand = value(node.operand)
+            if isinstance(operand, (int, float)) and not isinstance(operand, bool):
+                return -operand
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "datetime.datetime" and all(
+            isinstance(a, ast.Constant) and isinstance(a.value, int) for a in node.args
+        ):
+            tz = None
+            for keyword in node.keywords:
+                if keyword.arg == "tzinfo" and ast.unparse(keyword.value) == "datetime.timezone.utc":
+                    tz = timezone.utc
+                else:
+                    return ast.unparse(node)
+            try:
+                return datetime(*(a.value for a in node.args), tzinfo=tz).isoformat()  # type: ignore[attr-defined]
+            except (TypeError, ValueError, OverflowError):
+                return ast.unparse(node)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "datetime.timedelta":
+            try:
+                return str(timedelta(**{k.arg: value(k.value) for k in node.keywords if k.arg}))
+            except (TypeError, ValueError, OverflowError):
+                return ast.unparse(node)
+        return ast.unparse(node)  # anything else is kept as its text, never evaluated
+
+    # The dict ends at the first "}" at the end of a line where the text parses (a "}" inside a
+    # repr'd string is never followed by a real newline).
+    for match in re.finditer(r"\}[ \t]*(?:\r?\n|$)", text[start:]):
+        try:
+            tree = ast.parse(text[start : start + match.start() + 1], mode="eval")
+        except SyntaxError:
+            continue
+        if not isinstance(tree.body, ast.Dict):
+            return None
+        stats: dict[str, Any] = {}
+        for key, item in zip(tree.body.keys, tree.body.values):
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                stats[key.value] = value(item)
+        return stats
+    return None
+
+
+# The engine --------------------------------------------------------------------------------------
+
+
+def node_settings(job: Job) -> list[tuple[str, str]]:
+    """The settings a job's crawl gets on a node: the job's, then ours (they win: Scrapyd keeps the
+    last of a name), the local crawl's own (daemon.crawl.crawl_command) with the node's stats collector,
+    which writes next to the log where the daemon can read it."""
+    ours: list[tuple[str, str]] = []
+    argv = crawl_command(job.spider, Path("unused"), (), job.name)
+    for flag, item in zip(argv, argv[1:]):
+        if flag != "-s":
+            continue
+        name, _, value = item.partition("=")
+        if name == "SCHEDULER_STATS_FILE":
+            continue
+        ours.append((name, NODE_STATS_COLLECTOR if name == "STATS_CLASS" else value))
+    taken = {name for name, _ in ours}
+    return [*(pair for pair in job.settings if pair[0] not in taken), *ours]
+
+
+def new_jobid(job: Job) -> str:
+    """Our own Scrapyd job id: the job's name (readable in Scrapyd's pages) and 64 random bits. Never
+    reused, not even for the same crawl sent again: Scrapyd accepts duplicate ids, and two runs of
+    one id share a log file and confuse status.json."""
+    return f"{job.name}-{os.urandom(8).hex()}"
+
+
+class _Node:
+    def __init__(self, spec: Node, client: Any) -> None:
+        self.spec = spec
+        self.client = client
+        self.failed_at: float | None = None  # when it last failed; None: it answers
+        self.jobs: Any = None  # its last listjobs.json this poll; None: not asked or no answer
+        self.added = 0  # crawls sent to it since that answer
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    def cooling(self, now: float, retry_s: float) -> bool:
+        return self.failed_at is not None and now - self.failed_at < retry_s
+
+
+class _Crawl:
+    def __init__(self, job: Job, token: Any, dispatched_at: float) -> None:
+        self.job = job
+        self.token = token
+        self.dispatched_at = dispatched_at  # the first dispatch: the job's timeout counts from here
+        self.node: _Node | None = None
+        self.jobid = ""
+        self.log_url = ""
+        self.sent_at = dispatched_at  # this dispatch
+        self.unreachable_since: float | None = None
+        self.log_size: int | None = None
+        self.log_changed_at = dispatched_at
+        self.log_closed: bool | None = None
+        self.state = "unread"
+        self.stop_sent_at: float | None = None
+        self.killed = False
+        self.timed_out = False
+        self.cancelled = False
+        self.noticed: set[str] = set()  # reasons already logged, so each is said once
+
+    def sent(self, node: _Node, jobid: str, log_url: str, now: float) -> None:
+        self.node, self.jobid, self.log_url, self.sent_at = node, jobid, log_url, now
+        self.unreachable_since = None
+        self.log_size, self.log_changed_at, self.log_closed = None, now, None
+        self.noticed.clear()
+
+
+class ScrapydEngine:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        clock: Clock,
+        stop: threading.Event,
+        *,
+        on_poll: Callable[[], None] = lambda: None,
+        abort: threading.Event | None = None,
+        client_factory: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stop = stop
+        self.abort = abort or threading.Event()  # this daemon lost the runner lock: leave, at once
+        self.on_poll = on_poll
+        self.limits = settings.limits
+        self._make_client = client_factory or (
+            lambda url: ScrapydClient(url, username=settings.username, password=settings.password,
+                                      timeout=settings.request_timeout_s)  # fmt: skip
+        )
+        self.nodes = [_Node(spec, self._make_client(spec.url)) for spec in settings.nodes]
+        self.concurrency = settings.concurrency or sum(node.slots for node in settings.nodes)
+        self.detached: list[RemoteRun] = []  # left running at the last stop, for the next daemon
+        self._active: list[_Crawl] = []
+        self._wake = threading.Event()
+
+    # The runner's interface ----------------------------------------------------------------------
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        on_start: OnStart,
+        on_finish: OnFinish,
+        on_spawn: OnSpawn = lambda token, pid: None,
+        on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None,
+    ) -> list[CrawlOutcome]:
+        """Dispatch `jobs`' crawls, at most `concurrency` at a time and each to a node with a free
+        slot; return the outcomes of those that ended. `on_start(job)` records the start and returns
+        a token (None: not recorded, nothing more starts). `on_spawn` is never called: a remote
+        crawl has no local pid; `on_dispatch` is its write-ahead record instead."""
+        return self._drive(collections.deque(jobs), [], on_start, on_finish, on_dispatch)
+
+    def reconcile(
+        self,
+        runs: Iterable[RemoteRun],
+        on_finish: OnFinish,
+        on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None,
+    ) -> list[CrawlOutcome]:
+        """Re-attach to remote crawls a daemon recorded and did not see end (at start-up, after a
+        take-over): each is asked after and `classify`'d like the crawls of a run; those that run
+        are watched to their end, those that never started are dispatched again (on_dispatch), those
+        gone are judged. Blocking like `run`; the outcomes of those that ended."""
+        now = self.clock.monotonic()
+        active = []
+        for run in runs:
+            crawl = _Crawl(run.job, run.token, now - max(0.0, run.age_s))
+            node = self._node_for(run.node)
+            crawl.sent(node, run.jobid, node.client.log_url(self.settings.project, run.job.spider, run.jobid),
+                       crawl.dispatched_at)  # fmt: skip
+            log.info("spider_reattaching", spider=run.job.spider, job=run.job.name, node=node.name, jobid=run.jobid)
+            active.append(crawl)
+        return self._drive(collections.deque(), active, lambda job: None, on_finish, on_dispatch)
+
+    def cancel(self, name: str) -> bool:
+        """`cancel JOB`: cancel.json to its node (SIGTERM), signal=KILL after the grace; its verdict
+        is 'cancelled'. False when no crawl of that job is under way here."""
+        crawl = next((c for c in self._active if c.job.name == name and not c.cancelled), None)
+        if crawl is None:
+            return False
+        crawl.cancelled = True
+        self._enforce(crawl, self.clock.monotonic())
+        return True
+
+    # The loop --------------------------------------------------------------------------------------
+
+    def _drive(self, pending: collections.deque[Job], active: list[_Crawl], on_start: OnStart,
+               on_finish: OnFinish, on_dispatch: OnDispatch) -> list[CrawlOutcome]:  # fmt: skip
+        again: collections.deque[_Crawl] = collections.deque()  # recorded crawls to (re)send first
+        outcomes: list[CrawlOutcome] = []
+        self._active = active
+
+        def finish(crawl: _Crawl, outcome: CrawlOutcome) -> None:
+            if crawl in active:
+                active.remove(crawl)
+            outcomes.append(outcome)
+            on_finish(crawl.token, outcome)
+
+        while pending or again or active:
+            now = self.clock.monotonic()
+            if self.stop.is_set() or self.abort.is_set():
+                self._leave(pending, again, active, now)
+                break
+            self._observe(active, wanted=bool(pending or again), now=now)
+            for crawl in list(active):
+                self._step(crawl, now, finish, again)
+            self._place(pending, again, active, on_start, on_dispatch, finish, now)
+            self.on_poll()
+            if pending or again or active:
+                self._wake.clear()
+                self.clock.wait(self._wake, self.settings.poll_s)
+        self._active = []
+        return outcomes
+
+    def _leave(self, pending: collections.deque[Job], again: collections.deque[_Crawl], active: list[_Crawl],
+               now: float) -> None:  # fmt: skip
+        """The daemon stops (or gives way): nothing more is sent, nothing is cancelled."""
+        reason = "lock_lost" if self.abort.is_set() else "stopping"
+        if pending:
+            log.info("spiders_not_started", spiders=[job.name for job in pending], reason=reason)
+            pending.clear()
+        # A recorded crawl waiting to be sent (again) is left like the others: the next daemon finds
+        # it unknown to its node, without a log, and sends it.
+        active.extend(again)
+        again.clear()
+        if active:
+            self.detached = [
+                RemoteRun(c.token, c.job, c.node.spec.url if c.node else "", c.jobid, now - c.dispatched_at)
+                for c in active
+            ]
+            log.info("remote_crawls_left_running", reason=reason,
+                     crawls=[{"job": c.job.name, "node": c.node.name if c.node else None, "jobid": c.jobid}
+                             for c in active])  # fmt: skip
+            active.clear()
+
+    def _observe(self, active: list[_Crawl], wanted: bool, now: float) -> None:
+        """Ask each node that matters this poll for its jobs: those running our crawls, and, when a
+        crawl waits for a slot, those not resting after a failure."""
+        asked = {id(c.node): c.node for c in active if c.node is not None}
+        if wanted:
+            for node in self.nodes:
+                if not node.cooling(now, self.limits.node_retry_s):
+                    asked.setdefault(id(node), node)
+        for node in self.nodes:
+            if id(node) not in asked:
+                node.jobs = None
+        for node in asked.values():
+            try:
+                node.jobs = node.client.listjobs()
+            except ScrapydError as exc:
+                node.jobs = None
+                self._node_failed(node, exc, now)
+                continue
+            node.added = 0
+            if node.failed_at is not None:
+                log.info("scrapyd_node_back", node=node.name)
+                node.failed_at = None
+
+    def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None:
+        if node.failed_at is None:
+            log.warning("scrapyd_node_failed", node=node.name, error=str(exc), retry_after_s=self.limits.node_retry_s)
+        node.failed_at = now
+
+    def _step(self, crawl: _Crawl, now: float, finish: Callable[[_Crawl, CrawlOutcome], None],
+              again: collections.deque[_Crawl]) -> None:  # fmt: skip
+        node = crawl.node
+        assert node is not None
+        state = node.jobs.state(crawl.jobid) if node.jobs is not None else "unreachable"
+        seen_log = "unread"
+        if state == "unknown":
+            try:
+                seen_log = self._look_at_log(crawl, now)
+            except ScrapydError as exc:
+                self._node_failed(node, exc, now)
+                state = "unreachable"
+        if state == "unreachable":
+            crawl.unreachable_since = crawl.unreachable_since if crawl.unreachable_since is not None else now
+        else:
+            crawl.unreachable_since = None
+        crawl.state = state
+        seen = Observation(
+            state=state,
+            log=seen_log,
+            log_still_s=now - crawl.log_changed_at,
+            unreachable_s=now - crawl.unreachable_since if crawl.unreachable_since is not None else 0.0,
+            since_dispatch_s=now - crawl.sent_at,
+            stopped=crawl.stop_sent_at is not None,
+        )
+        action, reason = classify(seen, self.limits)
+        fields = {"spider": crawl.job.spider, "job": crawl.job.name, "node": node.name, "jobid": crawl.jobid}
+        if action is Action.WATCH:
+            if reason in ("orphan", "node_unreachable") and reason not in crawl.noticed:
+                crawl.noticed.add(reason)
+                log.warning("remote_crawl_" + reason, **fields, lost_after_s=self.limits.lost_after_s)
+            self._enforce(crawl, now)
+        elif action is Action.COLLECT:
+            try:
+                outcome = self._collect(crawl, now)
+            except ScrapydError as exc:
+                self._node_failed(node, exc, now)  # read again next poll
+                return
+            finish(crawl, outcome)
+        elif action is Action.LOST:
+            log.warning("remote_crawl_lost", **fields, reason=reason, after_s=self.limits.lost_after_s)
+            finish(crawl, lost_outcome(crawl.job, reason, now - crawl.dispatched_at, node.name,
+                                       self.limits.lost_after_s))  # fmt: skip
+        else:  # Action.DISPATCH_AGAIN
+            log.warning("remote_crawl_never_started", **fields, after_s=self.limits.never_started_after_s)
+            if crawl in self._active:
+                self._active.remove(crawl)
+            again.append(crawl)
+
+    def _look_at_log(self, crawl: _Crawl, now: float) -> str:
+        """'absent' | 'open' | 'closed': the log of a crawl its node does not know (any more)."""
+        assert crawl.node is not None
+        client = crawl.node.client
+        path = client.log_path(self.settings.project, crawl.job.spider, crawl.jobid)
+        size = client.file_size(path)
+        if size is None:
+            return "absent"
+        if size != crawl.log_size:
+            crawl.log_size, crawl.log_changed_at, crawl.log_closed = size, now, None
+        if crawl.log_closed is None:
+            tail = client.tail(path, LOG_TAIL_BYTES)
+            crawl.log_closed = tail is not None and log_says_closed(tail.decode("utf-8", "replace"))
+        return "closed" if crawl.log_closed else "open"
+
+    def _collect(self, crawl: _Crawl, now: float) -> CrawlOutcome:
+        assert crawl.node is not None
+        client, project, spider = crawl.node.client, self.settings.project, crawl.job.spider
+        stats = client.stats(project, spider, crawl.jobid)
+        source = "stats_file"
+        log_found = True
+        if stats is None:
+            tail = client.tail(client.log_path(project, spider, crawl.jobid), LOG_TAIL_BYTES)
+            log_found = tail is not None
+            stats = parse_dumped_stats(tail.decode("utf-8", "replace")) if tail else None
+            source = "log" if stats is not None else "none"
+        log.info("remote_crawl_collected", spider=spider, job=crawl.job.name, node=crawl.node.name,
+                 jobid=crawl.jobid, stats_from=source)  # fmt: skip
+        return remote_outcome(crawl.job, stats, log_found=log_found, timed_out=crawl.timed_out,
+                              cancelled=crawl.cancelled, duration_s=now - crawl.dispatched_at)  # fmt: skip
+
+    def _enforce(self, crawl: _Crawl, now: float) -> None:
+        """Stop a crawl that ran out of time or was cancelled (cancel.json), KILL it after the grace.
+        A node that does not answer is asked again next poll."""
+        if crawl.node is None or crawl.state == "finished":
+            return
+        grace = self.settings.stop_grace_s
+        if crawl.stop_sent_at is None:
+            timed_out = now - crawl.dispatched_at >= crawl.job.timeout.total_seconds()
+            if not (crawl.cancelled or timed_out):
+                return
+            crawl.timed_out = timed_out and not crawl.cancelled
+            reason = "cancelled" if crawl.cancelled else "timeout"
+            if self._send_cancel(crawl, "TERM", now):
+                crawl.stop_sent_at = now
+                log.warning("spider_stopping", spider=crawl.job.spider, job=crawl.job.name, node=crawl.node.name,
+                            jobid=crawl.jobid, reason=reason, grace_s=grace)  # fmt: skip
+        elif not crawl.killed and now - crawl.stop_sent_at >= grace:
+            if self._send_cancel(crawl, "KILL", now):
+                crawl.killed = True
+                log.warning("spider_killed", spider=crawl.job.spider, job=crawl.job.name, node=crawl.node.name,
+                            jobid=crawl.jobid, after_grace_s=grace)  # fmt: skip
+
+    def _send_cancel(self, crawl: _Crawl, signal: str, now: float) -> bool:
+        assert crawl.node is not None
+        try:
+            prevstate = crawl.node.client.cancel(self.settings.project, crawl.jobid, signal)
+        except ScrapydError as exc:
+            self._node_failed(crawl.node, exc, now)
+            return False
+        if prevstate is None and crawl.state == "unknown":
+            # An orphan of a restarted Scrapyd: its node cannot stop it. It is watched until its
+            # log closes or goes stale, and judged by the stop we asked for.
+            log.warning("remote_crawl_cannot_be_stopped", spider=crawl.job.spider, job=crawl.job.name,
+                        node=crawl.node.name, jobid=crawl.jobid)  # fmt: skip
+        return True
+
+    # Placing crawls on nodes ---------------------------------------------------------------------------
+
+    def _place(self, pending: collections.deque[Job], again: collections.deque[_Crawl], active: list[_Crawl],
+               on_start: OnStart, on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None],
+               now: float) -> None:  # fmt: skip
+        while (pending or again) and len(active) < self.concurrency:
+            node = self._choose(active, now)
+            if node is None:
+                if not any(not n.cooling(now, self.limits.node_retry_s) for n in self.nodes):
+                    self._no_node(pending, again, finish, now)
+                return
+            if again:
+                crawl = again.popleft()
+            else:
+                job = pending.popleft()
+                token = on_start(job)
+                if token is None:
+                    # Its record could not be written: a crawl nobody could account for. It and
+                    # the rest stay due; the crawls under way go on.
+                    log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
+                                reason="record_failed")  # fmt: skip
+                    pending.clear()
+                    return
+                crawl = _Crawl(job, token, now)
+            self._send(crawl, node, active, again, on_dispatch, finish, now)
+
+    def _choose(self, active: list[_Crawl], now: float) -> _Node | None:
+        usable = [n for n in self.nodes if n.jobs is not None and not n.cooling(now, self.limits.node_retry_s)]
+        # Our crawls a restarted node forgot still occupy its slots.
+        forgotten = collections.Counter(id(c.node) for c in active if c.state == "unknown")
+        index = choose_node([(n.jobs.load + n.added + forgotten[id(n)], n.spec.slots) for n in usable])
+        return usable[index] if index is not None else None
+
+    def _no_node(self, pending: collections.deque[Job], again: collections.deque[_Crawl],
+                 finish: Callable[[_Crawl, CrawlOutcome], None], now: float) -> None:  # fmt: skip
+        """Every node failed recently: the jobs not started stay due (the loop tries again later);
+        a recorded crawl that could not be sent anywhere fails."""
+        if pending:
+            log.warning("spiders_not_started", spiders=[job.name for job in pending], reason="no_node",
+                        nodes=[n.name for n in self.nodes])  # fmt: skip
+            pending.clear()
+        while again:
+            crawl = again.popleft()
+            names = ", ".join(n.name for n in self.nodes)
+            finish(crawl, self._not_sent(crawl, now, f"no Scrapyd node answered: {names}"))
+
+    def _send(self, crawl: _Crawl, node: _Node, active: list[_Crawl], again: collections.deque[_Crawl],
+              on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None], now: float) -> None:  # fmt: skip
+        job, project = crawl.job, self.settings.project
+        jobid = new_jobid(job)
+        crawl.sent(node, jobid, node.client.log_url(project, job.spider, jobid), now)
+        on_dispatch(crawl.token, node.spec.url, jobid, crawl.log_url)  # write ahead
+        fields = {"spider": job.spider, "job": job.name, "node": node.name, "jobid": jobid}
+        try:
+            node.client.schedule(project, job.spider, jobid, job.args, node_settings(job))
+        except ValueError as exc:  # arguments Scrapyd cannot pass: it was never sent
+            finish(crawl, self._not_sent(crawl, now, str(exc)))
+            return
+        except ScrapydError as exc:
+            if exc.maybe_delivered:
+                # Never sent again blindly: the node says whether it took it.
+                try:
+                    state = node.client.status(jobid)
+                except ScrapydError as again_exc:
+                    self._node_failed(node, again_exc, now)
+                    state = "unreachable"
+                log.warning("scrapyd_schedule_unconfirmed", **fields, error=str(exc), state=state)
+                crawl.state = state
+                active.append(crawl)
+                node.added += 1
+                return
+            if exc.node_failed:  # not taken (no connection, refused credentials): another node
+                self._node_failed(node, exc, now)
+                again.appendleft(crawl)
+                return
+            finish(crawl, self._not_sent(crawl, now, str(exc)))  # the node refused this crawl
+            return
+        log.info("spider_dispatched", **fields)
+        crawl.state = "pending"
+        active.append(crawl)
+        node.added += 1
+
+    def _not_sent(self, crawl: _Crawl, now: float, why: str) -> CrawlOutcome:
+        log.error("spider_not_dispatched", spider=crawl.job.spider, job=crawl.job.name, error=why)
+        outcome = remote_outcome(crawl.job, None, log_found=False, timed_out=False, cancelled=False,
+                                 duration_s=now - crawl.dispatched_at)  # fmt: skip
+        return dataclasses.replace(outcome, failure="error", message=f"not dispatched: {why}")
+
+    def _node_for(self, url: str) -> _Node:
+        """The configured node of that URL, or one made for a node no longer configured (its crawls
+        are still watched to their end, never sent new ones)."""
+        for node in self.nodes:
+            if node.spec.url == url.rstrip("/"):
+                return node
+        return _Node(Node(url.rstrip("/"), 0), self._make_client(url))
