@@ -121,7 +121,11 @@ class HttpEndpoint:
             return self._send(request, 401, "text/plain; charset=utf-8", b"credentials needed\n", head, challenge)
         if (path == "/jobs" or path.startswith("/jobs/")) and "text/html" not in request.headers.get("Accept", ""):
             return self._housekeeping(request, path, head)
-        status, content_type, payload = self._pages().respond(path, query)
+        try:
+            status, content_type, payload = self._pages().respond(path, query)
+        except Exception as exc:  # a page's bug must not cost the endpoint: say so, and go on
+            log.exception("page_failed", path=path[:200], error=type(exc).__name__)
+            status, content_type, payload = 500, "text/plain; charset=utf-8", b"the page failed; see the log\n"
         self._send(request, status, content_type, payload, head)
 
     def _housekeeping(self, request: BaseHTTPRequestHandler, path: str, head: bool) -> None:

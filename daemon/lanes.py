@@ -34,11 +34,13 @@ def window(since: datetime, now: datetime) -> tuple[datetime, datetime]:
 class Scale:
     def __init__(self, start: datetime, end: datetime) -> None:
         self.start, self.end = start, end
-        self.span = (end - start).total_seconds()
+        self._origin = start.timestamp()
+        self._per_second = WIDTH / (end - start).total_seconds()
 
     def x(self, moment: datetime) -> float:
         """The position of `moment`, kept inside the picture."""
-        return round(min(max((moment - self.start).total_seconds() / self.span, 0.0), 1.0) * WIDTH, 1)
+        x = (moment.timestamp() - self._origin) * self._per_second
+        return 0.0 if x < 0 else WIDTH if x > WIDTH else round(x, 1)
 
 
 def defs() -> str:
@@ -141,7 +143,7 @@ def _midnights(scale: Scale, tz: tzinfo) -> list[datetime]:
 
 
 def _iso(moment: datetime, tz: tzinfo) -> str:
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(tz).isoformat(" ", "seconds")[:19]
 
 
 def _figure(value: int | None) -> str:

@@ -53,7 +53,9 @@ form{margin:.4em 0}nav a{margin-right:1em}.explain{background:#f5f5f5;padding:.6
 
 def esc(value: Any) -> str:
     """Text for HTML and SVG, in text and attributes alike: escaped, control characters made visible."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    text = str(value)
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return html.escape(text, quote=True)
 
 

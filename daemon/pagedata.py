@@ -67,7 +67,7 @@ class PageSession:
                         self._conn.rollback()
             except psycopg2.errors.QueryCanceled as exc:
                 raise Unavailable(f"PostgreSQL did not answer the page within {STATEMENT_TIMEOUT}") from exc
-            except psycopg2.Error as exc:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 self.close()
                 raise Unavailable(f"PostgreSQL is unreachable: {type(exc).__name__}") from exc
 
@@ -171,27 +171,10 @@ def crawl_detail(store: Store, crawl_id: int) -> CrawlDetail | None:
     return CrawlDetail(timeline.Crawl(*row[:12]), run_id, args, crawl_settings, stats, log_tail, previous, following)
 
 
-def explanation(store: Store, settings: Settings, lane: JobLane, now: datetime) -> Any:
-    """The job's `explain` (daemon/explain.py: `.paragraph()`, `.as_dict()`), from the facts that
-    `python -m daemon explain JOB` reads; None until that module is there."""
-    try:
-        from daemon import explain as why
-    except ImportError:
-        return None
-    from daemon.commands import _jobs as current_jobs
+def explanation(store: Store, settings: Settings, job: str, now: datetime) -> Any:
+    """The job's `explain` (daemon/explain.py: `.paragraph()`, `.as_dict()`), from the very inputs
+    `python -m daemon explain JOB` reads."""
+    from daemon import explain as why
+    from daemon.commands import _explain_inputs
 
-    _, source, published = current_jobs(store, settings)
-    job = lane.job
-    [(_, started, finished, status, failure, items, message)] = store.latest_job_runs([job.name])
-    run = store.run_under_way()  # type: ignore[attr-defined]
-    locked, owner, since = store.runner_holder()  # type: ignore[attr-defined]
-    facts = why.Facts(
-        last_crawl=why.Crawl(started, status, finished, failure, message, items) if started else None,
-        run=why.RunUnderWay(*run) if run else None,
-        run_now_at=store.pending_request_for(job.name, job.spider),  # type: ignore[attr-defined]
-        concurrency=settings.concurrency,
-        paused_until=store.pauses(now).get(job.name),
-        file_error=source[2] if source else None,
-        published=published,
-    )  # fmt: skip
-    return why.explain(job, lane.plan, lane.history, facts, why.Holder(locked, owner, since), now, settings.timezone)
+    return why.explain(*_explain_inputs(store, settings, job, now), now, settings.timezone)

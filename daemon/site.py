@@ -71,7 +71,7 @@ class Site:
 
             def read(store: Any) -> tuple[pagedata.Overview | None, Any]:
                 ov = pagedata.overview(store, self.settings, now, days, job=name, failed_only=failed)
-                return ov, ov and pagedata.explanation(store, self.settings, ov.lanes[0], now)
+                return ov, ov and pagedata.explanation(store, self.settings, name, now)
 
             ov, why = self.session.read(read)
             if ov is None:

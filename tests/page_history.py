@@ -105,3 +105,18 @@ def arrange(conn: Any, now: datetime, jobs: list[tuple[Job, list[Planned]]], *, 
             )  # fmt: skip
             ids[j.name].append(cur.fetchone()[0])
     return ids
+
+
+def serve_page(env: dict[str, str], **kwargs: Any) -> tuple[Any, int]:
+    """The HTTP endpoint as the daemon builds it, on a free port of 127.0.0.1, against `env`'s
+    database; returns it (stop it after) and its port."""
+    from daemon.config import Settings
+    from daemon.http import HttpEndpoint
+    from daemon.metrics import Metrics
+    from tests.conftest import free_port
+
+    port = free_port()
+    settings = Settings.from_mapping({**env, "SCHEDULER_HTTP_PORT": str(port)})
+    endpoint = HttpEndpoint(settings, Metrics(), lambda: {"is_running": False, "jobs": []}, **kwargs)
+    endpoint.start()
+    return endpoint, port

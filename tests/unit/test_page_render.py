@@ -58,7 +58,7 @@ def overview_of(jobs_and_crawls, now=T0, days=7, failed_only=False):
 def lanes_of(html: str) -> dict[str, ET.Element]:
     """Each lane's SVG, parsed as XML (escaping that is wrong for XML is wrong for SVG too)."""
     found = {}
-    for svg in re.findall(r'<svg class="lane".*?</svg>', html, flags=re.S):
+    for svg in re.findall(r'<svg class="lane".*?</svg>', html, flags=re.DOTALL):
         element = ET.fromstring(svg)
         found[element.get("data-job")] = element
     return found

@@ -102,16 +102,16 @@ def test_a_paused_job_is_never_shown_overdue_nor_late():
 @pytest.mark.parametrize(
     ("planned", "sentence"),
     [
-        ([Planned(33 * H)], "j is overdue by 1 d 5 h: its last success started 2026-11-30 03:00, and no crawl was "
-                            "recorded since."),
+        ([Planned(33 * H)], ("j is overdue by 1 d 5 h: its last success started 2026-11-30 03:00, and no crawl "
+                             "was recorded since.")),
         ([Planned(20 * H), failed(3 * H, message="HTTP 503"), failed(10 * M, message="boom <b>")],
-         "j is overdue by 16 h: its last success started 2026-11-30 16:00, and 2 failed crawls (error ×2) since; the "
-         "next attempt is at 12:23. The last failure: error at 11:50 (boom <b>)."),
+         ("j is overdue by 16 h: its last success started 2026-11-30 16:00, and 2 failed crawls (error ×2) since; "
+          "the next attempt is at 12:23. The last failure: error at 11:50 (boom <b>).")),
         ([Planned(3 * H), failed(10 * M, "too_few_items", "scraped 0 items")],
-         "j has failed 1 time in a row; the next attempt is at 12:08. The last failure: too_few_items at 11:50 "
-         "(scraped 0 items)."),
-        ([failed(10 * M)], "j has never succeeded: 1 failure in a row; the next attempt is at 12:08. The last failure: "
-                           "error at 11:50 (spider raised)."),
+         ("j has failed 1 time in a row; the next attempt is at 12:08. The last failure: too_few_items at 11:50 "
+          "(scraped 0 items).")),
+        ([failed(10 * M)], ("j has never succeeded: 1 failure in a row; the next attempt is at 12:08. The last "
+                            "failure: error at 11:50 (spider raised).")),
         (steady(4 * H, 20 * H, 1 * H), None),
     ],
     ids=["overdue, nothing ran", "overdue and failing", "failing", "never succeeded", "on time"],
