@@ -33,7 +33,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -41,6 +41,9 @@ from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome, crawl_command, judge
 from daemon.jobfile import Job
 from daemon.scrapyd import ScrapydClient, ScrapydError
+
+if TYPE_CHECKING:
+    from daemon.config import Secret
 
 log = structlog.get_logger("daemon.dispatch")
 
@@ -126,7 +129,7 @@ class EngineSettings:
     nodes: tuple[Node, ...]
     project: str = "default"  # Scrapyd's name for a project it was started inside
     username: str | None = None
-    password: Any = None  # a daemon.config.Secret
+    password: Secret | None = None
     request_timeout_s: float = 10.0
     stop_grace_s: float = 20.0  # after cancel.json, this long before signal=KILL
     concurrency: int | None = None  # at most this many crawls at once; None: the nodes' slots
@@ -391,7 +394,6 @@ class ScrapydEngine:
         self.concurrency = settings.concurrency or sum(node.slots for node in settings.nodes)
         self.detached: list[RemoteRun] = []  # left running at the last stop, for the next daemon
         self._active: list[_Crawl] = []
-        self._wake = threading.Event()
 
     # The runner's interface ----------------------------------------------------------------------
 
@@ -447,6 +449,7 @@ class ScrapydEngine:
         again: collections.deque[_Crawl] = collections.deque()  # recorded crawls to (re)send first
         outcomes: list[CrawlOutcome] = []
         self._active = active
+        self.detached = []
 
         def finish(crawl: _Crawl, outcome: CrawlOutcome) -> None:
             if crawl in active:
@@ -465,8 +468,7 @@ class ScrapydEngine:
             self._place(pending, again, active, on_start, on_dispatch, finish, now)
             self.on_poll()
             if pending or again or active:
-                self._wake.clear()
-                self.clock.wait(self._wake, self.settings.poll_s)
+                self.clock.wait(self.stop, self.settings.poll_s)  # a stop is heard at once
         self._active = []
         return outcomes
 
