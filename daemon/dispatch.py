@@ -394,6 +394,7 @@ class ScrapydEngine:
         self.concurrency = settings.concurrency or sum(node.slots for node in settings.nodes)
         self.detached: list[RemoteRun] = []  # left running at the last stop, for the next daemon
         self._active: list[_Crawl] = []
+        self._former_nodes: list[_Node] = []  # nodes no longer configured that still have our crawls
 
     # The runner's interface ----------------------------------------------------------------------
 
@@ -728,7 +729,10 @@ class ScrapydEngine:
     def _node_for(self, url: str) -> _Node:
         """The configured node of that URL, or one made for a node no longer configured (its crawls
         are still watched to their end, never sent new ones)."""
-        for node in self.nodes:
-            if node.spec.url == url.rstrip("/"):
+        url = url.rstrip("/")
+        for node in [*self.nodes, *self._former_nodes]:
+            if node.spec.url == url:
                 return node
-        return _Node(Node(url.rstrip("/"), 0), self._make_client(url))
+        node = _Node(Node(url, 0), self._make_client(url))
+        self._former_nodes.append(node)
+        return node

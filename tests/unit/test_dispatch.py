@@ -553,3 +553,17 @@ def test_an_orphan_whose_log_stops_growing_is_lost_after_the_limit():
     [outcome] = h.engine.reconcile([RemoteRun("t", job("quotes"), a.url, "orphan-1", age_s=0)], h.on_finish)
     assert outcome.failure == "lost" and "did not grow for 60 s" in outcome.message
     assert 90 <= h.now < 95  # the limit counts from its last growth, not from the first look
+
+
+def test_a_crawl_on_a_node_no_longer_configured_is_watched_to_its_end_and_the_node_gets_no_new_crawl():
+    old, new = FakeNode("http://old:6800"), FakeNode("http://new:6800")
+    old.states.update({"a-1": "running", "b-1": "running"})
+    h = Harness((new, 1))
+    h.fakes[old.url] = old  # reachable through the client seam, though not among the nodes
+    polls: list[float] = []
+    h.hooks += [runs_for(3), lambda h: polls.append(h.now)]
+    runs = [RemoteRun(t, job(t), old.url + "/", f"{t}-1", age_s=1) for t in ("a", "b")]
+    outcomes = h.engine.reconcile(runs, h.on_finish)
+    assert [o.ok for o in outcomes] == [True, True]
+    assert old.sent() == [] and new.sent() == []
+    assert old.calls.count(("listjobs",)) == len(polls)  # one question per poll for both crawls
