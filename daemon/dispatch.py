@@ -55,7 +55,7 @@ NODE_STATS_COLLECTOR = "daemon.node_stats.NodeStatsCollector"
 OnStart = Callable[[Job], Any]
 OnFinish = Callable[[Any, CrawlOutcome], None]
 OnSpawn = Callable[[Any, int], None]
-OnDispatch = Callable[[Any, str, str, str], None]
+OnDispatch = Callable[[Any, str, str, str], Any]  # False: not recorded, so not sent
 
 
 # Settings ----------------------------------------------------------------------------------------
@@ -408,8 +408,9 @@ class ScrapydEngine:
     ) -> list[CrawlOutcome]:
         """Dispatch `jobs`' crawls, at most `concurrency` at a time and each to a node with a free
         slot; return the outcomes of those that ended. `on_start(job)` records the start and returns
-        a token (None: not recorded, nothing more starts). `on_spawn` is never called: a remote
-        crawl has no local pid; `on_dispatch` is its write-ahead record instead."""
+        a token (None: not recorded, nothing more starts). `on_dispatch(token, node, jobid, log_url)`
+        records where it goes before it is sent (False: not recorded, so not sent: that crawl fails
+        and nothing more starts). `on_spawn` is never called: a remote crawl has no local pid."""
         return self._drive(collections.deque(jobs), [], on_start, on_finish, on_dispatch)
 
     def reconcile(
@@ -662,7 +663,13 @@ class ScrapydEngine:
                     pending.clear()
                     return
                 crawl = _Crawl(job, token, now)
-            self._send(crawl, node, active, again, on_dispatch, finish, now)
+            if not self._send(crawl, node, active, again, on_dispatch, finish, now):
+                # Its node and job id could not be recorded first: the jobs not started stay due,
+                # the crawls under way go on.
+                if pending:
+                    log.warning("spiders_not_started", spiders=[j.name for j in pending], reason="record_failed")
+                    pending.clear()
+                return
 
     def _choose(self, active: list[_Crawl], now: float) -> _Node | None:
         usable = [n for n in self.nodes if n.jobs is not None and not n.cooling(now, self.limits.node_retry_s)]
@@ -685,17 +692,21 @@ class ScrapydEngine:
             finish(crawl, self._not_sent(crawl, now, f"no Scrapyd node answered: {names}"))
 
     def _send(self, crawl: _Crawl, node: _Node, active: list[_Crawl], again: collections.deque[_Crawl],
-              on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None], now: float) -> None:  # fmt: skip
+              on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None], now: float) -> bool:  # fmt: skip
+        """Send one crawl to `node`, its node and job id recorded first. False when that record could
+        not be written (`on_dispatch` returned False): then nothing was sent and the crawl has failed."""
         job, project = crawl.job, self.settings.project
         jobid = new_jobid(job)
         crawl.sent(node, jobid, node.client.log_url(project, job.spider, jobid), now)
-        on_dispatch(crawl.token, node.spec.url, jobid, crawl.log_url)  # write ahead
+        if on_dispatch(crawl.token, node.spec.url, jobid, crawl.log_url) is False:  # write ahead
+            finish(crawl, self._not_sent(crawl, now, "its node and job id could not be recorded first"))
+            return False
         fields = {"spider": job.spider, "job": job.name, "node": node.name, "jobid": jobid}
         try:
             node.client.schedule(project, job.spider, jobid, job.args, node_settings(job))
         except ValueError as exc:  # arguments Scrapyd cannot pass: it was never sent
             finish(crawl, self._not_sent(crawl, now, str(exc)))
-            return
+            return True
         except ScrapydError as exc:
             if exc.maybe_delivered:
                 # Never sent again blindly: the node says whether it took it.
@@ -708,17 +719,18 @@ class ScrapydEngine:
                 crawl.state = state
                 active.append(crawl)
                 node.added += 1
-                return
+                return True
             if exc.node_failed:  # not taken (no connection, refused credentials): another node
                 self._node_failed(node, exc, now)
                 again.appendleft(crawl)
-                return
+                return True
             finish(crawl, self._not_sent(crawl, now, str(exc)))  # the node refused this crawl
-            return
+            return True
         log.info("spider_dispatched", **fields)
         crawl.state = "pending"
         active.append(crawl)
         node.added += 1
+        return True
 
     def _not_sent(self, crawl: _Crawl, now: float, why: str) -> CrawlOutcome:
         log.error("spider_not_dispatched", spider=crawl.job.spider, job=crawl.job.name, error=why)

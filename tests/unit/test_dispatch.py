@@ -567,3 +567,16 @@ def test_a_crawl_on_a_node_no_longer_configured_is_watched_to_its_end_and_the_no
     assert [o.ok for o in outcomes] == [True, True]
     assert old.sent() == [] and new.sent() == []
     assert old.calls.count(("listjobs",)) == len(polls)  # one question per poll for both crawls
+
+
+def test_a_crawl_whose_node_and_job_id_cannot_be_recorded_first_is_never_sent_and_fails():
+    a = FakeNode("http://a:6800")
+    h = Harness((a, 2))
+    with capture_logs() as logs:
+        outcomes = h.engine.run([job("first"), job("second")], h.on_start, h.on_finish,
+                                on_dispatch=lambda token, node, jobid, log_url: False)  # fmt: skip
+    assert a.sent() == []
+    assert [(o.name, o.failure) for o in outcomes] == [("first", "error")]
+    assert "could not be recorded" in outcomes[0].message
+    assert h.started == ["first"]  # the second was not started: it stays due
+    assert [e["spiders"] for e in logs if e["event"] == "spiders_not_started"] == [["second"]]
