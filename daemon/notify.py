@@ -43,7 +43,8 @@ class Notifier:
         self.webhook = webhook
         self.ping_url = ping
         self.stop = stop
-        self.queue: queue.Queue[tuple[str, Secret, bytes | None]] = queue.Queue(QUEUE_SIZE)
+        # None, queued by flush: everything queued before it has been handled.
+        self.queue: queue.Queue[tuple[str, Secret, bytes | None] | None] = queue.Queue(QUEUE_SIZE)
         self.thread = threading.Thread(target=self._work, name="notify", daemon=True)
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
@@ -54,8 +55,15 @@ class Notifier:
     def flush(self, timeout: float) -> None:
         """At shutdown (the stop event is set): give what is queued, e.g. the /fail ping of the run
         the stop interrupted, up to `timeout` seconds to go out. Failed sends are not retried; a send
-        still going then is cut, and nothing more is sent: no child outlives the daemon."""
+        still going then is cut, and nothing more is sent: no child outlives the daemon.
+
+        Only the flush ends the sender, not the stop: the stop comes first (from a signal), and the
+        /fail ping of the run it interrupts is queued after it."""
         if self.thread.is_alive():
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                pass  # the sender then ends when the time is up
             self.thread.join(timeout)
         with self._lock:
             self._closed = True
@@ -79,11 +87,14 @@ class Notifier:
             log.warning("notification_dropped", what=what, reason="queue full", to=_where(url.reveal()))
 
     def _work(self) -> None:
-        while not self._closed and not (self.stop.is_set() and self.queue.empty()):
+        while not self._closed:
             try:
-                what, url, body = self.queue.get(timeout=1.0)
+                item = self.queue.get(timeout=1.0)
             except queue.Empty:
                 continue
+            if item is None:
+                return
+            what, url, body = item
             try:
                 self._send(what, url.reveal(), body)
             except Exception as exc:  # whatever a receiver does, the sender lives on

@@ -280,6 +280,8 @@ def test_a_notification_url_reaches_its_sender_process_never_through_its_command
         assert all("S3CR3T" not in line and "127.0.0.1" not in line for line in senders.values()), senders
         everyone = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
         assert not [line for line in everyone if b"S3CR3T" in line]
+        stop.set()
+        notifier.flush(0)
     finally:
         stop.set()
         hold.set()
@@ -317,3 +319,20 @@ def test_a_send_still_going_when_the_flush_ends_is_cut_so_no_sender_outlives_the
     finally:
         hold.set()
         slow.server.shutdown()
+
+
+def test_a_notification_queued_after_the_stop_and_before_the_flush_still_goes_out(receiver):
+    # The order at shutdown: a signal sets the stop, the loop winds up the run it interrupted and
+    # queues its /fail ping, then flushes. The sender must not have ended in between.
+    import time
+
+    from daemon.config import Secret
+    from daemon.notify import Notifier
+
+    stop = threading.Event()
+    notifier = Notifier(Secret(""), Secret(f"{receiver.url}/ping/uuid-1"), stop)
+    stop.set()
+    time.sleep(1.5)  # the run being wound up; longer than the sender's look at its empty queue
+    notifier.ping("/fail")
+    notifier.flush(30)
+    assert receiver.paths() == ["/ping/uuid-1/fail"]
