@@ -1,111 +1,189 @@
 """Settings: one frozen, typed object built from an explicit mapping.
 
-`Settings.from_mapping(environ)` validates every variable, collects every problem and raises a
-single `ConfigError` listing them all, one line each: the variable, the value (never a secret) and
-what is allowed. Nothing here reads `os.environ` by itself, so tests pass plain dicts.
+Each variable is declared once, as a field of `Settings`: its name, parser (with the text of what
+it allows), default and meaning. `Settings.from_mapping(environ)` reads them in three steps: the
+pure parsers (daemon/settings_parsers.py), the checks that take two values together, and the file
+probes (daemon/settings_probes.py: the state directory, the password file, the project). Every
+problem is collected and raised at once in one `ConfigError`, one line each: the variable, the
+value (never a secret) and what is allowed. Nothing here reads `os.environ` by itself, so tests
+pass plain dicts. README's settings table is made from the same declarations (`settings_table()`,
+or `python -m daemon.config`), and a test keeps them equal.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import math
-import os
-import re
-import stat
-import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from daemon import statedir
+from daemon import settings_parsers as p
+from daemon import settings_probes, statedir
 from daemon.errors import ConfigError
-from daemon.statedir import kind, why
+from daemon.settings_parsers import SPIDER_NAME, Secret
+
+__all__ = ["PROJECT_ROOT", "SPIDER_NAME", "Secret", "Settings", "Variable", "settings_table"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-# A spider name as Scrapy projects spell them; anything else never reaches a command line or SQL.
-SPIDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
-
-# A host name: dot-separated labels of letters, digits and hyphens (RFC 1123), 1-63 characters,
-# not starting or ending with a hyphen; `_` is allowed too, as Docker service names use it.
-HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-# An IPv6 zone, as in fe80::1%eth0: an interface name.
-IPV6_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-# libpq connects to <directory>/.s.PGSQL.<port>, and a Unix socket path holds at most 107 bytes.
-SOCKET_PATH_MAX_BYTES = 107
-# PostgreSQL cuts longer names to NAMEDATALEN - 1 bytes without a word.
-PG_NAME_MAX_BYTES = 63
-PASSWORD_FILE_MAX_BYTES = 64 * 1024
-
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "console")
-TRUE_WORDS = ("true", "1", "yes", "on")
-FALSE_WORDS = ("false", "0", "no", "off")
+
+Default = str | Callable[[Mapping[str, str]], str] | None
 
 
-class Secret:
-    """A value that never shows itself in a repr, a str or a log line."""
+@dataclasses.dataclass(frozen=True)
+class Variable:
+    """One environment variable: all that the settings, their errors and README's table say of it."""
 
-    __slots__ = ("_value",)
+    name: str
+    parser: p.Parser
+    default: Default  # text, parsed as if it were given; a function of the mapping; None: the parser's unset
+    meaning: str  # README's Meaning column
+    shown_default: str | None = None  # README's Default column, when not the default text itself
+    note: str | None = None  # added to what is allowed in README's Allowed column
+    field: str = ""  # the field of Settings it fills
 
-    def __init__(self, value: str) -> None:
-        self._value = value
+    def text(self, env: Mapping[str, str]) -> str | None:
+        """The value given (stripped, unless the parser takes it as it is), else the default text."""
+        value = env.get(self.name)
+        given = value if not self.parser.strip else (value or "").strip() or None
+        if given:
+            return given
+        return self.default(env) if callable(self.default) else self.default
 
-    def reveal(self) -> str:
-        return self._value
 
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "<SECRET>"
-
-    __str__ = __repr__
+def variable(name: str, parser: p.Parser, default: Default = None, *, meaning: str,
+             shown_default: str | None = None, note: str | None = None) -> Any:  # fmt: skip
+    """A field of Settings, filled from the variable `name`."""
+    return dataclasses.field(metadata={"variable": Variable(name, parser, default, meaning, shown_default, note)})
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    db_host: str
-    db_port: int
-    db_name: str
-    db_user: str
-    db_password: Secret
-    enabled: bool
-    interval: timedelta
-    timezone: ZoneInfo
-    project_dir: Path
-    spiders: tuple[str, ...]  # empty: every spider `scrapy list` reports
-    jobs_file: Path | None  # None: the project's schedule.toml if it exists, else one job per spider
-    concurrency: int
-    spider_timeout: timedelta
-    retry_delay: timedelta
-    max_spider_errors: int
-    stop_grace_seconds: float
-    tick_seconds: float
-    db_wait_timeout_seconds: float
-    state_dir: Path
-    history_retention_days: float
-    alert_after: timedelta
-    overdue_check_every: timedelta
-    cache_cleanup_every: timedelta
-    cache_max_mb: float
-    jitter: timedelta
-    http_host: str
-    http_port: int
-    alert_webhook_url: Secret
-    healthcheck_ping_url: Secret
-    log_level: str
-    log_format: str
+    # PostgreSQL. DB_PORT comes first: a Unix-socket DB_HOST is checked against it.
+    db_port: int = variable("DB_PORT", p.integer(1, 65535), "5432", meaning="PostgreSQL port")
+    db_host: str = variable(
+        "DB_HOST", p.db_host(), "localhost", meaning="PostgreSQL host",
+        shown_default="`localhost` (`.env.example`: `postgres`)",
+        note="`_` as Docker service names use it, never all-digit like `1.2.3`; `fe80::1%eth0` too; a socket "
+             "directory as libpq takes it (`<dir>/.s.PGSQL.<port>` must fit in 107 bytes; it may appear later)",
+    )  # fmt: skip
+    db_name: str = variable("DB_NAME", p.pg_name(), "jobsearchtools", meaning="database",
+                            note="PostgreSQL would cut a longer name silently")  # fmt: skip
+    db_user: str = variable("DB_USER", p.pg_name(), "postgres", meaning="user")
+    db_password: Secret = variable("DB_PASSWORD", p.password(), meaning="password (never logged or shown)",
+                                   shown_default="empty", note="an error says `<hidden>`")  # fmt: skip
+    db_password_file: Path | None = variable(
+        "DB_PASSWORD_FILE", p.password_file(),
+        meaning="file holding the password, its first line (e.g. a compose secret); not together with `DB_PASSWORD`",
+        note="symlinks followed; never a directory, FIFO, socket or device, which are not even opened; a byte-order "
+             "mark and a `\\r` ending the line are dropped; an error names the file and why, never its content",
+    )  # fmt: skip
+    db_wait_timeout_seconds: float = variable(
+        "DB_WAIT_TIMEOUT_SECONDS", p.number("seconds", allow_zero=True, high=86400), "60",
+        meaning="how long start-up waits for PostgreSQL (then exit code 3)",
+    )  # fmt: skip
+    # What runs, and how often.
+    enabled: bool = variable("SCHEDULER_ENABLED", p.boolean(), "true",
+                             meaning="`false`: stay up, log that scheduling is disabled, run nothing")  # fmt: skip
+    interval: timedelta = variable("SCHEDULER_INTERVAL_HOURS", p.duration("hours"), "4",
+                                   meaning="every spider succeeds at least this often",
+                                   note="`0.001` = 3.6 s")  # fmt: skip
+    timezone: ZoneInfo = variable("SCHEDULER_TIMEZONE", p.timezone(), "UTC",
+                                  meaning="how times are shown in logs only")  # fmt: skip
+    max_instances: int = variable("SCHEDULER_MAX_INSTANCES", p.only("1"), "1",
+                                  meaning="runs never overlap; anything else is rejected")  # fmt: skip
+    project_dir: Path = variable("SCRAPY_PROJECT_DIR", p.project_dir(), str(PROJECT_ROOT / "example_project"),
+                                 meaning="the Scrapy project",
+                                 shown_default="`example_project/` (container: `/project`)")  # fmt: skip
+    spiders: tuple[str, ...] = variable(
+        "SCHEDULER_SPIDERS", p.spiders(), shown_default="empty = all",
+        meaning="subset to keep; an unknown name is a start-up error",
+    )  # fmt: skip
+    jobs_file: Path | None = variable(
+        "SCHEDULER_JOBS_FILE",
+        p.absolute_path("the absolute path of a TOML jobs file", relative="this path is relative"),
+        shown_default="empty = the project's `schedule.toml` if it exists",
+        meaning="the jobs to run (see [Jobs](#jobs)); without a file, every spider (or those of `SCHEDULER_SPIDERS`) "
+                "is one job with the settings above",
+    )  # fmt: skip
+    concurrency: int = variable("SCHEDULER_CONCURRENCY", p.integer(1, 64), "1", meaning="crawls at once")
+    spider_timeout: timedelta = variable("SCHEDULER_SPIDER_TIMEOUT_MINUTES", p.duration("minutes"), "120",
+                                         meaning="per-crawl time limit")  # fmt: skip
+    retry_delay: timedelta = variable(
+        "SCHEDULER_RETRY_DELAY_MINUTES", p.duration("minutes"), "15",
+        meaning="first retry delay; doubles per failure, capped at the interval",
+    )  # fmt: skip
+    max_spider_errors: int = variable("SCHEDULER_MAX_SPIDER_ERRORS", p.integer(0, 10**9), "0",
+                                      meaning="more logged errors than this fails a crawl")  # fmt: skip
+    stop_grace_seconds: float = variable(
+        "SCHEDULER_STOP_GRACE_SECONDS", p.number("seconds", high=3600), "20",
+        meaning="grace between SIGTERM and SIGKILL (shutdown and timeout)",
+    )  # fmt: skip
+    tick_seconds: float = variable("SCHEDULER_TICK_SECONDS", p.number("seconds", high=300), "30",
+                                   meaning="longest single wait; the heartbeat period")  # fmt: skip
+    state_dir: Path = variable(
+        "SCHEDULER_STATE_DIR",
+        p.absolute_path("an absolute path to a directory the daemon can write, or can create",
+                        relative="this path is relative"),
+        lambda env: str(statedir.default_directory(env)),
+        shown_default="`$XDG_STATE_HOME/persistent-scheduler`, else `~/.local/state/persistent-scheduler` "
+                      "(container: `/var/lib/persistent-scheduler`, a volume)",
+        note="this user's, and writable by nobody else (another owner, or group or others allowed to write, is "
+             "refused, naming owner and mode; the daemon creates it with mode 0700); checked at start without "
+             "creating anything, for every command (`healthcheck` and `status` too)",
+        meaning="heartbeat file, crawl stats, and the journal of runs made while PostgreSQL was unreachable (see "
+                "[Security](#security-the-state-directory))",
+    )  # fmt: skip
+    # Housekeeping and alerts.
+    history_retention_days: float = variable(
+        "SCHEDULER_HISTORY_RETENTION_DAYS", p.number("days", high=36500), "90", note="and at least two intervals",
+        meaning="the daily `history_retention` job deletes older runs (and their spider rows)",
+    )  # fmt: skip
+    alert_after: timedelta = variable(
+        "SCHEDULER_ALERT_AFTER_HOURS", p.duration("hours", allow_zero=True), "0",
+        shown_default="twice the interval (`0` = default)",
+        meaning="`overdue_check` warns about a spider without a success for longer",
+    )  # fmt: skip
+    overdue_check_every: timedelta = variable("SCHEDULER_OVERDUE_CHECK_MINUTES", p.duration("minutes", high=1440),
+                                              "5", meaning="how often `overdue_check` runs")  # fmt: skip
+    http_port: int = variable(
+        "SCHEDULER_HTTP_PORT", p.integer(0, 65535), "0", shown_default="`0` (off)",
+        meaning="the HTTP endpoint; compose publishes container port 9464 on "
+                "`127.0.0.1:${SCHEDULER_HTTP_HOST_PORT:-9464}`",
+    )  # fmt: skip
+    http_host: str = variable(
+        "SCHEDULER_HTTP_HOST", p.host(), "127.0.0.1", meaning="where the endpoint listens",
+        shown_default="`127.0.0.1` (compose: `0.0.0.0`)", note="`0.0.0.0` and `::` too",
+    )  # fmt: skip
+    jitter: timedelta = variable(
+        "SCHEDULER_JITTER_MINUTES", p.duration("minutes", allow_zero=True, high=1440), "0",
+        meaning="a random delay (fixed per due time) added to each regular run; never to a catch-up, a first run, a "
+                "retry or run-now",
+    )  # fmt: skip
+    cache_cleanup_every: timedelta = variable("CACHE_CLEANUP_INTERVAL_HOURS", p.duration("hours", high=24 * 365),
+                                              "1", meaning="how often `cache_cleanup` runs")  # fmt: skip
+    cache_max_mb: float = variable(
+        "CACHE_MAX_MB", p.number("MiB", high=10**7), "1024",
+        meaning="`cache_cleanup` warns when the HTTP cache holds more than 90 % of this",
+    )  # fmt: skip
+    alert_webhook_url: Secret = variable(
+        "ALERT_WEBHOOK_URL", p.url(), shown_default="unset", note="an error shows at most scheme, host and port",
+        meaning="each alert is POSTed as JSON with a `text` field (Slack/Mattermost incoming webhooks show it); "
+                "never logged",
+    )  # fmt: skip
+    # Pings append /start and /fail to it: a query or a fragment would swallow them.
+    healthcheck_ping_url: Secret = variable(
+        "HEALTHCHECK_PING_URL", p.url(query_allowed=False), shown_default="unset",
+        meaning="healthchecks.io-style pings: `/start` when a run starts, the bare URL on success, `/fail` on "
+                "failure",
+    )  # fmt: skip
+    log_level: str = variable("LOG_LEVEL", p.choice(*LOG_LEVELS, upper=True), "INFO",
+                              meaning="how much the daemon logs")  # fmt: skip
+    log_format: str = variable("LOG_FORMAT", p.choice(*LOG_FORMATS), "auto",
+                               meaning="`auto`: JSON unless stdout is a terminal")  # fmt: skip
 
     @property
     def interval_hours(self) -> float:
@@ -115,428 +193,111 @@ class Settings:
     def heartbeat_file(self) -> Path:
         return self.state_dir / "heartbeat"
 
-    def dsn_kwargs(self) -> dict[str, Any]:
-        """Connection keywords for psycopg2; the only place the password is revealed."""
-        kwargs: dict[str, Any] = {
-            "host": self.db_host,
-            "port": self.db_port,
-            "dbname": self.db_name,
-            "user": self.db_user,
-            "application_name": "persistent-scheduler",
-            "connect_timeout": 5,
-            # A server that vanished without closing the connection is noticed within ~25 s.
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-            # Every query of the daemon reads a handful of rows through an index, yet on a large
-            # history the planner's estimates cross jit_above_cost and it JIT-compiles them: 5 ms
-            # of compiling for 0.4 ms of work (bench/, 10 million spider rows).
-            "options": "-c jit=off",
-        }
-        if self.db_password:
-            kwargs["password"] = self.db_password.reveal()
-        return kwargs
-
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        reader = _Reader(env)
-        db_port = reader.integer("DB_PORT", 5432, low=1, high=65535)
-        settings = cls(
-            db_host=reader.db_host("DB_HOST", "localhost", db_port),
-            db_port=db_port,
-            db_name=reader.pg_name("DB_NAME", "jobsearchtools"),
-            db_user=reader.pg_name("DB_USER", "postgres"),
-            db_password=reader.password(),
-            enabled=reader.boolean("SCHEDULER_ENABLED", True),
-            interval=timedelta(hours=reader.number("SCHEDULER_INTERVAL_HOURS", 4, unit="hours")),
-            timezone=reader.timezone("SCHEDULER_TIMEZONE", "UTC"),
-            project_dir=reader.project_dir("SCRAPY_PROJECT_DIR", str(PROJECT_ROOT / "example_project")),
-            spiders=reader.spiders("SCHEDULER_SPIDERS"),
-            jobs_file=reader.jobs_file("SCHEDULER_JOBS_FILE"),
-            concurrency=reader.integer("SCHEDULER_CONCURRENCY", 1, low=1, high=64),
-            spider_timeout=timedelta(minutes=reader.number("SCHEDULER_SPIDER_TIMEOUT_MINUTES", 120, unit="minutes")),
-            retry_delay=timedelta(minutes=reader.number("SCHEDULER_RETRY_DELAY_MINUTES", 15, unit="minutes")),
-            max_spider_errors=reader.integer("SCHEDULER_MAX_SPIDER_ERRORS", 0, low=0, high=10**9),
-            stop_grace_seconds=reader.number("SCHEDULER_STOP_GRACE_SECONDS", 20, unit="seconds", high=3600),
-            tick_seconds=reader.number("SCHEDULER_TICK_SECONDS", 30, unit="seconds", high=300),
-            db_wait_timeout_seconds=reader.number(
-                "DB_WAIT_TIMEOUT_SECONDS", 60, unit="seconds", allow_zero=True, high=86400
-            ),
-            state_dir=reader.state_dir("SCHEDULER_STATE_DIR"),
-            history_retention_days=reader.number("SCHEDULER_HISTORY_RETENTION_DAYS", 90, unit="days", high=36500),
-            alert_after=timedelta(hours=reader.number("SCHEDULER_ALERT_AFTER_HOURS", 0, unit="hours", allow_zero=True)),
-            overdue_check_every=timedelta(
-                minutes=reader.number("SCHEDULER_OVERDUE_CHECK_MINUTES", 5, unit="minutes", high=1440)
-            ),
-            cache_cleanup_every=timedelta(
-                hours=reader.number("CACHE_CLEANUP_INTERVAL_HOURS", 1, unit="hours", high=24 * 365)
-            ),
-            cache_max_mb=reader.number("CACHE_MAX_MB", 1024, unit="MiB", high=10**7),
-            jitter=timedelta(
-                minutes=reader.number("SCHEDULER_JITTER_MINUTES", 0, unit="minutes", allow_zero=True, high=1440)
-            ),
-            http_host=reader.host("SCHEDULER_HTTP_HOST", "127.0.0.1"),
-            http_port=reader.integer("SCHEDULER_HTTP_PORT", 0, low=0, high=65535),
-            alert_webhook_url=reader.url("ALERT_WEBHOOK_URL"),
-            # Pings append /start and /fail to it: a query or a fragment would swallow them.
-            healthcheck_ping_url=reader.url("HEALTHCHECK_PING_URL", query_allowed=False),
-            log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
-            log_format=reader.choice("LOG_FORMAT", "auto", LOG_FORMATS),
-        )
-        reader.max_instances()
-        if settings.history_retention_days * 24 < 2 * settings.interval_hours:
-            # Retention shorter than the history the decision reads would delete a spider's last
-            # success and run it again and again: keep at least two intervals. The line names the
-            # setting that was given first (the other may be a default).
-            retention = ("SCHEDULER_HISTORY_RETENTION_DAYS", f"{settings.history_retention_days:g}")
-            interval = ("SCHEDULER_INTERVAL_HOURS", f"{settings.interval_hours:g}")
-            first, other = (retention, interval) if env.get(retention[0]) else (interval, retention)
-            reader.problems.append(
-                f"{first[0]}={_show(first[1])} is not allowed with {other[0]}={_show(other[1])}: the history "
-                f"kept must cover at least two intervals ({2 * settings.interval_hours / 24:g} days or more)"
-            )
-        if reader.problems:
-            raise ConfigError(reader.problems)
-        if not settings.alert_after:
+        values, texts, problems = _parse(env)
+        late = _check_together(values, texts, env, problems)
+        _probe(values, texts, problems)
+        if problems or late:
+            raise ConfigError([problems[v.name] for v in VARIABLES if v.name in problems] + late)
+        if not values["alert_after"]:
             # Default: twice the interval (0 or unset means "use the default").
-            settings = dataclasses.replace(settings, alert_after=2 * settings.interval)
-        return settings
+            values["alert_after"] = 2 * values["interval"]
+        return cls(**values)
 
 
-class _Reader:
-    """Reads one variable at a time, remembering every problem instead of stopping at the first."""
+VARIABLES: tuple[Variable, ...] = tuple(
+    dataclasses.replace(f.metadata["variable"], field=f.name) for f in dataclasses.fields(Settings)
+)
+_BY_NAME = {v.name: v for v in VARIABLES}
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
 
-    def _raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def _bad(self, name: str, value: str, allowed: str) -> None:
-        self.problems.append(f"{name}={_show(value)} is not allowed: {allowed}")
-
-    def _parse(self, name: str, default: Any, parse: Callable[[str], Any], allowed: str) -> Any:
-        raw = self._raw(name)
-        if raw is None:
-            return default
+def _parse(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Each variable through its pure parser: (field -> value, name -> text read, name -> problem).
+    A value refused falls back to its default, so the checks below still have one."""
+    values: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for var in VARIABLES:
+        text = var.text(env)
+        if text is None:
+            values[var.field] = var.parser.unset
+            continue
+        texts[var.name] = text
         try:
-            return parse(raw)
-        except (ValueError, OverflowError):
-            self._bad(name, raw, allowed)
-            return default
-
-    def host(self, name: str, default: str) -> str:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        if not _is_host(raw):
-            self._bad(name, raw, f"{HOST_ALLOWED} or an IP address (1.2.3.4, ::1, without [ ] or a port)")
-            return default
-        return raw
-
-    def db_host(self, name: str, default: str, port: int) -> str:
-        """What libpq's `host` takes: a host name, an IP address, or a Unix-socket directory."""
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        allowed = (
-            f"{HOST_ALLOWED}, an IP address (1.2.3.4, ::1, without [ ] or a port), or the absolute path of "
-            "a Unix-socket directory"
-        )
-        if raw.startswith("/"):
-            socket = f"{raw.rstrip('/')}/.s.PGSQL.{port}"
-            if not raw.isprintable():
-                self._bad(name, raw, allowed + " (printable characters only)")
-            elif len(socket.encode()) > SOCKET_PATH_MAX_BYTES:
-                limit = f"the socket path, {len(socket.encode())} bytes, must fit in {SOCKET_PATH_MAX_BYTES}"
-                self._bad(name, raw, f"{allowed} ({limit})")
-            else:
-                return raw
-            return default
-        if not _is_host(raw):
-            self._bad(name, raw, allowed)
-            return default
-        return raw
-
-    def pg_name(self, name: str, default: str) -> str:
-        """A database or role name: PostgreSQL would silently cut a longer one, and connect elsewhere."""
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        if not raw.isprintable() or len(raw.encode()) > PG_NAME_MAX_BYTES:
-            self._bad(
-                name,
-                raw,
-                f"a PostgreSQL name of at most {PG_NAME_MAX_BYTES} bytes in UTF-8 (a longer one is cut short), "
-                "printable characters only (no control or format characters, no space but the plain one)",
-            )
-            return default
-        return raw
-
-    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
-        allowed = f"a whole number from {low} to {high}"
-
-        def parse(raw: str) -> int:
-            if not re.fullmatch(r"[+-]?\d{1,12}", raw):
-                raise ValueError
-            value = int(raw)
-            if not low <= value <= high:
-                raise ValueError
-            return value
-
-        return self._parse(name, default, parse, allowed)
-
-    def number(
-        self,
-        name: str,
-        default: float,
-        *,
-        unit: str,
-        allow_zero: bool = False,
-        high: float = 24 * 365 * 100,
-    ) -> float:
-        bound = "0 or more" if allow_zero else "greater than 0"
-        allowed = f"a number of {unit} {bound} and at most {high:g} (decimals allowed, e.g. 0.5)"
-
-        def parse(raw: str) -> float:
-            if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", raw):
-                raise ValueError
-            value = float(raw)
-            if not math.isfinite(value) or value > high or value < 0 or (value == 0 and not allow_zero):
-                raise ValueError
-            return value
-
-        return self._parse(name, default, parse, allowed)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            word = raw.lower()
-            if word in TRUE_WORDS:
-                return True
-            if word in FALSE_WORDS:
-                return False
-            raise ValueError
-
-        return self._parse(name, default, parse, "true or false (also 1/0, yes/no, on/off)")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
-        def parse(raw: str) -> str:
-            value = raw.upper() if upper else raw.lower()
-            if value not in choices:
-                raise ValueError
-            return value
-
-        return self._parse(name, default, parse, "one of " + ", ".join(choices))
-
-    def timezone(self, name: str, default: str) -> ZoneInfo:
-        def parse(raw: str) -> ZoneInfo:
-            try:
-                return ZoneInfo(raw)
-            except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: odd path-like names
-                raise ValueError from exc
-
-        return self._parse(name, ZoneInfo(default), parse, "an IANA time zone name such as UTC or America/Bogota")
-
-    def path(self, name: str, default: str) -> Path:
-        raw = self._raw(name) or default
-        if not raw.isprintable():
-            self._bad(name, raw, "a file-system path of printable characters")
-            return Path(default)
-        return Path(raw)
-
-    def state_dir(self, name: str) -> Path:
-        """A directory of this user's alone that the daemon can write, or can create: checked without
-        creating anything (the daemon creates it, mode 0700). The default is private to the user."""
-        raw = self._raw(name) or str(statedir.default_directory(self.env))
-        allowed = "an absolute path to a directory the daemon can write, or can create"
-        if not raw.isprintable():
-            self._bad(name, raw, allowed + " (printable characters only)")
-        elif not raw.startswith("/"):
-            self._bad(name, raw, allowed + " (this path is relative)")
-        else:
-            reason = statedir.directory_problem(Path(raw))
-            if reason is None:
-                return Path(raw)
-            self._bad(name, raw, f"{allowed} ({reason})")
-        return Path(raw)
-
-    def project_dir(self, name: str, default: str) -> Path:
-        path = self.path(name, default)
-        if not (path / "scrapy.cfg").is_file():
-            self._bad(name, str(path), "a directory holding a Scrapy project (with a scrapy.cfg)")
-        return path
-
-    def jobs_file(self, name: str) -> Path | None:
-        """An absolute path (whether it can be read and is valid is the jobs file's to say, at start)."""
-        raw = self._raw(name)
-        if raw is None:
-            return None
-        if not raw.isprintable() or not raw.startswith("/"):
-            self._bad(name, raw, "the absolute path of a TOML jobs file (printable characters only)")
-            return None
-        return Path(raw)
-
-    def spiders(self, name: str) -> tuple[str, ...]:
-        raw = self._raw(name)
-        if raw is None:
-            return ()
-        names = [part.strip() for part in raw.split(",") if part.strip()]
-        allowed = (
-            "a comma-separated list of distinct spider names "
-            "(letters, digits, _ . -, starting with a letter or _, at most 100 characters)"
-        )
-        if not names or any(not SPIDER_NAME.fullmatch(n) for n in names) or len(set(names)) != len(names):
-            self._bad(name, raw, allowed)
-            return ()
-        return tuple(names)
-
-    def password(self) -> Secret:
-        direct = self.env.get("DB_PASSWORD")
-        file_name = self._raw("DB_PASSWORD_FILE")
-        if direct and file_name:
-            self.problems.append(
-                f"DB_PASSWORD and DB_PASSWORD_FILE={_show(file_name)} are both set: set only one of them"
-            )
-            return Secret("")
-        if file_name:
-            return self._password_file("DB_PASSWORD_FILE", file_name)
-        if direct and _has_control_characters(direct):
-            # Never shown, not even in part: a stray carriage return or newline (an edited .env)
-            # would fail every connection, and undecodable bytes would fail it with an encoding error.
-            self.problems.append(
-                "DB_PASSWORD=<hidden> is not allowed: a password without control characters (a stray "
-                "carriage return or newline?) or bytes that are not UTF-8"
-            )
-            return Secret("")
-        return Secret(direct or "")
-
-    def _password_file(self, name: str, file_name: str) -> Secret:
-        """The first line of a regular UTF-8 file; a problem names the file, never its content."""
-        allowed = (
-            f"a regular, readable UTF-8 file of at most {PASSWORD_FILE_MAX_BYTES // 1024} KiB "
-            "whose first line is the password"
-        )
-        if not file_name.isprintable():
-            self._bad(name, file_name, allowed + " (the path holds control characters)")
-            return Secret("")
-        reason, line = _read_password_file(Path(file_name))
-        if reason is not None:
-            self._bad(name, file_name, f"{allowed} ({reason})")
-            return Secret("")
-        return Secret(line)
-
-    def url(self, name: str, *, query_allowed: bool = True) -> Secret:
-        """An http(s) URL; it may hold a token, so an error shows at most its scheme, host and port."""
-        raw = self._raw(name)
-        if raw is None:
-            return Secret("")
-        allowed = (
-            "an http:// or https:// URL with a host name or IP address, an optional port from 1 to 65535, "
-            "printable ASCII without spaces (percent-encode the rest), and no user:password@"
-        )
-        if not query_allowed:
-            allowed += ", ?query or #fragment (/start and /fail are appended to it)"
-        shown, fine = "<hidden>", False
-        try:
-            parts = urlsplit(raw)
-            host, port = parts.hostname, parts.port
-        except ValueError:  # e.g. a port that is no number, or a broken [IPv6] address
-            pass
-        else:
-            if parts.scheme and host and _is_host(host) and parts.scheme.isalnum():
-                where = f"[{host}]" if ":" in host else host
-                shown = repr(f"{parts.scheme}://{where}" + (f":{port}" if port is not None else "") + "/...")
-            fine = (
-                parts.scheme in ("http", "https")
-                and bool(host)
-                and _is_host(host)  # type: ignore[arg-type]
-                and port != 0
-                and parts.username is None
-                and all(33 <= ord(c) <= 126 for c in raw)
-                and (query_allowed or not (parts.query or parts.fragment or raw.endswith(("?", "#"))))
-            )
-        if not fine:
-            self.problems.append(f"{name}={shown} is not allowed: {allowed}")
-            return Secret("")
-        return Secret(raw)
-
-    def max_instances(self) -> None:
-        raw = self._raw("SCHEDULER_MAX_INSTANCES")
-        if raw is not None and raw != "1":
-            self._bad(
-                "SCHEDULER_MAX_INSTANCES",
-                raw,
-                "only 1 (the scheduler never runs two spider runs at once)",
-            )
+            values[var.field] = var.parser.parse(text)
+        except (ValueError, OverflowError) as exc:
+            problems[var.name] = var.parser.problem(var.name, text, getattr(exc, "detail", None))
+            values[var.field] = _fallback(var, env)
+    return values, texts, problems
 
 
-HOST_ALLOWED = "a host name (letters, digits, - and _ in dot-separated labels of at most 63 characters)"
-
-
-def _is_ip(value: str) -> bool:
-    address, zone = value.split("%", 1) if "%" in value else (value, None)
-    if zone is not None and not (":" in address and IPV6_ZONE.fullmatch(zone)):
-        return False
+def _fallback(var: Variable, env: Mapping[str, str]) -> Any:
+    default = var.default(env) if callable(var.default) else var.default
     try:
-        ipaddress.ip_address(address)
+        return var.parser.unset if default is None else var.parser.parse(default)
     except ValueError:
-        return False
-    return True
+        return var.parser.unset
 
 
-def _is_host(value: str) -> bool:
-    """An IP address or a host name."""
-    return _is_ip(value) or _is_host_name(value)
+def _check_together(values: dict[str, Any], texts: dict[str, str], env: Mapping[str, str],
+                    problems: dict[str, str]) -> list[str]:  # fmt: skip
+    """The rules that take two values together; returns the lines that name two variables."""
+    if "DB_HOST" not in problems:
+        detail = p.socket_path_problem(values["db_host"], values["db_port"])
+        if detail is not None:
+            problems["DB_HOST"] = _BY_NAME["DB_HOST"].parser.problem("DB_HOST", texts["DB_HOST"], detail)
+    if env.get("DB_PASSWORD") and "DB_PASSWORD_FILE" in texts:
+        problems.pop("DB_PASSWORD", None)
+        problems["DB_PASSWORD_FILE"] = (
+            f"DB_PASSWORD and DB_PASSWORD_FILE={p.show(texts['DB_PASSWORD_FILE'])} are both set: set only one of them"
+        )
+    if {"SCHEDULER_HISTORY_RETENTION_DAYS", "SCHEDULER_INTERVAL_HOURS"} & problems.keys():
+        return []
+    interval_hours = values["interval"].total_seconds() / 3600
+    if values["history_retention_days"] * 24 >= 2 * interval_hours:
+        return []
+    # Retention shorter than the history the decision reads would delete a spider's last success
+    # and run it again and again: keep at least two intervals. The line names the setting that was
+    # given first (the other may be a default).
+    retention = ("SCHEDULER_HISTORY_RETENTION_DAYS", f"{values['history_retention_days']:g}")
+    interval = ("SCHEDULER_INTERVAL_HOURS", f"{interval_hours:g}")
+    first, other = (retention, interval) if env.get(retention[0]) else (interval, retention)
+    return [
+        f"{first[0]}={p.show(first[1])} is not allowed with {other[0]}={p.show(other[1])}: the history kept must "
+        f"cover at least two intervals ({2 * interval_hours / 24:g} days or more)"
+    ]
 
 
-def _is_host_name(value: str) -> bool:
-    name = value[:-1] if value.endswith(".") else value  # a fully qualified name may end with a dot
-    if not name or len(name) > 253:
-        return False
-    labels = name.split(".")
-    # RFC 1123 2.1: a name never looks like a (bad) dotted-decimal address such as 256.1.1.1 or 1.2.3.
-    return all(HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+def _probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, str]) -> None:
+    """What only the file system can tell, for the values that parsed well (reads, never creates)."""
+    probes: list[tuple[str, Callable[[Path], str | None]]] = [
+        ("SCRAPY_PROJECT_DIR", settings_probes.project_problem),
+        ("SCHEDULER_STATE_DIR", settings_probes.directory_problem),
+    ]
+    for name, probe in probes:
+        var = _BY_NAME[name]
+        if name not in problems and (detail := probe(values[var.field])) is not None:
+            problems[name] = var.parser.problem(name, texts[name], detail)
+    if values["db_password_file"] is not None and "DB_PASSWORD_FILE" not in problems:
+        detail, line = settings_probes.read_password_file(values["db_password_file"])
+        if detail is not None:
+            problems["DB_PASSWORD_FILE"] = _BY_NAME["DB_PASSWORD_FILE"].parser.problem(
+                "DB_PASSWORD_FILE", texts["DB_PASSWORD_FILE"], detail
+            )
+        else:
+            values["db_password"] = Secret(line)
 
 
-def _has_control_characters(value: str) -> bool:
-    """Control characters, or surrogates (what bytes that are not UTF-8 become in os.environ)."""
-    return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
+def settings_table() -> str:
+    """README's settings table, one row per variable, as declared above."""
+    rows = ["| Variable | Default | Allowed | Meaning |", "| --- | --- | --- | --- |"]
+    for var in VARIABLES:
+        default = var.shown_default or (f"`{var.default}`" if isinstance(var.default, str) else "unset")
+        allowed = var.parser.allowed + (f"; {var.note}" if var.note else "")
+        rows.append(f"| `{var.name}` | {default} | {allowed} | {var.meaning} |")
+    return "\n".join(rows)
 
 
-def _read_password_file(path: Path) -> tuple[str | None, str]:
-    """(why the file cannot hold the password, or None; the password). Never opens what is not a
-    regular file: a FIFO would block the start forever, and opening a device may do something."""
-    try:
-        if not stat.S_ISREG(mode := os.stat(path).st_mode):
-            return f"it is {kind(mode)}", ""
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(mode := os.fstat(fh.fileno()).st_mode):  # replaced since the stat
-                return f"it is {kind(mode)}", ""
-            data = fh.read(PASSWORD_FILE_MAX_BYTES + 1)
-    except OSError as exc:
-        return why(exc), ""
-    if len(data) > PASSWORD_FILE_MAX_BYTES:
-        return f"it holds more than {PASSWORD_FILE_MAX_BYTES // 1024} KiB", ""
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the password
-    except UnicodeDecodeError:
-        return "it is not UTF-8 text", ""
-    # Secret files usually end with one newline; the password itself is the first line.
-    line = text.split("\n", 1)[0].removesuffix("\r")
-    if not line.strip():
-        return "its first line is empty", ""
-    if _has_control_characters(line):
-        return "its first line holds control characters", ""
-    return None, line
-
-
-def _show(value: str) -> str:
-    """A value as it may appear in an error: quoted, shortened, control characters escaped."""
-    shown = value if len(value) <= 80 else value[:77] + "..."
-    return repr(shown)
+if __name__ == "__main__":
+    print(settings_table())

@@ -61,6 +61,8 @@ FREE_TEXT = {
                          "{tmp}/huge", "{tmp}/file/below-a-file", "{tmp}/loop", "{tmp}/" + "n" * 300, "{tmp}/\x01"],
     "SCHEDULER_STATE_DIR": ["state", "./state", "~/state", "{tmp}/file", "{tmp}/file/sub", "/dev/null", "{tmp}/fifo",
                             "{tmp}/socket", "{tmp}/loop/sub", "/tmp/" + "n" * 300, "{tmp}/\x1b[2J", "\x00"],
+    "SCHEDULER_JOBS_FILE": ["schedule.toml", "./schedule.toml", "~/schedule.toml", "../schedule.toml", "jobs/a.toml",
+                            "$(id).toml", "C:\\jobs.toml", "{tmp}/\x1b[2J", "/tmp/a\nb.toml", "/tmp/\x07.toml", "\x00"],
     "ALERT_WEBHOOK_URL": URLS,
     "HEALTHCHECK_PING_URL": [*URLS, "https://hc-ping.com/T0K3N?rid=1", "https://hc-ping.com/T0K3N#x"],
 }  # fmt: skip

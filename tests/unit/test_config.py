@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Settings
+from daemon.db import connect_kwargs
 from daemon.errors import ConfigError
 
 PROJECT = str(Path(__file__).resolve().parents[1] / "scrapy_project")
@@ -113,7 +114,7 @@ def test_password_file_is_read_and_never_shown(tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("file-secret\n")
     s = build(DB_PASSWORD_FILE=str(secret))
-    assert s.dsn_kwargs()["password"] == "file-secret"
+    assert connect_kwargs(s)["password"] == "file-secret"
     assert "file-secret" not in repr(s) and "file-secret" not in str(s)
 
 
@@ -126,7 +127,7 @@ def test_a_missing_password_file_is_a_config_error(tmp_path):
 def test_the_password_is_the_first_line_of_its_file_without_a_byte_order_mark_or_carriage_return(tmp_path):
     secret = tmp_path / "pw"
     secret.write_bytes(b"\xef\xbb\xbf  spaced pw \r\nsecond line\n")
-    assert build(DB_PASSWORD_FILE=str(secret)).dsn_kwargs()["password"] == "  spaced pw "
+    assert connect_kwargs(build(DB_PASSWORD_FILE=str(secret)))["password"] == "  spaced pw "
 
 
 def test_a_password_file_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
