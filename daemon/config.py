@@ -158,6 +158,23 @@ class Settings:
         "SCHEDULER_HTTP_HOST", p.host(), "127.0.0.1", meaning="where the endpoint listens",
         shown_default="`127.0.0.1` (compose: `0.0.0.0`)", note="`0.0.0.0` and `::` too",
     )  # fmt: skip
+    http_user: str | None = variable(
+        "SCHEDULER_HTTP_USER", p.user_name(), shown_default="unset (no auth)",
+        meaning="with `SCHEDULER_HTTP_PASSWORD` (or `_FILE`): the page and the API ask for this user (basic auth); "
+                "`/healthz` and `/metrics` stay open for probes",
+    )  # fmt: skip
+    http_password: Secret = variable("SCHEDULER_HTTP_PASSWORD", p.password(), shown_default="unset",
+                                     meaning="the page's password (never logged or shown)",
+                                     note="an error says `<hidden>`")  # fmt: skip
+    http_password_file: Path | None = variable(
+        "SCHEDULER_HTTP_PASSWORD_FILE", p.password_file(),
+        meaning="file holding the page's password, its first line; not together with `SCHEDULER_HTTP_PASSWORD`",
+    )  # fmt: skip
+    http_allowed_hosts: tuple[str, ...] = variable(
+        "SCHEDULER_HTTP_ALLOWED_HOSTS", p.host_list(), shown_default="empty (loopback names, the bound address)",
+        meaning="more `Host` headers the page answers (a name behind a reverse proxy); any other is refused "
+                "(DNS rebinding)",
+    )  # fmt: skip
     jitter: timedelta = variable(
         "SCHEDULER_JITTER_MINUTES", p.duration("minutes", allow_zero=True, high=1440), "0",
         meaning="a random delay (fixed per due time) added to each regular run; never to a catch-up, a first run, a "
@@ -198,6 +215,7 @@ class Settings:
         values, texts, problems = _parse(env)
         late = _check_together(values, texts, env, problems)
         _probe(values, texts, problems)
+        _check_auth(texts, env, problems)
         if problems or late:
             raise ConfigError([problems[v.name] for v in VARIABLES if v.name in problems] + late)
         if not values["alert_after"]:
@@ -247,11 +265,10 @@ def _check_together(values: dict[str, Any], texts: dict[str, str], env: Mapping[
         detail = p.socket_path_problem(values["db_host"], values["db_port"])
         if detail is not None:
             problems["DB_HOST"] = _BY_NAME["DB_HOST"].parser.problem("DB_HOST", texts["DB_HOST"], detail)
-    if env.get("DB_PASSWORD") and "DB_PASSWORD_FILE" in texts:
-        problems.pop("DB_PASSWORD", None)
-        problems["DB_PASSWORD_FILE"] = (
-            f"DB_PASSWORD and DB_PASSWORD_FILE={p.show(texts['DB_PASSWORD_FILE'])} are both set: set only one of them"
-        )
+    for password, file in (("DB_PASSWORD", "DB_PASSWORD_FILE"), ("SCHEDULER_HTTP_PASSWORD", "SCHEDULER_HTTP_PASSWORD_FILE")):
+        if env.get(password) and file in texts:
+            problems.pop(password, None)
+            problems[file] = f"{password} and {file}={p.show(texts[file])} are both set: set only one of them"
     if {"SCHEDULER_HISTORY_RETENTION_DAYS", "SCHEDULER_INTERVAL_HOURS"} & problems.keys():
         return []
     interval_hours = values["interval"].total_seconds() / 3600
@@ -269,6 +286,19 @@ def _check_together(values: dict[str, Any], texts: dict[str, str], env: Mapping[
     ]
 
 
+def _check_auth(texts: dict[str, str], env: Mapping[str, str], problems: dict[str, str]) -> None:
+    """The page's basic auth needs a user and a password (or its file), or neither."""
+    names = ("SCHEDULER_HTTP_USER", "SCHEDULER_HTTP_PASSWORD", "SCHEDULER_HTTP_PASSWORD_FILE")
+    given = [n for n in names if (env.get(n) if n == "SCHEDULER_HTTP_PASSWORD" else n in texts)]
+    user = "SCHEDULER_HTTP_USER" in given
+    if problems.keys() & set(names) or user == (len(given) - user > 0):
+        return
+    name = given[0]
+    shown = p.hidden("") if name == "SCHEDULER_HTTP_PASSWORD" else p.show(texts[name])
+    missing = "SCHEDULER_HTTP_USER" if name != "SCHEDULER_HTTP_USER" else "SCHEDULER_HTTP_PASSWORD or its _FILE"
+    problems[name] = f"{name}={shown} is not allowed without {missing}: basic auth needs both a user and a password"
+
+
 def _probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, str]) -> None:
     """What only the file system can tell, for the values that parsed well (reads, never creates)."""
     probes: list[tuple[str, Callable[[Path], str | None]]] = [
@@ -279,14 +309,15 @@ def _probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, st
         var = _BY_NAME[name]
         if name not in problems and (detail := probe(values[var.field])) is not None:
             problems[name] = var.parser.problem(name, texts[name], detail)
-    if values["db_password_file"] is not None and "DB_PASSWORD_FILE" not in problems:
-        detail, line = settings_probes.read_password_file(values["db_password_file"])
+    for name, field in (("DB_PASSWORD_FILE", "db_password"), ("SCHEDULER_HTTP_PASSWORD_FILE", "http_password")):
+        path = values[_BY_NAME[name].field]
+        if path is None or name in problems:
+            continue
+        detail, line = settings_probes.read_password_file(path)
         if detail is not None:
-            problems["DB_PASSWORD_FILE"] = _BY_NAME["DB_PASSWORD_FILE"].parser.problem(
-                "DB_PASSWORD_FILE", texts["DB_PASSWORD_FILE"], detail
-            )
+            problems[name] = _BY_NAME[name].parser.problem(name, texts[name], detail)
         else:
-            values["db_password"] = Secret(line)
+            values[field] = Secret(line)
 
 
 def settings_table() -> str:

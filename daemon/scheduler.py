@@ -221,7 +221,9 @@ def assemble(
     if settings.http_port:
         from daemon.http import HttpEndpoint  # http.server and prometheus_client only when asked for
 
-        http = HttpEndpoint(settings, metrics, lambda: observer.job_view(housekeeping.view()))
+        http = HttpEndpoint(settings, metrics, lambda: observer.job_view(housekeeping.view()),
+                            user=settings.http_user, password=settings.http_password or None,
+                            allowed_hosts=settings.http_allowed_hosts, clock=clock)  # fmt: skip
     return Scheduler(
         settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
         takeover=TakeOver(journal), history=history, jitter=jitter, requests=requests,

@@ -143,6 +143,36 @@ def host() -> Parser:
     return Parser(parse, f"{HOST_ALLOWED} or {IP_ALLOWED}")
 
 
+def user_name() -> Parser:
+    """A basic-auth user name: printable, no `:` (the header splits there)."""
+
+    def parse(raw: str) -> str:
+        if not raw.isprintable() or ":" in raw or len(raw) > 256:
+            raise Invalid
+        return raw
+
+    def shown(raw: str) -> str:
+        # "user:password" pasted whole: never show what follows the colon.
+        return show(raw.split(":", 1)[0] + ":...") if ":" in raw else show(raw)
+
+    return Parser(parse, "a user name of printable characters without `:`, at most 256", shown=shown)
+
+
+def host_list() -> Parser:
+    """Comma-separated host names or IP addresses, each optionally with `:port`."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for name in names or (raw,):
+            host, _, port = name.rpartition(":") if name.count(":") == 1 else (name, "", "")
+            if not is_host(host.strip("[]")) or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+                raise Invalid
+        return names
+
+    return Parser(parse, "a comma-separated list of host names or IP addresses, each with an optional `:port`",
+                  unset=())
+
+
 def db_host() -> Parser:
     """What libpq's `host` takes: a host name, an IP address, or a Unix-socket directory (whose
     socket path, which depends on the port, is checked with the port: `socket_path_problem`)."""

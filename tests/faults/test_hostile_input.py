@@ -63,10 +63,21 @@ FREE_TEXT = {
                             "{tmp}/socket", "{tmp}/loop/sub", "/tmp/" + "n" * 300, "{tmp}/\x1b[2J", "\x00"],
     "SCHEDULER_JOBS_FILE": ["schedule.toml", "./schedule.toml", "~/schedule.toml", "../schedule.toml", "jobs/a.toml",
                             "$(id).toml", "C:\\jobs.toml", "{tmp}/\x1b[2J", "/tmp/a\nb.toml", "/tmp/\x07.toml", "\x00"],
+    "SCHEDULER_HTTP_USER": ["a:b", ":", "user:T0K3N", "\x00", "a\nb", "tab\there", "\x1b[31mred", "del\x7f",
+                            "u" * 257, "bad\udcffbyte"],
+    "SCHEDULER_HTTP_PASSWORD": ["pw\r", "pw\n", "\tpw", "p\x1bw", "p\x7fw", "p\x08w", "p\x0cw", "p\x85w", "p\x9bw",
+                                "p\udcffw", "p\x00w"],
+    "SCHEDULER_HTTP_PASSWORD_FILE": ["{tmp}/missing", "{tmp}/dir", "{tmp}/fifo", "/dev/null", "/dev/zero",
+                                     "{tmp}/socket", "{tmp}/empty", "{tmp}/blank-first-line", "{tmp}/not-utf8",
+                                     "{tmp}/control-in-line", "{tmp}/huge", "{tmp}/loop", "{tmp}/\x01"],
+    "SCHEDULER_HTTP_ALLOWED_HOSTS": ["http://0.0.0.0", "256.0.0.1", "1.2.3", "0.0.0.0/0", "*", "-host", "host-",
+                                     "a..b", "host name", "例え.jp", "$(id)", "\x00", "host:0", "host:65536",
+                                     "host:port", "a,b c", ":80", ",,", "\udcff"],
     "ALERT_WEBHOOK_URL": URLS,
     "HEALTHCHECK_PING_URL": [*URLS, "https://hc-ping.com/T0K3N?rid=1", "https://hc-ping.com/T0K3N#x"],
 }  # fmt: skip
-SECRET_SHOWN_AS = {"DB_PASSWORD": "config error: DB_PASSWORD=<hidden> is not allowed"}
+SECRET_SHOWN_AS = {"DB_PASSWORD": "config error: DB_PASSWORD=<hidden> is not allowed",
+                   "SCHEDULER_HTTP_PASSWORD": "config error: SCHEDULER_HTTP_PASSWORD=<hidden> is not allowed"}
 VARIABLES = NUMERIC | CHOICES | set(FREE_TEXT)
 # Read too, only for where the default state directory lives: the platform's, not the daemon's own.
 PLATFORM = {"XDG_STATE_HOME", "HOME"}
@@ -294,7 +305,7 @@ def test_an_unexpected_error_after_connecting_never_shows_the_canary_password(
 
 def status_failing_on_an_empty_database(pg_server, database: str, tmp_path: Path) -> BaseException:
     """What the boundary catches when `status` meets a database without tables (in-process)."""
-    from daemon.__main__ import cmd_status
+    from daemon.commands import status as cmd_status
 
     secret = tmp_path / "db_password"
     secret.write_text(PG_PASSWORD + "\n")
