@@ -4,7 +4,6 @@ each broken rule one line naming the file, the job, the key and what is allowed,
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import stat
@@ -247,6 +246,8 @@ class _Checker:
         self.problems.append(f"{where}: {key}={_show(value)} is not allowed: {allowed}")
 
     def _unknown(self, where: str, key: str, choices: tuple[str, ...], allowed: str) -> None:
+        import difflib  # only for a problem: the daemon idles without it
+
         guess = difflib.get_close_matches(key, choices, n=1)
         hint = f" (did you mean {guess[0]}?)" if guess else ""
         self.problems.append(f"{where}: unknown key {_show(key)}{hint} is not allowed: {allowed}")
