@@ -1,8 +1,9 @@
 """The container stack, built and run for real with docker-compose v1 and docker compose v2.
 
-Each flavour gets its own copy of the project (with its own .env) and its own compose project
-name, so nothing here touches the developer's .env or stack. Tests in a class share one stack and
-run in order, like a user's session: up, stop/start, kill, stop, down/up, psql, healthcheck.
+Each flavour gets its own copy of the project (with its own .env, or none: a fresh clone) and its
+own compose project name, so nothing here touches the developer's .env or stack. Tests in a class
+share one stack and run in order, like a user's session: up, stop/start, kill, stop, down/up, psql,
+healthcheck.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -40,6 +42,7 @@ TEST_ENV = {
 COPY = ["Dockerfile", ".dockerignore", "docker-compose.yml", "docker-entrypoint.sh", "requirements.txt",
         "daemon", "sql", "example_project", "tests/scrapy_project", "tests/e2e/docker"]  # fmt: skip
 FLAVOURS = {"v1": ["docker-compose"], "v2": ["docker", "compose"]}
+DEFAULT_PAGE_PORT = 9464
 
 
 def docker_answers() -> bool:
@@ -59,6 +62,7 @@ def require_docker() -> None:
 
 class Stack:
     def __init__(self, flavour: str, workdir: Path, files: list[str]):
+        """`files`: the compose files as -f arguments; none, what a user's bare command reads."""
         self.command = FLAVOURS[flavour]
         self.workdir = workdir
         self.project = f"schede2e{flavour}{uuid.uuid4().hex[:6]}"
@@ -90,11 +94,36 @@ class Stack:
     def spider_count(self, where: str) -> int:
         return int(self.sql(f"SELECT count(*) FROM spider_runs WHERE {where}")[0][0])
 
-    def logs(self) -> str:
-        return self.compose("logs", "--no-color", "scheduler").stdout
+    def spider_count_or_none(self, where: str) -> int | None:
+        """As spider_count; None while PostgreSQL or the tables are not there yet."""
+        try:
+            return self.spider_count(where)
+        except AssertionError:
+            return None
+
+    def logs(self, *services: str) -> str:
+        return self.compose("logs", "--no-color", *(services or ("scheduler",))).stdout
+
+    def password_file(self) -> str:
+        """The database password as the db-password service wrote it (read as root in postgres)."""
+        return self.compose("exec", "-T", "postgres", "cat", "/run/secrets/db_password").stdout
+
+    def connects(self, password: str) -> subprocess.CompletedProcess:
+        """A connection from the scheduler's container over the compose network with `password`
+        (through stdin, so never on a command line): whether the database takes it."""
+        code = ("import sys, psycopg2; psycopg2.connect(host='postgres', dbname='jobsearchtools', user='postgres', "
+                "password=sys.stdin.read(), connect_timeout=5).close()")  # fmt: skip
+        argv = [*self.command, "-p", self.project, *sum((["-f", f] for f in self.files), [])]
+        return subprocess.run([*argv, "exec", "-T", "scheduler", "python", "-c", code], cwd=self.workdir,
+                              input=password, capture_output=True, text=True, timeout=60)  # fmt: skip
 
     def container(self, service: str = "scheduler") -> str:
         return self.compose("ps", "-a", "-q", service).stdout.strip().splitlines()[0]
+
+    def inspect_all(self, service: str) -> str:
+        """Everything `docker inspect` tells about the service's container."""
+        return subprocess.run(["docker", "inspect", self.container(service)], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
 
     def inspect(self, what: str, service: str = "scheduler") -> str:
         return subprocess.run(
@@ -108,7 +137,7 @@ class Stack:
                  "finished_at = finished_at - interval '1 day'")  # fmt: skip
 
 
-def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
+def copy_project(flavour: str, tmp: Path) -> None:
     require_docker()
     if shutil.which(FLAVOURS[flavour][0]) is None:
         pytest.fail(f"{' '.join(FLAVOURS[flavour])} is not installed")
@@ -119,6 +148,10 @@ def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
+
+
+def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
+    copy_project(flavour, tmp)
     # The user's .env is .env.example as shipped; the tests change only what they must.
     shipped = dict(
         line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
@@ -130,6 +163,7 @@ def make_stack(flavour: str, tmp: Path, *, secrets: bool = False) -> Stack:
         env.pop("DB_PASSWORD")
         (tmp / "secrets").mkdir()
         (tmp / "secrets" / "db_password").write_text(CANARY + "\n")
+        (tmp / "secrets" / "db_password").chmod(0o600)
         files.append("tests/e2e/docker/compose.secrets.test.yml")
     env["SCHEDULER_HTTP_HOST_PORT"] = str(free_port())  # compose publishes it on 127.0.0.1 only
     (tmp / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -147,6 +181,23 @@ def stack(request, tmp_path_factory):
 @pytest.fixture(scope="class", params=["v1", "v2"])
 def stack_secrets(request, tmp_path_factory):
     stack = make_stack(request.param, tmp_path_factory.mktemp(f"stack-secrets-{request.param}"), secrets=True)
+    yield stack
+    stack.compose("down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.fixture(scope="class", params=["v1", "v2"])
+def fresh_stack(request, tmp_path_factory):
+    """A fresh clone: no .env, no override, the bare command (with a project name of its own)."""
+    tmp = tmp_path_factory.mktemp(f"fresh-{request.param}")
+    copy_project(request.param, tmp)
+    assert not (tmp / ".env").exists()
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no user
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PAGE_PORT))
+        except OSError:
+            pytest.fail(f"127.0.0.1:{DEFAULT_PAGE_PORT} is in use: the default stack publishes its page there")
+    stack = Stack(request.param, tmp, [])
     yield stack
     stack.compose("down", "-v", "--remove-orphans", check=False)
 
@@ -225,6 +276,14 @@ class TestComposeStack:
                  what="postgres")  # fmt: skip
         assert stack.count("true") >= before
 
+    def test_the_password_set_in_env_is_the_one_the_database_takes(self, stack):
+        # .env's DB_PASSWORD went through the db-password service to both services, on the first
+        # `up` (the database was initialized with it) and on the one after `down`.
+        wrong = stack.connects("not-" + CANARY)
+        assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+        right = stack.connects(CANARY)
+        assert right.returncode == 0, right.stderr
+
     def test_the_monitoring_queries_run_verbatim_through_compose_exec(self, stack):
         sql = (ROOT / "sql" / "monitoring.sql").read_text()
         done = subprocess.run(
@@ -254,7 +313,8 @@ class TestComposeStack:
         wait_for(lambda: stack.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy again")
 
     def test_no_password_in_logs_the_image_or_the_healthcheck_output(self, stack):
-        assert CANARY not in stack.logs()
+        assert CANARY not in stack.logs("postgres", "scheduler")
+        assert CANARY not in stack.inspect_all("scheduler") + stack.inspect_all("postgres")
         health = stack.inspect("{{json .State.Health}}")
         assert CANARY not in health
         history = subprocess.run(["docker", "history", "--no-trunc", "persistent-scheduler:latest"],
@@ -275,6 +335,7 @@ class TestComposeWithSecrets:
         wait_for(lambda: stack.count("status = 'completed'") == 1, timeout=180, step=1, what="the first run")
         env = stack.inspect("{{json .Config.Env}}")
         assert CANARY not in env and "DB_PASSWORD_FILE=/run/secrets/db_password" in env
+        assert CANARY not in "".join(stack.inspect_all(s) for s in ("db-password", "postgres", "scheduler"))
         assert CANARY not in stack.logs()
         assert "Last run was" in stack.logs()
 
@@ -294,6 +355,51 @@ class TestComposeWithSecrets:
         assert stack.inspect("{{.HostConfig.Init}}") == "true"
         assert "/tmp" in stack.inspect("{{json .HostConfig.Tmpfs}}")
         assert stack.inspect("{{json .NetworkSettings.Ports}}", "postgres") in ("{}", "null", '{"5432/tcp":null}')
+
+
+class TestFreshClone:
+    """A newcomer's start: no .env to write, no password to invent, the page on 127.0.0.1:9464."""
+
+    def test_up_without_an_env_file_brings_the_stack_healthy_and_records_a_crawl(self, fresh_stack):
+        stack = fresh_stack
+        stack.compose("up", "-d", timeout=900)
+        wait_for(lambda: stack.spider_count_or_none("finished_at IS NOT NULL"), timeout=180, step=1,
+                 what="a crawl of the example project recorded")  # fmt: skip
+        for service in ("postgres", "scheduler"):
+            wait_for(lambda s=service: stack.inspect("{{.State.Health.Status}}", s) == "healthy", timeout=120,
+                     what=f"{service} healthy")  # fmt: skip
+        assert stack.inspect("{{.State.ExitCode}}", "db-password") == "0"
+
+    def test_the_page_answers_on_loopback_port_9464(self, fresh_stack):
+        stack = fresh_stack
+        bindings = stack.inspect("{{json .HostConfig.PortBindings}}").replace(" ", "")
+        assert f'"HostIp":"127.0.0.1","HostPort":"{DEFAULT_PAGE_PORT}"' in bindings
+        body = wait_for(lambda: _get(f"http://127.0.0.1:{DEFAULT_PAGE_PORT}/healthz"), timeout=60, what="/healthz")
+        assert json.loads(body)["status"] == "ok"
+
+    def test_the_made_password_is_the_daemons_alone_and_shown_nowhere(self, fresh_stack):
+        stack = fresh_stack
+        password = stack.password_file().strip()
+        assert len(password) >= 32
+        mode = stack.compose("exec", "-T", "scheduler", "stat", "-c", "%a %U", "/run/secrets/db_password").stdout
+        assert mode.split() == ["400", "scheduler"]
+        # The postgres server's own user may not read it (only its entrypoint, as root, does).
+        assert stack.compose("exec", "-T", "-u", "postgres", "postgres", "cat", "/run/secrets/db_password",
+                             check=False).returncode != 0  # fmt: skip
+        assert password not in "".join(stack.inspect_all(s) for s in ("db-password", "postgres", "scheduler"))
+        assert password not in stack.logs("db-password", "postgres", "scheduler")
+        assert stack.connects(password).returncode == 0
+
+    def test_up_after_down_keeps_the_password_and_the_history(self, fresh_stack):
+        stack = fresh_stack
+        password, crawls = stack.password_file(), stack.spider_count("true")
+        stack.compose("down")
+        stack.compose("up", "-d")
+        assert stack.password_file() == password
+        status = ("exec", "-T", "scheduler", "python", "-m", "daemon", "status")
+        wait_for(lambda: stack.compose(*status, check=False).returncode == 0, timeout=120,
+                 what="the status command, answered from the database")  # fmt: skip
+        assert stack.spider_count("true") >= crawls >= 1
 
 
 def _container_crawls() -> list[str]:
