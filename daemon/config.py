@@ -135,7 +135,7 @@ class Settings:
              "refused, naming owner and mode; the daemon creates it with mode 0700); checked at start without "
              "creating anything, for every command (`healthcheck` and `status` too)",
         meaning="heartbeat file, crawl stats, and the journal of runs made while PostgreSQL was unreachable (see "
-                "[Security](#security-the-state-directory))",
+                "[Security](#the-state-directory))",
     )  # fmt: skip
     # Housekeeping and alerts.
     history_retention_days: float = variable(
