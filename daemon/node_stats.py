@@ -11,18 +11,15 @@ new temporary name, never through a link or into a file already there, then rena
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any
 
 from scrapy.statscollectors import MemoryStatsCollector
 
-from daemon.scrapy_stats import _plain
+from daemon.scrapy_stats import write_stats
 
 logger = logging.getLogger(__name__)
 SUFFIX = ".stats.json"
-NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def stats_path(log_file: str | None) -> str | None:
@@ -39,12 +36,4 @@ class NodeStatsCollector(MemoryStatsCollector):
         if path is None:
             logger.error("crawl stats not written: no LOG_FILE ending in .log to write them next to")
             return
-        tmp = f"{path}.tmp"
-        try:
-            fd = os.open(tmp, NEW_FILE, 0o600)
-        except OSError as exc:
-            logger.error("crawl stats not written: cannot create %s as a new file (%s)", tmp, exc.strerror)
-            return
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({str(k): _plain(v) for k, v in stats.items()}, fh)
-        os.replace(tmp, path)
+        write_stats(path, stats)

@@ -33,14 +33,19 @@ class JsonFileStatsCollector(MemoryStatsCollector):
     def _persist_stats(self, stats: dict[str, Any], *args: Any) -> None:
         super()._persist_stats(stats, *args)
         path = self._crawler.settings.get("SCHEDULER_STATS_FILE")
-        if not path:
-            return
-        tmp = f"{path}.tmp"
-        try:
-            fd = os.open(tmp, NEW_FILE, 0o600)
-        except OSError as exc:
-            logger.error("crawl stats not written: cannot create %s as a new file (%s)", tmp, exc.strerror)
-            return
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({str(k): _plain(v) for k, v in stats.items()}, fh)
-        os.replace(tmp, path)  # the daemon sees the whole file or none
+        if path:
+            write_stats(path, stats)
+
+
+def write_stats(path: str, stats: dict[str, Any]) -> None:
+    """The stats as JSON at `path`, through a new temporary file (never through a link or into a file
+    already there), renamed into place: the daemon sees the whole file or none."""
+    tmp = f"{path}.tmp"
+    try:
+        fd = os.open(tmp, NEW_FILE, 0o600)
+    except OSError as exc:
+        logger.error("crawl stats not written: cannot create %s as a new file (%s)", tmp, exc.strerror)
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({str(k): _plain(v) for k, v in stats.items()}, fh)
+    os.replace(tmp, path)
