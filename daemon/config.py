@@ -29,6 +29,7 @@ __all__ = ["PROJECT_ROOT", "SPIDER_NAME", "Secret", "Settings", "Variable", "set
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "console")
+ENGINES = ("local", "scrapyd")
 
 Default = str | Callable[[Mapping[str, str]], str] | None
 
@@ -197,6 +198,40 @@ class Settings:
         meaning="healthchecks.io-style pings: `/start` when a run starts, the bare URL on success, `/fail` on "
                 "failure",
     )  # fmt: skip
+    # Where crawls run (README: "Beyond one machine").
+    engine: str = variable(
+        "SCHEDULER_ENGINE", p.choice(*ENGINES), "local",
+        meaning="`local`: each crawl is a `scrapy crawl` process here; `scrapyd`: crawls are dispatched to the "
+                "Scrapyd nodes of `SCRAPYD_NODES`",
+    )  # fmt: skip
+    scrapyd_nodes: tuple[Any, ...] = variable(
+        "SCRAPYD_NODES", p.scrapyd_nodes(), shown_default="unset", note="required with `SCHEDULER_ENGINE=scrapyd`; "
+        "an error shows at most scheme, host and port",
+        meaning="the Scrapyd nodes, e.g. `http://scrapyd-1:6800=2,http://scrapyd-2:6800`: `=N` is how many crawls "
+                "that node runs at once (at most its `max_proc`); with scrapyd these slots, not "
+                "`SCHEDULER_CONCURRENCY`, say how many crawls run at once",
+    )  # fmt: skip
+    scrapyd_node_slots: int = variable("SCRAPYD_NODE_SLOTS", p.integer(1, 1000), "1",
+                                       meaning="the slots of a node listed without `=N`")  # fmt: skip
+    scrapyd_username: str | None = variable(
+        "SCRAPYD_USERNAME", p.user_name(), shown_default="unset (no auth)",
+        meaning="with `SCRAPYD_PASSWORD` (or `_FILE`): the nodes' basic auth (Scrapyd's `username`/`password`)",
+    )  # fmt: skip
+    scrapyd_password: Secret = variable("SCRAPYD_PASSWORD", p.password(), shown_default="unset",
+                                        meaning="the nodes' password (never logged or shown)",
+                                        note="an error says `<hidden>`")  # fmt: skip
+    scrapyd_password_file: Path | None = variable(
+        "SCRAPYD_PASSWORD_FILE", p.password_file(),
+        meaning="file holding the nodes' password, its first line; not together with `SCRAPYD_PASSWORD`",
+    )  # fmt: skip
+    scrapyd_project: str = variable("SCRAPYD_PROJECT", p.project_name(), "default",
+                                    meaning="the Scrapyd project the spiders are in (`default`: the project a node "
+                                            "was started inside)")  # fmt: skip
+    scrapyd_lost_after_seconds: float = variable(
+        "SCRAPYD_LOST_AFTER_SECONDS", p.number("seconds", high=86400), "300",
+        meaning="a node that does not answer, or a crawl it forgot whose log does not grow, for this long: the crawl "
+                "is `lost` and runs again elsewhere (keep it above a minute: Scrapy logs once a minute)",
+    )  # fmt: skip
     log_level: str = variable("LOG_LEVEL", p.choice(*LOG_LEVELS, upper=True), "INFO",
                               meaning="how much the daemon logs")  # fmt: skip
     log_format: str = variable("LOG_FORMAT", p.choice(*LOG_FORMATS), "auto",
@@ -216,6 +251,7 @@ class Settings:
         late = _check_together(values, texts, env, problems)
         _probe(values, texts, problems)
         _check_auth(texts, env, problems)
+        _check_engine(values, problems)
         if problems or late:
             raise ConfigError([problems[v.name] for v in VARIABLES if v.name in problems] + late)
         if not values["alert_after"]:
@@ -265,7 +301,8 @@ def _check_together(values: dict[str, Any], texts: dict[str, str], env: Mapping[
         detail = p.socket_path_problem(values["db_host"], values["db_port"])
         if detail is not None:
             problems["DB_HOST"] = _BY_NAME["DB_HOST"].parser.problem("DB_HOST", texts["DB_HOST"], detail)
-    for password, file in (("DB_PASSWORD", "DB_PASSWORD_FILE"), ("SCHEDULER_HTTP_PASSWORD", "SCHEDULER_HTTP_PASSWORD_FILE")):
+    for password, file in (("DB_PASSWORD", "DB_PASSWORD_FILE"), ("SCHEDULER_HTTP_PASSWORD", "SCHEDULER_HTTP_PASSWORD_FILE"),
+                           ("SCRAPYD_PASSWORD", "SCRAPYD_PASSWORD_FILE")):
         if env.get(password) and file in texts:
             problems.pop(password, None)
             problems[file] = f"{password} and {file}={p.show(texts[file])} are both set: set only one of them"
@@ -287,16 +324,29 @@ def _check_together(values: dict[str, Any], texts: dict[str, str], env: Mapping[
 
 
 def _check_auth(texts: dict[str, str], env: Mapping[str, str], problems: dict[str, str]) -> None:
-    """The page's basic auth needs a user and a password (or its file), or neither."""
-    names = ("SCHEDULER_HTTP_USER", "SCHEDULER_HTTP_PASSWORD", "SCHEDULER_HTTP_PASSWORD_FILE")
-    given = [n for n in names if (env.get(n) if n == "SCHEDULER_HTTP_PASSWORD" else n in texts)]
-    user = "SCHEDULER_HTTP_USER" in given
-    if problems.keys() & set(names) or user == (len(given) - user > 0):
-        return
-    name = given[0]
-    shown = p.hidden("") if name == "SCHEDULER_HTTP_PASSWORD" else p.show(texts[name])
-    missing = "SCHEDULER_HTTP_USER" if name != "SCHEDULER_HTTP_USER" else "SCHEDULER_HTTP_PASSWORD or its _FILE"
-    problems[name] = f"{name}={shown} is not allowed without {missing}: basic auth needs both a user and a password"
+    """Basic auth (the page's, the Scrapyd nodes') needs a user and a password (or its file), or neither."""
+    for user_name, password in (("SCHEDULER_HTTP_USER", "SCHEDULER_HTTP_PASSWORD"),
+                                ("SCRAPYD_USERNAME", "SCRAPYD_PASSWORD")):  # fmt: skip
+        names = (user_name, password, password + "_FILE")
+        given = [n for n in names if (env.get(n) if n == password else n in texts)]
+        user = user_name in given
+        if problems.keys() & set(names) or user == (len(given) - user > 0):
+            continue
+        name = given[0]
+        shown = p.hidden("") if name == password else p.show(texts[name])
+        missing = user_name if name != user_name else f"{password} or its _FILE"
+        problems[name] = f"{name}={shown} is not allowed without {missing}: basic auth needs both a user and a password"
+
+
+def _check_engine(values: dict[str, Any], problems: dict[str, str]) -> None:
+    """The scrapyd engine needs its nodes; a node listed without `=N` gets SCRAPYD_NODE_SLOTS."""
+    values["scrapyd_nodes"] = tuple(
+        dataclasses.replace(node, slots=node.slots or values["scrapyd_node_slots"]) for node in values["scrapyd_nodes"]
+    )
+    if values["engine"] == "scrapyd" and not values["scrapyd_nodes"] and "SCRAPYD_NODES" not in problems:
+        problems["SCRAPYD_NODES"] = _BY_NAME["SCRAPYD_NODES"].parser.problem(
+            "SCRAPYD_NODES", "", "required with SCHEDULER_ENGINE=scrapyd"
+        )
 
 
 def _probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, str]) -> None:
@@ -309,7 +359,8 @@ def _probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, st
         var = _BY_NAME[name]
         if name not in problems and (detail := probe(values[var.field])) is not None:
             problems[name] = var.parser.problem(name, texts[name], detail)
-    for name, field in (("DB_PASSWORD_FILE", "db_password"), ("SCHEDULER_HTTP_PASSWORD_FILE", "http_password")):
+    for name, field in (("DB_PASSWORD_FILE", "db_password"), ("SCHEDULER_HTTP_PASSWORD_FILE", "http_password"),
+                        ("SCRAPYD_PASSWORD_FILE", "scrapyd_password")):  # fmt: skip
         path = values[_BY_NAME[name].field]
         if path is None or name in problems:
             continue

@@ -314,3 +314,69 @@ def _url_shown(raw: str) -> str:
 def has_control_characters(value: str) -> bool:
     """Control characters, or surrogates (what bytes that are not UTF-8 become in os.environ)."""
     return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
+
+
+def scrapyd_nodes() -> Parser:
+    """SCRAPYD_NODES through daemon.dispatch.parse_nodes: comma-separated base URLs, each optionally
+    `=SLOTS`. A node without its own slots gets 0 here, SCRAPYD_NODE_SLOTS later (config.py). An
+    error shows each URL as scheme://host:port at most: a path or user info may hold a token."""
+
+    def parse(raw: str) -> tuple[Any, ...]:
+        from daemon.dispatch import parse_nodes  # the engine's own rules, imported only when given
+
+        if not raw.isprintable() or any(ord(c) > 126 for c in raw):
+            raise Invalid("printable ASCII only")  # the value is not shown then: only its length
+        nodes = []
+        problems = []
+        for entry in (part.strip() for part in raw.split(",")):
+            if not entry:
+                continue
+            try:
+                url = entry.partition("=")[0].strip()
+                parts = urlsplit(url)
+                if not all(33 <= ord(c) <= 126 for c in url) or not is_host(parts.hostname or "") or parts.port == 0:
+                    raise Invalid
+                nodes.extend(parse_nodes(entry, default_slots=0))
+            except ValueError:
+                problems.append(f"{_node_shown(entry)}: not http(s)://host:port[=SLOTS] without user:password@, "
+                                "query or fragment")  # fmt: skip
+        urls = [node.url for node in nodes]
+        twice = sorted({_node_shown(u) for u in urls if urls.count(u) > 1})
+        if twice:
+            problems.append(f"{', '.join(twice)} listed twice")
+        if not nodes and not problems:
+            raise Invalid("at least one node's URL is required")
+        if problems:
+            raise Invalid("; ".join(problems))
+        return tuple(nodes)
+
+    return Parser(parse, "comma-separated http(s)://host:port URLs of Scrapyd nodes, each optionally `=SLOTS` (how "
+                         "many crawls it runs at once, 1 to 1000)", unset=(), shown=_nodes_shown)  # fmt: skip
+
+
+def _node_shown(entry: str) -> str:
+    """One node's URL as an error may show it: scheme://host:port, or <hidden>."""
+    url, _, slots = entry.partition("=")
+    shown = _url_shown(url.strip())
+    if shown == "<hidden>":
+        return shown
+    shown = shown[1:-1].removesuffix("/...")
+    if not slots:
+        return shown
+    return shown + "=" + (slots.strip()[:5] if slots.strip().isdigit() else "?")
+
+
+def _nodes_shown(raw: str) -> str:
+    return show(",".join(_node_shown(part.strip()) for part in raw.split(",") if part.strip()))
+
+
+def project_name() -> Parser:
+    """Scrapyd's project name: it appears in URLs (/logs/<project>/...) and form fields."""
+
+    def parse(raw: str) -> str:
+        if not SPIDER_NAME.fullmatch(raw):
+            raise Invalid
+        return raw
+
+    return Parser(parse, "a Scrapyd project name (letters, digits, _ . -, starting with a letter or _, at most 100 "
+                         "characters)")  # fmt: skip

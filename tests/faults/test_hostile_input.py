@@ -32,10 +32,11 @@ NUMERIC = {
     "SCHEDULER_RETRY_DELAY_MINUTES", "SCHEDULER_MAX_SPIDER_ERRORS", "SCHEDULER_STOP_GRACE_SECONDS",
     "SCHEDULER_TICK_SECONDS", "DB_WAIT_TIMEOUT_SECONDS", "SCHEDULER_HISTORY_RETENTION_DAYS",
     "SCHEDULER_ALERT_AFTER_HOURS", "SCHEDULER_OVERDUE_CHECK_MINUTES", "SCHEDULER_JITTER_MINUTES",
-    "CACHE_CLEANUP_INTERVAL_HOURS", "CACHE_MAX_MB", "SCHEDULER_HTTP_PORT",
+    "CACHE_CLEANUP_INTERVAL_HOURS", "CACHE_MAX_MB", "SCHEDULER_HTTP_PORT", "SCRAPYD_NODE_SLOTS",
+    "SCRAPYD_LOST_AFTER_SECONDS",
 }  # fmt: skip
 CHOICES = {"SCHEDULER_ENABLED", "SCHEDULER_TIMEZONE", "SCHEDULER_MAX_INSTANCES", "LOG_LEVEL", "LOG_FORMAT",
-           "SCHEDULER_SPIDERS", "SCRAPY_PROJECT_DIR"}  # fmt: skip
+           "SCHEDULER_SPIDERS", "SCRAPY_PROJECT_DIR", "SCHEDULER_ENGINE"}  # fmt: skip
 
 # The free-text settings, each with values that must all be refused. "{tmp}" is a directory of
 # hostile files (see `hostile_files`); "T0K3N" and "canary" stand for what must never be shown.
@@ -74,10 +75,22 @@ FREE_TEXT = {
                                      "a..b", "host name", "例え.jp", "$(id)", "\x00", "host:0", "host:65536",
                                      "host:port", "a,b c", ":80", ",,", "\udcff"],
     "ALERT_WEBHOOK_URL": URLS,
+    "SCRAPYD_NODES": [*URLS, "http://h.example:6800?T0K3N", "http://h.example:6800=0", "http://h.example:6800=T0K3N",
+                      "http://h.example:6800=1001", "http://h.example:6800,http://h.example:6800/", ",", " , ",
+                      "scrapyd-1:6800", "http://h.example:6800=2=3", "http://h.example:6800 http://b:6800"],
+    "SCRAPYD_USERNAME": ["a:b", ":", "user:T0K3N", "\x00", "a\nb", "tab\there", "\x1b[31mred", "del\x7f",
+                         "u" * 257, "bad\udcffbyte"],
+    "SCRAPYD_PASSWORD": ["pw\r", "pw\n", "\tpw", "p\x1bw", "p\x7fw", "p\x08w", "p\x0cw", "p\x85w", "p\x9bw",
+                         "p\udcffw", "p\x00w"],
+    "SCRAPYD_PASSWORD_FILE": ["{tmp}/missing", "{tmp}/dir", "{tmp}/fifo", "/dev/null", "/dev/zero", "{tmp}/socket",
+                              "{tmp}/empty", "{tmp}/blank-first-line", "{tmp}/not-utf8", "{tmp}/control-in-line",
+                              "{tmp}/huge", "{tmp}/loop", "{tmp}/\x01"],
+    "SCRAPYD_PROJECT": ["0", "-p", "a b", "../etc", "a/b", "$(id)", "p" * 101, "\x00", "é", "p?x", "p#x"],
     "HEALTHCHECK_PING_URL": [*URLS, "https://hc-ping.com/T0K3N?rid=1", "https://hc-ping.com/T0K3N#x"],
 }  # fmt: skip
 SECRET_SHOWN_AS = {"DB_PASSWORD": "config error: DB_PASSWORD=<hidden> is not allowed",
-                   "SCHEDULER_HTTP_PASSWORD": "config error: SCHEDULER_HTTP_PASSWORD=<hidden> is not allowed"}
+                   "SCHEDULER_HTTP_PASSWORD": "config error: SCHEDULER_HTTP_PASSWORD=<hidden> is not allowed",
+                   "SCRAPYD_PASSWORD": "config error: SCRAPYD_PASSWORD=<hidden> is not allowed"}
 VARIABLES = NUMERIC | CHOICES | set(FREE_TEXT)
 # Read too, only for where the default state directory lives: the platform's, not the daemon's own.
 PLATFORM = {"XDG_STATE_HOME", "HOME"}
