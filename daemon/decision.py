@@ -168,9 +168,11 @@ class CrawlResult:
     finished_at: datetime
 
 
-# The job's own failures, retried with backoff; a crawl cut short by the daemon ('interrupted',
-# 'stale') is not the job's fault. Kept in step with the history query (daemon/queries.py).
-COUNTED_FAILURES = ("error", "timeout", "too_few_items", "cancelled")
+# The job's own failures, retried with backoff ('process_died': a remote crawl that ended without its
+# stats); a crawl cut short by the daemon ('interrupted', 'stale') or whose node went silent ('lost')
+# is not the job's fault. Kept in step with the history query (daemon/queries.py) and its index
+# (sql/015_remote_runs.sql).
+COUNTED_FAILURES = ("error", "timeout", "too_few_items", "cancelled", "process_died")
 
 
 def fold(histories: Sequence[SpiderHistory], results: Sequence[CrawlResult]) -> list[SpiderHistory]:

@@ -59,7 +59,7 @@ SELECT s.spider, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
 # The same per job (the decision's unit since jobs): the job's newest success and its own failures
 # since then, the range trick above on `job`. The failures counted are
 # daemon.decision.COUNTED_FAILURES, spelled out so that the index spider_runs_job_failures
-# (sql/012_jobs.sql, the same list) is provably usable. SPIDER_HISTORY stays for bench/.
+# (sql/015_remote_runs.sql, the same list) is provably usable. SPIDER_HISTORY stays for bench/.
 JOB_HISTORY = """
 SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
   FROM unnest(%(jobs)s::text[]) WITH ORDINALITY AS j (job, position)
@@ -72,7 +72,8 @@ SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
                max(COALESCE(f.finished_at, f.started_at)) AS last_failure_at
           FROM spider_runs f
          WHERE f.job = j.job AND f.status = 'failed'
-           AND f.failure IN ('error', 'timeout', 'too_few_items', 'cancelled') AND f.id > COALESCE(ok.id, 0)) bad ON true
+           AND f.failure IN ('error', 'timeout', 'too_few_items', 'cancelled', 'process_died')
+           AND f.id > COALESCE(ok.id, 0)) bad ON true
  ORDER BY j.position
 """
 

@@ -21,7 +21,9 @@ def _listed(text: str) -> tuple[str, ...]:
 
 
 def _index(name: str) -> str:
-    text = (SQL_DIR / "012_jobs.sql").read_text()
+    """The index as the newest migration that creates it defines it."""
+    text = next(t for f in sorted(SQL_DIR.glob("[0-9]*.sql"), reverse=True)
+                if f"CREATE INDEX {name}" in (t := f.read_text()))  # fmt: skip
     return text[text.index(f"CREATE INDEX {name}"):]
 
 
