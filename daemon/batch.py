@@ -39,15 +39,20 @@ def unreachable(exc: psycopg2.Error) -> bool:
     return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not exc.pgcode
 
 
-def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome]) -> tuple[bool, str | None]:
-    """A run succeeds when every due job was started and succeeded."""
+def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome], *, left_running: int = 0,
+            why_not_started: str | None = None) -> tuple[bool, str | None]:  # fmt: skip
+    """A run succeeds when every due job was started and succeeded. `left_running`: remote crawls
+    the daemon's stop left on their nodes (the next daemon re-attaches); `why_not_started`: what the
+    runner said of the jobs it did not start (None: the daemon was stopping)."""
     failed = [o for o in outcomes if not o.ok]
-    not_started = len(due) - len(outcomes)
-    if not failed and not not_started:
+    not_started = len(due) - len(outcomes) - left_running
+    if not failed and not not_started and not left_running:
         return True, None
     parts = [f"{o.name}: {o.message}" for o in failed]
+    if left_running:
+        parts.append(f"{left_running} crawl(s) left running on their Scrapyd nodes for the next daemon")
     if not_started:
-        parts.append(f"{not_started} spider(s) not started: the daemon was stopping")
+        parts.append(f"{not_started} spider(s) not started: {why_not_started or 'the daemon was stopping'}")
     return False, "; ".join(parts)
 
 
@@ -84,11 +89,55 @@ class Batches:
         self._run(JournalRecorder(self.journal, self.clock, run), due, now)
         return True
 
+    def reattach(self, store: Store, now: datetime) -> None:
+        """After taking the runner lock (SCHEDULER_ENGINE=scrapyd): the remote crawls a daemon left
+        'running' are re-attached as one run, watched to their end (or sent again if they never
+        started) and recorded, before anything new is decided: a job is never sent twice."""
+        reconcile = getattr(self.runner, "reconcile", None)
+        rows = store.remote_running(now) if reconcile is not None else []
+        if not rows:
+            return
+        from daemon.dispatch import RemoteRun
+
+        runs = [RemoteRun(row_id, self._job(job, spider), node, jobid, age_s)
+                for row_id, _, job, spider, node, jobid, _, age_s in rows]  # fmt: skip
+        log.info("run_started", message=f"Re-attaching to {len(runs)} remote crawl(s) left running",
+                 spiders=[r.job.name for r in runs], spider_count=len(runs), reattach=True)  # fmt: skip
+        run_id = store.start_run(now, len(runs), self.lease.me)
+        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
+        recorder.started_at.update({row[0]: row[6] for row in rows})
+        due = [r.job for r in runs]
+        self.lease.run_began(run_id)
+        self.observer.run_started(now)
+        try:
+            outcomes = reconcile(runs, recorder.finished, recorder.dispatched)
+        finally:
+            self.lease.run_ended()
+            self.history.invalidate()
+            self.observer.run_stopped()
+        for r in recorder.results:
+            self.observer.crawl_finished(r.outcome, r.started_at)
+        if self.lease.gave_way():
+            self.observer.gave_way()
+            return
+        ok, error = verdict(due, outcomes, left_running=len(self.runner.detached))  # type: ignore[attr-defined]
+        self._end_online(recorder, due, outcomes, ok, error)
+
+    def _job(self, name: str, spider: str) -> Job:
+        """The job of a crawl recorded earlier: as the catalog has it now, else with the defaults."""
+        job = self.catalog.job(name)
+        if job is not None:
+            return job
+        from daemon.jobfile import make_job
+
+        return make_job(name=name, spider=spider, defaults=self.catalog.defaults)
+
     def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime) -> bool:
         self.lease.run_began(recorder.run_id)
         self.observer.run_started(now)
         try:
-            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned)
+            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned,
+                                       on_dispatch=recorder.dispatched)  # fmt: skip
         finally:
             self.lease.run_ended()
             if recorder.run_id is not None:
@@ -104,7 +153,8 @@ class Batches:
                 # daemon died.
                 self.journal.end_run(recorder.run, self.clock.now(), False, GAVE_WAY_MESSAGE)  # type: ignore[attr-defined]
             return True
-        ok, error = verdict(due, outcomes)
+        ok, error = verdict(due, outcomes, left_running=len(getattr(self.runner, "detached", ())),
+                            why_not_started=getattr(self.runner, "not_started", None))  # fmt: skip
         if recorder.run_id is None:
             self.journal.end_run(recorder.run, self.clock.now(), ok, error)  # type: ignore[attr-defined]
             self.history.fold([r.result() for r in recorder.results])

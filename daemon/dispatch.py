@@ -236,6 +236,17 @@ _CLOSED = re.compile(r"\] INFO: Spider closed \(")
 _DUMP = "Dumping Scrapy stats:"
 
 
+def log_tail(tail: bytes) -> str:
+    """A crawl's last lines, as its row keeps them (daemon/crawllog.py's limits): whole lines only."""
+    from daemon.crawllog import TAIL_LINES, TAIL_MAX_BYTES
+
+    text = tail[-TAIL_MAX_BYTES:].decode("utf-8", "replace")
+    lines = text.splitlines(keepends=True)
+    if len(tail) > TAIL_MAX_BYTES and lines:
+        lines = lines[1:]  # the first line was cut
+    return "".join(lines[-TAIL_LINES:])
+
+
 def log_says_closed(tail: str) -> bool:
     """Scrapy wrote "Spider closed (<reason>)": the crawl ended (the process may linger a moment)."""
     return _CLOSED.search(tail) is not None
@@ -393,6 +404,7 @@ class ScrapydEngine:
         self.nodes = [_Node(spec, self._make_client(spec.url)) for spec in settings.nodes]
         self.concurrency = settings.concurrency or sum(node.slots for node in settings.nodes)
         self.detached: list[RemoteRun] = []  # left running at the last stop, for the next daemon
+        self.not_started: str | None = None  # why the last run left jobs not started (None: stopping)
         self._active: list[_Crawl] = []
         self._former_nodes: list[_Node] = []  # nodes no longer configured that still have our crawls
 
@@ -452,6 +464,7 @@ class ScrapydEngine:
         outcomes: list[CrawlOutcome] = []
         self._active = active
         self.detached = []
+        self.not_started = None
 
         def finish(crawl: _Crawl, outcome: CrawlOutcome) -> None:
             if crawl in active:
@@ -592,16 +605,16 @@ class ScrapydEngine:
         client, project, spider = crawl.node.client, self.settings.project, crawl.job.spider
         stats = client.stats(project, spider, crawl.jobid)
         source = "stats_file"
-        log_found = True
+        tail = client.tail(client.log_path(project, spider, crawl.jobid), LOG_TAIL_BYTES)
+        log_found = tail is not None
         if stats is None:
-            tail = client.tail(client.log_path(project, spider, crawl.jobid), LOG_TAIL_BYTES)
-            log_found = tail is not None
             stats = parse_dumped_stats(tail.decode("utf-8", "replace")) if tail else None
             source = "log" if stats is not None else "none"
         log.info("remote_crawl_collected", spider=spider, job=crawl.job.name, node=crawl.node.name,
                  jobid=crawl.jobid, stats_from=source)  # fmt: skip
-        return remote_outcome(crawl.job, stats, log_found=log_found, timed_out=crawl.timed_out,
-                              cancelled=crawl.cancelled, duration_s=now - crawl.dispatched_at)  # fmt: skip
+        outcome = remote_outcome(crawl.job, stats, log_found=log_found, timed_out=crawl.timed_out,
+                                 cancelled=crawl.cancelled, duration_s=now - crawl.dispatched_at)  # fmt: skip
+        return dataclasses.replace(outcome, log_tail=log_tail(tail) if tail else None)
 
     def _enforce(self, crawl: _Crawl, now: float) -> None:
         """Stop a crawl that ran out of time or was cancelled (cancel.json), KILL it after the grace.
@@ -660,6 +673,7 @@ class ScrapydEngine:
                     # the rest stay due; the crawls under way go on.
                     log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
                                 reason="record_failed")  # fmt: skip
+                    self.not_started = "their records could not be written"
                     pending.clear()
                     return
                 crawl = _Crawl(job, token, now)
@@ -668,6 +682,7 @@ class ScrapydEngine:
                 # the crawls under way go on.
                 if pending:
                     log.warning("spiders_not_started", spiders=[j.name for j in pending], reason="record_failed")
+                    self.not_started = "their records could not be written"
                     pending.clear()
                 return
 
@@ -685,6 +700,7 @@ class ScrapydEngine:
         if pending:
             log.warning("spiders_not_started", spiders=[job.name for job in pending], reason="no_node",
                         nodes=[n.name for n in self.nodes])  # fmt: skip
+            self.not_started = "no Scrapyd node answered: " + ", ".join(n.name for n in self.nodes)
             pending.clear()
         while again:
             crawl = again.popleft()

@@ -64,6 +64,13 @@ class Journal:
         self._append({"kind": "spawn", "run": run, "spider": spider, "started_at": started_at.isoformat(),
                       "pid": pid, **(job or {})})  # fmt: skip
 
+    def dispatched(self, run: str, spider: str, started_at: datetime, remote: dict[str, str], *,
+                   job: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """A remote crawl is about to be sent (`remote`: node, remote_jobid, log_url); if no result
+        follows, the replay records it 'running', so that the lock holder re-attaches to it."""
+        self._append({"kind": "spawn", "run": run, "spider": spider, "started_at": started_at.isoformat(),
+                      "pid": None, **remote, **(job or {})})  # fmt: skip
+
     def spider(self, run: str, started_at: datetime, finished_at: datetime, outcome: CrawlOutcome, *,
                job: dict[str, Any] | None = None) -> None:  # fmt: skip
         """job: the job's name, args and settings (recording.py); none: the job named after the spider."""
@@ -164,8 +171,9 @@ class Pending:
         for run in runs.values():
             # Crawls started but never finished: their daemon died with them (the kernel kills a
             # crawl with its daemon), so they are recorded as stale, not forgotten.
-            finished = {sp.get("pid") for sp in run["spiders"]}
-            run["cut"] = [c for c in run["cut"] if c["pid"] not in finished]
+            # A remote crawl (no local pid) is known by its Scrapyd job id.
+            finished = {sp.get("remote_jobid") or sp.get("pid") for sp in run["spiders"]}
+            run["cut"] = [c for c in run["cut"] if (c.get("remote_jobid") or c["pid"]) not in finished]
         return [r for r in runs.values() if "started_at" in r]
 
     def done(self) -> None:

@@ -22,8 +22,15 @@ FORGET_RUNNER_HOLDER = "DELETE FROM runner_holder WHERE owner = %(owner)s"
 MARK_STALE_SPIDER_RUNS = """
 UPDATE spider_runs
    SET status = 'failed', failure = 'stale', finished_at = %(now)s, message = %(message)s
- WHERE status = 'running'
+ WHERE status = 'running' AND (NOT %(keep_remote)s OR remote_jobid IS NULL)
 RETURNING run_id, spider
+"""
+# The remote crawls (SCHEDULER_ENGINE=scrapyd) left 'running': re-attached, not failed as stale.
+REMOTE_RUNNING_SPIDER_RUNS = """
+SELECT id, run_id, job, spider, node, remote_jobid, started_at,
+       GREATEST(EXTRACT(EPOCH FROM %(now)s - started_at), 0)::float8
+  FROM spider_runs WHERE status = 'running' AND remote_jobid IS NOT NULL
+ ORDER BY id
 """
 MARK_STALE_RUNS = """
 UPDATE scheduler_state
@@ -112,6 +119,11 @@ VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, 'running', %(no
 RETURNING id
 """
 SET_SPIDER_RUN_PID = "UPDATE spider_runs SET pid = %(pid)s WHERE id = %(id)s"
+# Written (and committed) before schedule.json is sent: where a remote crawl goes, under which job id.
+SET_SPIDER_RUN_REMOTE = """
+UPDATE spider_runs SET node = %(node)s, remote_jobid = %(remote_jobid)s, log_url = %(log_url)s
+ WHERE id = %(id)s AND status = 'running'
+"""
 FINISH_SPIDER_RUN = _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND status = 'running'\n"
 
 # Replaying the local journal (runs made while PostgreSQL was unreachable or refused writes).
@@ -131,10 +143,11 @@ RETURNING id
 """
 INSERT_JOURNALED_SPIDER_RUN = """
 INSERT INTO spider_runs (run_id, job, spider, args, settings, status, failure, started_at, finished_at,
-                         exit_code, finish_reason, items_scraped, error_count, message, stats, pid, log_tail)
+                         exit_code, finish_reason, items_scraped, error_count, message, stats, pid, log_tail,
+                         node, remote_jobid, log_url)
 VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, %(status)s, %(failure)s, %(started_at)s,
         %(finished_at)s, %(exit_code)s, %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s,
-        %(stats)s, %(pid)s, %(log_tail)s)
+        %(stats)s, %(pid)s, %(log_tail)s, %(node)s, %(remote_jobid)s, %(log_url)s)
 """
 
 # run-now: requests from `python -m daemon run-now`, taken by the lock holder.

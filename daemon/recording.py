@@ -1,6 +1,6 @@
 """Recording a run while it happens: in PostgreSQL, or in the local journal when it is unreachable.
 
-Both recorders give the runner the same three callbacks (started, spawned, finished) and log the
+Both recorders give the runner the same callbacks (started, spawned or dispatched, finished) and log the
 canonical line of each spider run, wherever its record goes.
 """
 
@@ -50,6 +50,8 @@ class Recorder(Protocol):
 
     def finished(self, token: Any, outcome: CrawlOutcome) -> None: ...
 
+    def dispatched(self, token: Any, node: str, remote_jobid: str, log_url: str) -> bool: ...
+
 
 class DatabaseRecorder:
     """Writes each spider's row as it starts and finishes. A finish that cannot be written now
@@ -87,6 +89,19 @@ class DatabaseRecorder:
         except psycopg2.Error:
             pass  # the pid is a convenience; the lock probe deals with the connection
 
+    def dispatched(self, spider_run_id: int, node: str, remote_jobid: str, log_url: str) -> bool:
+        """A remote crawl's node and job id, committed before it is sent; False: not recorded, so
+        not sent (a crawl nobody could find again)."""
+        store = self.store()
+        if store is None:
+            return False
+        try:
+            return store.set_spider_remote(spider_run_id, node, remote_jobid, log_url)
+        except psycopg2.Error as exc:
+            log.error("record_failed", message="Could not record where a crawl goes; not sending it",
+                      node=node, jobid=remote_jobid, error=db.first_line(exc))  # fmt: skip
+            return False
+
     def finished(self, spider_run_id: int, outcome: CrawlOutcome) -> None:
         log_spider_outcome(self.run_id, outcome)
         done = Finished(spider_run_id, self.started_at[spider_run_id], self.clock.now(), outcome)
@@ -121,6 +136,7 @@ class JournalRecorder:
         self._tokens = 0
         self._started: dict[int, datetime] = {}
         self._jobs: dict[int, Job] = {}
+        self._remote: dict[int, dict[str, str]] = {}  # a remote crawl's node, job id and log URL
 
     def started(self, job: Job) -> int:
         self._tokens += 1
@@ -133,10 +149,17 @@ class JournalRecorder:
         job = self._jobs[token]
         self.journal.spawned(self.run, job.spider, self._started[token], pid, job=_recorded(job))
 
+    def dispatched(self, token: int, node: str, remote_jobid: str, log_url: str) -> bool:
+        job, remote = self._jobs[token], {"node": node, "remote_jobid": remote_jobid, "log_url": log_url}
+        self._remote[token] = remote
+        self.journal.dispatched(self.run, job.spider, self._started[token], remote, job=_recorded(job))
+        return True
+
     def finished(self, token: int, outcome: CrawlOutcome) -> None:
         log_spider_outcome(None, outcome)
         done = Finished(token, self._started[token], self.clock.now(), outcome)
-        self.journal.spider(self.run, done.started_at, done.finished_at, outcome, job=_recorded(self._jobs[token]))
+        self.journal.spider(self.run, done.started_at, done.finished_at, outcome,
+                            job={**_recorded(self._jobs[token]), **self._remote.get(token, {})})  # fmt: skip
         self.results.append(done)
 
 

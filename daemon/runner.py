@@ -127,6 +127,7 @@ class CrawlRunner:
         on_start: OnStart,
         on_finish: OnFinish,
         on_spawn: OnSpawn = lambda token, pid: None,
+        on_dispatch: Any = None,  # the Scrapyd engine's write-ahead (daemon/dispatch.py); a local crawl has none
     ) -> list[CrawlOutcome]:
         """Run `jobs`' crawls, at most `concurrency` at a time; return the outcomes of those started.
 

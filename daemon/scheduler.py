@@ -104,6 +104,7 @@ class Scheduler:
         if self.lease.must_recover():
             if not self.takeover.recover(store, now):
                 return min(tick, 1.0)
+            self.batches.reattach(store, now)  # remote crawls left running: watched to their end first
             self.lease.recovered()
             self.history.invalidate()
         settling = self.lease.settle_left()
@@ -212,7 +213,14 @@ def assemble(
             if not runner.cancel(name):
                 log.info("cancel_ignored", job=name, reason="not running")
 
-    runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ, abort=lease.giving_way)
+    runner: Any
+    if settings.engine == "scrapyd":
+        from daemon.dispatch import ScrapydEngine  # its client and the node's rules only when asked for
+
+        runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way)
+    else:
+        runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ,
+                             abort=lease.giving_way)  # fmt: skip
     journal = Journal(settings.state_dir)
     history = HistoryCopy(clock, Cadence(settings.interval, settings.retry_delay))
     housekeeping = Housekeeping(settings, clock, lease.runner_store, metrics, notifier,
@@ -226,7 +234,20 @@ def assemble(
                             allowed_hosts=settings.http_allowed_hosts, clock=clock)  # fmt: skip
     return Scheduler(
         settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
-        takeover=TakeOver(journal), history=history, jitter=jitter, requests=requests,
+        takeover=TakeOver(journal, keep_remote=settings.engine == "scrapyd"), history=history, jitter=jitter, requests=requests,
         batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop), observer=observer,
         housekeeping=housekeeping, heartbeat=heartbeat, notifier=notifier, http=http,
+    )  # fmt: skip
+
+
+def engine_settings(settings: Settings) -> Any:
+    """What the Scrapyd engine takes from the settings: the nodes, their auth and project, the limit
+    after which a silent crawl is lost, the grace between cancel and kill. At most as many crawls at
+    once as the nodes have slots (SCHEDULER_CONCURRENCY is the local runner's)."""
+    from daemon.dispatch import EngineSettings, Limits
+
+    return EngineSettings(
+        nodes=settings.scrapyd_nodes, project=settings.scrapyd_project, username=settings.scrapyd_username,
+        password=settings.scrapyd_password if settings.scrapyd_username else None,
+        stop_grace_s=settings.stop_grace_seconds, limits=Limits(lost_after_s=settings.scrapyd_lost_after_seconds),
     )  # fmt: skip

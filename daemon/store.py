@@ -74,9 +74,10 @@ class Store(Board):
         """A clean stop: the next holder need not wait for this one."""
         self._count(queries.FORGET_RUNNER_HOLDER, {"owner": owner})
 
-    def mark_stale(self, now: datetime) -> tuple[list[int], list[tuple[int, str]]]:
-        """Fail every row left 'running' by a daemon that died. Call only while holding the lock."""
-        params = {"now": now, "message": STALE_MESSAGE}
+    def mark_stale(self, now: datetime, *, keep_remote: bool = False) -> tuple[list[int], list[tuple[int, str]]]:
+        """Fail every row left 'running' by a daemon that died (but the remote crawls, with
+        `keep_remote`: those are re-attached). Call only while holding the lock."""
+        params = {"now": now, "message": STALE_MESSAGE, "keep_remote": keep_remote}
         with self.conn.cursor() as cur:
             cur.execute(queries.MARK_STALE_SPIDER_RUNS, params)
             spiders = [(r[0], r[1]) for r in cur.fetchall()]
@@ -123,6 +124,17 @@ class Store(Board):
             "run_id": run_id, "job": job or spider, "spider": spider, "now": now,
             "args": _json_object(args), "settings": _json_object(settings),
         }))  # fmt: skip
+
+    def set_spider_remote(self, spider_run_id: int, node: str, remote_jobid: str, log_url: str) -> bool:
+        """Where a remote crawl goes, committed before it is sent; False: its row is not running."""
+        params = {"id": spider_run_id, "node": node, "remote_jobid": remote_jobid, "log_url": log_url}
+        return self._count(queries.SET_SPIDER_RUN_REMOTE, params) == 1
+
+    def remote_running(self, now: datetime) -> list[tuple[Any, ...]]:
+        """(id, run_id, job, spider, node, remote_jobid, started_at, age_s) of each remote crawl left 'running'."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.REMOTE_RUNNING_SPIDER_RUNS, {"now": now})
+            return cur.fetchall()
 
     def set_spider_pid(self, spider_run_id: int, pid: int) -> None:
         self._count(queries.SET_SPIDER_RUN_PID, {"id": spider_run_id, "pid": pid})
@@ -261,6 +273,7 @@ class Store(Board):
                                                       "finish_reason", "items_scraped", "error_count", "message",
                                                       "pid")},
                             "log_tail": _text(sp.get("log_tail")),
+                            **{k: sp.get(k) for k in ("node", "remote_jobid", "log_url")},
                             **_job_of(sp),
                             "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
                             "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
@@ -272,7 +285,11 @@ class Store(Board):
                             **_job_of(cut),
                             "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
                             "started_at": cut["started_at"], "finished_at": finished_at,
-                            "message": JOURNAL_CUT_MESSAGE, "pid": cut["pid"],
+                            "message": JOURNAL_CUT_MESSAGE, "pid": cut.get("pid"),
+                            **{k: cut.get(k) for k in ("node", "remote_jobid", "log_url")},
+                            # A remote crawl outlives its daemon: left 'running', to be re-attached.
+                            **({"status": "running", "failure": None, "finished_at": None, "message": None}
+                               if cut.get("remote_jobid") else {}),
                         })  # fmt: skip
             self.conn.commit()
         except Exception:

@@ -26,8 +26,11 @@ LEASE_SECONDS = 10.0
 
 
 class TakeOver:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, keep_remote: bool = False) -> None:
         self.journal = journal
+        # SCHEDULER_ENGINE=scrapyd: remote crawls left 'running' outlive their daemon; they are
+        # re-attached (Batches.reattach), never failed as stale.
+        self.keep_remote = keep_remote
         self.me = identity.this_process()
         self.notices = Once(log)
 
@@ -49,7 +52,7 @@ class TakeOver:
             return False
         self.notices.forget("waiting_for_previous_runner")
         self._replay(store, self.journal.pending())
-        runs, spiders = store.mark_stale(now)
+        runs, spiders = store.mark_stale(now, keep_remote=True) if self.keep_remote else store.mark_stale(now)
         if runs or spiders:
             log.warning(
                 "stale_runs_failed",

@@ -167,6 +167,9 @@ class FakeBatches:
         self.offline_runs.append(now)
         return self.offline_result
 
+    def reattach(self, store: Any, now: datetime) -> None:
+        """No remote crawls to re-attach in these tests."""
+
 
 class Counter:
     """Any call counts: housekeeping's run_pending, a heartbeat's beat, a notifier's ping."""
