@@ -106,6 +106,7 @@ class JobDefaults:
     max_errors: int
     min_items: int
     jitter: timedelta
+    engine: str = "local"  # SCHEDULER_ENGINE: with scrapyd, the argument names Scrapyd swallows are refused
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobDefaults:
@@ -117,6 +118,7 @@ class JobDefaults:
             max_errors=settings.max_spider_errors,
             min_items=0,
             jitter=settings.jitter,
+            engine=settings.engine,
         )
 
 
@@ -202,7 +204,7 @@ def make_job(
     paused: bool = False,
     **values: Any,
 ) -> Job:
-    fields = {field.name: getattr(defaults, field.name) for field in dataclasses.fields(defaults)} | values
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name != "engine"} | values
     return Job(
         name=name,
         spider=spider,

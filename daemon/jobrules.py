@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon.config import SPIDER_NAME
 from daemon.errors import JobsFileError
+from daemon.scrapyd import RESERVED_ARGS as SCRAPYD_RESERVED_ARGS
 from daemon.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
     MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
@@ -56,7 +57,7 @@ def parse(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise JobsFileError([f"{source_name}: is not valid TOML: {_located(str(exc), text)}"]) from None
-    checker = _Checker(source_name, known_spiders)
+    checker = _Checker(source_name, known_spiders, defaults.engine)
     jobs = checker.document(document, defaults)
     if checker.problems:
         raise JobsFileError(checker.problems)
@@ -76,8 +77,11 @@ def _located(message: str, text: str) -> str:
 class _Checker:
     """Walks the parsed document once, remembering every problem instead of stopping at the first."""
 
-    def __init__(self, source: str, known_spiders: Collection[str] | None) -> None:
+    def __init__(self, source: str, known_spiders: Collection[str] | None, engine: str = "local") -> None:
         self.source = source
+        # Scrapyd reads these form fields of schedule.json itself: an argument so named never
+        # reaches the spider (docs/scrapyd-facts.md).
+        self.reserved_args = SCRAPYD_RESERVED_ARGS if engine == "scrapyd" else frozenset()
         self.known = None if known_spiders is None else frozenset(known_spiders)
         self.problems: list[str] = []
 
@@ -217,6 +221,12 @@ class _Checker:
         for name, item in value.items():
             if not pattern.fullmatch(name):
                 self.problems.append(f"{where}: {key} name {_show(name)} is not allowed: {names}")
+                continue
+            if key == "args" and name in self.reserved_args:
+                self.problems.append(
+                    f"{where}: args name {_show(name)} is not allowed with SCHEDULER_ENGINE=scrapyd: Scrapyd takes it "
+                    f"for itself and the spider would never see it ({', '.join(sorted(self.reserved_args))})"
+                )
                 continue
             if key == "settings" and name in RESERVED_SETTINGS:
                 self.problems.append(

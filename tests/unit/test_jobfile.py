@@ -525,3 +525,15 @@ def test_the_commented_examples_of_the_example_projects_file_are_valid_once_unco
     examples = jobs(text, known={"quotes"})
     assert len(examples) > 1 and {j.spider for j in examples} == {"quotes"}
     assert any(j.args for j in examples) and any(j.settings for j in examples) and any(j.paused for j in examples)
+
+
+@pytest.mark.parametrize("name", ["project", "spider", "_version", "jobid", "priority", "setting", "_job"])
+def test_with_the_scrapyd_engine_an_argument_scrapyd_swallows_is_refused_naming_it(name):
+    text = f'[jobs.a]\nspider = "s"\nargs = {{ {name} = "x", q = "ok" }}\n'
+    assert parse(text, "schedule.toml", ENV)[0].args == ((name, "x"), ("q", "ok"))  # local: passed as is
+    with pytest.raises(JobsFileError) as caught:
+        parse(text, "schedule.toml", dataclasses.replace(ENV, engine="scrapyd"))
+    assert caught.value.problems == [
+        f"schedule.toml: job 'a': args name '{name}' is not allowed with SCHEDULER_ENGINE=scrapyd: Scrapyd takes it "
+        "for itself and the spider would never see it (_job, _version, jobid, priority, project, setting, spider)"
+    ]
