@@ -151,7 +151,7 @@ class Settings:
     overdue_check_every: timedelta = variable("SCHEDULER_OVERDUE_CHECK_MINUTES", p.duration("minutes", high=1440),
                                               "5", meaning="how often `overdue_check` runs")  # fmt: skip
     http_port: int = variable(
-        "SCHEDULER_HTTP_PORT", p.integer(0, 65535), "0", shown_default="`0` (off)",
+        "SCHEDULER_HTTP_PORT", p.integer(0, 65535), "0", shown_default="`0` (off; compose: `9464`)",
         meaning="the HTTP endpoint; compose publishes container port 9464 on "
                 "`127.0.0.1:${SCHEDULER_HTTP_HOST_PORT:-9464}`",
     )  # fmt: skip
