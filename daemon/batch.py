@@ -97,7 +97,7 @@ class Batches:
         rows = store.remote_running(now) if reconcile is not None else []
         if not rows:
             return
-        from daemon.dispatch import RemoteRun
+        from daemon.remote import RemoteRun
 
         runs = [RemoteRun(row_id, self._job(job, spider), node, jobid, age_s)
                 for row_id, _, job, spider, node, jobid, _, age_s in rows]  # fmt: skip

@@ -244,7 +244,7 @@ def engine_settings(settings: Settings) -> Any:
     """What the Scrapyd engine takes from the settings: the nodes, their auth and project, the limit
     after which a silent crawl is lost, the grace between cancel and kill. At most as many crawls at
     once as the nodes have slots (SCHEDULER_CONCURRENCY is the local runner's)."""
-    from daemon.dispatch import EngineSettings, Limits
+    from daemon.remote import EngineSettings, Limits
 
     return EngineSettings(
         nodes=settings.scrapyd_nodes, project=settings.scrapyd_project, username=settings.scrapyd_username,

@@ -317,12 +317,12 @@ def has_control_characters(value: str) -> bool:
 
 
 def scrapyd_nodes() -> Parser:
-    """SCRAPYD_NODES through daemon.dispatch.parse_nodes: comma-separated base URLs, each optionally
+    """SCRAPYD_NODES through daemon.remote.parse_nodes: comma-separated base URLs, each optionally
     `=SLOTS`. A node without its own slots gets 0 here, SCRAPYD_NODE_SLOTS later (config.py). An
     error shows each URL as scheme://host:port at most: a path or user info may hold a token."""
 
     def parse(raw: str) -> tuple[Any, ...]:
-        from daemon.dispatch import parse_nodes  # the engine's own rules, imported only when given
+        from daemon.remote import parse_nodes  # the engine's own rules, imported only when given
 
         if not raw.isprintable() or any(ord(c) > 126 for c in raw):
             raise Invalid("printable ASCII only")  # the value is not shown then: only its length

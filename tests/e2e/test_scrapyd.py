@@ -28,7 +28,8 @@ from structlog.testing import capture_logs
 from daemon.clock import SystemClock
 from daemon.config import Secret
 from daemon.crawl import CrawlOutcome
-from daemon.dispatch import EngineSettings, Limits, Node, RemoteRun, ScrapydEngine
+from daemon.dispatch import ScrapydEngine
+from daemon.remote import EngineSettings, Limits, Node, RemoteRun
 from daemon.jobfile import Job, make_job
 from daemon.scrapyd import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, TEST_PROJECT, free_port

@@ -13,7 +13,8 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.config import Secret
-from daemon.dispatch import EngineSettings, Node, ScrapydEngine
+from daemon.dispatch import ScrapydEngine
+from daemon.remote import EngineSettings, Node
 from daemon.jobfile import make_job
 from daemon.scrapyd import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, free_port

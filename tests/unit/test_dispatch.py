@@ -12,14 +12,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.crawl import CrawlOutcome
-from daemon.dispatch import (
+from daemon.dispatch import ScrapydEngine
+from daemon.remote import (
     Action,
     EngineSettings,
     Limits,
     Node,
     Observation,
     RemoteRun,
-    ScrapydEngine,
     choose_node,
     classify,
     log_says_closed,
