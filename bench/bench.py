@@ -556,13 +556,13 @@ def fast_catch_up(world: World, reps: int) -> dict[str, Any]:
         wait_event(logfile, "run_not_due", 60, proc)
     latencies, listings, phases = [], [], {}
     for rep in range(reps):
-        db = world.database(template=prepared)
-        conn = world.pg.connect(db)
+        dbname = world.database(template=prepared)
+        conn = world.pg.connect(dbname)
         rows(conn, "UPDATE spider_runs SET started_at = started_at - interval '5 hours', "
                    "finished_at = finished_at - interval '5 hours'")  # fmt: skip
         published = rows(conn, "SELECT spiders FROM jobs_source")[0][0]
         conn.close()
-        env = world.env(db, SCHEDULER_SPIDERS="bench_000")
+        env = world.env(dbname, SCHEDULER_SPIDERS="bench_000")
         logfile = world.workdir / f"fast-catch-up-{rep}.log"
         world.pg.stop("fast")
         with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
@@ -603,11 +603,11 @@ def commands(world: World, reps: int, spiders: int = 20) -> dict[str, Any]:
     """Each command as a whole process, against the jobs a daemon published (the bench project
     without a jobs file: one job per spider). The daemon is stopped first, so run-now only queues
     its request and no crawl competes for the CPU."""
-    db = world.database()
-    conn = world.pg.connect(db)
+    dbname = world.database()
+    conn = world.pg.connect(dbname)
     insert_completed(conn, [f"bench_{n:03d}" for n in range(spiders)], datetime.now(timezone.utc))
     conn.close()
-    env = world.env(db, spiders)
+    env = world.env(dbname, spiders)
     logfile = world.workdir / "commands-daemon.log"
     with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
         wait_event(logfile, "run_not_due", 60, proc)
@@ -659,11 +659,11 @@ def many_jobs(world: World, spiders: int, argsets: int, reps: int, ticks: int) -
     path = world.workdir / "many-jobs.toml"
     path.write_text(jobs_file(spiders, argsets, "4h"))
     last_job = f"bench_{spiders - 1:03d}-q{argsets - 1:03d}"
-    db = world.database()
-    conn = world.pg.connect(db)
+    dbname = world.database()
+    conn = world.pg.connect(dbname)
     rows(conn, GENERATE_JOB_RUNS, {"spiders": spiders, "argsets": argsets})
     rows(conn, "ANALYZE")
-    env = world.env(db, spiders, SCHEDULER_JOBS_FILE=str(path), SCHEDULER_TICK_SECONDS=str(MANY_JOBS_TICK_SECONDS))
+    env = world.env(dbname, spiders, SCHEDULER_JOBS_FILE=str(path), SCHEDULER_TICK_SECONDS=str(MANY_JOBS_TICK_SECONDS))
     out: dict[str, Any] = {"jobs": count, "spiders": spiders, "argument_sets": argsets,
                            "file_bytes": path.stat().st_size, "tick_s": MANY_JOBS_TICK_SECONDS}  # fmt: skip
     # First start: nothing published yet, so `scrapy list` runs before the first decision.
@@ -757,6 +757,7 @@ def _steps_in_process(env: dict[str, str], ticks: int) -> dict[str, Any]:
                 reading.append((time.perf_counter() - t) * 1000)
     finally:
         scheduler.lease.release()
+        store_conn.close()
     if any(e["event"] in ("run_started", "database_error") for e in events):
         raise RuntimeError(f"the steps were not idle: {[e['event'] for e in events]}")
     return {"jobs": len(catalog.jobs), "from_copy_ms": {"median": round(median(from_copy), 3),
