@@ -81,8 +81,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     make_state_directory(settings)
     path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
     defaults = jobfile.JobDefaults.from_settings(settings)
-    if path is not None:
-        jobrules.load(path, defaults)  # a bad file is exit 2 at once, not after waiting for PostgreSQL
+    # A bad file is exit 2 at once, not after waiting for PostgreSQL.
+    preloaded = jobrules.load(path, defaults) if path is not None else None
     db.answer_within_a_deadline()  # a frozen PostgreSQL never holds the loop (see db.py)
     try:
         conn = db.wait_for_database(settings, stop)
@@ -92,7 +92,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         raise
     source = Store(conn).jobs_source()  # the spiders listed last time: no `scrapy list` before a catch-up
     catalog = open_catalog(path, defaults, settings.spiders, source[3] if source else None,
-                           lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found))  # fmt: skip
+                           lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found),
+                           preloaded=preloaded)  # fmt: skip
     assemble(settings, catalog, stop=stop, force=force, wake=wake, reload=reload, conn=conn).run()
     return 0
 

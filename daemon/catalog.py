@@ -143,11 +143,12 @@ class Catalog:
         if isinstance(listed, Exception):
             log.warning("spider_listing_failed", error=str(listed).splitlines()[0])
             listed = None
+        spiders_changed = False
         if listed is not None:
             listed_now = tuple(sorted(listed))
             if listed_now != self.spiders:
                 log.info("spiders_listed", spiders=list(listed_now))
-                self.dirty = True
+                self.dirty = spiders_changed = True
             self.spiders = listed_now
         now_signature = signature(self.path)
         file_changed = now_signature != self._signature
@@ -155,8 +156,11 @@ class Catalog:
             self._signature = now_signature
             log.info("jobs_reload", reason="sighup" if hup else "file_changed", file=str(self.path or ""))
             self.list_spiders()
-        if listed is None and not hup and not file_changed:
+        if not (hup or file_changed or spiders_changed):
             return False
+        if not (hup or file_changed) and self.path is not None and self.error is None \
+                and {job.spider for job in self.jobs} <= set(self.spiders or ()):  # fmt: skip
+            return False  # the file as loaded still names only spiders the project has: no new parse
         return self._rebuild()
 
     def _rebuild(self) -> bool:
@@ -188,22 +192,25 @@ class Catalog:
 def open_catalog(
     path: Path | None, defaults: JobDefaults, chosen: Sequence[str], stored_spiders: Sequence[str] | None,
     lister: Callable[[], list[str]], resolve: Callable[[list[str]], list[str]], *,
-    on_invalid: Callable[[str], None] = lambda text: None,
+    on_invalid: Callable[[str], None] = lambda text: None, preloaded: tuple[Job, ...] | None = None,
 ) -> Catalog:  # fmt: skip
     """The catalog at start-up, without waiting for `scrapy list` when the spiders listed last time
     (stored with the published jobs) name every spider the jobs need: then the crawls of a catch-up
     start at once and the listing runs beside them. Otherwise (a first start, a job for a spider
     added since) the spiders are listed first. A bad jobs file, or SCHEDULER_SPIDERS naming a spider
-    the project lacks (`resolve`, from daemon/spiders.py), raises: exit 2."""
+    the project lacks (`resolve`, from daemon/spiders.py), raises: exit 2. `preloaded`: the file's
+    jobs as already read (unchecked against the spiders), so a large file is parsed once."""
     stored = tuple(stored_spiders) if stored_spiders else None
-    jobs = jobrules.load(path, defaults, None) if path is not None else ()  # the file's own problems first
+    if path is not None and preloaded is None:
+        preloaded = jobrules.load(path, defaults, None)  # the file's own problems first
+    jobs = preloaded or ()
     needed = {job.spider for job in jobs} if path is not None else set(chosen)
     listed = lister() if stored is None or not needed <= set(stored) else None
     spiders = tuple(sorted(listed)) if listed is not None else stored
-    if path is not None:
-        jobs = jobrules.load(path, defaults, spiders)
-    else:
+    if path is None:
         jobs = jobfile.default_jobs(resolve(list(spiders or ())), defaults)
+    elif not needed <= set(spiders or ()):
+        jobs = jobrules.load(path, defaults, spiders)  # raises, naming the spiders the project lacks
     catalog = Catalog(path, defaults, lister, jobs=jobs, spiders=spiders, chosen=chosen, on_invalid=on_invalid)
     if listed is None:
         catalog.list_spiders()  # beside the catch-up: spiders added or removed since the last listing

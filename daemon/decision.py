@@ -97,22 +97,24 @@ def retry_backoff(failures: int, retry_delay: timedelta, interval: timedelta) ->
     return timedelta(seconds=min(seconds, interval.total_seconds()))
 
 
-def plan_spider(history: SpiderHistory, now: datetime, interval: timedelta, retry_delay: timedelta) -> SpiderPlan:
+def plan_spider(history: SpiderHistory, now: datetime, interval: timedelta, retry_delay: timedelta,
+                every: timedelta | None = None) -> SpiderPlan:  # fmt: skip
+    """`every`: the interval recorded on the plan (plan_job's), built at once: a tick plans every job."""
     if history.consecutive_failures > 0 and history.last_failure_at is not None:
         if history.last_failure_at - now > CLOCK_SKEW_TOLERANCE:
-            return SpiderPlan(history.spider, now, "clock_skew", clock_skew=True)
+            return SpiderPlan(history.spider, now, "clock_skew", clock_skew=True, every=every)
         backoff = retry_backoff(history.consecutive_failures, retry_delay, interval)
-        return SpiderPlan(history.spider, history.last_failure_at + backoff, "retry")
+        return SpiderPlan(history.spider, history.last_failure_at + backoff, "retry", every=every)
     if history.last_success_at is None:
-        return SpiderPlan(history.spider, None, "never_run")
+        return SpiderPlan(history.spider, None, "never_run", every=every)
     if history.last_success_at - now > CLOCK_SKEW_TOLERANCE:
-        return SpiderPlan(history.spider, now, "clock_skew", clock_skew=True)
-    return SpiderPlan(history.spider, history.last_success_at + interval, "interval")
+        return SpiderPlan(history.spider, now, "clock_skew", clock_skew=True, every=every)
+    return SpiderPlan(history.spider, history.last_success_at + interval, "interval", every=every)
 
 
 def plan_job(history: SpiderHistory, now: datetime, cadence: Cadence) -> SpiderPlan:
     """A job's plan: as a spider's by its own interval and retry delay, unless it is paused."""
-    plan = dataclasses.replace(plan_spider(history, now, cadence.every, cadence.retry_delay), every=cadence.every)
+    plan = plan_spider(history, now, cadence.every, cadence.retry_delay, cadence.every)
     if not cadence.paused or (cadence.paused_until is not None and cadence.paused_until <= now):
         return plan
     if cadence.paused_until is None:
@@ -148,8 +150,9 @@ def hold_back(
     time plus its delay from `delays` (keyed by spider and due time; a missing key: no delay).
     Returns what runs now and when the earliest held-back run becomes due (None: none held)."""
     held: dict[str, datetime] = {}
+    due_set = set(due)
     for p in plan.spiders:
-        if p.spider not in due or p.reason != "interval" or p.spider in requested or p.due_at is None:
+        if p.spider not in due_set or p.reason != "interval" or p.spider in requested or p.due_at is None:
             continue
         until = p.due_at + delays.get((p.spider, p.due_at), timedelta(0))
         if plan.now < until:

@@ -38,9 +38,10 @@ class Jitter:
         first, self._first_decision = self._first_decision, False
         if first:
             return tuple(due), None
+        due_set = set(due)
         for p in plan.spiders:
             key = (p.spider, p.due_at)
-            if p.spider in due and p.reason == "interval" and p.spider not in requested and p.due_at is not None \
+            if p.spider in due_set and p.reason == "interval" and p.spider not in requested and p.due_at is not None \
                     and key not in self._delays and self.most(p.spider):  # fmt: skip
                 self._delays[key] = timedelta(seconds=self.draw(self.most(p.spider).total_seconds()))  # type: ignore[index]
                 log.info("run_jittered", spider=p.spider, delay_s=round(self._delays[key].total_seconds(), 1))  # type: ignore[index]

@@ -50,10 +50,11 @@ class Observer:
         if key != self._decision_key:
             self._decision_key = key
             log_decision(plan, histories, self.interval_hours, self.timezone)
-        for h in histories:
-            if h.last_success_at is not None:
-                self.metrics.last_success.labels(h.spider, spider_of(h.spider)).set(h.last_success_at.timestamp())
-        self._export_jobs(plan, histories, spider_of)
+        if self.metrics.registry is not None:  # nobody can read them while the endpoint is off
+            for h in histories:
+                if h.last_success_at is not None:
+                    self.metrics.last_success.labels(h.spider, spider_of(h.spider)).set(h.last_success_at.timestamp())
+            self._export_jobs(plan, histories, spider_of)
         next_due = plan.next_due_at
         waiting = not plan.due and next_due is not None
         self.metrics.until_next_due.set((next_due - plan.now).total_seconds() if waiting else 0.0)  # type: ignore[operator]
