@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from daemon import queries
+from daemon import board_queries, queries
 from daemon.jobfile import Job
 
 
@@ -29,13 +29,13 @@ class Board:
 
     # run-now requests
     def request_run(self, spiders: list[str] | None) -> int:
-        request_id = int(self._one(queries.INSERT_RUN_REQUEST, {"spiders": spiders}))
-        self._one(queries.NOTIFY_RUN_NOW, {"id": request_id})
+        request_id = int(self._one(board_queries.INSERT_RUN_REQUEST, {"spiders": spiders}))
+        self._one(board_queries.NOTIFY_RUN_NOW, {"id": request_id})
         return request_id
 
     def take_requests(self, now: datetime) -> list[tuple[int, list[str] | None]]:
         with self.conn.cursor() as cur:
-            cur.execute(queries.TAKE_RUN_REQUESTS, {"now": now})
+            cur.execute(board_queries.TAKE_RUN_REQUESTS, {"now": now})
             return [(r[0], r[1]) for r in cur.fetchall()]
 
     # jobs: published by the lock holder, read by the commands
@@ -53,14 +53,14 @@ class Board:
         source = {"path": path, "error": error, "spiders": None if spiders is None else list(spiders),
                   "now": now, "owner": owner}  # fmt: skip
         with self._transaction() as cur:
-            cur.execute(queries.DELETE_JOBS)
-            cur.execute(queries.INSERT_JOBS, {"jobs": json.dumps(rows)})
-            cur.execute(queries.PUBLISH_JOBS_SOURCE, source)
+            cur.execute(board_queries.DELETE_JOBS)
+            cur.execute(board_queries.INSERT_JOBS, {"jobs": json.dumps(rows)})
+            cur.execute(board_queries.PUBLISH_JOBS_SOURCE, source)
 
     def published_jobs(self) -> list[Job]:
         """The published jobs, in the file's order."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.PUBLISHED_JOBS)
+            cur.execute(board_queries.PUBLISHED_JOBS)
             return [
                 Job(name=name, spider=spider, args=tuple(args.items()), settings=tuple(settings.items()),
                     every=timedelta(seconds=every), timeout=timedelta(seconds=timeout),
@@ -73,84 +73,84 @@ class Board:
     def jobs_source(self) -> tuple[str | None, datetime | None, str | None, list[str] | None, datetime | None] | None:
         """(path, loaded_at, error, spiders, listed_at) of the published jobs; None: never published."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.JOBS_SOURCE)
+            cur.execute(board_queries.JOBS_SOURCE)
             row = cur.fetchone()
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     def pause(self, job: str, until: datetime | None, now: datetime) -> None:
         """Pause `job` until `until` (None: until resumed), for every daemon."""
-        self._count(queries.PAUSE_JOB, {"job": job, "until": until, "now": now})
-        self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "pause"})
+        self._count(board_queries.PAUSE_JOB, {"job": job, "until": until, "now": now})
+        self._one(board_queries.NOTIFY_JOBS_CHANGED, {"what": "pause"})
 
     def resume(self, job: str) -> bool:
         """End `job`'s pause; False when it had none."""
-        resumed = self._count(queries.RESUME_JOB, {"job": job}) == 1
+        resumed = self._count(board_queries.RESUME_JOB, {"job": job}) == 1
         if resumed:
-            self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "resume"})
+            self._one(board_queries.NOTIFY_JOBS_CHANGED, {"what": "resume"})
         return resumed
 
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         """job -> until when it is paused (None: until resumed); pauses over by `now` are left out."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.PAUSES, {"now": now})
+            cur.execute(board_queries.PAUSES, {"now": now})
             return dict(cur.fetchall())
 
     def request_cancel(self, jobs: Sequence[str]) -> int:
         """Ask the lock holder to stop these jobs' running crawls; returns how many were asked for."""
-        queued = self._count(queries.INSERT_CANCEL_REQUESTS, {"jobs": list(jobs)})
+        queued = self._count(board_queries.INSERT_CANCEL_REQUESTS, {"jobs": list(jobs)})
         if queued:
-            self._one(queries.NOTIFY_JOBS_CHANGED, {"what": "cancel"})
+            self._one(board_queries.NOTIFY_JOBS_CHANGED, {"what": "cancel"})
         return queued
 
     def take_cancels(self, now: datetime) -> list[str]:
         """The jobs asked to be cancelled since the last take, each once, oldest request first."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.TAKE_CANCEL_REQUESTS, {"now": now})
+            cur.execute(board_queries.TAKE_CANCEL_REQUESTS, {"now": now})
             return [r[0] for r in cur.fetchall()]
 
     # status
     def known_spiders(self) -> list[str]:
         with self.conn.cursor() as cur:
-            cur.execute(queries.KNOWN_SPIDERS)
+            cur.execute(board_queries.KNOWN_SPIDERS)
             return [r[0] for r in cur.fetchall()]
 
     def latest_spider_runs(self, spiders: Sequence[str]) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
-            cur.execute(queries.LATEST_SPIDER_RUNS, {"spiders": list(spiders)})
+            cur.execute(board_queries.LATEST_SPIDER_RUNS, {"spiders": list(spiders)})
             return cur.fetchall()
 
     def latest_job_runs(self, jobs: Sequence[str]) -> list[tuple[Any, ...]]:
         """Each job's newest crawl, in the order asked: (job, started_at, finished_at, status,
         failure, items_scraped, message), all None after the job's name when it never ran."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.LATEST_JOB_RUNS, {"jobs": list(jobs)})
+            cur.execute(board_queries.LATEST_JOB_RUNS, {"jobs": list(jobs)})
             return cur.fetchall()
 
     def latest_run(self) -> tuple[Any, ...] | None:
         with self.conn.cursor() as cur:
-            cur.execute(queries.LATEST_RUN)
+            cur.execute(board_queries.LATEST_RUN)
             return cur.fetchone()
 
     def pending_requests(self) -> int:
-        return int(self._one(queries.PENDING_RUN_REQUESTS, {}))
+        return int(self._one(board_queries.PENDING_RUN_REQUESTS, {}))
 
     # explain
     def runner_holder(self) -> tuple[bool, str | None, datetime | None]:
         """(whether any session holds the runner lock, the holder recorded, since when)."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.RUNNER_HOLDER, {"key": queries.RUNNER_LOCK_KEY})
+            cur.execute(board_queries.RUNNER_HOLDER, {"key": queries.RUNNER_LOCK_KEY})
             locked, owner, since = cur.fetchone()
         return bool(locked), owner, since
 
     def run_under_way(self) -> tuple[datetime, int, int, int] | None:
         """(started at, crawls planned, started, running) of the run still 'running', or None."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.RUN_UNDER_WAY)
+            cur.execute(board_queries.RUN_UNDER_WAY)
             row = cur.fetchone()
         return None if row is None else (row[0], int(row[1]), int(row[2]), int(row[3]))
 
     def pending_request_for(self, job: str, spider: str) -> datetime | None:
         """When the oldest run-now request naming `job` (or its spider, or every job) not yet taken
         was made; None: there is none."""
-        return self._one(queries.PENDING_RUN_REQUEST_FOR, {"job": job, "spider": spider})
+        return self._one(board_queries.PENDING_RUN_REQUEST_FOR, {"job": job, "spider": spider})
 

@@ -2,7 +2,7 @@
 
 Each variable is declared once, as a field of `Settings`: its name, parser (with the text of what
 it allows), default and meaning. `Settings.from_mapping(environ)` reads them in three steps: the
-pure parsers (daemon/settings_parsers.py), the checks that take two values together, and the file
+pure parsers (daemon/settings_parsers.py, daemon/address_parsers.py), the checks that take two values together, and the file
 probes (daemon/settings_probes.py: the state directory, the password file, the project). Every
 problem is collected and raised at once in one `ConfigError`, one line each: the variable, the
 value (never a secret) and what is allowed. Nothing here reads `os.environ` by itself, so tests
@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from daemon import address_parsers as a
 from daemon import settings_parsers as p
-from daemon import settings_probes, statedir
+from daemon import settings_checks as checks
+from daemon import statedir
 from daemon.errors import ConfigError
 from daemon.settings_parsers import SPIDER_NAME, Secret
 
@@ -66,7 +68,7 @@ class Settings:
     # PostgreSQL. DB_PORT comes first: a Unix-socket DB_HOST is checked against it.
     db_port: int = variable("DB_PORT", p.integer(1, 65535), "5432", meaning="PostgreSQL port")
     db_host: str = variable(
-        "DB_HOST", p.db_host(), "localhost", meaning="PostgreSQL host",
+        "DB_HOST", a.db_host(), "localhost", meaning="PostgreSQL host",
         shown_default="`localhost` (`.env.example`: `postgres`)",
         note="`_` as Docker service names use it, never all-digit like `1.2.3`; `fe80::1%eth0` too; a socket "
              "directory as libpq takes it (`<dir>/.s.PGSQL.<port>` must fit in 107 bytes; it may appear later)",
@@ -156,7 +158,7 @@ class Settings:
                 "`127.0.0.1:${SCHEDULER_HTTP_HOST_PORT:-9464}`",
     )  # fmt: skip
     http_host: str = variable(
-        "SCHEDULER_HTTP_HOST", p.host(), "127.0.0.1", meaning="where the endpoint listens",
+        "SCHEDULER_HTTP_HOST", a.host(), "127.0.0.1", meaning="where the endpoint listens",
         shown_default="`127.0.0.1` (compose: `0.0.0.0`)", note="`0.0.0.0` and `::` too",
     )  # fmt: skip
     http_user: str | None = variable(
@@ -172,7 +174,7 @@ class Settings:
         meaning="file holding the page's password, its first line; not together with `SCHEDULER_HTTP_PASSWORD`",
     )  # fmt: skip
     http_allowed_hosts: tuple[str, ...] = variable(
-        "SCHEDULER_HTTP_ALLOWED_HOSTS", p.host_list(), shown_default="empty (loopback names, the bound address)",
+        "SCHEDULER_HTTP_ALLOWED_HOSTS", a.host_list(), shown_default="empty (loopback names, the bound address)",
         meaning="more `Host` headers the page answers (a name behind a reverse proxy); any other is refused "
                 "(DNS rebinding)",
     )  # fmt: skip
@@ -188,13 +190,13 @@ class Settings:
         meaning="`cache_cleanup` warns when the HTTP cache holds more than 90 % of this",
     )  # fmt: skip
     alert_webhook_url: Secret = variable(
-        "ALERT_WEBHOOK_URL", p.url(), shown_default="unset", note="an error shows at most scheme, host and port",
+        "ALERT_WEBHOOK_URL", a.url(), shown_default="unset", note="an error shows at most scheme, host and port",
         meaning="each alert is POSTed as JSON with a `text` field (Slack/Mattermost incoming webhooks show it); "
                 "never logged",
     )  # fmt: skip
     # Pings append /start and /fail to it: a query or a fragment would swallow them.
     healthcheck_ping_url: Secret = variable(
-        "HEALTHCHECK_PING_URL", p.url(query_allowed=False), shown_default="unset",
+        "HEALTHCHECK_PING_URL", a.url(query_allowed=False), shown_default="unset",
         meaning="healthchecks.io-style pings: `/start` when a run starts, the bare URL on success, `/fail` on "
                 "failure",
     )  # fmt: skip
@@ -205,7 +207,7 @@ class Settings:
                 "Scrapyd nodes of `SCRAPYD_NODES`",
     )  # fmt: skip
     scrapyd_nodes: tuple[Any, ...] = variable(
-        "SCRAPYD_NODES", p.scrapyd_nodes(), shown_default="unset", note="required with `SCHEDULER_ENGINE=scrapyd`; "
+        "SCRAPYD_NODES", a.scrapyd_nodes(), shown_default="unset", note="required with `SCHEDULER_ENGINE=scrapyd`; "
         "an error shows at most scheme, host and port",
         meaning="the Scrapyd nodes, e.g. `http://scrapyd-1:6800=2,http://scrapyd-2:6800`: `=N` is how many crawls "
                 "that node runs at once (at most its `max_proc`); with scrapyd these slots, not "
@@ -248,10 +250,10 @@ class Settings:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         values, texts, problems = _parse(env)
-        late = _check_together(values, texts, env, problems)
-        _probe(values, texts, problems)
-        _check_auth(texts, env, problems)
-        _check_engine(values, problems)
+        late = checks.together(values, texts, env, problems, _BY_NAME)
+        checks.probe(values, texts, problems, _BY_NAME)
+        checks.auth(texts, env, problems)
+        checks.engine(values, problems, _BY_NAME)
         if problems or late:
             raise ConfigError([problems[v.name] for v in VARIABLES if v.name in problems] + late)
         if not values["alert_after"]:
@@ -292,83 +294,6 @@ def _fallback(var: Variable, env: Mapping[str, str]) -> Any:
         return var.parser.unset if default is None else var.parser.parse(default)
     except ValueError:
         return var.parser.unset
-
-
-def _check_together(values: dict[str, Any], texts: dict[str, str], env: Mapping[str, str],
-                    problems: dict[str, str]) -> list[str]:  # fmt: skip
-    """The rules that take two values together; returns the lines that name two variables."""
-    if "DB_HOST" not in problems:
-        detail = p.socket_path_problem(values["db_host"], values["db_port"])
-        if detail is not None:
-            problems["DB_HOST"] = _BY_NAME["DB_HOST"].parser.problem("DB_HOST", texts["DB_HOST"], detail)
-    for password, file in (("DB_PASSWORD", "DB_PASSWORD_FILE"), ("SCHEDULER_HTTP_PASSWORD", "SCHEDULER_HTTP_PASSWORD_FILE"),
-                           ("SCRAPYD_PASSWORD", "SCRAPYD_PASSWORD_FILE")):
-        if env.get(password) and file in texts:
-            problems.pop(password, None)
-            problems[file] = f"{password} and {file}={p.show(texts[file])} are both set: set only one of them"
-    if {"SCHEDULER_HISTORY_RETENTION_DAYS", "SCHEDULER_INTERVAL_HOURS"} & problems.keys():
-        return []
-    interval_hours = values["interval"].total_seconds() / 3600
-    if values["history_retention_days"] * 24 >= 2 * interval_hours:
-        return []
-    # Retention shorter than the history the decision reads would delete a spider's last success
-    # and run it again and again: keep at least two intervals. The line names the setting that was
-    # given first (the other may be a default).
-    retention = ("SCHEDULER_HISTORY_RETENTION_DAYS", f"{values['history_retention_days']:g}")
-    interval = ("SCHEDULER_INTERVAL_HOURS", f"{interval_hours:g}")
-    first, other = (retention, interval) if env.get(retention[0]) else (interval, retention)
-    return [
-        f"{first[0]}={p.show(first[1])} is not allowed with {other[0]}={p.show(other[1])}: the history kept must "
-        f"cover at least two intervals ({2 * interval_hours / 24:g} days or more)"
-    ]
-
-
-def _check_auth(texts: dict[str, str], env: Mapping[str, str], problems: dict[str, str]) -> None:
-    """Basic auth (the page's, the Scrapyd nodes') needs a user and a password (or its file), or neither."""
-    for user_name, password in (("SCHEDULER_HTTP_USER", "SCHEDULER_HTTP_PASSWORD"),
-                                ("SCRAPYD_USERNAME", "SCRAPYD_PASSWORD")):  # fmt: skip
-        names = (user_name, password, password + "_FILE")
-        given = [n for n in names if (env.get(n) if n == password else n in texts)]
-        user = user_name in given
-        if problems.keys() & set(names) or user == (len(given) - user > 0):
-            continue
-        name = given[0]
-        shown = p.hidden("") if name == password else p.show(texts[name])
-        missing = user_name if name != user_name else f"{password} or its _FILE"
-        problems[name] = f"{name}={shown} is not allowed without {missing}: basic auth needs both a user and a password"
-
-
-def _check_engine(values: dict[str, Any], problems: dict[str, str]) -> None:
-    """The scrapyd engine needs its nodes; a node listed without `=N` gets SCRAPYD_NODE_SLOTS."""
-    values["scrapyd_nodes"] = tuple(
-        dataclasses.replace(node, slots=node.slots or values["scrapyd_node_slots"]) for node in values["scrapyd_nodes"]
-    )
-    if values["engine"] == "scrapyd" and not values["scrapyd_nodes"] and "SCRAPYD_NODES" not in problems:
-        problems["SCRAPYD_NODES"] = _BY_NAME["SCRAPYD_NODES"].parser.problem(
-            "SCRAPYD_NODES", "", "required with SCHEDULER_ENGINE=scrapyd"
-        )
-
-
-def _probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, str]) -> None:
-    """What only the file system can tell, for the values that parsed well (reads, never creates)."""
-    probes: list[tuple[str, Callable[[Path], str | None]]] = [
-        ("SCRAPY_PROJECT_DIR", settings_probes.project_problem),
-        ("SCHEDULER_STATE_DIR", settings_probes.directory_problem),
-    ]
-    for name, probe in probes:
-        var = _BY_NAME[name]
-        if name not in problems and (detail := probe(values[var.field])) is not None:
-            problems[name] = var.parser.problem(name, texts[name], detail)
-    for name, field in (("DB_PASSWORD_FILE", "db_password"), ("SCHEDULER_HTTP_PASSWORD_FILE", "http_password"),
-                        ("SCRAPYD_PASSWORD_FILE", "scrapyd_password")):  # fmt: skip
-        path = values[_BY_NAME[name].field]
-        if path is None or name in problems:
-            continue
-        detail, line = settings_probes.read_password_file(path)
-        if detail is not None:
-            problems[name] = _BY_NAME[name].parser.problem(name, texts[name], detail)
-        else:
-            values[field] = Secret(line)
 
 
 def settings_table() -> str:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.extensions
 
-from daemon import queries, timeline
+from daemon import board_queries, timeline
 from daemon.config import Settings
 from daemon.decision import Plan, SpiderHistory, SpiderPlan
 from daemon.jobfile import Job
@@ -128,9 +128,9 @@ def overview(store: Store, settings: Settings, now: datetime, days: int, *, job:
     plan, histories, _ = plan_jobs(store, settings, now, jobs)
     names = [j.name for j in jobs]
     with store.conn.cursor() as cur:
-        cur.execute(queries.PAGE_CRAWLS, {"jobs": names, "since": since})
+        cur.execute(board_queries.PAGE_CRAWLS, {"jobs": names, "since": since})
         crawls = [timeline.Crawl(*row) for row in cur.fetchall()]
-        cur.execute(queries.PAGE_SUCCESSES_BEFORE, {"jobs": names, "since": since})
+        cur.execute(board_queries.PAGE_SUCCESSES_BEFORE, {"jobs": names, "since": since})
         before = dict(cur.fetchall())
     return assemble(jobs, plan, histories, crawls, before, now=now, days=days, tick=settings.tick_seconds,
                     tz=settings.timezone, failed_only=failed_only, file_error=source[2] if source else None,
@@ -161,11 +161,11 @@ def assemble(jobs: Sequence[Job], plan: Plan, histories: Sequence[SpiderHistory]
 
 def crawl_detail(store: Store, crawl_id: int) -> CrawlDetail | None:
     with store.conn.cursor() as cur:
-        cur.execute(queries.PAGE_CRAWL, {"id": crawl_id})
+        cur.execute(board_queries.PAGE_CRAWL, {"id": crawl_id})
         row = cur.fetchone()
         if row is None:
             return None
-        cur.execute(queries.PAGE_NEIGHBOURS, {"job": row[1], "id": crawl_id})
+        cur.execute(board_queries.PAGE_NEIGHBOURS, {"job": row[1], "id": crawl_id})
         previous, following = cur.fetchone()
     run_id, args, crawl_settings, stats, log_tail = row[12:]
     return CrawlDetail(timeline.Crawl(*row[:12]), run_id, args, crawl_settings, stats, log_tail, previous, following)

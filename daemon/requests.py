@@ -14,7 +14,7 @@ from datetime import datetime
 import psycopg2
 import structlog
 
-from daemon import db, queries
+from daemon import board_queries, db
 from daemon.config import Settings
 from daemon.store import Store
 
@@ -48,7 +48,7 @@ class RunNowListener(threading.Thread):
         conn = db.connect(self.settings)
         try:
             with conn.cursor() as cur:
-                cur.execute(queries.LISTEN_RUN_NOW)
+                cur.execute(board_queries.LISTEN_RUN_NOW)
             self._heard()  # anything requested while nobody listened
             while not self.stop.is_set():
                 readable, _, _ = select.select([conn], [], [], WAKE_EVERY_SECONDS)

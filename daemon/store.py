@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from daemon import queries
+from daemon import board_queries, queries
 from daemon.board import Board
 from daemon.decision import SpiderHistory
 
@@ -159,12 +159,12 @@ class Store(Board):
     def crawl_for_log(self, job: str, run_id: int | None) -> tuple[Any, ...] | None:
         """(id, job, spider, status, started_at, finished_at, pid, log_tail) of a crawl of `job`."""
         with self.conn.cursor() as cur:
-            cur.execute(queries.CRAWL_FOR_LOG, {"job": job, "id": run_id})
+            cur.execute(board_queries.CRAWL_FOR_LOG, {"job": job, "id": run_id})
             return cur.fetchone()
 
     def job_names(self) -> list[str]:
         with self.conn.cursor() as cur:
-            cur.execute(queries.JOB_NAMES)
+            cur.execute(board_queries.JOB_NAMES)
             return [r[0] for r in cur.fetchall()]
 
     # housekeeping jobs

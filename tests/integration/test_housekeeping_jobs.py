@@ -14,7 +14,7 @@ from daemon.store import Store
 from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
 
 
-def jobs_for(env, conn, spiders=None) -> Jobs:
+def jobs_for(env, conn, spiders=None) -> Housekeeping:
     """Jobs as the daemon builds them; `spiders` are those it runs (by default SCHEDULER_SPIDERS)."""
     store = Store(conn)
     settings = Settings.from_mapping(env)

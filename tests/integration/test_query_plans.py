@@ -7,10 +7,15 @@ import json
 
 import pytest
 
-from daemon import queries
+from daemon import board_queries, queries
 from tests.helpers import rows
 
 SPIDERS = [f"s{n:02d}" for n in range(20)]
+
+
+def _query(name: str) -> str:
+    """A named query of the loop (daemon/queries.py) or of the board (daemon/board_queries.py)."""
+    return getattr(queries, name, None) or getattr(board_queries, name)
 
 
 def _scans(db, sql: str, params: dict) -> list[tuple[str, str | None]]:
@@ -39,7 +44,7 @@ def test_a_spiders_newest_row_is_found_through_a_spider_index_never_by_walking_t
              "SELECT n, 's' || lpad((n %% CASE WHEN n <= 18000 THEN 20 ELSE 2 END)::text, 2, '0'), "
              "'completed', now(), now() FROM generate_series(1, 20000) AS n")  # fmt: skip
     rows(db, "ANALYZE spider_runs")
-    scans = _scans(db, getattr(queries, name), {"spiders": [*SPIDERS, "never_ran"]})
+    scans = _scans(db, _query(name), {"spiders": [*SPIDERS, "never_ran"]})
     assert any(index and index.startswith("spider_runs_spider") for _, index in scans), scans
     assert not [s for s in scans if s[0] == "Seq Scan" or s[1] == "spider_runs_pkey"], scans
 
@@ -76,7 +81,7 @@ def test_a_jobs_newest_row_is_found_through_a_job_index_never_by_walking_the_tab
              "SELECT n, 'j' || lpad((n %% CASE WHEN n <= 18000 THEN 20 ELSE 2 END)::text, 2, '0'), "
              "'s' || (n %% 2)::text, 'completed', now(), now() FROM generate_series(1, 20000) AS n")  # fmt: skip
     rows(db, "ANALYZE spider_runs")
-    scans = _scans(db, getattr(queries, name), {"jobs": [*JOBS, "never_ran"], "spiders": [*JOBS, "never_ran"]})
+    scans = _scans(db, _query(name), {"jobs": [*JOBS, "never_ran"], "spiders": [*JOBS, "never_ran"]})
     assert any(index and index.startswith("spider_runs_job_") for _, index in scans), scans
     assert not [s for s in scans if s[0] == "Seq Scan" or s[1] == "spider_runs_pkey"], scans
 

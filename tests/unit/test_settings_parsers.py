@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon import address_parsers as a
 from daemon import settings_parsers as p
 from daemon.secret import Secret
 
@@ -23,14 +24,14 @@ CASES = [
     (p.boolean(), "YES", True), (p.boolean(), "off", False), (p.boolean(), "maybe", REFUSED),
     (p.choice("auto", "json"), "JSON", "json"), (p.choice("DEBUG", "INFO", upper=True), "info", "INFO"),
     (p.choice("auto", "json"), "xml", REFUSED), (p.only("1"), "1", 1), (p.only("1"), "2", REFUSED),
-    (p.host(), "db.example.com", "db.example.com"), (p.host(), "fe80::1%eth0", "fe80::1%eth0"),
-    (p.host(), "1.2.3", REFUSED), (p.host(), "[::1]", REFUSED),
-    (p.db_host(), "/var/run/postgresql", "/var/run/postgresql"), (p.db_host(), "db:5432", REFUSED),
+    (a.host(), "db.example.com", "db.example.com"), (a.host(), "fe80::1%eth0", "fe80::1%eth0"),
+    (a.host(), "1.2.3", REFUSED), (a.host(), "[::1]", REFUSED),
+    (a.db_host(), "/var/run/postgresql", "/var/run/postgresql"), (a.db_host(), "db:5432", REFUSED),
     (p.pg_name(), "é" * 31, "é" * 31), (p.pg_name(), "é" * 32, REFUSED), (p.pg_name(), "a\u200bb", REFUSED),
     (p.password(), " spaced ", Secret(" spaced ")), (p.password(), "pw\r", REFUSED),
     (p.spiders(), "ok, boom", ("ok", "boom")), (p.spiders(), "ok,ok", REFUSED), (p.spiders(), ",", REFUSED),
-    (p.url(), "https://h.example/x?y=1", Secret("https://h.example/x?y=1")), (p.url(), "ftp://h.example/", REFUSED),
-    (p.url(query_allowed=False), "https://h.example/x?y=1", REFUSED),
+    (a.url(), "https://h.example/x?y=1", Secret("https://h.example/x?y=1")), (a.url(), "ftp://h.example/", REFUSED),
+    (a.url(query_allowed=False), "https://h.example/x?y=1", REFUSED),
     # Pure: a path that does not exist parses; whether it will do is the probes' to say.
     (p.absolute_path("a path"), "/nonexistent/dir", Path("/nonexistent/dir")),
     (p.absolute_path("a path"), "rel", REFUSED),
@@ -52,11 +53,11 @@ def test_each_parser_turns_text_into_a_value_or_refuses_it(parser, text, expecte
     [
         (p.integer(1, 64), "0", "X='0' is not allowed: a whole number from 1 to 64"),
         (p.password(), "pw\n", "X=<hidden> is not allowed: a password without control characters"),
-        (p.url(), "https://u:T0K3N@h.example:8080/T0K3N", "X='https://h.example:8080/...' is not allowed: an http://"),
-        (p.url(), "https://[::1/T0K3N", "X=<hidden> is not allowed"),
+        (a.url(), "https://u:T0K3N@h.example:8080/T0K3N", "X='https://h.example:8080/...' is not allowed: an http://"),
+        (a.url(), "https://[::1/T0K3N", "X=<hidden> is not allowed"),
         (p.absolute_path("a path", relative="this path is relative"), "rel",
          "X='rel' is not allowed: a path (this path is relative)"),
-        (p.db_host(), "/tmp/\x1b[2J", "X='/tmp/\\x1b[2J' is not allowed: a host name"),
+        (a.db_host(), "/tmp/\x1b[2J", "X='/tmp/\\x1b[2J' is not allowed: a host name"),
     ],
 )  # fmt: skip
 def test_a_refused_value_is_one_line_naming_what_is_allowed_and_never_a_secret(parser, text, line):
@@ -68,6 +69,6 @@ def test_a_refused_value_is_one_line_naming_what_is_allowed_and_never_a_secret(p
 
 def test_a_socket_directory_must_leave_room_for_the_socket_file():
     fits = "/" + "d" * (107 - len("/.s.PGSQL.5432") - 1)
-    assert p.socket_path_problem(fits, 5432) is None
-    assert p.socket_path_problem(fits, 15432) == "the socket path, 108 bytes, must fit in 107"
-    assert p.socket_path_problem("db.example.com", 5432) is None  # not a directory
+    assert a.socket_path_problem(fits, 5432) is None
+    assert a.socket_path_problem(fits, 15432) == "the socket path, 108 bytes, must fit in 107"
+    assert a.socket_path_problem("db.example.com", 5432) is None  # not a directory
