@@ -6,6 +6,7 @@ is checked against the spiders' own side channel as well as against the database
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -362,13 +363,21 @@ def _postgres_processes(pg_server) -> list[int]:
     return [postmaster, *map(int, children)]
 
 
+def _signal_each(pids: list[int], sig: signal.Signals) -> None:
+    """Signal each process; one that has exited since it was listed (a short-lived backend) is skipped."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_frozen_postgres_never_holds_the_daemon_and_nothing_is_lost(pg_server, base_env, db, daemon_factory):
     """PostgreSQL frozen (SIGSTOP of the server, as `docker pause` does): the kernel still answers
     for it, so no TCP keepalive ever fires and a blocking statement would wait for as long as the
     freeze lasts. The daemon stops waiting after its deadline, so a SIGTERM mid-run is acted upon
     while the server stays frozen; the interrupted crawl goes to the journal and reaches the
     database once the server thaws."""
-    import os
 
     env = {**base_env, "SCHEDULER_SPIDERS": "slow", "SLOW_SECONDS": "60"}
     d = daemon_factory(env).start()
@@ -377,17 +386,15 @@ def test_a_frozen_postgres_never_holds_the_daemon_and_nothing_is_lost(pg_server,
     [(crawl_pid,)] = rows(db, "SELECT pid FROM spider_runs")
     db.close()
     frozen = _postgres_processes(pg_server)
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
     try:
+        _signal_each(frozen, signal.SIGSTOP)
         time.sleep(2)  # the daemon's next lease refresh is now waiting on the frozen server
         d.signal(signal.SIGTERM)
         assert d.wait(timeout=90) == 0, "the daemon was held by a frozen PostgreSQL"
         assert not alive(crawl_pid)
         assert '"run_journaled"' in d.output()
     finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+        _signal_each(frozen, signal.SIGCONT)  # whatever happened above: never leave the server frozen
     again = daemon_factory({**env, "SCHEDULER_SPIDERS": "ok"}).start()
     conn = pg_server.connect(env["DB_NAME"])
     try:
