@@ -9,7 +9,7 @@ What differs is only where the run's start and end are written.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import psycopg2
@@ -107,18 +107,8 @@ class Batches:
         recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
         recorder.started_at.update({row[0]: row[6] for row in rows})
         due = [r.job for r in runs]
-        self.lease.run_began(run_id)
-        self.observer.run_started(now)
-        try:
-            outcomes = reconcile(runs, recorder.finished, recorder.dispatched)
-        finally:
-            self.lease.run_ended()
-            self.history.invalidate()
-            self.observer.run_stopped()
-        for r in recorder.results:
-            self.observer.crawl_finished(r.outcome, r.started_at)
-        if self.lease.gave_way():
-            self.observer.gave_way()
+        outcomes, gave_way = self._crawl(recorder, now, lambda: reconcile(runs, recorder.finished, recorder.dispatched))
+        if gave_way:
             return
         ok, error = verdict(due, outcomes, left_running=len(self.runner.detached))  # type: ignore[attr-defined]
         self._end_online(recorder, due, outcomes, ok, error)
@@ -132,12 +122,14 @@ class Batches:
 
         return make_job(name=name, spider=spider, defaults=self.catalog.defaults)
 
-    def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime) -> bool:
+    def _crawl(self, recorder: Recorder, now: datetime, crawls: Callable[[], list[CrawlOutcome]]
+               ) -> tuple[list[CrawlOutcome], bool]:  # fmt: skip
+        """The crawls of a run, under the lease and observed: (their outcomes, whether this daemon
+        gave way meanwhile, so that the run and its rows are the new runner's to fail)."""
         self.lease.run_began(recorder.run_id)
         self.observer.run_started(now)
         try:
-            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned,
-                                       on_dispatch=recorder.dispatched)  # fmt: skip
+            outcomes = crawls()
         finally:
             self.lease.run_ended()
             if recorder.run_id is not None:
@@ -145,9 +137,15 @@ class Batches:
             self.observer.run_stopped()
         for r in recorder.results:
             self.observer.crawl_finished(r.outcome, r.started_at)
-        if self.lease.gave_way():
-            # This daemon gave way: the run and its rows are the new runner's to fail.
-            self.observer.gave_way()
+        if not self.lease.gave_way():
+            return outcomes, False
+        self.observer.gave_way()
+        return outcomes, True
+
+    def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime) -> bool:
+        outcomes, gave_way = self._crawl(recorder, now, lambda: self.runner.run(
+            due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
+        if gave_way:
             if recorder.run_id is None:
                 # Its end is journaled as a failure, so the replay does not read it as a run whose
                 # daemon died.
