@@ -21,11 +21,12 @@ from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
 from daemon.decision import Cadence
 from daemon.history import HistoryCopy
-from daemon.jobfile import Job
+from daemon.jobfile import Job, make_job
 from daemon.journal import Journal
 from daemon.lease import Lease
 from daemon.observation import Observer
 from daemon.recording import DatabaseRecorder, JournalRecorder, Recorder
+from daemon.remote import RemoteRun
 from daemon.runner import CrawlRunner
 from daemon.store import Store
 
@@ -67,14 +68,24 @@ class Batches:
         self.catalog = catalog
         self.clock = clock
         self.stop = stop
+        self._left: list[tuple[RemoteRun, datetime]] = []  # remote crawls to re-attach, and their starts
 
     def online(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
-        """One run of `due`, recorded in PostgreSQL; False when not one of its crawls could be started."""
-        log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)", spiders=_names(due),
-                 spider_count=len(due))  # fmt: skip
-        run_id = store.start_run(now, len(due), self.lease.me)
+        """One run of `due`, recorded in PostgreSQL, together with the remote crawls a former daemon
+        left running (`find_left_running`): those are re-attached, never sent again. False when not
+        one of its crawls could be started."""
+        left, self._left = self._left, []
+        runs = [run for run, _ in left]
+        log.info("run_started", message=f"Starting spider run for {len(due) + len(runs)} spider(s)",
+                 spiders=_names(due), spider_count=len(due) + len(runs), reattach=[r.job.name for r in runs])  # fmt: skip
+        run_id = store.start_run(now, len(due) + len(runs), self.lease.me)
         recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
-        return self._run(recorder, due, now)
+        if not runs:
+            return self._run(recorder, due, now, lambda: self.runner.run(
+                due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
+        recorder.started_at.update({run.token: started_at for run, started_at in left})
+        return self._run(recorder, [*(r.job for r in runs), *due], now, lambda: self.runner.reconcile(  # type: ignore[attr-defined]
+            runs, recorder.finished, recorder.dispatched, jobs=due, on_start=recorder.started))
 
     def offline(self, now: datetime, cadences: dict[str, Cadence]) -> bool:
         """The fail-safe: run what is due by the last history read, recording into the journal."""
@@ -86,40 +97,32 @@ class Batches:
                     "unreachable (recorded in the local journal)", spiders=_names(due), spider_count=len(due),
                     offline=True)  # fmt: skip
         run = self.journal.start_run(now, _names(due), self.lease.me)
-        self._run(JournalRecorder(self.journal, self.clock, run), due, now)
+        recorder = JournalRecorder(self.journal, self.clock, run)
+        self._run(recorder, due, now, lambda: self.runner.run(
+            due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
         return True
 
-    def reattach(self, store: Store, now: datetime) -> None:
+    def find_left_running(self, store: Store, now: datetime) -> None:
         """After taking the runner lock (SCHEDULER_ENGINE=scrapyd): the remote crawls a daemon left
-        'running' are re-attached as one run, watched to their end (or sent again if they never
-        started) and recorded, before anything new is decided: a job is never sent twice."""
-        reconcile = getattr(self.runner, "reconcile", None)
-        rows = store.remote_running(now) if reconcile is not None else []
-        if not rows:
-            return
-        from daemon.remote import RemoteRun
+        'running'. The next run re-attaches to them beside whatever is due then (they are watched to
+        their end, or sent again if they never started); until then their jobs count as running
+        (`reattaching`), so none is ever sent twice."""
+        rows = store.remote_running(now) if hasattr(self.runner, "reconcile") else []
+        self._left = [(RemoteRun(row_id, self._job(job, spider), node, jobid, age_s), started_at)
+                      for row_id, _, job, spider, node, jobid, started_at, age_s in rows]  # fmt: skip
+        if self._left:
+            log.info("remote_crawls_found", message=f"{len(rows)} remote crawl(s) left running; re-attaching",
+                     crawls=[{"job": run.job.name, "node": run.node, "jobid": run.jobid} for run, _ in self._left])  # fmt: skip
 
-        runs = [RemoteRun(row_id, self._job(job, spider), node, jobid, age_s)
-                for row_id, _, job, spider, node, jobid, _, age_s in rows]  # fmt: skip
-        log.info("run_started", message=f"Re-attaching to {len(runs)} remote crawl(s) left running",
-                 spiders=[r.job.name for r in runs], spider_count=len(runs), reattach=True)  # fmt: skip
-        run_id = store.start_run(now, len(runs), self.lease.me)
-        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
-        recorder.started_at.update({row[0]: row[6] for row in rows})
-        due = [r.job for r in runs]
-        outcomes, gave_way = self._crawl(recorder, now, lambda: reconcile(runs, recorder.finished, recorder.dispatched))
-        if gave_way:
-            return
-        ok, error = verdict(due, outcomes, left_running=len(self.runner.detached))  # type: ignore[attr-defined]
-        self._end_online(recorder, due, outcomes, ok, error)
+    def reattaching(self) -> frozenset[str]:
+        """The jobs whose remote crawls the next run re-attaches to: not due while they run."""
+        return frozenset(run.job.name for run, _ in self._left)
 
     def _job(self, name: str, spider: str) -> Job:
         """The job of a crawl recorded earlier: as the catalog has it now, else with the defaults."""
         job = self.catalog.job(name)
         if job is not None:
             return job
-        from daemon.jobfile import make_job
-
         return make_job(name=name, spider=spider, defaults=self.catalog.defaults)
 
     def _crawl(self, recorder: Recorder, now: datetime, crawls: Callable[[], list[CrawlOutcome]]
@@ -142,9 +145,9 @@ class Batches:
         self.observer.gave_way()
         return outcomes, True
 
-    def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime) -> bool:
-        outcomes, gave_way = self._crawl(recorder, now, lambda: self.runner.run(
-            due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
+    def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime,
+             crawls: Callable[[], list[CrawlOutcome]]) -> bool:  # fmt: skip
+        outcomes, gave_way = self._crawl(recorder, now, crawls)
         if gave_way:
             if recorder.run_id is None:
                 # Its end is journaled as a failure, so the replay does not read it as a run whose

@@ -99,11 +99,16 @@ class ScrapydEngine(Placement):
         runs: Iterable[RemoteRun],
         on_finish: OnFinish,
         on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None,
+        *,
+        jobs: Sequence[Job] = (),
+        on_start: OnStart = lambda job: None,
     ) -> list[CrawlOutcome]:
         """Re-attach to remote crawls a daemon recorded and did not see end (at start-up, after a
         take-over): each is asked after and `classify`'d like the crawls of a run; those that run
         are watched to their end, those that never started are dispatched again (on_dispatch), those
-        gone are judged. Blocking like `run`; the outcomes of those that ended."""
+        gone are judged. `jobs` (due meanwhile) are dispatched beside them as `run` would, so no
+        job waits for a re-attached crawl of another. Blocking like `run`; the outcomes of those
+        that ended."""
         now = self.clock.monotonic()
         active = []
         for run in runs:
@@ -113,7 +118,7 @@ class ScrapydEngine(Placement):
                        crawl.dispatched_at)  # fmt: skip
             log.info("spider_reattaching", spider=run.job.spider, job=run.job.name, node=node.name, jobid=run.jobid)
             active.append(crawl)
-        return self._drive(collections.deque(), active, lambda job: None, on_finish, on_dispatch)
+        return self._drive(collections.deque(jobs), active, on_start, on_finish, on_dispatch)
 
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: cancel.json to its node (SIGTERM), signal=KILL after the grace; its verdict

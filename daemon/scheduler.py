@@ -104,7 +104,7 @@ class Scheduler:
         if self.lease.must_recover():
             if not self.takeover.recover(store, now):
                 return min(tick, 1.0)
-            self.batches.reattach(store, now)  # remote crawls left running: watched to their end first
+            self.batches.find_left_running(store, now)  # remote crawls: re-attached by the next run
             self.lease.recovered()
             self.history.invalidate()
         settling = self.lease.settle_left()
@@ -119,7 +119,9 @@ class Scheduler:
         paused = {p.spider for p in plan.spiders if p.paused}
         asked = [j for j in jobs if j in requested and j not in plan.due and j not in paused]
         due, held_until = self.jitter.hold_back(plan, [*plan.most_overdue_first, *asked], requested)
-        if due:
+        reattaching = self.batches.reattaching()  # still running on their nodes: never sent twice
+        due = [name for name in due if name not in reattaching]
+        if due or reattaching:
             # False: not one crawl could be recorded as started (a trigger or a constraint refuses the
             # row). The jobs stay due, but trying again at once would spin and pile up runs.
             return 0 if self.batches.online(store, self.catalog.jobs_named(due), now) else tick

@@ -107,3 +107,25 @@ def _run_errors(db) -> list[str]:
         cur.execute("SELECT error FROM scheduler_state WHERE status = 'failed' ORDER BY id")
         return [r[0] for r in cur.fetchall()]
 
+
+
+def test_a_job_due_while_a_restarted_daemon_re_attaches_starts_at_once_on_a_free_node(base_env, db, tmp_path, site):
+    nodes = [ScrapydNode(tmp_path / "slow-nodes", name, site, max_proc=1, slow_seconds=10).start() for name in "ab"]
+    try:
+        first = SchedulerThread(cluster_env(base_env, nodes[:1]), ["slow"])
+        first.thread.start()
+        wait_for(lambda: any(r[5] for r in rows(db, "slow")), timeout=30, what="the slow crawl dispatched")
+        first.stop.set()
+        first.thread.join(timeout=30)
+        [left] = rows(db, "slow")
+        assert left[1] == "running"
+        with SchedulerThread(cluster_env(base_env, nodes), ["slow", "ok"]):
+            wait_for(lambda: all(r[1] != "running" for r in rows(db)) and len(rows(db)) == 2, timeout=60,
+                     what="both crawls recorded")  # fmt: skip
+        [slow], [ok] = rows(db, "slow"), rows(db, "ok")
+        assert slow[1] == ok[1] == "completed" and slow[5] == left[5]  # re-attached, never sent again
+        assert ok[4] == nodes[1].url and ok[8] < slow[9]  # ok ran on the free node while slow still ran
+        assert sorted(scheduled(nodes).values()) == sorted(n.url for n in nodes)  # one schedule.json each
+    finally:
+        for node in nodes:
+            node.kill_group()

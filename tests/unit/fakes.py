@@ -156,9 +156,14 @@ class FakeBatches:
         self.offline_runs: list[datetime] = []
         self.during: Any = None
         self.offline_result = True
+        self.left_running: set[str] = set()
+        self.left: set[str] = set()
+        self.reattached: list[tuple[str, ...]] = []
 
     def online(self, store: Any, due: Any, now: datetime) -> bool:
         self.online_runs.append(tuple(job.name for job in due))
+        self.reattached.append(tuple(sorted(self.left)))
+        self.left = set()
         if self.during is not None:
             self.during()
         return True
@@ -167,8 +172,12 @@ class FakeBatches:
         self.offline_runs.append(now)
         return self.offline_result
 
-    def reattach(self, store: Any, now: datetime) -> None:
-        """No remote crawls to re-attach in these tests."""
+    def find_left_running(self, store: Any, now: datetime) -> None:
+        """The remote crawls a former daemon left running: `left_running`, set by the test."""
+        self.left = set(self.left_running)
+
+    def reattaching(self) -> frozenset[str]:
+        return frozenset(self.left)
 
 
 class Counter:

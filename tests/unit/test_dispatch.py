@@ -539,6 +539,22 @@ def test_a_restarted_daemon_reattaches_collects_and_sends_again_only_what_never_
     assert [e["jobid"] for e in logs if e["event"] == "remote_crawl_orphan"] == ["orphan-1"]
 
 
+def test_jobs_due_while_re_attaching_are_dispatched_at_once_into_the_free_slots_beside_the_re_attached_crawl():
+    a = FakeNode("http://a:6800")
+    a.states["left-1"] = "running"
+    h = Harness((a, 2))
+    h.hooks.append(runs_for(30))
+    with capture_logs() as logs:
+        outcomes = h.engine.reconcile([RemoteRun("t-left", job("quotes"), a.url, "left-1", age_s=5)], h.on_finish,
+                                      h.on_dispatch, jobs=[job("first"), job("second")], on_start=h.on_start)  # fmt: skip
+    order = [(e["event"], e["job"]) for e in logs if e["event"] in ("spider_dispatched", "remote_crawl_collected")]
+    # One free slot beside the re-attached crawl: first goes at once, second when a slot frees up
+    # (never into the node's own queue).
+    assert order[0] == ("spider_dispatched", "first") and order.index(("spider_dispatched", "second")) > 1
+    assert set(h.finished) == {1, 2, "t-left"} and all(o.ok for o in outcomes)
+    assert [sent for _, _, sent, _ in h.dispatched] == a.sent() and len(a.sent()) == 2  # left-1 never sent again
+
+
 def test_an_orphan_whose_log_stops_growing_is_lost_after_the_limit():
     a = FakeNode("http://a:6800")
     log_path = ScrapydClient.log_path("default", "quotes", "orphan-1")

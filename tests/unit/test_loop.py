@@ -120,6 +120,23 @@ def test_a_lock_taken_from_a_holder_that_stopped_cleanly_costs_no_settle():
     assert loop.batches.online_runs == [("a", "b")]
 
 
+def test_remote_crawls_left_running_are_re_attached_beside_what_is_due_and_never_sent_again():
+    loop = Loop(FakeStore(previous_holder=None))
+    loop.batches.left_running = {"a"}  # a's crawl still runs on its Scrapyd node
+    assert loop.step() == 0
+    assert loop.batches.online_runs == [("b",)]  # b starts at once, a is not sent a second time
+    assert loop.batches.reattached == [("a",)]
+
+
+def test_remote_crawls_left_running_are_re_attached_even_when_nothing_else_is_due():
+    store = FakeStore(previous_holder=None, histories_by_spider={"a": ran_recently("a", 0), "b": ran_recently("b", 0)})
+    loop = Loop(store)
+    loop.batches.left_running = {"b"}
+    loop.step()
+    assert loop.batches.online_runs == [()] and loop.batches.reattached == [("b",)]
+    assert loop.step() > 0 and loop.batches.online_runs == [()]  # re-attached once, then idle
+
+
 def test_a_run_still_leased_by_a_live_daemon_is_waited_for_before_taking_over():
     store = FakeStore(running=[(7, ELSEWHERE, 2.0)])
     loop = Loop(store)
