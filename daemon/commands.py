@@ -172,14 +172,14 @@ def explain(settings: Settings, args: argparse.Namespace) -> int:
     now = SystemClock().now()
     try:
         with _store(settings) as store:
-            explained = why.explain(*_explain_inputs(store, settings, args.job, now), now, settings.timezone)
+            explained = why.explain(*explain_inputs(store, settings, args.job, now), now, settings.timezone)
     except DatabaseUnavailable as exc:
         raise DatabaseUnavailable(why.unreachable(str(exc), *_journaled(settings.state_dir))) from None
     print(json.dumps(explained.as_dict(), indent=2) if args.json else explained.paragraph())
     return 0
 
 
-def _explain_inputs(store: Store, settings: Settings, name: str, now: Any) -> tuple[Any, ...]:
+def explain_inputs(store: Store, settings: Settings, name: str, now: Any) -> tuple[Any, ...]:
     """(job, plan, history, facts, holder) for daemon.explain.explain, its plan by the daemon's own
     decision code from the job's history, cadence and pause (status.plan_jobs, as `status` decides)."""
     from daemon import explain as why

@@ -175,6 +175,6 @@ def explanation(store: Store, settings: Settings, job: str, now: datetime) -> An
     """The job's `explain` (daemon/explain.py: `.paragraph()`, `.as_dict()`), from the very inputs
     `python -m daemon explain JOB` reads."""
     from daemon import explain as why
-    from daemon.commands import _explain_inputs
+    from daemon.commands import explain_inputs
 
-    return why.explain(*_explain_inputs(store, settings, job, now), now, settings.timezone)
+    return why.explain(*explain_inputs(store, settings, job, now), now, settings.timezone)
