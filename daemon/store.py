@@ -234,69 +234,61 @@ class Store(Board):
         the journal could be written), so they too apply at most once.
         """
         written = 0
-        self.conn.autocommit = False
-        try:
-            with self.conn.cursor() as cur:
-                for finish in finishes:
-                    for sp in finish["spiders"]:
-                        cur.execute(queries.REPLAY_FINISH_SPIDER_RUN, {
-                            **{k: sp.get(k) for k in ("failure", "exit_code", "finish_reason", "items_scraped",
-                                                      "error_count", "message", "pid")},
-                            "id": sp["spider_run_id"], "now": sp["finished_at"], "log_tail": _text(sp.get("log_tail")),
-                            "status": "completed" if sp["ok"] else "failed",
-                            "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
-                        })  # fmt: skip
-                        written += cur.rowcount
-                    cur.execute(queries.REPLAY_FINISH_RUN, {
-                        "run_id": finish["run_id"], "now": finish["finished_at"],
-                        "status": "completed" if finish["ok"] else "failed", "error": finish["error"],
-                        "stale_message": STALE_MESSAGE,
+        with self._transaction() as cur:
+            for finish in finishes:
+                for sp in finish["spiders"]:
+                    cur.execute(queries.REPLAY_FINISH_SPIDER_RUN, {
+                        **{k: sp.get(k) for k in ("failure", "exit_code", "finish_reason", "items_scraped",
+                                                  "error_count", "message", "pid")},
+                        "id": sp["spider_run_id"], "now": sp["finished_at"], "log_tail": _text(sp.get("log_tail")),
+                        "status": "completed" if sp["ok"] else "failed",
+                        "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                     })  # fmt: skip
                     written += cur.rowcount
-                for run in runs:
-                    end = run["end"]
-                    finished_at = end["finished_at"] if end else run["started_at"]
-                    cur.execute(queries.INSERT_JOURNALED_RUN, {
-                        "started_at": run["started_at"], "spider_count": len(run.get("planned") or run["spiders"]),
-                        "status": "completed" if end and end["ok"] else "failed",
-                        "finished_at": finished_at,
-                        "error": (end or {}).get("error") if end else JOURNAL_CUT_MESSAGE,
-                        "owner": run.get("owner"), "journal_id": run["run"],
+                cur.execute(queries.REPLAY_FINISH_RUN, {
+                    "run_id": finish["run_id"], "now": finish["finished_at"],
+                    "status": "completed" if finish["ok"] else "failed", "error": finish["error"],
+                    "stale_message": STALE_MESSAGE,
+                })  # fmt: skip
+                written += cur.rowcount
+            for run in runs:
+                end = run["end"]
+                finished_at = end["finished_at"] if end else run["started_at"]
+                cur.execute(queries.INSERT_JOURNALED_RUN, {
+                    "started_at": run["started_at"], "spider_count": len(run.get("planned") or run["spiders"]),
+                    "status": "completed" if end and end["ok"] else "failed",
+                    "finished_at": finished_at,
+                    "error": (end or {}).get("error") if end else JOURNAL_CUT_MESSAGE,
+                    "owner": run.get("owner"), "journal_id": run["run"],
+                })  # fmt: skip
+                row = cur.fetchone()
+                if row is None:
+                    continue  # written by an earlier replay
+                written += 1
+                for sp in run["spiders"]:
+                    cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
+                        **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
+                                                  "finish_reason", "items_scraped", "error_count", "message",
+                                                  "pid")},
+                        "log_tail": _text(sp.get("log_tail")),
+                        **{k: sp.get(k) for k in ("node", "remote_jobid", "log_url")},
+                        **_job_of(sp),
+                        "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
+                        "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
                     })  # fmt: skip
-                    row = cur.fetchone()
-                    if row is None:
-                        continue  # written by an earlier replay
-                    written += 1
-                    for sp in run["spiders"]:
-                        cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
-                            **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
-                                                      "finish_reason", "items_scraped", "error_count", "message",
-                                                      "pid")},
-                            "log_tail": _text(sp.get("log_tail")),
-                            **{k: sp.get(k) for k in ("node", "remote_jobid", "log_url")},
-                            **_job_of(sp),
-                            "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
-                            "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
-                        })  # fmt: skip
-                    for cut in run.get("cut", []):
-                        cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
-                            **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats",
-                                             "log_tail")),
-                            **_job_of(cut),
-                            "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
-                            "started_at": cut["started_at"], "finished_at": finished_at,
-                            "message": JOURNAL_CUT_MESSAGE, "pid": cut.get("pid"),
-                            **{k: cut.get(k) for k in ("node", "remote_jobid", "log_url")},
-                            # A remote crawl outlives its daemon: left 'running', to be re-attached.
-                            **({"status": "running", "failure": None, "finished_at": None, "message": None}
-                               if cut.get("remote_jobid") else {}),
-                        })  # fmt: skip
-            self.conn.commit()
-        except Exception:
-            self.conn.rollback()
-            raise
-        finally:
-            self.conn.autocommit = True
+                for cut in run.get("cut", []):
+                    cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
+                        **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats",
+                                         "log_tail")),
+                        **_job_of(cut),
+                        "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
+                        "started_at": cut["started_at"], "finished_at": finished_at,
+                        "message": JOURNAL_CUT_MESSAGE, "pid": cut.get("pid"),
+                        **{k: cut.get(k) for k in ("node", "remote_jobid", "log_url")},
+                        # A remote crawl outlives its daemon: left 'running', to be re-attached.
+                        **({"status": "running", "failure": None, "finished_at": None, "message": None}
+                           if cut.get("remote_jobid") else {}),
+                    })  # fmt: skip
         return written
 
 
