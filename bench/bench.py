@@ -53,11 +53,13 @@ MODES: dict[str, dict[str, int]] = {
     "quick": {"catch_up_reps": 3, "precision_runs": 10, "jump_reps": 3, "idle_seconds": 30,
               "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
               "big_run_spiders": 10, "container_reps": 1, "fast_catch_up_reps": 3, "commands_reps": 3,
-              "many_jobs_spiders": 20, "many_jobs_argsets": 50, "many_jobs_reps": 2, "many_jobs_ticks": 10},
+              "many_jobs_spiders": 20, "many_jobs_argsets": 50, "many_jobs_reps": 2, "many_jobs_ticks": 10,
+              "cluster_crawls": 3, "cluster_reps": 1},
     "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,
              "overhead_spiders": 20, "overhead_reps": 3, "scale_runs": 1_000_000, "scale_spider_rows": 10_000_000,
              "big_run_spiders": 500, "container_reps": 3, "fast_catch_up_reps": 10, "commands_reps": 10,
-             "many_jobs_spiders": 100, "many_jobs_argsets": 100, "many_jobs_reps": 5, "many_jobs_ticks": 50},
+             "many_jobs_spiders": 100, "many_jobs_argsets": 100, "many_jobs_reps": 5, "many_jobs_ticks": 50,
+             "cluster_crawls": 6, "cluster_reps": 3},
 }  # fmt: skip
 PRECISION_INTERVAL_HOURS = 0.001  # 3.6 s between runs of one tiny crawl
 JUMP_TICK_SECONDS = 5.0
@@ -779,6 +781,202 @@ def _rss_mib(pid: int) -> float:
     return round(int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024, 1)  # type: ignore[union-attr]
 
 
+# ----------------------------------------------------------------------------- 8. a Scrapyd cluster
+CLUSTER_PAGE_DELAY_S = 1.8  # each page of the slow site answers after this: a crawl mostly waits
+CLUSTER_NODES = 3
+
+
+class _SlowSite(_Site):
+    """The benchmark site's three pages, each answered after CLUSTER_PAGE_DELAY_S (a slow site:
+    the crawls are I/O-bound, so 2 cores are not what limits three at once)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        time.sleep(CLUSTER_PAGE_DELAY_S)
+        super().do_GET()
+
+
+class BenchNode:
+    """One real Scrapyd 1.6 node on 127.0.0.1 with one slot (max_proc = 1), started inside its own
+    copy of the bench project (served as project `default`) in a session of its own, with the
+    repository on PYTHONPATH so its crawls load daemon.node_stats. Configured like the node image
+    (poll_interval = 0.2). `kill` ends its whole process group."""
+
+    def __init__(self, base: Path, name: str, site: str, spiders: int) -> None:
+        from tests.conftest import free_port
+
+        self.dir = base / name
+        shutil.copytree(PROJECT, self.dir, ignore=shutil.ignore_patterns("__pycache__"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        conf = ["[scrapyd]", f"http_port = {self.port}", "bind_address = 127.0.0.1", "max_proc = 1",
+                "poll_interval = 0.2", "jobs_to_keep = 100", f"logs_dir = {self.dir / 'logs'}",
+                f"eggs_dir = {self.dir / 'eggs'}", f"dbs_dir = {self.dir / 'dbs'}", "items_dir ="]  # fmt: skip
+        (self.dir / "scrapyd.conf").write_text("\n".join(conf) + "\n")
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SCRAPYD_", "SCRAPY_", "SCHEDULER_"))},
+                    "PYTHONPATH": str(ROOT), "BENCH_SITE_URL": site, "BENCH_SPIDERS": str(spiders)}  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BenchNode:
+        with (self.dir / "scrapyd.out").open("ab") as out:
+            self.proc = subprocess.Popen([PYTHON, "-m", "scrapyd", "--pidfile="], cwd=self.dir, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # fmt: skip
+        return self
+
+    def wait_answering(self) -> BenchNode:
+        from daemon.scrapyd import ScrapydClient, ScrapydError
+
+        client = ScrapydClient(self.url)
+
+        def answers() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"scrapyd exited: {(self.dir / 'scrapyd.out').read_text()[-1500:]}")
+            try:
+                client.daemonstatus()
+                return True
+            except ScrapydError:
+                return False
+
+        wait_for(answers, timeout=60, step=0.1, what=f"scrapyd on port {self.port}")
+        return self
+
+    def list_spiders(self) -> float:
+        """Scrapyd runs `scrapy list` (blocking) on its first schedule.json of a project, then
+        keeps the answer: listspiders.json fills that cache. The seconds it took."""
+        import urllib.request
+
+        t = time.monotonic()
+        with urllib.request.urlopen(f"{self.url}/listspiders.json?project=default", timeout=60) as answer:
+            listed = json.loads(answer.read())
+        if listed.get("status") != "ok":
+            raise RuntimeError(f"listspiders.json on {self.url}: {listed}")
+        return time.monotonic() - t
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def crawls_run(self) -> int:
+        return len(list((self.dir / "logs").glob("default/*/*.log")))
+
+
+def cluster(world: World, crawls: int, reps: int) -> dict[str, Any]:
+    """The same I/O-bound crawls (the slow site: three pages, each answered after
+    CLUSTER_PAGE_DELAY_S), all due at once, run by the daemon (`python -m daemon`, the real
+    PostgreSQL): with the local runner at concurrency 1, then with SCHEDULER_ENGINE=scrapyd on 1, 2
+    and 3 real Scrapyd nodes of one slot each. A run's wall time is its record's start to its
+    finish (every crawl recorded); the dispatch overhead per crawl is (1 node - local runner) / N,
+    both running the N crawls one at a time."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowSite)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    slow = f"http://127.0.0.1:{server.server_address[1]}"
+    base = world.workdir / "cluster"
+    base.mkdir()
+    nodes: list[BenchNode] = []
+    configs = ["local", *(f"nodes_{n}" for n in range(1, CLUSTER_NODES + 1))]
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    load_before = os.getloadavg()
+    try:
+        for n in range(CLUSTER_NODES):
+            nodes.append(BenchNode(base, f"node-{n + 1}", slow, crawls).start())
+        for node in nodes:
+            node.wait_answering()
+        # Each node's first schedule.json would list the spiders first: measured apart, here.
+        first_listing = [node.list_spiders() for node in nodes]
+        for _ in range(reps):
+            runs["local"].append(cluster_run(world, crawls, BENCH_SITE_URL=slow, SCHEDULER_CONCURRENCY="1"))
+            for n in range(1, CLUSTER_NODES + 1):
+                runs[f"nodes_{n}"].append(cluster_run(
+                    world, crawls, BENCH_SITE_URL=slow, SCHEDULER_ENGINE="scrapyd",
+                    SCRAPYD_NODES=",".join(f"{node.url}=1" for node in nodes[:n])))  # fmt: skip
+        sent = sum(node.crawls_run() for node in nodes)
+    finally:
+        for node in nodes:
+            node.kill()
+        server.shutdown()
+    wall = {c: median([r["duration_s"] for r in runs[c]]) for c in configs}
+    per_crawl = {c: median([d for r in runs[c] for d in r["crawl_s"]]) for c in configs}
+    # Around each crawl: from its record's start to Scrapy's start_time in it (launch), and from its
+    # finish_time to its record's finish (collect); the crawl's own time, the same work both ways,
+    # left out. Medians of each phase (one slow start on a shared machine moves one sample only).
+    phases = {c: {name: median([d for r in runs[c] for d in r[name]]) for name in ("launch_s", "crawl_own_s",
+                                                                                   "collect_s")}
+              for c in configs}  # fmt: skip
+    around = {c: phases[c]["launch_s"] + phases[c]["collect_s"] for c in configs}
+    return {
+        "crawls": crawls,
+        "reps": reps,
+        "pages_per_crawl": 3,
+        "page_delay_s": CLUSTER_PAGE_DELAY_S,
+        "cores": os.cpu_count(),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "wall_s": wall,
+        "speedup_2_nodes": wall["nodes_1"] / wall["nodes_2"],
+        "speedup_3_nodes": wall["nodes_1"] / wall["nodes_3"],
+        "dispatch_overhead_per_crawl_s": around["nodes_1"] - around["local"],
+        "around_crawl_s": around,
+        "phases_s": phases,
+        "run_overhead_per_crawl_s": (wall["nodes_1"] - wall["local"]) / crawls,
+        "per_crawl_s": per_crawl,
+        "per_crawl_overhead_s": per_crawl["nodes_1"] - per_crawl["local"],
+        "node_first_listing_s": {"median": median(first_listing), "all": first_listing},
+        "most_nodes_used": {c: max(r["nodes_used"] for r in runs[c]) for c in configs},
+        "wrong_records": sum(r["wrong_records"] for c in configs for r in runs[c]),
+        "schedule_json_sent": sent,
+        "remote_crawls_recorded": sum(r["spiders_completed"] for c in configs[1:] for r in runs[c]),
+        "runs": runs,
+    }
+
+
+def cluster_run(world: World, spiders: int, **extra: str) -> dict[str, Any]:
+    """One run of every spider of the project (empty history: all due at once) by `python -m
+    daemon`; its wall time, each crawl's (recorded start to recorded finish) and the nodes used."""
+    dbname = world.database()
+    env = world.env(dbname, spiders, **extra)
+    conn = world.pg.connect(dbname)
+    over = lambda: rows(conn, "SELECT count(*) FROM scheduler_state WHERE status <> 'running'")[0][0] > 0  # noqa: E731
+    logfile = world.workdir / f"cluster-{dbname}.log"
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        def ended() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited ({proc.returncode}): {logfile.read_text()[-1500:]}")
+            return over()
+
+        wait_for(ended, timeout=spiders * 15 + 120, step=0.2, what="the run to end")
+    [(status, duration)] = rows(
+        conn, "SELECT status, EXTRACT(EPOCH FROM finished_at - last_run_at) FROM scheduler_state"
+    )
+    crawl_s, launch_s, own_s, collect_s = [], [], [], []
+    for started, finished, began, ended in rows(
+            conn, "SELECT started_at, finished_at, stats->>'start_time', stats->>'finish_time' FROM spider_runs "
+                  "WHERE finished_at IS NOT NULL ORDER BY id"):  # fmt: skip
+        crawl_s.append((finished - started).total_seconds())
+        if began and ended:  # Scrapy's own clock inside the crawl: its start and finish
+            launch_s.append(_stats_time(began) - started.timestamp())
+            own_s.append(_stats_time(ended) - _stats_time(began))
+            collect_s.append(finished.timestamp() - _stats_time(ended))
+    [(completed, wrong, nodes_used)] = rows(
+        conn, "SELECT count(*) FILTER (WHERE status = 'completed'), "
+              "count(*) FILTER (WHERE status <> 'completed' OR items_scraped IS DISTINCT FROM 15 "
+              "OR finished_at IS NULL), count(DISTINCT node) FROM spider_runs")  # fmt: skip
+    conn.close()
+    wrong += max(0, spiders - completed - wrong)  # a crawl never recorded is wrong too
+    return {"status": status, "duration_s": float(duration), "crawl_s": crawl_s, "launch_s": launch_s,
+            "crawl_own_s": own_s, "collect_s": collect_s, "spiders_completed": completed, "wrong_records": wrong,
+            "nodes_used": nodes_used}  # fmt: skip
+
+
+def _stats_time(text: str) -> float:
+    """A time in Scrapy's stats (ISO; UTC when it names no zone) as Unix time."""
+    at = datetime.fromisoformat(text)
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+
+
 # ----------------------------------------------------------------------------- the report
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per figure a user feels: what was measured, the target, and whether it was met."""
@@ -861,6 +1059,25 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             m["reload_on_sighup"]["to_republished_median_s"], "s", 1.0)  # fmt: skip
         row(f"{jobs}: reload, file changed, no signal -> republished (tick {m['tick_s']:g} s)", m["reload_unasked_s"],
             "s", None)  # fmt: skip
+    k = results.get("cluster", {})
+    if k:
+        what = (f"cluster: {k['crawls']} slow crawls due at once ({k['pages_per_crawl']} pages x "
+                f"{k['page_delay_s']:g} s), daemon")  # fmt: skip
+        row(f"{what}, local runner at concurrency 1", k["wall_s"]["local"], "s", None)
+        for n in range(1, CLUSTER_NODES + 1):
+            row(f"{what}, {n} Scrapyd node{'s' if n > 1 else ''} of 1 slot", k["wall_s"][f"nodes_{n}"], "s", None)
+        row("cluster: speed-up, 2 nodes against 1", k["speedup_2_nodes"], "x", None)
+        row("cluster: speed-up, 3 nodes against 1", k["speedup_3_nodes"], "x", 2.5, better="higher")
+        row("cluster: dispatch overhead per crawl, 1 node - local runner (record -> Scrapy start + finish -> record)",
+            k["dispatch_overhead_per_crawl_s"], "s", 0.2)  # fmt: skip
+        row("cluster: the same from whole runs, (1 node - local runner) / crawls", k["run_overhead_per_crawl_s"], "s",
+            None)  # fmt: skip
+        row("cluster: a crawl's recorded start -> finish, 1 node - local runner (medians)",
+            k["per_crawl_overhead_s"], "s", None)  # fmt: skip
+        row("cluster: a node's first schedule.json, Scrapyd's own `scrapy list` (median, then cached)",
+            k["node_first_listing_s"]["median"], "s", None)  # fmt: skip
+        row(f"cluster: records wrong ({k['remote_crawls_recorded']} remote crawls completed, "
+            f"{k['schedule_json_sent']} sent)", k["wrong_records"], "", 0)  # fmt: skip
     return out
 
 
@@ -899,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands": lambda w: commands(w, size["commands_reps"]),
         "many_jobs": lambda w: many_jobs(w, size["many_jobs_spiders"], size["many_jobs_argsets"],
                                          size["many_jobs_reps"], size["many_jobs_ticks"]),
+        "cluster": lambda w: cluster(w, size["cluster_crawls"], size["cluster_reps"]),
     }
     results: dict[str, Any] = {}
     started = time.monotonic()
