@@ -327,6 +327,7 @@ class ClusterChaos(Chaos):
         # Half the faults are the nodes': they are what this mode adds.
         fault = self.rng.choice(self.DAEMON_FAULTS if self.rng.random() < 0.5 else self.NODE_FAULTS)
         if fault in self.DAEMON_FAULTS:
+            print(f"FAULT {time.strftime('%H:%M:%S')} {fault}", flush=True)
             self.fault(fault, self.rng.randrange(2))
             self.faults[fault] += 1
             return
@@ -337,6 +338,7 @@ class ClusterChaos(Chaos):
         else:
             node = self.rng.choice(sorted({n for n, _ in busy}, key=self.nodes.index) or self.nodes)
             fault += "" if busy else "_idle"
+        print(f"FAULT {time.strftime('%H:%M:%S')} {fault} {node.url}", flush=True)  # to read the logs by
         if fault.startswith("node_killed"):
             node.kill_group()
             self.killed_whole[node.url].append(time.time())
@@ -392,7 +394,9 @@ def test_chaos_soak_cluster(pg_server, base_env, db, daemon_factory, site, tmp_p
         "SCHEDULER_TICK_SECONDS": str(TICK_S),
         "SCHEDULER_RETRY_DELAY_MINUTES": "0.05",
         "DB_WAIT_TIMEOUT_SECONDS": "120",
-        "SCHEDULER_SPIDER_TIMEOUT_MINUTES": "0.5",
+        # Longer than the engine's 30 s before a crawl no node knows is sent again: the job's
+        # timeout counts from its first dispatch, so a shorter one would stop every resent crawl.
+        "SCHEDULER_SPIDER_TIMEOUT_MINUTES": "1.5",
     }
     db.close()
     witness = Witness(nodes)
