@@ -17,7 +17,7 @@ from tests.e2e.test_compose_stack import docker_answers
 pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 SECTIONS = ["catch_up_local", "catch_up_container", "precision", "clock_jump", "idle", "overhead", "scale",
-            "fast_catch_up", "commands", "many_jobs"]
+            "fast_catch_up", "commands", "many_jobs", "cluster"]
 
 
 def test_the_quick_benchmark_runs_through_and_reports_every_figure(tmp_path):
@@ -38,3 +38,7 @@ def test_the_quick_benchmark_runs_through_and_reports_every_figure(tmp_path):
     big_run = report["results"]["scale"]["big_run"]
     assert big_run["status"] == "completed" and big_run["wrong_records"] == 0
     assert report["results"]["scale"]["decision_query_uses_index"]
+    cluster = report["results"]["cluster"]  # every remote crawl completed, each sent once, 3 nodes used
+    assert cluster["wrong_records"] == 0
+    assert cluster["schedule_json_sent"] == cluster["remote_crawls_recorded"] == 3 * cluster["crawls"] * cluster["reps"]
+    assert cluster["most_nodes_used"] == {"local": 0, "nodes_1": 1, "nodes_2": 2, "nodes_3": 3}
