@@ -334,7 +334,7 @@ class ClusterChaos(Chaos):
         # A node fault bites when the node runs a crawl: the first seen busy in a few seconds.
         busy = self.running_crawls(within_s=10.0)
         if fault == "crawl_killed":
-            fault = self.kill_a_crawl(busy)
+            fault, node = self.kill_a_crawl(busy)
         else:
             node = self.rng.choice(sorted({n for n, _ in busy}, key=self.nodes.index) or self.nodes)
             fault += "" if busy else "_idle"
@@ -366,16 +366,16 @@ class ClusterChaos(Chaos):
                 return running
             time.sleep(0.2)
 
-    def kill_a_crawl(self, running: list[tuple[SoakNode, int]]) -> str:
-        """kill -9 of one of `running`, on its node."""
+    def kill_a_crawl(self, running: list[tuple[SoakNode, int]]) -> tuple[str, SoakNode]:
+        """kill -9 of one of `running`, on its node: what happened, and where."""
         if not running:
-            return "crawl_killed_idle"
-        _, pid = self.rng.choice(sorted(running, key=lambda r: r[1]))
+            return "crawl_killed_idle", self.nodes[0]
+        node, pid = self.rng.choice(sorted(running, key=lambda r: r[1]))
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            return "crawl_killed_too_late"
-        return "crawl_killed"
+            return "crawl_killed_too_late", node
+        return "crawl_killed", node
 
 
 def test_chaos_soak_cluster(pg_server, base_env, db, daemon_factory, site, tmp_path):
