@@ -25,6 +25,7 @@ from typing import Any, Self
 
 import pytest
 
+from tests.conftest import figure
 from tests.e2e.test_scrapyd import ScrapydNode, crawling, most_at_once
 from tests.helpers import json_lines, rows, wait_for
 
@@ -116,6 +117,7 @@ def test_a_daemon_process_killed_mid_crawl_is_followed_by_one_that_re_attaches_a
     wait_for(lambda: crawling(node, "slow"), timeout=40, what="the crawl running on its node")
     first.signal(signal.SIGKILL)
     first.wait()
+    killed_at = time.time()
     [(_, _, status, _, url, jobid)] = rows(db, RUNS)
     assert status == "running" and url == node.url and crawls_ran(node) == [jobid]
     assert crawling(node, "slow")  # the daemon's death is not its remote crawl's
@@ -130,7 +132,10 @@ def test_a_daemon_process_killed_mid_crawl_is_followed_by_one_that_re_attaches_a
     assert events(second, "spider_dispatched") == []  # never a second schedule.json
     assert [kind for kind, *_ in node.crawls()] == ["start", "end"]
     [(_, ended, _)] = spans([node])
-    assert datetime.fromisoformat(reattached["timestamp"]).timestamp() < ended  # re-attached while it ran
+    reattached_at = datetime.fromisoformat(reattached["timestamp"]).timestamp()
+    assert reattached_at < ended  # re-attached while it ran
+    figure(f"scrapyd, daemon SIGKILLed mid-crawl: the next daemon re-attached {reattached_at - killed_at:.1f} s after "
+           f"the kill (process start included), {ended - reattached_at:.1f} s before the crawl ended; 1 schedule.json")
     assert_never_two_crawls_of_one_job_at_once([node])
     second.signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
@@ -143,7 +148,7 @@ def test_a_daemon_process_killed_mid_crawl_is_followed_by_one_that_re_attaches_a
     "a bug in daemon/batch.py (Batches._end_online): a run whose end PostgreSQL did not take is journaled "
     "without folding its results into the history copy, so the offline fail-safe, deciding from the copy "
     "read before the run, crawls the same job again at once; the fix folds recorder.results there"))
-def test_a_remote_crawl_that_ends_while_postgres_is_down_is_collected_afterwards_and_recorded_once(
+def test_a_remote_crawl_that_ends_while_postgres_is_down_is_recorded_once_when_it_is_back_and_not_crawled_again(
     base_env, db, pg_server, daemon_factory, make_node
 ):
     node = make_node("a", max_proc=1, slow_seconds=6)
@@ -159,6 +164,8 @@ def test_a_remote_crawl_that_ends_while_postgres_is_down_is_collected_afterwards
         wait_for(lambda: client.status(jobid) == "finished", timeout=40,
                  what="the crawl to end while PostgreSQL is down")  # fmt: skip
         ended_while_down = [kind for kind, *_ in node.crawls()]
+        # The daemon collects the outcome from the node and, PostgreSQL down, journals the run's end.
+        wait_for(lambda: events(daemon, "run_journaled"), timeout=30, what="the run's end journaled")
         pg_server.start()
         down = False
     finally:
@@ -209,6 +216,8 @@ def test_a_node_killed_whole_mid_crawl_makes_it_lost_and_the_job_runs_again_on_t
     assert_never_two_crawls_of_one_job_at_once([doomed, other], killed_at)
     [(begin_lost, _, _), (begin_again, _, _)] = spans([doomed, other], killed_at)
     assert begin_lost < killed_at[doomed.url] <= begin_again
+    figure(f"scrapyd, node killed whole (SCRAPYD_LOST_AFTER_SECONDS=2): the crawl started again on the other node "
+           f"{begin_again - killed_at[doomed.url]:.1f} s after the kill")
 
 
 # 4. Nodes with more than one slot ----------------------------------------------------------------
@@ -241,7 +250,7 @@ class Watcher:
 
 def test_nodes_with_two_slots_run_two_crawls_each_and_never_queue_one(base_env, db, daemon_factory, make_node,
                                                                      tmp_path):  # fmt: skip
-    nodes = [make_node(name, max_proc=2, slow_seconds=3) for name in ("a", "b")]
+    nodes = [make_node(name, max_proc=2, slow_seconds=5) for name in ("a", "b")]
     names = [f"slow-{i}" for i in range(1, 7)]
     jobs_file = tmp_path / "jobs.toml"
     jobs_file.write_text("".join(f'[jobs.{name}]\nspider = "slow"\n\n' for name in names))
@@ -259,4 +268,7 @@ def test_nodes_with_two_slots_run_two_crawls_each_and_never_queue_one(base_env, 
     assert watcher.seen and {url for url, _, _ in watcher.seen} == {n.url for n in nodes}
     queued = [(url, running, pending) for url, running, pending in watcher.seen if running + pending > 2]
     assert queued == [], "a crawl waited in a node's own queue"
+    pending = sum(1 for _, _, waiting in watcher.seen if waiting)
+    figure(f"scrapyd, 2 nodes x 2 slots, 6 crawls: at most 2 at once per node; {len(watcher.seen)} listjobs.json "
+           f"answers, {pending} with a crawl pending (none with the node's slots full)")
     assert_never_two_crawls_of_one_job_at_once(nodes)
