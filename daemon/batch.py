@@ -180,6 +180,8 @@ class Batches:
             # must not be lost. The run's end goes to the journal, which is written once the
             # database takes writes again (before the run could be failed as stale).
             self.journal.finish_online_run(run_id, recorder.unwritten, finished_at, ok, error)
+            # The history copy learns these crawls now: else the fail-safe would run them again.
+            self.history.fold([r.result() for r in recorder.results])
             log.warning("run_journaled", message="PostgreSQL did not take the run's end; it went to the journal",
                         run_id=run_id, sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc))  # fmt: skip
             self.observer.run_ended(run_id, due, outcomes, ok, error)

@@ -65,6 +65,6 @@ class HistoryCopy:
         return decide_jobs(self._histories, now, cadences, self.default)
 
     def fold(self, results: Sequence[CrawlResult]) -> None:
-        """An offline run's results, which PostgreSQL has not seen yet."""
+        """Results PostgreSQL has not seen yet: an offline run's, or those of a run whose end went to the journal."""
         if self._histories is not None:
             self._histories = fold(self._histories, results)

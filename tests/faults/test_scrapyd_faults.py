@@ -144,10 +144,6 @@ def test_a_daemon_process_killed_mid_crawl_is_followed_by_one_that_re_attaches_a
 # 2. PostgreSQL down while the remote crawl finishes ------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a bug in daemon/batch.py (Batches._end_online): a run whose end PostgreSQL did not take is journaled "
-    "without folding its results into the history copy, so the offline fail-safe, deciding from the copy "
-    "read before the run, crawls the same job again at once; the fix folds recorder.results there"))
 def test_a_remote_crawl_that_ends_while_postgres_is_down_is_recorded_once_when_it_is_back_and_not_crawled_again(
     base_env, db, pg_server, daemon_factory, make_node
 ):
