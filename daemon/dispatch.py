@@ -26,7 +26,6 @@ can know of it; the facts it rests on are in docs/scrapyd-facts.md.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -36,12 +35,10 @@ import structlog
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
 from daemon.jobfile import Job
-from daemon.remote import (
-    LOG_TAIL_BYTES, Action, EngineSettings, Node, Observation, RemoteRun, classify, log_says_closed,
-    log_tail, lost_outcome, parse_dumped_stats, remote_outcome,
-)  # fmt: skip
 from daemon.placement import OnDispatch, OnStart, Placement, _Crawl, _Node
+from daemon.remote import Action, EngineSettings, Node, Observation, RemoteRun, classify, lost_outcome
 from daemon.scrapyd import ScrapydClient, ScrapydError
+from daemon.watching import LOST_REMEMBERED, Watching
 
 log = structlog.get_logger("daemon.dispatch")
 
@@ -49,7 +46,7 @@ OnFinish = Callable[[Any, CrawlOutcome], None]
 OnSpawn = Callable[[Any, int], None]
 
 
-class ScrapydEngine(Placement):
+class ScrapydEngine(Placement, Watching):
     def __init__(
         self,
         settings: EngineSettings,
@@ -76,6 +73,7 @@ class ScrapydEngine(Placement):
         self.not_started: str | None = None  # why the last run left jobs not started (None: stopping)
         self._active: list[_Crawl] = []
         self._former_nodes: list[_Node] = []  # nodes no longer configured that still have our crawls
+        self._lost: collections.deque[tuple[_Node, str, str]] = collections.deque(maxlen=LOST_REMEMBERED)
 
     # The runner's interface ----------------------------------------------------------------------
 
@@ -183,13 +181,14 @@ class ScrapydEngine(Placement):
             active.clear()
 
     def _observe(self, active: list[_Crawl], wanted: bool, now: float) -> None:
-        """Ask each node that matters this poll for its jobs: those running our crawls, and, when a
-        crawl waits for a slot, those not resting after a failure."""
+        """Ask each node that matters this poll for its jobs: those running our crawls, those that
+        lost one (`Watching._lost_came_back`), and, when a crawl waits for a slot, those not resting
+        after a failure."""
         asked = {id(c.node): c.node for c in active if c.node is not None}
-        if wanted:
-            for node in self.nodes:
-                if not node.cooling(now, self.limits.node_retry_s):
-                    asked.setdefault(id(node), node)
+        others = [*self.nodes] if wanted else []
+        for node in [*others, *self._asked_after_lost()]:
+            if not node.cooling(now, self.limits.node_retry_s):
+                asked.setdefault(id(node), node)
         for node in self.nodes:
             if id(node) not in asked:
                 node.jobs = None
@@ -204,6 +203,7 @@ class ScrapydEngine(Placement):
             if node.failed_at is not None:
                 log.info("scrapyd_node_back", node=node.name)
                 node.failed_at = None
+        self._lost_came_back(now)
 
     def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None:
         if node.failed_at is None:
@@ -251,6 +251,7 @@ class ScrapydEngine(Placement):
             finish(crawl, outcome)
         elif action is Action.LOST:
             log.warning("remote_crawl_lost", **fields, reason=reason, after_s=self.limits.lost_after_s)
+            self._gave_up(crawl)
             finish(crawl, lost_outcome(crawl.job, reason, now - crawl.dispatched_at, node.name,
                                        self.limits.lost_after_s))  # fmt: skip
         else:  # Action.DISPATCH_AGAIN
@@ -258,73 +259,6 @@ class ScrapydEngine(Placement):
             if crawl in self._active:
                 self._active.remove(crawl)
             again.append(crawl)
-
-    def _look_at_log(self, crawl: _Crawl, now: float) -> str:
-        """'absent' | 'open' | 'closed': the log of a crawl its node does not know (any more)."""
-        assert crawl.node is not None
-        client = crawl.node.client
-        path = client.log_path(self.settings.project, crawl.job.spider, crawl.jobid)
-        size = client.file_size(path)
-        if size is None:
-            return "absent"
-        if size != crawl.log_size:
-            crawl.log_size, crawl.log_changed_at, crawl.log_closed = size, now, None
-        if crawl.log_closed is None:
-            tail = client.tail(path, LOG_TAIL_BYTES)
-            crawl.log_closed = tail is not None and log_says_closed(tail.decode("utf-8", "replace"))
-        return "closed" if crawl.log_closed else "open"
-
-    def _collect(self, crawl: _Crawl, now: float) -> CrawlOutcome:
-        assert crawl.node is not None
-        client, project, spider = crawl.node.client, self.settings.project, crawl.job.spider
-        stats = client.stats(project, spider, crawl.jobid)
-        source = "stats_file"
-        tail = client.tail(client.log_path(project, spider, crawl.jobid), LOG_TAIL_BYTES)
-        log_found = tail is not None
-        if stats is None:
-            stats = parse_dumped_stats(tail.decode("utf-8", "replace")) if tail else None
-            source = "log" if stats is not None else "none"
-        log.info("remote_crawl_collected", spider=spider, job=crawl.job.name, node=crawl.node.name,
-                 jobid=crawl.jobid, stats_from=source)  # fmt: skip
-        outcome = remote_outcome(crawl.job, stats, log_found=log_found, timed_out=crawl.timed_out,
-                                 cancelled=crawl.cancelled, duration_s=now - crawl.dispatched_at)  # fmt: skip
-        return dataclasses.replace(outcome, log_tail=log_tail(tail) if tail else None)
-
-    def _enforce(self, crawl: _Crawl, now: float) -> None:
-        """Stop a crawl that ran out of time or was cancelled (cancel.json), KILL it after the grace.
-        A node that does not answer is asked again next poll."""
-        if crawl.node is None or crawl.state == "finished":
-            return
-        grace = self.settings.stop_grace_s
-        if crawl.stop_sent_at is None:
-            timed_out = now - crawl.dispatched_at >= crawl.job.timeout.total_seconds()
-            if not (crawl.cancelled or timed_out):
-                return
-            crawl.timed_out = timed_out and not crawl.cancelled
-            reason = "cancelled" if crawl.cancelled else "timeout"
-            if self._send_cancel(crawl, "TERM", now):
-                crawl.stop_sent_at = now
-                log.warning("spider_stopping", spider=crawl.job.spider, job=crawl.job.name, node=crawl.node.name,
-                            jobid=crawl.jobid, reason=reason, grace_s=grace)  # fmt: skip
-        elif not crawl.killed and now - crawl.stop_sent_at >= grace:
-            if self._send_cancel(crawl, "KILL", now):
-                crawl.killed = True
-                log.warning("spider_killed", spider=crawl.job.spider, job=crawl.job.name, node=crawl.node.name,
-                            jobid=crawl.jobid, after_grace_s=grace)  # fmt: skip
-
-    def _send_cancel(self, crawl: _Crawl, signal: str, now: float) -> bool:
-        assert crawl.node is not None
-        try:
-            prevstate = crawl.node.client.cancel(self.settings.project, crawl.jobid, signal)
-        except ScrapydError as exc:
-            self._node_failed(crawl.node, exc, now)
-            return False
-        if prevstate is None and crawl.state == "unknown":
-            # An orphan of a restarted Scrapyd: its node cannot stop it. It is watched until its
-            # log closes or goes stale, and judged by the stop we asked for.
-            log.warning("remote_crawl_cannot_be_stopped", spider=crawl.job.spider, job=crawl.job.name,
-                        node=crawl.node.name, jobid=crawl.jobid)  # fmt: skip
-        return True
 
     # Placing crawls on nodes ---------------------------------------------------------------------------
 

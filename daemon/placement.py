@@ -30,6 +30,7 @@ class _Node:
         self.failed_at: float | None = None  # when it last failed; None: it answers
         self.jobs: Any = None  # its last listjobs.json this poll; None: not asked or no answer
         self.added = 0  # crawls sent to it since that answer
+        self.last_sent_at = float("-inf")  # when it was last sent a crawl: equal nodes take turns
 
     @property
     def name(self) -> str:
@@ -77,11 +78,13 @@ class Placement:
 
     def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None: ...  # the engine's
 
+    _lost_on: Callable[[str], set[int]]  # the engine's (daemon/watching.py): nodes that lost a crawl of a job
+
     def _place(self, pending: collections.deque[Job], again: collections.deque[_Crawl], active: list[_Crawl],
                on_start: OnStart, on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None],
                now: float) -> None:  # fmt: skip
         while (pending or again) and len(active) < self.concurrency:
-            node = self._choose(active, now)
+            node = self._choose(active, now, avoid=self._lost_on(again[0].job.name if again else pending[0].name))
             if node is None:
                 if not any(not n.cooling(now, self.limits.node_retry_s) for n in self.nodes):
                     self._no_node(pending, again, finish, now)
@@ -109,11 +112,14 @@ class Placement:
                     pending.clear()
                 return
 
-    def _choose(self, active: list[_Crawl], now: float) -> _Node | None:
+    def _choose(self, active: list[_Crawl], now: float, avoid: set[int]) -> _Node | None:
+        """The node for the next crawl; `avoid`: nodes that lost a crawl of its job (ids)."""
         usable = [n for n in self.nodes if n.jobs is not None and not n.cooling(now, self.limits.node_retry_s)]
         # Our crawls a restarted node forgot still occupy its slots.
         forgotten = collections.Counter(id(c.node) for c in active if c.state == "unknown")
-        index = choose_node([(n.jobs.load + n.added + forgotten[id(n)], n.spec.slots) for n in usable])
+        index = choose_node([(n.jobs.load + n.added + forgotten[id(n)], n.spec.slots) for n in usable],
+                            avoid={i for i, n in enumerate(usable) if id(n) in avoid},
+                            last_sent=[n.last_sent_at for n in usable])  # fmt: skip
         return usable[index] if index is not None else None
 
     def _no_node(self, pending: collections.deque[Job], again: collections.deque[_Crawl],
@@ -169,6 +175,7 @@ class Placement:
         crawl.state = "pending"
         active.append(crawl)
         node.added += 1
+        node.last_sent_at = now
         return True
 
     def _not_sent(self, crawl: _Crawl, now: float, why: str) -> CrawlOutcome:

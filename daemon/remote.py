@@ -9,7 +9,7 @@ import dataclasses
 import enum
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("daemon.dispatch")
 
 
-POLL_SECONDS = 0.25  # how often the nodes are asked; a node's own poll_interval adds to the delay
+POLL_SECONDS = 0.1  # how often the nodes are asked while crawls run; a node's own poll_interval adds to it
 LOG_TAIL_BYTES = 64 * 1024  # enough for Scrapy's final stats dump and the "Spider closed" line after it
 DEFAULT_SLOTS = 1  # crawls a node takes at once unless told: Scrapyd does not report its max_proc
 NODE_STATS_COLLECTOR = "daemon.node_stats.NodeStatsCollector"
@@ -166,11 +166,15 @@ def classify(seen: Observation, limits: Limits) -> tuple[Action, str]:
     return Action.WATCH, "not_started_yet"
 
 
-def choose_node(loads: Sequence[tuple[int, int]]) -> int | None:
-    """Which node takes the next crawl: the index of the least loaded (load / slots, then load,
-    then the configured order) among `loads` ((load, slots) of each usable node) with a free slot."""
-    free = [(load / slots, load, i) for i, (load, slots) in enumerate(loads) if load < slots]
-    return min(free)[2] if free else None
+def choose_node(loads: Sequence[tuple[int, int]], *, avoid: Container[int] = (),
+                last_sent: Sequence[float] = ()) -> int | None:  # fmt: skip
+    """Which node takes the next crawl: the index, among `loads` ((load, slots) of each usable node),
+    of one with a free slot. Not one of `avoid` (a node that lost a crawl of this job) unless no other
+    is free; then the least loaded (load / slots, then load); then the one sent a crawl least
+    recently (`last_sent`, so equal nodes take turns); then the configured order."""
+    free = [(i in avoid, load / slots, load, last_sent[i] if last_sent else 0.0, i)
+            for i, (load, slots) in enumerate(loads) if load < slots]  # fmt: skip
+    return min(free)[-1] if free else None
 
 
 def remote_outcome(job: Job, stats: dict[str, Any] | None, *, log_found: bool, timed_out: bool, cancelled: bool,

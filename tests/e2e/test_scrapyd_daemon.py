@@ -79,8 +79,8 @@ def test_a_daemon_killed_mid_crawl_is_followed_by_one_that_re_attaches_and_never
     first = SchedulerThread(env, ["slow"])
     first.thread.start()
     wait_for(lambda: any(r[5] for r in rows(db, "slow")), timeout=30, what="the crawl dispatched")
-    # The first daemon stops mid-crawl (its own stop never cancels a remote crawl). Not yet tested
-    # here: SIGKILL of a daemon process (python -m daemon) mid-crawl.
+    # The first daemon stops mid-crawl (its own stop never cancels a remote crawl). A daemon process
+    # SIGKILLed mid-crawl: tests/faults/test_scrapyd_faults.py.
     first.stop.set()
     first.thread.join(timeout=30)
     [(_, status, _, _, node, jobid, _, _, _, _)] = rows(db, "slow")

@@ -94,6 +94,20 @@ def test_the_next_crawl_goes_to_the_least_loaded_node_with_a_free_slot(loads, ch
     assert choose_node(loads) == chosen
 
 
+@pytest.mark.parametrize(
+    ("loads", "avoid", "last_sent", "chosen"),
+    [
+        ([(0, 1), (0, 1)], set(), [5.0, 1.0], 1),  # equal: the one sent a crawl least recently
+        ([(0, 1), (0, 1), (0, 1)], set(), [3.0, 2.0, 2.0], 1),  # then the configured order
+        ([(0, 1), (0, 1)], {0}, [0.0, 9.0], 1),  # it lost this job's crawl: another node
+        ([(0, 2), (1, 2)], {0}, [0.0, 0.0], 1),  # even a busier one
+        ([(0, 1), (1, 1)], {0}, [0.0, 0.0], 0),  # unless no other has a free slot
+    ],
+)
+def test_a_retry_avoids_the_node_that_lost_its_crawl_and_equal_nodes_take_turns(loads, avoid, last_sent, chosen):
+    assert choose_node(loads, avoid=avoid, last_sent=last_sent) == chosen
+
+
 # the verdict ----------------------------------------------------------------------------------------
 
 GOOD = {"finish_reason": "finished", "item_scraped_count": 15, "log_count/ERROR": 0}
@@ -472,6 +486,50 @@ def test_a_node_unreachable_beyond_the_limit_loses_its_crawl_and_is_not_offered_
     lost = [e for e in logs if e["event"] == "remote_crawl_lost"]
     assert [e["reason"] for e in lost] == ["node_unreachable"]
     assert len([e for e in logs if e["event"] == "scrapyd_node_failed"]) == 1  # said once per outage
+
+
+def test_a_crawl_given_up_as_lost_that_its_node_starts_once_back_is_killed_and_its_retry_went_elsewhere():
+    a, b = FakeNode("http://a:6800"), FakeNode("http://b:6800")
+    h = Harness((a, 1), (b, 1), limits=Limits(lost_after_s=20, never_started_after_s=30, node_retry_s=5))
+    b.others = 1  # b busy with someone else's crawl at first: the job goes to a
+
+    def a_dies_with_the_crawl_pending(h: Harness) -> None:
+        if "pending" in a.states.values() and not h.hooks_seen:
+            a.down, h.hooks_seen = True, True
+
+    h.hooks_seen = False  # type: ignore[attr-defined]
+    h.hooks.append(a_dies_with_the_crawl_pending)
+    with capture_logs() as logs:
+        [lost] = h.run(job("first"))
+    assert lost.failure == "lost"
+    [gone] = a.sent()
+    # Back again, Scrapyd starts what its queue (kept in its dbs_dir) held; b is free now.
+    a.down, b.others = False, 0
+    # The retry lasts beyond a's rest after its failure (node_retry_s), when a is asked again.
+    h.hooks = [lambda h: a.states.update({gone: "running"}) if a.states.get(gone) == "pending" else None,
+               runs_for(10)]  # fmt: skip
+    with capture_logs() as logs:
+        [retry] = h.run(job("first"))
+    assert retry.ok and b.sent() and h.dispatched[-1][1] == b.url  # the retry went to the other node
+    assert ("cancel", gone, "KILL") in a.calls  # the lost crawl was killed as soon as it showed up
+    [came_back] = [e for e in logs if e["event"] == "remote_crawl_lost_came_back"]
+    assert came_back["jobid"] == gone and came_back["action"] == "killed"
+
+
+def test_a_crawl_sent_again_after_it_never_started_gets_its_whole_timeout():
+    a, b = FakeNode("http://a:6800"), FakeNode("http://b:6800")
+    h = Harness((a, 1), (b, 1), limits=Limits(lost_after_s=300, never_started_after_s=30, node_retry_s=30))
+    quick = job("quick", "quotes", timeout=timedelta(seconds=45))
+
+    def a_forgets_the_first(h: Harness) -> None:
+        first = a.sent()[0] if a.sent() else None
+        if a.states.get(first) == "pending":  # type: ignore[arg-type]
+            del a.states[first]  # type: ignore[arg-type]  # taken, then forgotten: never started there
+
+    h.hooks += [a_forgets_the_first, runs_for(40)]
+    [outcome] = h.run(quick)
+    assert len(a.sent() + b.sent()) == 2  # sent again after 30 s
+    assert outcome.ok, outcome.message  # 30 s waiting + 40 s crawling, yet within its 45 s from its start
 
 
 def test_with_every_node_down_nothing_is_started_and_the_jobs_stay_due():
