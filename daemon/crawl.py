@@ -17,6 +17,9 @@ from typing import Any
 # Extra settings every crawl gets: our stats collector, and no telnet console or remote-control
 # HTTP server listening (both are on by default in Scrapy).
 STATS_COLLECTOR = "daemon.scrapy_stats.JsonFileStatsCollector"
+# A crawl's row keeps its output's last lines: at most these many, and these many bytes (whole lines).
+TAIL_LINES = 200
+TAIL_MAX_BYTES = 16 * 1024
 
 
 def crawl_command(spider: str, stats_file: Path, extra: Sequence[str] = (), job: str | None = None) -> list[str]:

@@ -20,12 +20,11 @@ from typing import Any
 import structlog
 
 from daemon import statedir
+from daemon.crawl import TAIL_LINES, TAIL_MAX_BYTES
 
 log = structlog.get_logger("daemon.crawllog")
 
 FILE_MAX_BYTES = 5 * 2**20
-TAIL_LINES = 200
-TAIL_MAX_BYTES = 16 * 1024
 CUT_NOTE = "[persistent-scheduler: the rest of this crawl's output is not kept in this file; see the daemon's log]\n"
 
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.crawl import CrawlOutcome, crawl_command, judge
+from daemon.crawl import TAIL_LINES, TAIL_MAX_BYTES, CrawlOutcome, crawl_command, judge
 from daemon.jobfile import Job
 
 if TYPE_CHECKING:
-    from daemon.config import Secret
+    from daemon.secret import Secret
 
 log = structlog.get_logger("daemon.dispatch")
 
@@ -214,9 +214,7 @@ _DUMP = "Dumping Scrapy stats:"
 
 
 def log_tail(tail: bytes) -> str:
-    """A crawl's last lines, as its row keeps them (daemon/crawllog.py's limits): whole lines only."""
-    from daemon.crawllog import TAIL_LINES, TAIL_MAX_BYTES
-
+    """A crawl's last lines, as its row keeps them (the local runner's limits): whole lines only."""
     text = tail[-TAIL_MAX_BYTES:].decode("utf-8", "replace")
     lines = text.splitlines(keepends=True)
     if len(tail) > TAIL_MAX_BYTES and lines:
