@@ -19,6 +19,7 @@ from daemon import db
 from daemon.clock import Clock
 from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
+from daemon.engine import Engine
 from daemon.decision import Cadence
 from daemon.history import HistoryCopy
 from daemon.jobfile import Job, make_job
@@ -27,7 +28,6 @@ from daemon.lease import Lease
 from daemon.observation import Observer
 from daemon.recording import DatabaseRecorder, JournalRecorder, Recorder
 from daemon.remote import RemoteRun
-from daemon.runner import CrawlRunner
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
@@ -58,7 +58,7 @@ def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome], *, left_runnin
 
 
 class Batches:
-    def __init__(self, runner: CrawlRunner, lease: Lease, journal: Journal, history: HistoryCopy,
+    def __init__(self, runner: Engine, lease: Lease, journal: Journal, history: HistoryCopy,
                  observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
@@ -84,7 +84,7 @@ class Batches:
             return self._run(recorder, due, now, lambda: self.runner.run(
                 due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
         recorder.started_at.update({run.token: started_at for run, started_at in left})
-        return self._run(recorder, [*(r.job for r in runs), *due], now, lambda: self.runner.reconcile(  # type: ignore[attr-defined]
+        return self._run(recorder, [*(r.job for r in runs), *due], now, lambda: self.runner.reconcile(
             runs, recorder.finished, recorder.dispatched, jobs=due, on_start=recorder.started))
 
     def offline(self, now: datetime, cadences: dict[str, Cadence]) -> bool:
@@ -107,7 +107,7 @@ class Batches:
         'running'. The next run re-attaches to them beside whatever is due then (they are watched to
         their end, or sent again if they never started); until then their jobs count as running
         (`reattaching`), so none is ever sent twice."""
-        rows = store.remote_running(now) if hasattr(self.runner, "reconcile") else []
+        rows = store.remote_running(now) if self.runner.reattaches else []
         self._left = [(RemoteRun(row_id, self._job(job, spider), node, jobid, age_s), started_at)
                       for row_id, _, job, spider, node, jobid, started_at, age_s in rows]  # fmt: skip
         if self._left:
@@ -154,8 +154,8 @@ class Batches:
                 # daemon died.
                 self.journal.end_run(recorder.run, self.clock.now(), False, GAVE_WAY_MESSAGE)  # type: ignore[attr-defined]
             return True
-        ok, error = verdict(due, outcomes, left_running=len(getattr(self.runner, "detached", ())),
-                            why_not_started=getattr(self.runner, "not_started", None))  # fmt: skip
+        ok, error = verdict(due, outcomes, left_running=len(self.runner.detached),
+                            why_not_started=self.runner.not_started)  # fmt: skip
         if recorder.run_id is None:
             self.journal.end_run(recorder.run, self.clock.now(), ok, error)  # type: ignore[attr-defined]
             self.history.fold([r.result() for r in recorder.results])

@@ -35,18 +35,21 @@ import structlog
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
 from daemon.jobfile import Job
-from daemon.placement import OnDispatch, OnStart, Placement, _Crawl, _Node
+from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart
+from daemon.placement import Placement, _Crawl, _Node
 from daemon.remote import Action, EngineSettings, Node, Observation, RemoteRun, classify, lost_outcome
 from daemon.scrapyd import ScrapydClient, ScrapydError
 from daemon.watching import LOST_REMEMBERED, Watching
 
 log = structlog.get_logger("daemon.dispatch")
 
-OnFinish = Callable[[Any, CrawlOutcome], None]
-OnSpawn = Callable[[Any, int], None]
 
 
 class ScrapydEngine(Placement, Watching):
+    """The Scrapyd engine (daemon/engine.py): each crawl a job on a Scrapyd node."""
+
+    reattaches = True  # a remote crawl outlives its daemon: the next one re-attaches to it
+
     def __init__(
         self,
         settings: EngineSettings,

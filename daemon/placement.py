@@ -13,14 +13,13 @@ from typing import Any
 import structlog
 
 from daemon.crawl import CrawlOutcome
+from daemon.engine import OnDispatch, OnStart
 from daemon.jobfile import Job
 from daemon.remote import EngineSettings, Limits, Node, choose_node, new_jobid, node_settings, remote_outcome
 from daemon.scrapyd import ScrapydError
 
 log = structlog.get_logger("daemon.dispatch")
 
-OnStart = Callable[[Job], Any]
-OnDispatch = Callable[[Any, str, str, str], Any]  # False: not recorded, so not sent
 
 
 class _Node:

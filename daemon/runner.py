@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,15 +28,13 @@ from daemon.clock import Clock
 from daemon.config import PROJECT_ROOT, Settings
 from daemon.crawl import CrawlOutcome, crawl_command, judge
 from daemon.crawllog import CrawlLog
+from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart
 from daemon.jobfile import Job, crawl_arguments
 
 log = structlog.get_logger("daemon.runner")
 
 POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any crawl
 
-OnStart = Callable[[str], Any]
-OnFinish = Callable[[Any, CrawlOutcome], None]
-OnSpawn = Callable[[Any, int], None]
 
 
 PR_SET_PDEATHSIG = 1
@@ -97,6 +95,13 @@ class _Crawl:
 
 
 class CrawlRunner:
+    """The local engine (daemon/engine.py): each crawl a `scrapy crawl` subprocess of this daemon,
+    in a process group of its own, that dies with it."""
+
+    reattaches = False  # a local crawl never outlives its daemon: one left 'running' is stale
+    detached: tuple[()] = ()
+    not_started: str | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -127,7 +132,7 @@ class CrawlRunner:
         on_start: OnStart,
         on_finish: OnFinish,
         on_spawn: OnSpawn = lambda token, pid: None,
-        on_dispatch: Any = None,  # the Scrapyd engine's write-ahead (daemon/dispatch.py); a local crawl has none
+        on_dispatch: OnDispatch | None = None,  # the Scrapyd engine's write-ahead; a local crawl has none
     ) -> list[CrawlOutcome]:
         """Run `jobs`' crawls, at most `concurrency` at a time; return the outcomes of those started.
 
@@ -199,6 +204,13 @@ class CrawlRunner:
         elif crawl.term_sent_at is not None and now - crawl.term_sent_at >= grace and not crawl.killed:
             log.warning("spider_killed", spider=crawl.spider, job=crawl.job.name, after_grace_s=grace)
             crawl.kill()
+
+    def reconcile(self, runs: Iterable[Any], on_finish: OnFinish, on_dispatch: OnDispatch | None = None, *,
+                  jobs: Sequence[Job] = (), on_start: OnStart = lambda job: None) -> list[CrawlOutcome]:  # fmt: skip
+        """Nothing to re-attach to (a local crawl dies with its daemon): `jobs` run as `run` runs them."""
+        if any(True for _ in runs):
+            raise ValueError("the local runner has no crawls to re-attach to")
+        return self.run(jobs, on_start, on_finish)
 
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: stop its running crawl (SIGTERM to its group, SIGKILL after the grace); its

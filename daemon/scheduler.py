@@ -177,6 +177,7 @@ def assemble(
     from daemon.metrics import Metrics
     from daemon.notify import Notifier
     from daemon.requests import RunNowListener
+    from daemon.engine import Engine
     from daemon.runner import CrawlRunner
     from daemon.store import Store
 
@@ -215,7 +216,7 @@ def assemble(
             if not runner.cancel(name):
                 log.info("cancel_ignored", job=name, reason="not running")
 
-    runner: Any
+    runner: Engine
     if settings.engine == "scrapyd":
         from daemon.dispatch import ScrapydEngine  # its client and the node's rules only when asked for
 
@@ -236,7 +237,7 @@ def assemble(
                             allowed_hosts=settings.http_allowed_hosts, clock=clock)  # fmt: skip
     return Scheduler(
         settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
-        takeover=TakeOver(journal, keep_remote=settings.engine == "scrapyd"), history=history, jitter=jitter, requests=requests,
+        takeover=TakeOver(journal, keep_remote=runner.reattaches), history=history, jitter=jitter, requests=requests,
         batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop), observer=observer,
         housekeeping=housekeeping, heartbeat=heartbeat, notifier=notifier, http=http,
     )  # fmt: skip

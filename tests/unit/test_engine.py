@@ -1,0 +1,45 @@
+"""The engine boundary (daemon/engine.py): the local runner and the Scrapyd engine are two
+implementations of one interface, the loop's only view of either."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from daemon.clock import SystemClock
+from daemon.dispatch import ScrapydEngine
+from daemon.engine import Engine
+from daemon.remote import EngineSettings, Node, RemoteRun
+from daemon.runner import CrawlRunner
+from tests.unit.test_dispatch import job
+
+MEMBERS = ("reattaches", "detached", "not_started", "run", "reconcile", "cancel")
+
+
+@pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
+def test_each_engine_offers_every_member_of_the_interface_with_its_parameters(engine):
+    declared = set(Engine.__annotations__) | {name for name in vars(Engine) if not name.startswith("_")}
+    assert declared == set(MEMBERS)
+    for name in ("run", "reconcile", "cancel"):
+        wanted = list(inspect.signature(getattr(Engine, name)).parameters)
+        assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
+
+
+def test_only_the_scrapyd_engine_has_crawls_that_outlive_the_daemon():
+    assert ScrapydEngine.reattaches is True and CrawlRunner.reattaches is False
+
+
+def test_the_local_runner_refuses_to_re_attach_to_a_crawl_and_runs_an_empty_batch_at_once(tmp_path):
+    settings = SimpleNamespace(state_dir=tmp_path / "state", concurrency=1, stop_grace_seconds=1)
+    runner = CrawlRunner(settings, SystemClock(), threading.Event(), threading.Event(), environ={})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no crawls to re-attach"):
+        runner.reconcile([RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0)], lambda t, o: None)
+    assert runner.reconcile([], lambda t, o: None) == [] and runner.detached == ()
+
+
+def test_a_scrapyd_engine_starts_with_nothing_detached_and_nothing_left_unstarted():
+    engine = ScrapydEngine(EngineSettings(nodes=(Node("http://a:6800", 1),)), SystemClock(), threading.Event())
+    assert engine.detached == [] and engine.not_started is None
