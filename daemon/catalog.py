@@ -74,7 +74,11 @@ class Catalog:
 
     # ----------------------------------------------------------------- questions
     def names(self) -> tuple[str, ...]:
-        return tuple(job.name for job in self.jobs)
+        """The jobs' names: the same tuple while the jobs stay the same (asked for on every tick)."""
+        names = getattr(self, "_names", None)
+        if names is None or names[0] is not self.jobs:
+            names = self._names = (self.jobs, tuple(job.name for job in self.jobs))
+        return names[1]
 
     def job(self, name: str) -> Job | None:
         # Asked for every job on every tick (the spider of each, for the metrics), so the jobs are
@@ -91,8 +95,7 @@ class Catalog:
 
     def jobs_named(self, names: Sequence[str]) -> list[Job]:
         """The jobs of `names`, in that order (a name no longer in the catalog is left out)."""
-        by_name = {job.name: job for job in self.jobs}
-        return [by_name[name] for name in names if name in by_name]
+        return [job for name in names if (job := self.job(name)) is not None]
 
     def alert_limits(self, pauses: Collection[str], alert_after: timedelta) -> dict[str, timedelta]:
         """The jobs to alert on when overdue (none paused), each after SCHEDULER_ALERT_AFTER_HOURS or
@@ -107,12 +110,19 @@ class Catalog:
         self.dirty = False
 
     def cadences(self, pauses: dict[str, object]) -> dict[str, Cadence]:
-        """Each job's cadence, paused by the file (until it changes) or by `pause` (until when)."""
-        return {
+        """Each job's cadence, paused by the file (until it changes) or by `pause` (until when).
+        The same dict while the jobs and the pauses stay the same (the history copy moves its last
+        plan while they do), a new one when either changes; never to be changed in place."""
+        made = getattr(self, "_cadences", None)
+        if made is not None and made[0] is self.jobs and made[1] == pauses:
+            return made[2]
+        cadences = {
             job.name: Cadence(job.every, job.retry_delay, paused=job.paused or job.name in pauses,
                               paused_until=None if job.paused else pauses.get(job.name))  # type: ignore[arg-type]
             for job in self.jobs
         }  # fmt: skip
+        self._cadences = (self.jobs, dict(pauses), cadences)
+        return cadences
 
     def resolve(self, names: Sequence[str] | None) -> set[str]:
         """Job names for names that may be jobs or spiders (a spider's name: all its jobs)."""

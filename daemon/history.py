@@ -10,29 +10,66 @@ still noticed within a tick, then by the read that fails.
 
 While PostgreSQL is unreachable, the copy is what the offline fail-safe decides from, and an
 offline run's results are folded into it (`decision.fold`).
+
+An idle tick decides nothing anew: a plan with nothing due stays the plan, moved to the tick's
+`now` (`decision.moved`), while the copy and the cadences are the very ones it was decided from and
+`now` stays within its quiet span (`decision.quiet_span`: up to the next due time or a pause's
+end). A read, a fold, a reload or a pause gives a new copy or new cadences, so a new decision.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from daemon.clock import Clock
-from daemon.decision import Cadence, CrawlResult, Plan, SpiderHistory, decide_jobs, fold
+from daemon.decision import (
+    Cadence,
+    CrawlResult,
+    Plan,
+    SpiderHistory,
+    decide_jobs,
+    fold,
+    moved,
+    quiet_span,
+)
 from daemon.store import Store
 
 HISTORY_REFRESH_SECONDS = 300.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Quiet:
+    """A plan with nothing due, what it was decided from, and the span of `now` it holds over."""
+
+    histories: list[SpiderHistory]
+    cadences: Mapping[str, Cadence]
+    plan: Plan
+    since: datetime | None
+    until: datetime | None
+
+    def holds(self, histories: list[SpiderHistory], cadences: Mapping[str, Cadence], now: datetime) -> bool:
+        return (
+            histories is self.histories
+            and cadences is self.cadences
+            and (self.since is None or self.since <= now)
+            and (self.until is None or now < self.until)
+        )
+
+
 class HistoryCopy:
     """The copy, per job. Each plan is decided by the jobs' cadences as the caller gives them (the
-    catalog's, with pauses): data in, plan out."""
+    catalog's, with pauses): data in, plan out. The cadences are never changed in place once given
+    (the catalog gives new ones whenever the jobs or the pauses change)."""
 
     def __init__(self, clock: Clock, default: Cadence) -> None:
         self.clock = clock
         self.default = default  # for a job without a cadence of its own
         self._histories: list[SpiderHistory] | None = None
         self._read_at = float("-inf")  # monotonic; -inf: read it again before deciding
+        self._matched: tuple[object, object] | None = None  # (copy, jobs) found to name the same jobs
+        self._quiet: Quiet | None = None  # the last plan, if nothing was due
 
     def invalidate(self) -> None:
         """The next plan reads the history anew (after a run, or on taking the lock)."""
@@ -45,24 +82,42 @@ class HistoryCopy:
         if plan is None or plan.due:
             self._histories = store.histories(list(jobs))
             self._read_at = self.clock.monotonic()
-            plan = decide_jobs(self._histories, now, cadences, self.default)
+            self._same_jobs(self._histories, jobs)  # checked with the read, not on the next tick
+            plan = self._decide(now, cadences)
         return plan, list(self._histories or [])
 
     def _from_copy(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence]) -> Plan | None:
         if (
             self._histories is None
-            or [h.spider for h in self._histories] != list(jobs)  # the jobs changed (a reload)
+            or not self._same_jobs(self._histories, jobs)  # the jobs changed (a reload)
             or self.clock.monotonic() - self._read_at >= HISTORY_REFRESH_SECONDS
             or not store.idle_and_quiet()
         ):
             return None
-        return decide_jobs(self._histories, now, cadences, self.default)
+        return self._decide(now, cadences)
+
+    def _same_jobs(self, histories: list[SpiderHistory], jobs: Sequence[str]) -> bool:
+        if self._matched is not None and self._matched[0] is histories and self._matched[1] is jobs:
+            return True  # the same copy and the same (immutable) names as last time
+        same = [h.spider for h in histories] == list(jobs)
+        self._matched = (histories, jobs) if same and isinstance(jobs, tuple) else None
+        return same
+
+    def _decide(self, now: datetime, cadences: Mapping[str, Cadence]) -> Plan:
+        """The copy's plan at `now`: the last one moved, while it holds; else decided anew."""
+        histories = self._histories or []
+        if self._quiet is not None and self._quiet.holds(histories, cadences, now):
+            return moved(self._quiet.plan, now)
+        plan = decide_jobs(histories, now, cadences, self.default)
+        span = quiet_span(plan, histories, cadences, self.default)
+        self._quiet = Quiet(histories, cadences, plan, *span) if span is not None else None
+        return plan
 
     def offline_plan(self, now: datetime, cadences: Mapping[str, Cadence]) -> Plan | None:
         """What the fail-safe may run: decided from the last history read (None: never read one)."""
         if self._histories is None:
             return None
-        return decide_jobs(self._histories, now, cadences, self.default)
+        return self._decide(now, cadences)
 
     def fold(self, results: Sequence[CrawlResult]) -> None:
         """Results PostgreSQL has not seen yet: an offline run's, or those of a run whose end went to the journal."""

@@ -36,7 +36,7 @@ class Jitter:
     ) -> tuple[tuple[str, ...], datetime | None]:
         """What runs now of `due`, and when the earliest run held back becomes due (or None)."""
         first, self._first_decision = self._first_decision, False
-        if first:
+        if first or not due:
             return tuple(due), None
         due_set = set(due)
         for p in plan.spiders:
