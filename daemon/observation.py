@@ -39,6 +39,7 @@ class Observer:
         self._run_started_m = 0.0
         self._decision_key: object = None  # the decision logged last: each is logged once
         self._exported: dict[str, str] = {}  # job -> spider: the per-job series on /metrics
+        self._exported_from: object = None  # what those series were last set from
 
     # ----------------------------------------------------------------- events
     def new_term(self) -> None:
@@ -51,9 +52,6 @@ class Observer:
             self._decision_key = key
             log_decision(plan, histories, self.interval_hours, self.timezone)
         if self.metrics.registry is not None:  # nobody can read them while the endpoint is off
-            for h in histories:
-                if h.last_success_at is not None:
-                    self.metrics.last_success.labels(h.spider, spider_of(h.spider)).set(h.last_success_at.timestamp())
             self._export_jobs(plan, histories, spider_of)
         next_due = plan.next_due_at
         waiting = not plan.due and next_due is not None
@@ -112,10 +110,20 @@ class Observer:
         self._decision_key = None
 
     def _export_jobs(self, plan: Plan, histories: Sequence[SpiderHistory], spider_of: Callable[[str], str]) -> None:
-        """Each planned job's interval, pause and failure streak, for alerting rules. The series of
-        a job no longer planned (removed from the jobs file, or now running another spider) go, so
-        a job that is gone never alerts."""
+        """Each job's last success, and each planned job's interval, pause and failure streak, for
+        alerting rules. The series of a job no longer planned (removed from the jobs file, or now
+        running another spider) go, so a job that is gone never alerts. Set again only when what
+        they are set from changed: an idle tick's plan and history are the last tick's (at 10,000
+        jobs, setting them all took ~80 ms a tick)."""
         exported = {p.spider: spider_of(p.spider) for p in plan.spiders}
+        source = (self.metrics, plan.spiders, histories, exported)
+        if source == self._exported_from:
+            return
+        self._exported_from = source
+        for h in histories:
+            if h.last_success_at is not None:
+                self.metrics.last_success.labels(h.spider, exported.get(h.spider) or spider_of(h.spider)).set(
+                    h.last_success_at.timestamp())  # fmt: skip
         for job, spider in self._exported.items():
             if exported.get(job) != spider:
                 for gauge in (self.metrics.job_interval, self.metrics.job_failures, self.metrics.last_success):
