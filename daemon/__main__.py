@@ -25,17 +25,20 @@ from pathlib import Path
 #   PostgreSQL. Both treat a missing `ssl` as normal (libpq then sets up its own OpenSSL, as in
 #   any C program), and the daemon never uses asyncio. `ssl` is hidden only while they load, so a
 #   later `import ssl` (https webhooks, through urllib) works as usual.
+# - structlog imports greenlet whenever it is installed (for its deprecated threadlocal module,
+#   which falls back to threading.local without it): ~1.2 MiB with the C++ runtime it loads, for a
+#   daemon that runs no greenlets. Hidden, like ssl, only while structlog loads.
 # Only this process is affected: crawls start a fresh interpreter.
 sys.modules.setdefault("twisted", None)  # type: ignore[arg-type]
-_hide_ssl = "ssl" not in sys.modules
-if _hide_ssl:
-    sys.modules["ssl"] = None  # type: ignore[assignment]
+_hidden = [name for name in ("ssl", "greenlet") if name not in sys.modules]
+for _name in _hidden:
+    sys.modules[_name] = None  # type: ignore[assignment]
 try:
     import psycopg2  # noqa: F401,E402 (loaded here, without ssl)
     import structlog  # noqa: F401,E402
 finally:
-    if _hide_ssl:
-        del sys.modules["ssl"]
+    for _name in _hidden:
+        del sys.modules[_name]
 
 from daemon import heartbeat, logs  # noqa: E402 (after the guards above)
 from daemon.config import Settings  # noqa: E402

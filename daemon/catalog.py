@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from daemon import jobfile, jobrules
+from daemon import jobfile, jobrules, memory
 from daemon.decision import Cadence
 from daemon.errors import JobsFileError, SchedulerError
 from daemon.jobfile import Job, JobDefaults
@@ -108,6 +108,7 @@ class Catalog:
         store.publish_jobs(self.jobs, path=str(self.path) if self.path else None, error=self.error,
                            spiders=self.spiders, now=now, owner=owner)  # fmt: skip
         self.dirty = False
+        memory.release()  # the rows and the JSON of every job, just freed (daemon/memory.py)
 
     def cadences(self, pauses: dict[str, object]) -> dict[str, Cadence]:
         """Each job's cadence, paused by the file (until it changes) or by `pause` (until when).
@@ -116,10 +117,12 @@ class Catalog:
         made = getattr(self, "_cadences", None)
         if made is not None and made[0] is self.jobs and made[1] == pauses:
             return made[2]
+        same: dict[Cadence, Cadence] = {}  # one object per distinct cadence, shared by the jobs that have it
         cadences = {
-            job.name: Cadence(job.every, job.retry_delay, paused=job.paused or job.name in pauses,
-                              paused_until=None if job.paused else pauses.get(job.name))  # type: ignore[arg-type]
+            job.name: same.setdefault(cadence, cadence)
             for job in self.jobs
+            for cadence in (Cadence(job.every, job.retry_delay, paused=job.paused or job.name in pauses,
+                                    paused_until=None if job.paused else pauses.get(job.name)),)  # type: ignore[arg-type]
         }  # fmt: skip
         self._cadences = (self.jobs, dict(pauses), cadences)
         return cadences

@@ -21,7 +21,9 @@ from datetime import datetime, timedelta
 CLOCK_SKEW_TOLERANCE = timedelta(minutes=1)
 
 
-@dataclasses.dataclass(frozen=True)
+# The per-job records (a history, a plan, a cadence each, at 10,000 jobs) keep their fields in slots:
+# no dict per instance.
+@dataclasses.dataclass(frozen=True, slots=True)
 class SpiderHistory:
     spider: str
     last_success_at: datetime | None = None
@@ -29,7 +31,7 @@ class SpiderHistory:
     last_failure_at: datetime | None = None  # when the latest of those failures finished
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Cadence:
     """A job's own rhythm: its interval and retry delay, and whether it is paused (until when;
     None: until resumed)."""
@@ -40,7 +42,7 @@ class Cadence:
     paused_until: datetime | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SpiderPlan:
     spider: str  # the job's name (a spider's, for a job named after it)
     due_at: datetime | None  # None: no history, due at once (or, paused: until resumed)

@@ -96,7 +96,7 @@ _CRAWL = crawl_command("spider", Path("stats.json"))
 RESERVED_SETTINGS = frozenset(item.split("=", 1)[0] for flag, item in zip(_CRAWL, _CRAWL[1:]) if flag == "-s")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobDefaults:
     """The values a job gets when neither it nor `[defaults]` sets them."""
 
@@ -122,7 +122,7 @@ class JobDefaults:
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one per job, 10,000 of them in a large file
 class Job:
     name: str
     spider: str
@@ -199,8 +199,8 @@ def make_job(
     name: str,
     spider: str,
     defaults: JobDefaults,
-    args: Mapping[str, str] | None = None,
-    settings: Mapping[str, str] | None = None,
+    args: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None,
+    settings: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None,
     paused: bool = False,
     **values: Any,
 ) -> Job:
@@ -208,8 +208,8 @@ def make_job(
     return Job(
         name=name,
         spider=spider,
-        args=tuple((args or {}).items()),
-        settings=tuple((settings or {}).items()),
+        args=args if isinstance(args, tuple) else tuple((args or {}).items()),  # a tuple: as given (shared)
+        settings=settings if isinstance(settings, tuple) else tuple((settings or {}).items()),
         paused=paused,
         **fields,
     )

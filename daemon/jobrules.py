@@ -4,8 +4,10 @@ each broken rule one line naming the file, the job, the key and what is allowed,
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
+import pickle
 import stat
 import tomllib
 from collections.abc import Collection
@@ -61,7 +63,17 @@ def parse(
     jobs = checker.document(document, defaults)
     if checker.problems:
         raise JobsFileError(checker.problems)
-    return jobs
+    # The jobs are moved out of the parse's memory, which the daemon would otherwise keep for as long
+    # as it runs: the parsed document of a large file takes ~20 MiB (10,000 jobs), freed here, but the
+    # jobs made from it (and the names, its strings) lie scattered among its objects, and Python's
+    # allocator gives an arena back to the system only once nothing in it lives. Pickled, the
+    # document dropped (a collection: not all of it goes by its count of references alone), and
+    # unpickled, they lie together in fresh memory (pickle keeps a value shared by several jobs
+    # shared). ~30 ms at 10,000 jobs, once per load; ~10 MiB less resident for as long as it runs.
+    packed = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+    del document, checker, jobs
+    gc.collect()
+    return pickle.loads(packed)  # type: ignore[no-any-return]
 
 
 def _located(message: str, text: str) -> str:
@@ -84,6 +96,15 @@ class _Checker:
         self.reserved_args = SCRAPYD_RESERVED_ARGS if engine == "scrapyd" else frozenset()
         self.known = None if known_spiders is None else frozenset(known_spiders)
         self.problems: list[str] = []
+        self._values: dict[Any, Any] = {}  # each value once: equal values are shared by the jobs
+
+    def _shared(self, value: Any) -> Any:
+        """The first value seen equal to `value` (strings, tuples, durations): a spider, an argument or
+        a whole argument list that many jobs repeat is kept once, not once per job."""
+        return self._values.setdefault(value, value)
+
+    def _pairs_shared(self, pairs: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        return self._shared(tuple(self._shared((self._shared(k), self._shared(v))) for k, v in pairs.items()))
 
     def document(self, document: dict[str, Any], env_defaults: JobDefaults) -> tuple[Job, ...]:
         for key in document:
@@ -151,12 +172,12 @@ class _Checker:
             jobs.append(
                 make_job(
                     name=name,
-                    spider=spider,
+                    spider=self._shared(spider),
                     defaults=layered,
-                    args={**shared.get("args", {}), **own.get("args", {})},
-                    settings={**shared.get("settings", {}), **own.get("settings", {})},
+                    args=self._pairs_shared({**shared.get("args", {}), **own.get("args", {})}),
+                    settings=self._pairs_shared({**shared.get("settings", {}), **own.get("settings", {})}),
                     paused=values.get("paused", False),
-                    **{k: own[k] for k in DURATION_KEYS + COUNT_KEYS if k in own},
+                    **{k: self._shared(own[k]) for k in DURATION_KEYS + COUNT_KEYS if k in own},
                 )
             )
         return tuple(jobs)
