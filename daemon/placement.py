@@ -75,7 +75,7 @@ class Placement:
     concurrency: int
     not_started: str | None
 
-    def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None: ...  # the engine's
+    _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/dispatch.py)
 
     _lost_on: Callable[[str], set[int]]  # the engine's (daemon/watching.py): nodes that lost a crawl of a job
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable
 
 import structlog
 
@@ -32,7 +33,7 @@ class Watching:
     settings: EngineSettings
     _lost: collections.deque[tuple[_Node, str, str]]  # (node, job name, job id) given up as lost
 
-    def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None: ...  # the engine's
+    _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/dispatch.py)
 
     def _look_at_log(self, crawl: _Crawl, now: float) -> str:
         """'absent' | 'open' | 'closed': the log of a crawl its node does not know (any more)."""
