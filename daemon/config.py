@@ -24,9 +24,9 @@ from daemon import settings_parsers as p
 from daemon import settings_checks as checks
 from daemon import statedir
 from daemon.errors import ConfigError
-from daemon.settings_parsers import SPIDER_NAME, Secret
+from daemon.secret import Secret
 
-__all__ = ["PROJECT_ROOT", "SPIDER_NAME", "Secret", "Settings", "Variable", "settings_table"]
+__all__ = ["PROJECT_ROOT", "Settings", "Variable", "settings_table"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

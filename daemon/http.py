@@ -32,7 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon import heartbeat
 from daemon.clock import Clock, SystemClock
-from daemon.config import Secret, Settings
+from daemon.config import Settings
+from daemon.secret import Secret
 from daemon.metrics import Metrics
 
 log = structlog.get_logger("daemon.http")

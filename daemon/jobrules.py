@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon.config import SPIDER_NAME
+from daemon.settings_parsers import SPIDER_NAME
 from daemon.errors import JobsFileError
 from daemon.scrapyd import RESERVED_ARGS as SCRAPYD_RESERVED_ARGS
 from daemon.jobfile import (

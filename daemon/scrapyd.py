@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from daemon.config import Secret
+    from daemon.secret import Secret
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # listjobs.json keeps 100 finished jobs: a few tens of KiB

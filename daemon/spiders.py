@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from daemon.config import SPIDER_NAME, Settings
+from daemon.config import Settings
+from daemon.settings_parsers import SPIDER_NAME
 from daemon.errors import ConfigError, SpiderDiscoveryError
 from daemon.runner import crawl_environment
 

@@ -16,7 +16,8 @@ from datetime import datetime
 import psycopg2.errors
 import pytest
 
-from daemon.config import Secret, Settings
+from daemon.config import Settings
+from daemon.secret import Secret
 from daemon.decision import Cadence, decide_jobs
 from daemon.store import Store
 from tests.conftest import ROOT, free_port

@@ -26,7 +26,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.clock import SystemClock
-from daemon.config import Secret
+from daemon.secret import Secret
 from daemon.crawl import CrawlOutcome
 from daemon.dispatch import ScrapydEngine
 from daemon.remote import EngineSettings, Limits, Node, RemoteRun

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from daemon.clock import SystemClock
-from daemon.config import Secret
+from daemon.secret import Secret
 from daemon.dispatch import ScrapydEngine
 from daemon.remote import EngineSettings, Node
 from daemon.jobfile import make_job

@@ -351,3 +351,11 @@ def test_an_interval_longer_than_the_default_retention_allows_names_the_interval
     [line] = problems(SCHEDULER_INTERVAL_HOURS="5000")
     assert line.startswith("config error: SCHEDULER_INTERVAL_HOURS='5000' is not allowed with "
                            "SCHEDULER_HISTORY_RETENTION_DAYS='90'")  # fmt: skip
+
+
+def test_the_project_root_is_the_folder_that_holds_the_migrations_and_the_daemon() -> None:
+    """Migrations, the default project and every crawl's PYTHONPATH are found from PROJECT_ROOT."""
+    from daemon.config import PROJECT_ROOT
+
+    assert (PROJECT_ROOT / "sql" / "001_scheduler_state.sql").is_file()
+    assert (PROJECT_ROOT / "daemon" / "__main__.py").is_file()

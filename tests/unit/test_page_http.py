@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from daemon.config import Secret, Settings
+from daemon.config import Settings
+from daemon.secret import Secret
 from daemon.http import HttpEndpoint
 from daemon.metrics import Metrics
 from tests.conftest import ROOT, free_port
