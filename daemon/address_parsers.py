@@ -4,6 +4,7 @@ directory), host lists, URLs that may carry a token, Scrapyd nodes. Text in, a t
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from daemon.settings_parsers import Invalid, Parser, show
 SOCKET_PATH_MAX_BYTES = 107
 HOST_ALLOWED = "a host name (letters, digits, - and _ in dot-separated labels of at most 63 characters)"
 IP_ALLOWED = "an IP address (1.2.3.4, ::1, without [ ] or a port)"
+DEFAULT_SLOTS = 1  # crawls a Scrapyd node takes at once unless told: Scrapyd does not report its max_proc
 
 
 def host() -> Parser:
@@ -109,13 +111,11 @@ def _url_shown(raw: str) -> str:
 
 
 def scrapyd_nodes() -> Parser:
-    """SCRAPYD_NODES through daemon.remote.parse_nodes: comma-separated base URLs, each optionally
+    """SCRAPYD_NODES through parse_nodes: comma-separated base URLs, each optionally
     `=SLOTS`. A node without its own slots gets 0 here, SCRAPYD_NODE_SLOTS later (config.py). An
     error shows each URL as scheme://host:port at most: a path or user info may hold a token."""
 
     def parse(raw: str) -> tuple[Any, ...]:
-        from daemon.remote import parse_nodes  # the engine's own rules, imported only when given
-
         if not raw.isprintable() or any(ord(c) > 126 for c in raw):
             raise Invalid("printable ASCII only")  # the value is not shown then: only its length
         nodes = []
@@ -160,3 +160,53 @@ def _node_shown(entry: str) -> str:
 
 def _nodes_shown(raw: str) -> str:
     return show(",".join(_node_shown(part.strip()) for part in raw.split(",") if part.strip()))
+
+
+# Scrapyd nodes ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    url: str  # http(s)://host:port, no credentials
+    slots: int = DEFAULT_SLOTS  # at most this many crawls (running + pending) at once: its max_proc
+
+
+def parse_nodes(value: str, default_slots: int = DEFAULT_SLOTS) -> tuple[Node, ...]:
+    """SCRAPYD_NODES: comma-separated base URLs, each optionally `=SLOTS` (how many crawls it runs
+    at once, its max_proc), e.g. `http://scrapyd-1:6800=4,http://scrapyd-2:6800`. Every problem is
+    reported at once, in one ValueError. The Scrapyd engine's own rules are in
+    daemon/remote.py; what a node is belongs to the settings, which parse it."""
+    nodes: list[Node] = []
+    problems: list[str] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        url, _, slots_text = entry.partition("=")
+        url = url.strip().rstrip("/")
+        slots = default_slots
+        if slots_text:
+            if not slots_text.strip().isdigit() or not 1 <= int(slots_text) <= 1000:
+                problems.append(f"{url}: slots must be a whole number from 1 to 1000, not {slots_text.strip()[:20]!r}")
+                continue
+            slots = int(slots_text)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            problems.append(f"{url[:80]!r} is not a URL")
+            continue
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"{url[:80]!r} is not an http(s)://host:port URL")
+        elif parts.username or parts.password:
+            problems.append(f"{parts.hostname}: credentials go in SCRAPYD_USERNAME/SCRAPYD_PASSWORD, not the URL")
+        elif parts.query or parts.fragment:
+            problems.append(f"{url[:80]!r}: a node's URL has no query or fragment")
+        elif any(node.url == url for node in nodes):
+            problems.append(f"{url[:80]!r} is listed twice")
+        else:
+            nodes.append(Node(url, slots))
+    if not nodes and not problems:
+        problems.append("at least one node's URL is required")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(nodes)

@@ -15,7 +15,8 @@ import structlog
 from daemon.crawl import CrawlOutcome
 from daemon.engine import OnDispatch, OnStart
 from daemon.jobfile import Job
-from daemon.remote import EngineSettings, Limits, Node, choose_node, new_jobid, node_settings, remote_outcome
+from daemon.remote import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
+from daemon.address_parsers import Node
 from daemon.scrapyd import ScrapydError
 
 log = structlog.get_logger("daemon.dispatch")

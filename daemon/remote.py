@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from daemon.address_parsers import Node
 from daemon.crawl import TAIL_LINES, TAIL_MAX_BYTES, CrawlOutcome, crawl_command, judge
 from daemon.jobfile import Job
 
@@ -26,60 +27,11 @@ log = structlog.get_logger("daemon.dispatch")
 
 POLL_SECONDS = 0.1  # how often the nodes are asked while crawls run; a node's own poll_interval adds to it
 LOG_TAIL_BYTES = 64 * 1024  # enough for Scrapy's final stats dump and the "Spider closed" line after it
-DEFAULT_SLOTS = 1  # crawls a node takes at once unless told: Scrapyd does not report its max_proc
 NODE_STATS_COLLECTOR = "daemon.node_stats.NodeStatsCollector"
 
 
 
 # Settings ----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Node:
-    url: str  # http(s)://host:port, no credentials
-    slots: int = DEFAULT_SLOTS  # at most this many crawls (running + pending) at once: its max_proc
-
-
-def parse_nodes(value: str, default_slots: int = DEFAULT_SLOTS) -> tuple[Node, ...]:
-    """SCRAPYD_NODES: comma-separated base URLs, each optionally `=SLOTS` (how many crawls it runs
-    at once, its max_proc), e.g. `http://scrapyd-1:6800=4,http://scrapyd-2:6800`. Every problem is
-    reported at once, in one ValueError."""
-    from urllib.parse import urlsplit
-
-    nodes: list[Node] = []
-    problems: list[str] = []
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        url, _, slots_text = entry.partition("=")
-        url = url.strip().rstrip("/")
-        slots = default_slots
-        if slots_text:
-            if not slots_text.strip().isdigit() or not 1 <= int(slots_text) <= 1000:
-                problems.append(f"{url}: slots must be a whole number from 1 to 1000, not {slots_text.strip()[:20]!r}")
-                continue
-            slots = int(slots_text)
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError:
-            problems.append(f"{url[:80]!r} is not a URL")
-            continue
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"{url[:80]!r} is not an http(s)://host:port URL")
-        elif parts.username or parts.password:
-            problems.append(f"{parts.hostname}: credentials go in SCRAPYD_USERNAME/SCRAPYD_PASSWORD, not the URL")
-        elif parts.query or parts.fragment:
-            problems.append(f"{url[:80]!r}: a node's URL has no query or fragment")
-        elif any(node.url == url for node in nodes):
-            problems.append(f"{url[:80]!r} is listed twice")
-        else:
-            nodes.append(Node(url, slots))
-    if not nodes and not problems:
-        problems.append("at least one node's URL is required")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return tuple(nodes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,8 @@ import pytest
 from daemon.clock import SystemClock
 from daemon.secret import Secret
 from daemon.dispatch import ScrapydEngine
-from daemon.remote import EngineSettings, Node
+from daemon.remote import EngineSettings
+from daemon.address_parsers import Node
 from daemon.jobfile import make_job
 from daemon.scrapyd import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, free_port

@@ -17,7 +17,6 @@ from daemon.remote import (
     Action,
     EngineSettings,
     Limits,
-    Node,
     Observation,
     RemoteRun,
     choose_node,
@@ -25,9 +24,9 @@ from daemon.remote import (
     log_says_closed,
     node_settings,
     parse_dumped_stats,
-    parse_nodes,
     remote_outcome,
 )
+from daemon.address_parsers import Node, parse_nodes
 from daemon.jobfile import Job, make_job
 from daemon.scrapyd import Jobs, ScrapydClient, ScrapydError
 from tests.unit.fakes import FakeClock

@@ -12,7 +12,8 @@ import pytest
 from daemon.clock import SystemClock
 from daemon.dispatch import ScrapydEngine
 from daemon.engine import Engine
-from daemon.remote import EngineSettings, Node, RemoteRun
+from daemon.remote import EngineSettings, RemoteRun
+from daemon.address_parsers import Node
 from daemon.runner import CrawlRunner
 from tests.unit.test_dispatch import job
 
