@@ -94,6 +94,9 @@ VALUE_ALLOWED = (
 # no longer write the stats its verdict is read from, or would open a console).
 _CRAWL = crawl_command("spider", Path("stats.json"))
 RESERVED_SETTINGS = frozenset(item.split("=", 1)[0] for flag, item in zip(_CRAWL, _CRAWL[1:]) if flag == "-s")
+# With SCHEDULER_ENGINE=scrapyd, schedule.json reads these form fields itself (or adds them: `_job`): a spider argument of the same
+# name would be swallowed or shadowed, never reach the spider (measured: docs/scrapyd-facts.md).
+RESERVED_ARGS = frozenset({"project", "spider", "_version", "jobid", "priority", "setting", "_job"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,10 +17,9 @@ from typing import Any
 
 from daemon.settings_parsers import SPIDER_NAME
 from daemon.errors import JobsFileError
-from daemon.scrapyd import RESERVED_ARGS as SCRAPYD_RESERVED_ARGS
 from daemon.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
-    MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
+    MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_ARGS, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
     TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,
 )  # fmt: skip
 
@@ -93,7 +92,7 @@ class _Checker:
         self.source = source
         # Scrapyd reads these form fields of schedule.json itself: an argument so named never
         # reaches the spider (docs/scrapyd-facts.md).
-        self.reserved_args = SCRAPYD_RESERVED_ARGS if engine == "scrapyd" else frozenset()
+        self.reserved_args = RESERVED_ARGS if engine == "scrapyd" else frozenset()
         self.known = None if known_spiders is None else frozenset(known_spiders)
         self.problems: list[str] = []
         self._values: dict[Any, Any] = {}  # each value once: equal values are shared by the jobs

@@ -22,6 +22,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from daemon.jobfile import RESERVED_ARGS
+
 if TYPE_CHECKING:
     from daemon.secret import Secret
 
@@ -29,9 +31,6 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # listjobs.json keeps 100 finished jobs: a few tens of KiB
 MAX_STATS_BYTES = 4 * 1024 * 1024
 STATES = ("pending", "running", "finished")
-# schedule.json reads these form fields itself (or adds them: `_job`): a spider argument of the same
-# name would be swallowed or shadowed, never reach the spider (measured: docs/scrapyd-facts.md).
-RESERVED_ARGS = frozenset({"project", "spider", "_version", "jobid", "priority", "setting", "_job"})
 
 
 class ScrapydError(Exception):
