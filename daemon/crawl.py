@@ -1,4 +1,4 @@
-"""One crawl: its command line, and the verdict on how it went.
+"""One crawl: its command line, its environment, and the verdict on how it went.
 
 Success is judged from the crawl's stats, not its exit code: `scrapy crawl` exits 0 even when the
 spider raised. A crawl fails when it exited non-zero, wrote no stats, finished for any reason other
@@ -8,11 +8,14 @@ than 'finished', or logged more errors than allowed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from daemon.config import PROJECT_ROOT
 
 # Extra settings every crawl gets: our stats collector, and no telnet console or remote-control
 # HTTP server listening (both are on by default in Scrapy).
@@ -133,3 +136,12 @@ def judge(
         pid=pid,
         job=job if job != spider else None,
     )
+
+
+def crawl_environment(base: dict[str, str]) -> dict[str, str]:
+    """The crawl's environment: the daemon's, plus our package on the path for the stats collector."""
+    env = dict(base)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

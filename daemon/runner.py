@@ -25,8 +25,8 @@ import structlog
 
 from daemon import statedir
 from daemon.clock import Clock
-from daemon.config import PROJECT_ROOT, Settings
-from daemon.crawl import CrawlOutcome, crawl_command, judge
+from daemon.config import Settings
+from daemon.crawl import CrawlOutcome, crawl_command, crawl_environment, judge
 from daemon.crawllog import CrawlLog
 from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart
 from daemon.jobfile import Job, crawl_arguments
@@ -50,15 +50,6 @@ def _die_with_the_daemon(daemon_pid: int) -> None:
     if os.getppid() != daemon_pid:
         # The daemon died between the fork and the prctl: no signal will ever come. Never exec.
         os._exit(1)
-
-
-def crawl_environment(base: dict[str, str]) -> dict[str, str]:
-    """The crawl's environment: the daemon's, plus our package on the path for the stats collector."""
-    env = dict(base)
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class _Crawl:

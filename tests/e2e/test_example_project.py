@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from daemon.crawl import crawl_command, judge
-from daemon.runner import crawl_environment
+from daemon.crawl import crawl_environment
 from tests.conftest import ROOT, send_html
 
 pytestmark = pytest.mark.e2e

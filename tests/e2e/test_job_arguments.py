@@ -12,7 +12,7 @@ import pytest
 from daemon.crawl import crawl_command
 from daemon.jobfile import crawl_arguments
 from daemon.jobrules import parse
-from daemon.runner import crawl_environment
+from daemon.crawl import crawl_environment
 from tests.conftest import TEST_PROJECT
 from tests.unit.test_jobfile import ENV, HOSTILE, hostile_toml
 
