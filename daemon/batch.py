@@ -19,7 +19,7 @@ from daemon import db
 from daemon.clock import Clock
 from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
-from daemon.engine import Engine
+from daemon.engine import Engine, RemoteRun
 from daemon.decision import Cadence
 from daemon.history import HistoryCopy
 from daemon.jobfile import Job, make_job
@@ -27,7 +27,6 @@ from daemon.journal import Journal
 from daemon.lease import Lease
 from daemon.observation import Observer
 from daemon.recording import DatabaseRecorder, JournalRecorder, Recorder
-from daemon.remote import RemoteRun
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.scheduler")

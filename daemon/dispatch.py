@@ -35,9 +35,9 @@ import structlog
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
 from daemon.jobfile import Job
-from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart
+from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
 from daemon.placement import Placement, _Crawl, _Node
-from daemon.remote import Action, EngineSettings, Observation, RemoteRun, classify, lost_outcome
+from daemon.remote import Action, EngineSettings, Observation, classify, lost_outcome
 from daemon.address_parsers import Node
 from daemon.scrapyd import ScrapydClient, ScrapydError
 from daemon.watching import LOST_REMEMBERED, Watching

@@ -13,6 +13,7 @@ gives a local crawl's pid; `on_finish(token, outcome)` writes its outcome.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,17 @@ OnStart = Callable[[Job], Any]
 OnFinish = Callable[[Any, CrawlOutcome], None]
 OnSpawn = Callable[[Any, int], None]
 OnDispatch = Callable[[Any, str, str, str], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteRun:
+    """A remote crawl recorded by a daemon (on_dispatch's row) and not known to have ended."""
+
+    token: Any  # the row's id, given back to on_finish / on_dispatch
+    job: Job
+    node: str  # the node's URL as on_dispatch recorded it
+    jobid: str
+    age_s: float  # seconds since it was dispatched (now - the row's start): its timeout counts from there
 
 
 class Engine(Protocol):
@@ -41,7 +53,7 @@ class Engine(Protocol):
 
     def reconcile(self, runs: Iterable[Any], on_finish: OnFinish, on_dispatch: OnDispatch = ..., *,
                   jobs: Sequence[Job] = (), on_start: OnStart = ...) -> list[CrawlOutcome]:  # fmt: skip
-        """Watch to their end the crawls a former daemon left running (daemon.remote.RemoteRun),
+        """Watch to their end the crawls a former daemon left running (RemoteRun),
         beside `jobs` run as `run` would; the outcomes of those that ended."""
         ...
 

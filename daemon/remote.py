@@ -62,17 +62,6 @@ class EngineSettings:
     poll_s: float = POLL_SECONDS
 
 
-@dataclasses.dataclass(frozen=True)
-class RemoteRun:
-    """A remote crawl recorded by a daemon (on_dispatch's row) and not known to have ended."""
-
-    token: Any  # the row's id, given back to on_finish / on_dispatch
-    job: Job
-    node: str  # the node's URL as on_dispatch recorded it
-    jobid: str
-    age_s: float  # seconds since it was dispatched (now - the row's start): its timeout counts from there
-
-
 # The decision ------------------------------------------------------------------------------------
 
 

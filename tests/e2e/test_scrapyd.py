@@ -29,7 +29,8 @@ from daemon.clock import SystemClock
 from daemon.secret import Secret
 from daemon.crawl import CrawlOutcome
 from daemon.dispatch import ScrapydEngine
-from daemon.remote import EngineSettings, Limits, RemoteRun
+from daemon.remote import EngineSettings, Limits
+from daemon.engine import RemoteRun
 from daemon.address_parsers import Node
 from daemon.jobfile import Job, make_job
 from daemon.scrapyd import ScrapydClient, ScrapydError

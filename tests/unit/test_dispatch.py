@@ -18,7 +18,6 @@ from daemon.remote import (
     EngineSettings,
     Limits,
     Observation,
-    RemoteRun,
     choose_node,
     classify,
     log_says_closed,
@@ -26,6 +25,7 @@ from daemon.remote import (
     parse_dumped_stats,
     remote_outcome,
 )
+from daemon.engine import RemoteRun
 from daemon.address_parsers import Node, parse_nodes
 from daemon.jobfile import Job, make_job
 from daemon.scrapyd import Jobs, ScrapydClient, ScrapydError

@@ -11,8 +11,8 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.dispatch import ScrapydEngine
-from daemon.engine import Engine
-from daemon.remote import EngineSettings, RemoteRun
+from daemon.engine import Engine, RemoteRun
+from daemon.remote import EngineSettings
 from daemon.address_parsers import Node
 from daemon.runner import CrawlRunner
 from tests.unit.test_dispatch import job
