@@ -727,7 +727,7 @@ def _steps_in_process(env: dict[str, str], ticks: int) -> dict[str, Any]:
 
     from daemon import jobfile
     from daemon.catalog import open_catalog
-    from daemon.scheduler import assemble
+    from daemon.assemble import assemble
     from daemon.spiders import list_spiders, resolve_spiders
 
     settings = Settings.from_mapping({k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH")})

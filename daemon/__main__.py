@@ -61,7 +61,7 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import db, jobfile, jobrules
     from daemon.catalog import open_catalog
-    from daemon.scheduler import assemble
+    from daemon.assemble import assemble
     from daemon.spiders import list_spiders, resolve_spiders
     from daemon.store import Store
 

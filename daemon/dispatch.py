@@ -33,11 +33,12 @@ from typing import Any
 import structlog
 
 from daemon.clock import Clock
+from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.jobfile import Job
 from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
 from daemon.placement import Placement, _Crawl, _Node
-from daemon.remote import Action, EngineSettings, Observation, classify, lost_outcome
+from daemon.remote import Action, EngineSettings, Limits, Observation, classify, lost_outcome
 from daemon.address_parsers import Node
 from daemon.scrapyd import ScrapydClient, ScrapydError
 from daemon.watching import LOST_REMEMBERED, Watching
@@ -276,3 +277,14 @@ class ScrapydEngine(Placement, Watching):
         node = _Node(Node(url, 0), self._make_client(url))
         self._former_nodes.append(node)
         return node
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    """What the Scrapyd engine takes from the settings: the nodes, their auth and project, the limit
+    after which a silent crawl is lost, the grace between cancel and kill. At most as many crawls at
+    once as the nodes have slots (SCHEDULER_CONCURRENCY is the local runner's)."""
+    return EngineSettings(
+        nodes=settings.scrapyd_nodes, project=settings.scrapyd_project, username=settings.scrapyd_username,
+        password=settings.scrapyd_password if settings.scrapyd_username else None,
+        stop_grace_s=settings.stop_grace_seconds, limits=Limits(lost_after_s=settings.scrapyd_lost_after_seconds),
+    )  # fmt: skip

@@ -1,7 +1,7 @@
 """What the loop asks of an engine, the part that runs crawls. Two implementations: the local runner
 (daemon/runner.py: `scrapy crawl` subprocesses) and the Scrapyd engine (daemon/dispatch.py: crawls
 on Scrapyd nodes); a Kubernetes Jobs engine would be a third. `SCHEDULER_ENGINE` picks one
-(daemon/scheduler.py's `assemble`); daemon/batch.py is its only caller.
+(daemon/assemble.py); daemon/batch.py is its only caller.
 
 Both run a batch the same way: start its crawls (at most `concurrency` at once), poll them, stop
 those over their timeout or cancelled, and return when the last has ended or the daemon stops.

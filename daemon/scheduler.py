@@ -3,8 +3,8 @@
 Each concept is an object of its own, passed in: the catalog (which jobs run), the lease (which
 daemon runs them, and this daemon's role), the take-over (stale runs and journals), the history
 copy and the decision, jitter, requests (run-now, pause, cancel), the run path, observation,
-housekeeping and the heartbeat. `assemble`
-builds them for a real daemon; a unit test passes fakes and drives `step(now)` without sleeping.
+housekeeping and the heartbeat. daemon/assemble.py builds them for a real daemon; a unit test passes
+fakes and drives `step(now)` without sleeping.
 
 The wait between steps is on the wake event and never longer than one tick, so a suspend or a
 wall-clock jump is noticed within a tick. When PostgreSQL becomes unreachable, the daemon that was
@@ -15,7 +15,6 @@ run anyway and their records go to the local journal, written to the database on
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +30,7 @@ from daemon.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.lease import Lease
 from daemon.logs import Once
-from daemon.observation import Heartbeat, Observer
+from daemon.observation import Observer
 from daemon.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")
@@ -154,103 +153,3 @@ class Scheduler:
         for later, and skipping the wait there would spin the loop (it did: a standby called
         pg_try_advisory_lock in a tight loop)."""
         return self.requests.pending.is_set() and self.settings.enabled and self.lease.leading
-
-
-def assemble(
-    settings: Settings,
-    jobs: Catalog | Sequence[str],
-    *,
-    clock: Clock | None = None,
-    stop: threading.Event | None = None,
-    force: threading.Event | None = None,
-    wake: threading.Event | None = None,
-    reload: threading.Event | None = None,
-    conn: psycopg2.extensions.connection | None = None,
-    environ: dict[str, str] | None = None,
-) -> Scheduler:
-    """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each."""
-    from daemon.clock import SystemClock
-    from daemon.decision import Cadence
-    from daemon.jobfile import JobDefaults, default_jobs
-    from daemon.housekeeping import Housekeeping
-    from daemon.journal import Journal
-    from daemon.metrics import Metrics
-    from daemon.notify import Notifier
-    from daemon.requests import RunNowListener
-    from daemon.engine import Engine
-    from daemon.runner import CrawlRunner
-    from daemon.store import Store
-
-    clock = clock or SystemClock()
-    stop, force, wake = stop or threading.Event(), force or threading.Event(), wake or threading.Event()
-    if isinstance(jobs, Catalog):
-        catalog = jobs
-    else:
-        defaults = JobDefaults.from_settings(settings)
-        catalog = Catalog(None, defaults, lambda: list(jobs), jobs=default_jobs(jobs, defaults), spiders=list(jobs))
-    metrics = Metrics.for_endpoint(bool(settings.http_port))
-    notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, stop)
-    observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
-                        interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
-    requests = RunNowListener(settings, stop, wake)
-    catalog.alert_with(lambda problems: notifier.alert("jobs_file_invalid", f"The jobs file is not valid; the last "
-                                                       f"good jobs keep running: {problems}", level="error"))
-    jitter = Jitter(lambda name: job.jitter if (job := catalog.job(name)) else settings.jitter)
-
-    def new_term() -> None:
-        requests.new_term()
-        observer.new_term()
-        jitter.new_term()
-
-    def connect(timeout: float | None) -> Store:
-        return Store(db.connect(settings) if timeout is None else db.connect(settings, connect_timeout=timeout))
-
-    lease = Lease(connect, clock, store=Store(conn) if conn is not None else None, on_taken=new_term,
-                  where={"host": settings.db_host, "port": settings.db_port})  # fmt: skip
-    heartbeat = Heartbeat(settings.heartbeat_file, clock.monotonic)
-
-    def during_run() -> None:
-        heartbeat.beat_if_due()
-        lease.keep()
-        for name in requests.take_cancels(lease.runner_store(), clock.now()):
-            if not runner.cancel(name):
-                log.info("cancel_ignored", job=name, reason="not running")
-
-    runner: Engine
-    if settings.engine == "scrapyd":
-        from daemon.dispatch import ScrapydEngine  # its client and the node's rules only when asked for
-
-        runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way)
-    else:
-        runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ,
-                             abort=lease.giving_way)  # fmt: skip
-    journal = Journal(settings.state_dir)
-    history = HistoryCopy(clock, Cadence(settings.interval, settings.retry_delay))
-    housekeeping = Housekeeping(settings, clock, lease.runner_store, metrics, notifier,
-                        watch=lambda: catalog.alert_limits(requests.pauses, settings.alert_after))  # fmt: skip
-    http = None
-    if settings.http_port:
-        from daemon.http import HttpEndpoint  # http.server and prometheus_client only when asked for
-
-        http = HttpEndpoint(settings, metrics, lambda: observer.job_view(housekeeping.view()),
-                            user=settings.http_user, password=settings.http_password or None,
-                            allowed_hosts=settings.http_allowed_hosts, clock=clock)  # fmt: skip
-    return Scheduler(
-        settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
-        takeover=TakeOver(journal, keep_remote=runner.reattaches), history=history, jitter=jitter, requests=requests,
-        batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop), observer=observer,
-        housekeeping=housekeeping, heartbeat=heartbeat, notifier=notifier, http=http,
-    )  # fmt: skip
-
-
-def engine_settings(settings: Settings) -> Any:
-    """What the Scrapyd engine takes from the settings: the nodes, their auth and project, the limit
-    after which a silent crawl is lost, the grace between cancel and kill. At most as many crawls at
-    once as the nodes have slots (SCHEDULER_CONCURRENCY is the local runner's)."""
-    from daemon.remote import EngineSettings, Limits
-
-    return EngineSettings(
-        nodes=settings.scrapyd_nodes, project=settings.scrapyd_project, username=settings.scrapyd_username,
-        password=settings.scrapyd_password if settings.scrapyd_username else None,
-        stop_grace_s=settings.stop_grace_seconds, limits=Limits(lost_after_s=settings.scrapyd_lost_after_seconds),
-    )  # fmt: skip

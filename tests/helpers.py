@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon.clock import OffsetClock
 from daemon.config import Settings
-from daemon.scheduler import assemble
+from daemon.assemble import assemble
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, step: float = 0.1, what: str = "condition"):

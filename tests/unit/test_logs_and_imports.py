@@ -58,7 +58,7 @@ def test_log_level_filters_events():
 
 def test_the_daemon_never_imports_scrapy():
     code = (
-        "import sys, daemon.__main__, daemon.scheduler, daemon.runner, daemon.spiders, daemon.migrations;"
+        "import sys, daemon.__main__, daemon.assemble, daemon.runner, daemon.spiders, daemon.migrations;"
         "print('scrapy' in sys.modules or any(m.startswith('scrapy.') for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -70,8 +70,8 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
     # structlog would pull in), prometheus_client with http.server, urllib.request, python-dotenv
     # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them.
     code = (
-        "import sys, daemon.__main__, daemon.scheduler;"
-        "from daemon.config import Settings; from daemon.scheduler import assemble;"
+        "import sys, daemon.__main__, daemon.assemble;"
+        "from daemon.config import Settings; from daemon.assemble import assemble;"
         f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}}});"
         "daemon.__main__.load_environment({});"
@@ -94,9 +94,9 @@ def test_an_idle_daemon_with_the_http_endpoint_loads_the_page_only_when_someone_
 
     port = free_port()
     code = f"""
-import sys, urllib.error, urllib.request, daemon.__main__, daemon.scheduler
+import sys, urllib.error, urllib.request, daemon.__main__, daemon.assemble
 from daemon.config import Settings
-from daemon.scheduler import assemble
+from daemon.assemble import assemble
 s = Settings.from_mapping({{"SCRAPY_PROJECT_DIR": {str(ROOT / "example_project")!r}, "SCHEDULER_STATE_DIR": {str(tmp_path)!r},
                            "SCHEDULER_HTTP_PORT": "{port}", "DB_PORT": "{free_port()}"}})
 daemon.__main__.load_environment({{}})
@@ -120,7 +120,7 @@ http.stop()
 
 
 def test_ssl_hidden_while_the_daemon_loads_is_still_there_for_https_webhooks():
-    code = "import sys, daemon.__main__, daemon.scheduler; import ssl, urllib.request; print(ssl.OPENSSL_VERSION)"
+    code = "import sys, daemon.__main__, daemon.assemble; import ssl, urllib.request; print(ssl.OPENSSL_VERSION)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("OpenSSL")
 
@@ -149,7 +149,7 @@ def test_a_daemon_that_pings_and_alerts_over_http_and_https_never_loads_the_http
     ping = f"http://127.0.0.1:{server.server_address[1]}/ping/uuid-1"
     hook = f"https://127.0.0.1:{free_port()}/hooks/T0K3N"  # nothing listens: tried once, over TLS
     code = (
-        "import sys, threading, daemon.__main__, daemon.scheduler;"
+        "import sys, threading, daemon.__main__, daemon.assemble;"
         "from daemon.config import Settings; from daemon.notify import Notifier;"
         f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}, 'HEALTHCHECK_PING_URL': {ping!r},"
