@@ -116,7 +116,7 @@ def make_state_directory(settings: Settings) -> None:
 
 
 def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
-    """A command of daemon/commands.py (status, run-now, pause, resume, cancel, explain), imported when it runs."""
+    """A command of daemon/commands.py (status, run-now, pause, resume, cancel, explain, logs), imported when it runs."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
         from daemon import commands
@@ -124,12 +124,6 @@ def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
         return int(getattr(commands, name)(settings, args))
 
     return run
-
-
-def _logs(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import crawllog
-
-    return crawllog.show(settings, args)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -172,7 +166,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "resume": (_command("resume"), "resume paused jobs"),
     "cancel": (_command("cancel"), "stop the running crawl of these jobs (recorded failed: cancelled)"),
     "explain": (_command("explain"), "say in one paragraph why a job runs now, or when it will and why not sooner"),
-    "logs": (lambda settings, args: _logs(settings, args), "show a job's latest crawl's output (--run ID: that "
+    "logs": (_command("logs"), "show a job's latest crawl's output (--run ID: that "
              "crawl; --follow: until it ends)"),
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -118,12 +118,7 @@ class Catalog:
         if made is not None and made[0] is self.jobs and made[1] == pauses:
             return made[2]
         same: dict[Cadence, Cadence] = {}  # one object per distinct cadence, shared by the jobs that have it
-        cadences = {
-            job.name: same.setdefault(cadence, cadence)
-            for job in self.jobs
-            for cadence in (Cadence(job.every, job.retry_delay, paused=job.paused or job.name in pauses,
-                                    paused_until=None if job.paused else pauses.get(job.name)),)  # type: ignore[arg-type]
-        }  # fmt: skip
+        cadences = {job.name: same.setdefault(made, made) for job in self.jobs for made in (cadence(job, pauses),)}
         self._cadences = (self.jobs, dict(pauses), cadences)
         return cadences
 
@@ -228,3 +223,13 @@ def open_catalog(
     if listed is None:
         catalog.list_spiders()  # beside the catch-up: spiders added or removed since the last listing
     return catalog
+
+
+def cadence(job: Job, pauses: Mapping[str, datetime | None]) -> Cadence:
+    """A published job's cadence: its interval and retry delay, paused by the file (until it is
+    edited) or by `pause JOB` (until its time, or until resumed)."""
+    if job.paused:
+        return Cadence(job.every, job.retry_delay, paused=True)
+    if job.name in pauses:
+        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name])
+    return Cadence(job.every, job.retry_delay)

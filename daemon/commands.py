@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 from daemon.errors import SchedulerError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from daemon.config import Settings
     from daemon.jobfile import Job
     from daemon.store import Store
 
 KNOWN_SHOWN = 10  # names listed in an "unknown job" line before "... (N in all)"
 DB_WAIT_SECONDS = 10  # a command waits at most this long for PostgreSQL (or DB_WAIT_TIMEOUT_SECONDS if shorter)
+FOLLOW_POLL_SECONDS = 0.5  # `logs --follow`: how often a running crawl's file is read again
 
 
 class CommandError(SchedulerError):
@@ -54,9 +53,10 @@ def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
 def status(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import status as report
     from daemon.clock import SystemClock
+    from daemon.status import current_jobs
 
     with _store(settings) as store:
-        jobs, source, published = _jobs(store, settings)
+        jobs, source, published = current_jobs(store, settings)
         gathered = report.gather(store, settings, SystemClock().now(), jobs, source, published)
     print(report.render(gathered, args.json))
     return 0
@@ -64,9 +64,10 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_now(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
+    from daemon.status import current_jobs
 
     with _store(settings) as store:
-        jobs, _, _ = _jobs(store, settings)
+        jobs, _, _ = current_jobs(store, settings)
         pauses = store.pauses(SystemClock().now())
         paused = {job.name: _pause_text(job, pauses, settings) for job in jobs if job.paused or job.name in pauses}
         by_name = {job.name: job for job in jobs}
@@ -109,13 +110,14 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
 
 def pause(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
+    from daemon.status import current_jobs
 
     now = SystemClock().now()
     until = None
     if args.duration is not None:
         until = now + _duration(args.duration)
     with _store(settings) as store:
-        jobs, _, _ = _jobs(store, settings)
+        jobs, _, _ = current_jobs(store, settings)
         names = _resolve("pause", args.jobs, jobs)
         for name in names:
             store.pause(name, until, now)
@@ -128,8 +130,10 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def resume(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.status import current_jobs
+
     with _store(settings) as store:
-        jobs, _, _ = _jobs(store, settings)
+        jobs, _, _ = current_jobs(store, settings)
         names = _resolve("resume", args.jobs, jobs)
         in_file = [job.name for job in jobs if job.name in names and job.paused]
         if in_file:
@@ -146,8 +150,10 @@ def resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.status import current_jobs
+
     with _store(settings) as store:
-        jobs, _, _ = _jobs(store, settings)
+        jobs, _, _ = current_jobs(store, settings)
         names = _resolve("cancel", args.jobs, jobs)
         running = [row[0] for row in store.latest_job_runs(names) if row[3] == "running"]
         if running:
@@ -168,13 +174,14 @@ def explain(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import explain as why
     from daemon.clock import SystemClock
     from daemon.errors import DatabaseUnavailable
+    from daemon.journal import journaled
 
     now = SystemClock().now()
     try:
         with _store(settings) as store:
             explained = why.explain(*explain_inputs(store, settings, args.job, now), now, settings.timezone)
     except DatabaseUnavailable as exc:
-        raise DatabaseUnavailable(why.unreachable(str(exc), *_journaled(settings.state_dir))) from None
+        raise DatabaseUnavailable(why.unreachable(str(exc), *journaled(settings.state_dir))) from None
     print(json.dumps(explained.as_dict(), indent=2) if args.json else explained.paragraph())
     return 0
 
@@ -184,8 +191,8 @@ def explain_inputs(store: Store, settings: Settings, name: str, now: Any) -> tup
     decision code from the job's history, cadence and pause (status.plan_jobs, as `status` decides)."""
     from daemon import explain as why
     from daemon.status import plan_jobs
-
-    jobs, source, published = _jobs(store, settings)
+    from daemon.status import current_jobs
+    jobs, source, published = current_jobs(store, settings)
     job = next((job for job in jobs if job.name == name), None)
     if job is None:
         raise CommandError(_unknown_explained(name, jobs, source))
@@ -215,35 +222,6 @@ def _unknown_explained(name: str, jobs: Sequence[Job], source: tuple[Any, ...] |
     return line
 
 
-def _journaled(directory: Path) -> tuple[int, int]:
-    """(journal files, runs in them) in this machine's state directory: runs made while PostgreSQL
-    was unreachable (and ends of runs it did not take), waiting to be written to it. Only files this
-    user wrote are read, never through a symbolic link (daemon/statedir.py); an unreadable line is
-    skipped, as the replay skips it."""
-    from daemon import statedir
-
-    if not directory.is_dir() or statedir.directory_problem(directory) is not None:
-        return 0, 0
-    files = runs = 0
-    for path in sorted(directory.glob("journal-*.jsonl")):
-        try:
-            fd = statedir.open_own(path, os.O_RDONLY)
-        except OSError:  # refused (another owner, a link, not a file) or gone since the listing
-            continue
-        with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
-            found = set()
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("kind") in ("run", "finish"):
-                    found.add(str(record.get("run")))
-        files += 1
-        runs += len(found)
-    return files, runs
-
-
 class _store:
     """A Store on a fresh connection, closed on leaving."""
 
@@ -260,18 +238,6 @@ class _store:
 
     def __exit__(self, *exc: object) -> None:
         self.store.close()
-
-
-def _jobs(store: Store, settings: Settings) -> tuple[list[Job], tuple[Any, ...] | None, bool]:
-    """(the jobs, their source, whether they were published). Nothing published yet: one job per
-    spider of SCHEDULER_SPIDERS, else per spider known from the history."""
-    from daemon.jobfile import JobDefaults, default_jobs
-
-    source = store.jobs_source()
-    if source is not None:
-        return store.published_jobs(), source, True
-    spiders = list(settings.spiders) or store.known_spiders()
-    return list(default_jobs(spiders, JobDefaults.from_settings(settings))), None, False
 
 
 def _resolve(command: str, names: Sequence[str], jobs: Sequence[Job]) -> list[str]:
@@ -321,3 +287,44 @@ def _pause_text(job: Job, pauses: dict[str, Any], settings: Settings) -> str:
 
 def _iso(moment: Any, settings: Settings) -> str | None:
     return moment.astimezone(settings.timezone).isoformat(timespec="seconds") if moment else None
+
+
+def logs(settings: Settings, args: argparse.Namespace) -> int:
+    """`logs JOB [--run ID] [--follow]`: a crawl's output, from this machine's file when it is here,
+    else the last lines kept in PostgreSQL. --follow prints what a running crawl adds until it ends."""
+    import sys
+    import time
+
+    from daemon import db, statedir
+    from daemon.crawllog import local_file
+    from daemon.errors import ConfigError
+    from daemon.store import Store
+
+    store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
+    try:
+        row = store.crawl_for_log(args.job, args.run)
+        if row is None:
+            known = store.job_names()
+            what = f"no crawl {args.run} of job {args.job!r}" if args.run else f"no crawl of a job named {args.job!r}"
+            raise ConfigError([f"logs: {what} (jobs: {', '.join(known[:10]) or 'none'}"
+                               f"{', ...' if len(known) > 10 else ''})"])  # fmt: skip
+        run_id, job, spider, status, started, finished, pid, tail = row
+        path = local_file(settings.state_dir, job, pid, started)
+        where = str(path) if path else "its last lines, kept in PostgreSQL"
+        print(f"# job {job} (spider {spider}), crawl {run_id}, {status}, started {started.isoformat()}: {where}")
+        if path is None:
+            sys.stdout.write(tail or "(no output recorded)\n")
+            return 0
+        fd = statedir.open_own(path, os.O_RDONLY)
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
+            sys.stdout.write(fh.read())
+            sys.stdout.flush()
+            while args.follow and status == "running":
+                time.sleep(FOLLOW_POLL_SECONDS)  # the command's own wait, not the loop's
+                sys.stdout.write(fh.read())
+                sys.stdout.flush()
+                status = store.crawl_for_log(job, run_id)[3]  # type: ignore[index]
+            sys.stdout.write(fh.read())
+        return 0
+    finally:
+        store.close()

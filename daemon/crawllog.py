@@ -15,7 +15,6 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -115,7 +114,7 @@ def remove_older_than(state_dir: Path, cutoff: datetime) -> int:
 
 
 # ----------------------------------------------------------------- python -m daemon logs
-FOLLOW_POLL_SECONDS = 0.5
+
 
 
 def local_file(state_dir: Path, job: str, pid: int | None, started: datetime) -> Path | None:
@@ -135,43 +134,3 @@ def local_file(state_dir: Path, job: str, pid: int | None, started: datetime) ->
         if statedir.not_ours(info) is None and gap < 120 and (best is None or gap < best[0]):
             best = (gap, path)
     return best[1] if best else None
-
-
-def show(settings: Any, args: Any) -> int:
-    """`logs JOB [--run ID] [--follow]`: a crawl's output, from this machine's file when it is here,
-    else the last lines kept in PostgreSQL. --follow prints what a running crawl adds until it ends."""
-    import sys
-    import time
-
-    from daemon import db
-    from daemon.errors import ConfigError
-    from daemon.store import Store
-
-    store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
-    try:
-        row = store.crawl_for_log(args.job, args.run)
-        if row is None:
-            known = store.job_names()
-            what = f"no crawl {args.run} of job {args.job!r}" if args.run else f"no crawl of a job named {args.job!r}"
-            raise ConfigError([f"logs: {what} (jobs: {', '.join(known[:10]) or 'none'}"
-                               f"{', ...' if len(known) > 10 else ''})"])  # fmt: skip
-        run_id, job, spider, status, started, finished, pid, tail = row
-        path = local_file(settings.state_dir, job, pid, started)
-        where = str(path) if path else "its last lines, kept in PostgreSQL"
-        print(f"# job {job} (spider {spider}), crawl {run_id}, {status}, started {started.isoformat()}: {where}")
-        if path is None:
-            sys.stdout.write(tail or "(no output recorded)\n")
-            return 0
-        fd = statedir.open_own(path, os.O_RDONLY)
-        with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
-            sys.stdout.write(fh.read())
-            sys.stdout.flush()
-            while args.follow and status == "running":
-                time.sleep(FOLLOW_POLL_SECONDS)
-                sys.stdout.write(fh.read())
-                sys.stdout.flush()
-                status = store.crawl_for_log(job, run_id)[3]  # type: ignore[index]
-            sys.stdout.write(fh.read())
-        return 0
-    finally:
-        store.close()

@@ -193,3 +193,30 @@ def _result(started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) 
         "error_count": outcome.error_count, "message": outcome.message, "stats": outcome.stats,
         "pid": outcome.pid, "log_tail": outcome.log_tail,
     }  # fmt: skip
+
+
+def journaled(directory: Path) -> tuple[int, int]:
+    """(journal files, runs in them) in this machine's state directory: runs made while PostgreSQL
+    was unreachable (and ends of runs it did not take), waiting to be written to it. Only files this
+    user wrote are read, never through a symbolic link (daemon/statedir.py); an unreadable line is
+    skipped, as the replay skips it."""
+    if not directory.is_dir() or statedir.directory_problem(directory) is not None:
+        return 0, 0
+    files = runs = 0
+    for path in sorted(directory.glob("journal-*.jsonl")):
+        try:
+            fd = statedir.open_own(path, os.O_RDONLY)
+        except OSError:  # refused (another owner, a link, not a file) or gone since the listing
+            continue
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
+            found = set()
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("kind") in ("run", "finish"):
+                    found.add(str(record.get("run")))
+        files += 1
+        runs += len(found)
+    return files, runs

@@ -114,10 +114,7 @@ class CrawlDetail:
 def overview(store: Store, settings: Settings, now: datetime, days: int, *, job: str | None = None,
              failed_only: bool = False) -> Overview | None:  # fmt: skip
     """Every job's lane over the last `days` (only `job`'s when given: None if there is no such job)."""
-    from daemon.commands import (
-        _jobs as current_jobs,  # the commands' own: published, or one per spider
-    )
-    from daemon.status import plan_jobs
+    from daemon.status import current_jobs, plan_jobs  # the commands' own: published, or one per spider
 
     jobs, source, published = current_jobs(store, settings)
     if job is not None:

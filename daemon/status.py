@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from daemon.catalog import cadence
 from daemon.config import Settings
 from daemon.decision import Cadence, Plan, SpiderHistory, decide_jobs
 from daemon.jobfile import Job, format_duration
 from daemon.store import Store
 
 ARGS_SHOWN = 30  # characters of a job's arguments in the table (--json has them whole)
-
-
-def cadence(job: Job, pauses: Mapping[str, datetime | None]) -> Cadence:
-    """A published job's cadence: its interval and retry delay, paused by the file (until it is
-    edited) or by `pause JOB` (until its time, or until resumed)."""
-    if job.paused:
-        return Cadence(job.every, job.retry_delay, paused=True)
-    if job.name in pauses:
-        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name])
-    return Cadence(job.every, job.retry_delay)
 
 
 def plan_jobs(store: Store, settings: Settings, now: datetime,
@@ -171,3 +162,15 @@ def _source(source: dict[str, Any]) -> str:
         return "no daemon has published its jobs yet: one job per spider known here"
     where = f"jobs from {source['path']}" if source["path"] else "no jobs file: one job per spider"
     return f"{where}, loaded {_short(source['loaded_at'])}"
+
+
+def current_jobs(store: Store, settings: Settings) -> tuple[list[Job], tuple[Any, ...] | None, bool]:
+    """(the jobs, their source, whether they were published). Nothing published yet: one job per
+    spider of SCHEDULER_SPIDERS, else per spider known from the history."""
+    from daemon.jobfile import JobDefaults, default_jobs
+
+    source = store.jobs_source()
+    if source is not None:
+        return store.published_jobs(), source, True
+    spiders = list(settings.spiders) or store.known_spiders()
+    return list(default_jobs(spiders, JobDefaults.from_settings(settings))), None, False
