@@ -103,7 +103,7 @@ def assemble(
                         watch=lambda: catalog.alert_limits(requests.pauses, settings.alert_after))  # fmt: skip
     http = None
     if settings.http_port:
-        from daemon.http import HttpEndpoint  # http.server and prometheus_client only when asked for
+        from daemon.web.http import HttpEndpoint  # http.server and prometheus_client only when asked for
 
         http = HttpEndpoint(settings, metrics, lambda: observer.job_view(housekeeping.view()),
                             user=settings.http_user, password=settings.http_password or None,

@@ -108,7 +108,7 @@ SELECT min(requested_at) FROM run_requests
  WHERE taken_at IS NULL AND (spiders IS NULL OR %(job)s = ANY (spiders) OR %(spider)s = ANY (spiders))
 """
 
-# The page (daemon/pagedata.py), on its own read-only session. Each job's crawls that started in
+# The page (daemon/web/pagedata.py), on its own read-only session. Each job's crawls that started in
 # the window, through spider_runs_job_started (sql/014_page_index.sql), plus any still running
 # (spider_runs_running); a message is cut to what the page shows, stats and logs are left out.
 PAGE_CRAWLS = """

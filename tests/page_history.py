@@ -10,7 +10,7 @@ from typing import Any
 
 from daemon.jobfile import Job, JobDefaults, make_job
 from daemon.store import Store
-from daemon.timeline import Crawl
+from daemon.web.timeline import Crawl
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
@@ -111,7 +111,7 @@ def serve_page(env: dict[str, str], **kwargs: Any) -> tuple[Any, int]:
     """The HTTP endpoint as the daemon builds it, on a free port of 127.0.0.1, against `env`'s
     database; returns it (stop it after) and its port."""
     from daemon.config import Settings
-    from daemon.http import HttpEndpoint
+    from daemon.web.http import HttpEndpoint
     from daemon.metrics import Metrics
     from tests.conftest import free_port
 

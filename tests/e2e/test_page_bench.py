@@ -14,7 +14,7 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.config import Settings
-from daemon.site import Site
+from daemon.web.site import Site
 from tests.conftest import figure, free_port
 from tests.helpers import utcnow, wait_for
 from tests.page_history import H, arrange, failed, job, steady

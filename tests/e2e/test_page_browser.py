@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.secret import Secret
-from daemon.http import SECURITY_HEADERS
+from daemon.web.http import SECURITY_HEADERS
 from tests.conftest import ROOT
 from tests.helpers import utcnow
 from tests.page_history import (

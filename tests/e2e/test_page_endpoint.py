@@ -148,7 +148,7 @@ def test_the_page_reads_on_a_read_only_session_of_its_own_that_gives_up_after_it
 
 
 def test_the_page_session_refuses_to_write(base_env):
-    from daemon.pagedata import PageSession
+    from daemon.web.pagedata import PageSession
 
     session = PageSession(Settings.from_mapping(base_env))
     try:

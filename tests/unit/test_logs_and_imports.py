@@ -84,7 +84,7 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
     assert done.stdout.strip() == "[]", done.stderr
 
 
-PAGE_MODULES = ("daemon.site", "daemon.page", "daemon.pagedata", "daemon.lanes", "daemon.timeline")
+PAGE_MODULES = ("daemon.web.site", "daemon.web.page", "daemon.web.pagedata", "daemon.web.lanes", "daemon.web.timeline")
 
 
 def test_an_idle_daemon_with_the_http_endpoint_loads_the_page_only_when_someone_looks(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.secret import Secret
-from daemon.http import HttpEndpoint
+from daemon.web.http import HttpEndpoint
 from daemon.metrics import Metrics
 from tests.conftest import ROOT, free_port
 

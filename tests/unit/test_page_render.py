@@ -11,10 +11,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from daemon import page
+from daemon.web import page
 from daemon.decision import Cadence, decide_jobs
-from daemon.pagedata import CrawlDetail, assemble
-from daemon.timeline import Crawl
+from daemon.web.pagedata import CrawlDetail, assemble
+from daemon.web.timeline import Crawl
 from tests.page_history import HOSTILE, Planned, failed, job, showcase, to_crawls
 from tests.unit.fakes import T0
 from tests.unit.test_page_timeline import history_of

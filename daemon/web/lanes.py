@@ -1,4 +1,4 @@
-"""A job's lane as inline SVG (daemon/timeline.py says what is in it; this says where it goes).
+"""A job's lane as inline SVG (daemon/web/timeline.py says what is in it; this says where it goes).
 
 Time runs left to right over [since, until]: `until` lies a little past `now`, so a deadline still
 to come shows. Each crawl is a bar from its start to its end, as high as its items (relative to the
@@ -14,8 +14,8 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 
-from daemon import timeline
-from daemon.timeline import Crawl, Lane
+from daemon.web import timeline
+from daemon.web.timeline import Crawl, Lane
 
 WIDTH = 1000  # viewBox units across; the page scales the picture to its column
 LANE_HEIGHT = 44

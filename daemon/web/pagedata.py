@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.extensions
 
-from daemon import board_queries, timeline
+from daemon import board_queries
+from daemon.web import timeline
 from daemon.config import Settings
 from daemon.decision import Plan, SpiderHistory, SpiderPlan
 from daemon.jobfile import Job

@@ -8,7 +8,7 @@
     GET /api/runs/<id>
 
 Imported by the HTTP endpoint on the first page request only: an idle daemon nobody looks at never
-loads it. daemon/http.py checks the Host header, the credentials and the method before this.
+loads it. daemon/web/http.py checks the Host header, the credentials and the method before this.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 
 import structlog
 
-from daemon import page, pagedata
+from daemon.web import page, pagedata
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.jobfile import format_duration

@@ -3,7 +3,7 @@ page (`/`, `/jobs/<name>`, `/runs/<id>`, their JSON twins under `/api/`), and th
 loop's jobs (`/jobs`, `/jobs/{id}`) for clients that do not ask for HTML.
 
 It runs in a thread and only reads: the heartbeat file, the metrics registry, the loop's view of
-its jobs, and, for the page, PostgreSQL on a read-only session of its own (daemon/pagedata.py),
+its jobs, and, for the page, PostgreSQL on a read-only session of its own (daemon/web/pagedata.py),
 opened by the first page request; the page's modules are imported then too.
 
 Every answer carries a Content-Security-Policy without scripts, nosniff and no-referrer. Apart from
@@ -144,7 +144,7 @@ class HttpEndpoint:
     def _pages(self) -> Any:
         with self._site_lock:
             if self._site is None:
-                from daemon.site import (
+                from daemon.web.site import (
                     Site,  # the page's modules: only once someone looks
                 )
 

@@ -1,6 +1,6 @@
 """The page's HTML: the overview (`/`), a job's page (`/jobs/<name>`) and a crawl's (`/runs/<id>`).
 
-Server-rendered, inline SVG (daemon/lanes.py), inline CSS, no script, nothing fetched from
+Server-rendered, inline SVG (daemon/web/lanes.py), inline CSS, no script, nothing fetched from
 elsewhere. The answer comes first (one sentence per job that is late or failing), the evidence
 below. Every string that comes from the database or the project goes through `esc`: job and
 spider names, arguments, messages, stats and log lines all may carry text from crawled sites.
@@ -16,9 +16,9 @@ from datetime import datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
 
-from daemon import lanes, timeline
+from daemon.web import lanes, timeline
 from daemon.jobfile import format_duration
-from daemon.pagedata import CrawlDetail, JobLane, Overview
+from daemon.web.pagedata import CrawlDetail, JobLane, Overview
 
 MESSAGE_SHOWN = 200  # characters of a message in a table cell (the crawl's page has it whole)
 DAY_CHOICES = (1, 3, 7, 14, 30)
