@@ -116,10 +116,10 @@ def make_state_directory(settings: Settings) -> None:
 
 
 def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
-    """A command of daemon/commands.py (status, run-now, pause, resume, cancel, explain, logs), imported when it runs."""
+    """A command of daemon/ask/commands.py (status, run-now, pause, resume, cancel, explain, logs), imported when it runs."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
-        from daemon import commands
+        from daemon.ask import commands
 
         return int(getattr(commands, name)(settings, args))
 
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parsers = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in COMMANDS.items()}
-    from daemon.commands import add_arguments
+    from daemon.ask.commands import add_arguments
 
     add_arguments(parsers)
     parsers["logs"].add_argument("job", metavar="JOB")

@@ -115,7 +115,7 @@ class CrawlDetail:
 def overview(store: Store, settings: Settings, now: datetime, days: int, *, job: str | None = None,
              failed_only: bool = False) -> Overview | None:  # fmt: skip
     """Every job's lane over the last `days` (only `job`'s when given: None if there is no such job)."""
-    from daemon.status import current_jobs, plan_jobs  # the commands' own: published, or one per spider
+    from daemon.ask.status import current_jobs, plan_jobs  # the commands' own: published, or one per spider
 
     jobs, source, published = current_jobs(store, settings)
     if job is not None:
@@ -170,9 +170,9 @@ def crawl_detail(store: Store, crawl_id: int) -> CrawlDetail | None:
 
 
 def explanation(store: Store, settings: Settings, job: str, now: datetime) -> Any:
-    """The job's `explain` (daemon/explain.py: `.paragraph()`, `.as_dict()`), from the very inputs
+    """The job's `explain` (daemon/ask/explain.py: `.paragraph()`, `.as_dict()`), from the very inputs
     `python -m daemon explain JOB` reads."""
-    from daemon import explain as why
-    from daemon.commands import explain_inputs
+    from daemon.ask import explain as why
+    from daemon.ask.commands import explain_inputs
 
     return why.explain(*explain_inputs(store, settings, job, now), now, settings.timezone)

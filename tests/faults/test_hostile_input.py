@@ -318,7 +318,7 @@ def test_an_unexpected_error_after_connecting_never_shows_the_canary_password(
 
 def status_failing_on_an_empty_database(pg_server, database: str, tmp_path: Path) -> BaseException:
     """What the boundary catches when `status` meets a database without tables (in-process)."""
-    from daemon.commands import status as cmd_status
+    from daemon.ask.commands import status as cmd_status
 
     secret = tmp_path / "db_password"
     secret.write_text(PG_PASSWORD + "\n")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemon import explain as why
+from daemon.ask import explain as why
 from daemon.decision import Cadence, SpiderHistory, decide_jobs
 from daemon.jobfile import Job
 from tests.unit.fakes import T0

@@ -1,4 +1,4 @@
-"""How `explain` says it (daemon/explain.py decides): the rule codes, and one paragraph in plain
+"""How `explain` says it (daemon/ask/explain.py decides): the rule codes, and one paragraph in plain
 English for an explanation, times in SCHEDULER_TIMEZONE, durations as people say them. Text from
 the database or the project is kept to one line, control characters escaped, long messages cut."""
 

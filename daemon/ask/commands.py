@@ -51,9 +51,9 @@ def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import status as report
+    from daemon.ask import status as report
     from daemon.clock import SystemClock
-    from daemon.status import current_jobs
+    from daemon.ask.status import current_jobs
 
     with _store(settings) as store:
         jobs, source, published = current_jobs(store, settings)
@@ -64,7 +64,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_now(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
-    from daemon.status import current_jobs
+    from daemon.ask.status import current_jobs
 
     with _store(settings) as store:
         jobs, _, _ = current_jobs(store, settings)
@@ -110,7 +110,7 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
 
 def pause(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.clock import SystemClock
-    from daemon.status import current_jobs
+    from daemon.ask.status import current_jobs
 
     now = SystemClock().now()
     until = None
@@ -130,7 +130,7 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def resume(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.status import current_jobs
+    from daemon.ask.status import current_jobs
 
     with _store(settings) as store:
         jobs, _, _ = current_jobs(store, settings)
@@ -150,7 +150,7 @@ def resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.status import current_jobs
+    from daemon.ask.status import current_jobs
 
     with _store(settings) as store:
         jobs, _, _ = current_jobs(store, settings)
@@ -169,9 +169,9 @@ def cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def explain(settings: Settings, args: argparse.Namespace) -> int:
-    """One paragraph: the rule in force for the job (daemon/explain.py), from the daemon's own
+    """One paragraph: the rule in force for the job (daemon/ask/explain.py), from the daemon's own
     decision code. PostgreSQL unreachable: one line naming the fail-safe and this machine's journal."""
-    from daemon import explain as why
+    from daemon.ask import explain as why
     from daemon.clock import SystemClock
     from daemon.errors import DatabaseUnavailable
     from daemon.journal import journaled
@@ -187,11 +187,11 @@ def explain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def explain_inputs(store: Store, settings: Settings, name: str, now: Any) -> tuple[Any, ...]:
-    """(job, plan, history, facts, holder) for daemon.explain.explain, its plan by the daemon's own
+    """(job, plan, history, facts, holder) for daemon.ask.explain.explain, its plan by the daemon's own
     decision code from the job's history, cadence and pause (status.plan_jobs, as `status` decides)."""
-    from daemon import explain as why
-    from daemon.status import plan_jobs
-    from daemon.status import current_jobs
+    from daemon.ask import explain as why
+    from daemon.ask.status import plan_jobs
+    from daemon.ask.status import current_jobs
     jobs, source, published = current_jobs(store, settings)
     job = next((job for job in jobs if job.name == name), None)
     if job is None:
