@@ -1,6 +1,6 @@
 """The real daemon put together: each part built from the settings and handed to the loop.
 
-The loop (daemon/scheduler.py) takes its parts as arguments and knows neither engine nor the web
+The loop (daemon/loop/scheduler.py) takes its parts as arguments and knows neither engine nor the web
 endpoint; this is the one place that picks them. `python -m daemon`, the benchmark and the tests'
 daemons build the loop through `assemble`. Heavy parts (the Scrapyd engine, the endpoint with
 http.server and prometheus_client) are imported only when the settings ask for them.
@@ -15,15 +15,15 @@ import psycopg2
 import structlog
 
 from daemon import db
-from daemon.batch import Batches
+from daemon.loop.batch import Batches
 from daemon.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.history import HistoryCopy
+from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.lease import Lease
 from daemon.observation import Heartbeat, Observer
-from daemon.scheduler import Scheduler
+from daemon.loop.scheduler import Scheduler
 from daemon.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")
@@ -45,11 +45,11 @@ def assemble(
     from daemon.clock import SystemClock
     from daemon.decision import Cadence
     from daemon.jobfile import JobDefaults, default_jobs
-    from daemon.housekeeping import Housekeeping
+    from daemon.loop.housekeeping import Housekeeping
     from daemon.journal import Journal
     from daemon.metrics import Metrics
     from daemon.notify import Notifier
-    from daemon.requests import RunNowListener
+    from daemon.loop.requests import RunNowListener
     from daemon.engine import Engine
     from daemon.runner import CrawlRunner
     from daemon.store import Store

@@ -1,11 +1,11 @@
 """What the loop asks of an engine, the part that runs crawls. Two implementations: the local runner
 (daemon/runner.py: `scrapy crawl` subprocesses) and the Scrapyd engine (daemon/dispatch.py: crawls
 on Scrapyd nodes); a Kubernetes Jobs engine would be a third. `SCHEDULER_ENGINE` picks one
-(daemon/assemble.py); daemon/batch.py is its only caller.
+(daemon/assemble.py); daemon/loop/batch.py is its only caller.
 
 Both run a batch the same way: start its crawls (at most `concurrency` at once), poll them, stop
 those over their timeout or cancelled, and return when the last has ended or the daemon stops.
-The callbacks are the recorder's (daemon/recording.py): `on_start(job)` writes the crawl's row and
+The callbacks are the recorder's (daemon/loop/recording.py): `on_start(job)` writes the crawl's row and
 returns its token (None: not written, so not started); `on_dispatch(token, node, jobid, log_url)`
 writes where a remote crawl goes before it is sent (False: not written, so not sent); `on_spawn`
 gives a local crawl's pid; `on_finish(token, outcome)` writes its outcome.

@@ -20,7 +20,7 @@ from daemon.decision import (
     moved,
     quiet_span,
 )
-from daemon.history import HISTORY_REFRESH_SECONDS, HistoryCopy
+from daemon.loop.history import HISTORY_REFRESH_SECONDS, HistoryCopy
 from daemon.jobfile import JobDefaults, default_jobs
 from tests.unit.fakes import T0, FakeClock, FakeStore
 from tests.unit.test_loop import Loop, gauge, ran_recently, watched

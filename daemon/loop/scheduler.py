@@ -22,11 +22,11 @@ import psycopg2
 import structlog
 
 from daemon import db
-from daemon.batch import Batches, unreachable
+from daemon.loop.batch import Batches, unreachable
 from daemon.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.history import HistoryCopy
+from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.lease import Lease
 from daemon.logs import Once

@@ -21,12 +21,12 @@ from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
 from daemon.engine import Engine, RemoteRun
 from daemon.decision import Cadence
-from daemon.history import HistoryCopy
+from daemon.loop.history import HistoryCopy
 from daemon.jobfile import Job, make_job
 from daemon.journal import Journal
 from daemon.lease import Lease
 from daemon.observation import Observer
-from daemon.recording import DatabaseRecorder, JournalRecorder, Recorder
+from daemon.loop.recording import DatabaseRecorder, JournalRecorder, Recorder
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
