@@ -71,7 +71,7 @@ class Holder:
     recorded in runner_holder (left behind by one that did not stop cleanly when the lock is free)."""
 
     locked: bool
-    owner: str | None = None  # "host=... boot=... pid=... start=..." (daemon/identity.py)
+    owner: str | None = None  # "host=... boot=... pid=... start=..." (daemon/leadership/identity.py)
     since: datetime | None = None
 
     @property

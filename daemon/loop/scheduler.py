@@ -28,10 +28,10 @@ from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
-from daemon.lease import Lease
+from daemon.leadership.lease import Lease
 from daemon.logs import Once
 from daemon.observation import Observer
-from daemon.takeover import TakeOver
+from daemon.leadership.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")
 

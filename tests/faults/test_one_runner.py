@@ -203,9 +203,9 @@ def test_the_last_holder_on_record_delays_a_new_runner_only_while_it_may_be_aliv
     import sys
 
     from daemon import db as daemon_db
-    from daemon import identity
+    from daemon.leadership import identity
     from daemon.config import Settings
-    from daemon.lease import may_still_run as _may_still_run
+    from daemon.leadership.lease import may_still_run as _may_still_run
     from daemon.store import Store
 
     store = Store(daemon_db.connect(Settings.from_mapping(base_env)))

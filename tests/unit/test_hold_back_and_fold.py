@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from daemon.decision import CrawlResult, SpiderHistory, decide, fold, hold_back
-from daemon.lease import TRANSITIONS, Role
+from daemon.leadership.lease import TRANSITIONS, Role
 from tests.unit.fakes import T0
 
 H = timedelta(hours=1)

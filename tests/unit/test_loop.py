@@ -20,11 +20,11 @@ from daemon.decision import Cadence, SpiderHistory
 from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.jobfile import JobDefaults, default_jobs
-from daemon.lease import SETTLE_SECONDS, Lease, Role
+from daemon.leadership.lease import SETTLE_SECONDS, Lease, Role
 from daemon.metrics import Metrics, UnreadMetrics
 from daemon.observation import Observer
 from daemon.loop.scheduler import Scheduler
-from daemon.takeover import TakeOver
+from daemon.leadership.takeover import TakeOver
 from tests.unit.fakes import (
     ELSEWHERE,
     T0,

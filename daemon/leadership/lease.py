@@ -33,7 +33,8 @@ from collections.abc import Callable
 import psycopg2
 import structlog
 
-from daemon import db, identity
+from daemon import db
+from daemon.leadership import identity
 from daemon.clock import Clock
 from daemon.logs import Once
 from daemon.store import Store

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import structlog
 
-from daemon import identity
+from daemon.leadership import identity
 from daemon.journal import Journal, Pending
 from daemon.logs import Once
 from daemon.store import Store
