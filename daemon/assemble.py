@@ -50,8 +50,8 @@ def assemble(
     from daemon.metrics import Metrics
     from daemon.notify import Notifier
     from daemon.loop.requests import RunNowListener
-    from daemon.engine import Engine
-    from daemon.runner import CrawlRunner
+    from daemon.engines.engine import Engine
+    from daemon.engines.local import CrawlRunner
     from daemon.store import Store
 
     clock = clock or SystemClock()

@@ -53,7 +53,7 @@ class CrawlOutcome:
     duration_s: float
     pid: int | None = None
     job: str | None = None  # None: the job named after its spider
-    log_tail: str | None = None  # its last lines (daemon/crawllog.py)
+    log_tail: str | None = None  # its last lines (daemon/engines/crawllog.py)
 
     @property
     def status(self) -> str:

@@ -1,6 +1,6 @@
 """Dispatching crawls to Scrapyd nodes: the engine behind SCHEDULER_ENGINE=scrapyd.
 
-`ScrapydEngine.run` has the local runner's contract (daemon/runner.py): blocking, at most
+`ScrapydEngine.run` has the local runner's contract (daemon/engines/local.py): blocking, at most
 `concurrency` crawls at a time, each job's timeout enforced, the stop and abort events honoured,
 the outcomes of the crawls started returned. What differs is where a crawl runs and what the daemon
 can know of it; the facts it rests on are in docs/scrapyd-facts.md.
@@ -36,7 +36,7 @@ from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.jobfile import Job
-from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
+from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
 from daemon.placement import Placement, _Crawl, _Node
 from daemon.remote import Action, EngineSettings, Limits, Observation, classify, lost_outcome
 from daemon.address_parsers import Node
@@ -48,7 +48,7 @@ log = structlog.get_logger("daemon.dispatch")
 
 
 class ScrapydEngine(Placement, Watching):
-    """The Scrapyd engine (daemon/engine.py): each crawl a job on a Scrapyd node."""
+    """The Scrapyd engine (daemon/engines/engine.py): each crawl a job on a Scrapyd node."""
 
     reattaches = True  # a remote crawl outlives its daemon: the next one re-attaches to it
 

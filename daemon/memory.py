@@ -22,7 +22,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        import ctypes  # already loaded by the runner (daemon/runner.py): no new cost
+        import ctypes  # already loaded by the runner (daemon/engines/local.py): no new cost
 
         return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
     except (ImportError, OSError, AttributeError):  # no ctypes, no symbol (musl)

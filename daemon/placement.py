@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from daemon.crawl import CrawlOutcome
-from daemon.engine import OnDispatch, OnStart
+from daemon.engines.engine import OnDispatch, OnStart
 from daemon.jobfile import Job
 from daemon.remote import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
 from daemon.address_parsers import Node

@@ -296,7 +296,7 @@ def logs(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from daemon import db, statedir
-    from daemon.crawllog import local_file
+    from daemon.engines.crawllog import local_file
     from daemon.errors import ConfigError
     from daemon.store import Store
 

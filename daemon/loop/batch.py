@@ -19,7 +19,7 @@ from daemon import db
 from daemon.clock import Clock
 from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
-from daemon.engine import Engine, RemoteRun
+from daemon.engines.engine import Engine, RemoteRun
 from daemon.decision import Cadence
 from daemon.loop.history import HistoryCopy
 from daemon.jobfile import Job, make_job

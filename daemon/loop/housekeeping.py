@@ -21,7 +21,8 @@ import psycopg2
 import schedule
 import structlog
 
-from daemon import crawllog, db
+from daemon import db
+from daemon.engines import crawllog
 from daemon.loop import httpcache
 from daemon.clock import Clock
 from daemon.config import Settings

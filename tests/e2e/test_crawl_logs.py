@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import crawllog
+from daemon.engines import crawllog
 from tests.conftest import ROOT
 from tests.helpers import SchedulerThread, rows, wait_for
 

@@ -30,7 +30,7 @@ from daemon.secret import Secret
 from daemon.crawl import CrawlOutcome
 from daemon.dispatch import ScrapydEngine
 from daemon.remote import EngineSettings, Limits
-from daemon.engine import RemoteRun
+from daemon.engines.engine import RemoteRun
 from daemon.address_parsers import Node
 from daemon.jobfile import Job, make_job
 from daemon.scrapyd import ScrapydClient, ScrapydError

@@ -143,7 +143,7 @@ def test_a_crawl_forked_just_as_its_daemon_dies_never_starts(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from daemon.runner import _die_with_the_daemon
+        from daemon.engines.local import _die_with_the_daemon
         daemon = os.getpid()
         if os.fork():
             os._exit(0)

@@ -25,7 +25,7 @@ from daemon.remote import (
     parse_dumped_stats,
     remote_outcome,
 )
-from daemon.engine import RemoteRun
+from daemon.engines.engine import RemoteRun
 from daemon.address_parsers import Node, parse_nodes
 from daemon.jobfile import Job, make_job
 from daemon.scrapyd import Jobs, ScrapydClient, ScrapydError

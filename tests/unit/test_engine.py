@@ -1,4 +1,4 @@
-"""The engine boundary (daemon/engine.py): the local runner and the Scrapyd engine are two
+"""The engine boundary (daemon/engines/engine.py): the local runner and the Scrapyd engine are two
 implementations of one interface, the loop's only view of either."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.dispatch import ScrapydEngine
-from daemon.engine import Engine, RemoteRun
+from daemon.engines.engine import Engine, RemoteRun
 from daemon.remote import EngineSettings
 from daemon.address_parsers import Node
-from daemon.runner import CrawlRunner
+from daemon.engines.local import CrawlRunner
 from tests.unit.test_dispatch import job
 
 MEMBERS = ("reattaches", "detached", "not_started", "run", "reconcile", "cancel")

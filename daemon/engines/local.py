@@ -27,8 +27,8 @@ from daemon import statedir
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.crawl import CrawlOutcome, crawl_command, crawl_environment, judge
-from daemon.crawllog import CrawlLog
-from daemon.engine import OnDispatch, OnFinish, OnSpawn, OnStart
+from daemon.engines.crawllog import CrawlLog
+from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart
 from daemon.jobfile import Job, crawl_arguments
 
 log = structlog.get_logger("daemon.runner")
@@ -86,7 +86,7 @@ class _Crawl:
 
 
 class CrawlRunner:
-    """The local engine (daemon/engine.py): each crawl a `scrapy crawl` subprocess of this daemon,
+    """The local engine (daemon/engines/engine.py): each crawl a `scrapy crawl` subprocess of this daemon,
     in a process group of its own, that dies with it."""
 
     reattaches = False  # a local crawl never outlives its daemon: one left 'running' is stale
