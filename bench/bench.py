@@ -824,7 +824,7 @@ class BenchNode:
         return self
 
     def wait_answering(self) -> BenchNode:
-        from daemon.scrapyd import ScrapydClient, ScrapydError
+        from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 
         client = ScrapydClient(self.url)
 

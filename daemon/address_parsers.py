@@ -175,7 +175,7 @@ def parse_nodes(value: str, default_slots: int = DEFAULT_SLOTS) -> tuple[Node, .
     """SCRAPYD_NODES: comma-separated base URLs, each optionally `=SLOTS` (how many crawls it runs
     at once, its max_proc), e.g. `http://scrapyd-1:6800=4,http://scrapyd-2:6800`. Every problem is
     reported at once, in one ValueError. The Scrapyd engine's own rules are in
-    daemon/remote.py; what a node is belongs to the settings, which parse it."""
+    daemon/engines/scrapyd/rules.py; what a node is belongs to the settings, which parse it."""
     nodes: list[Node] = []
     problems: list[str] = []
     for entry in (part.strip() for part in value.split(",")):

@@ -91,7 +91,7 @@ def assemble(
 
     runner: Engine
     if settings.engine == "scrapyd":
-        from daemon.dispatch import ScrapydEngine, engine_settings  # its client and rules only when asked for
+        from daemon.engines.scrapyd.dispatch import ScrapydEngine, engine_settings  # its client and rules only when asked for
 
         runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way)
     else:

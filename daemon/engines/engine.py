@@ -1,5 +1,5 @@
 """What the loop asks of an engine, the part that runs crawls. Two implementations: the local runner
-(daemon/engines/local.py: `scrapy crawl` subprocesses) and the Scrapyd engine (daemon/dispatch.py: crawls
+(daemon/engines/local.py: `scrapy crawl` subprocesses) and the Scrapyd engine (daemon/engines/scrapyd/dispatch.py: crawls
 on Scrapyd nodes); a Kubernetes Jobs engine would be a third. `SCHEDULER_ENGINE` picks one
 (daemon/assemble.py); daemon/loop/batch.py is its only caller.
 

@@ -13,11 +13,11 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.secret import Secret
-from daemon.dispatch import ScrapydEngine
-from daemon.remote import EngineSettings
+from daemon.engines.scrapyd.dispatch import ScrapydEngine
+from daemon.engines.scrapyd.rules import EngineSettings
 from daemon.address_parsers import Node
 from daemon.jobfile import make_job
-from daemon.scrapyd import ScrapydClient, ScrapydError
+from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, free_port
 from tests.e2e.test_compose_stack import require_docker
 from tests.helpers import wait_for

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from daemon.scrapyd import ScrapydError
+from daemon.engines.scrapyd.client import ScrapydError
 from tests.conftest import figure
 from tests.e2e.test_scrapyd import ScrapydNode
 from tests.helpers import (

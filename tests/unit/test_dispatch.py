@@ -12,8 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.crawl import CrawlOutcome
-from daemon.dispatch import ScrapydEngine
-from daemon.remote import (
+from daemon.engines.scrapyd.dispatch import ScrapydEngine
+from daemon.engines.scrapyd.rules import (
     Action,
     EngineSettings,
     Limits,
@@ -28,7 +28,7 @@ from daemon.remote import (
 from daemon.engines.engine import RemoteRun
 from daemon.address_parsers import Node, parse_nodes
 from daemon.jobfile import Job, make_job
-from daemon.scrapyd import Jobs, ScrapydClient, ScrapydError
+from daemon.engines.scrapyd.client import Jobs, ScrapydClient, ScrapydError
 from tests.unit.fakes import FakeClock
 from tests.unit.test_jobfile import ENV
 

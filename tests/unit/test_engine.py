@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from daemon.clock import SystemClock
-from daemon.dispatch import ScrapydEngine
+from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.engine import Engine, RemoteRun
-from daemon.remote import EngineSettings
+from daemon.engines.scrapyd.rules import EngineSettings
 from daemon.address_parsers import Node
 from daemon.engines.local import CrawlRunner
 from tests.unit.test_dispatch import job

@@ -1,4 +1,4 @@
-"""Watching remote crawls, for the engine (daemon/dispatch.py): reading the log of a crawl its node
+"""Watching remote crawls, for the engine (daemon/engines/scrapyd/dispatch.py): reading the log of a crawl its node
 does not know, collecting the outcome of one that ended, stopping one that ran out of time or was
 cancelled, and keeping an eye on the crawls given up as lost.
 
@@ -18,9 +18,9 @@ from collections.abc import Callable
 import structlog
 
 from daemon.crawl import CrawlOutcome
-from daemon.placement import _Crawl, _Node
-from daemon.remote import LOG_TAIL_BYTES, EngineSettings, log_says_closed, log_tail, parse_dumped_stats, remote_outcome
-from daemon.scrapyd import ScrapydError
+from daemon.engines.scrapyd.placement import _Crawl, _Node
+from daemon.engines.scrapyd.rules import LOG_TAIL_BYTES, EngineSettings, log_says_closed, log_tail, parse_dumped_stats, remote_outcome
+from daemon.engines.scrapyd.client import ScrapydError
 
 log = structlog.get_logger("daemon.dispatch")
 
@@ -33,7 +33,7 @@ class Watching:
     settings: EngineSettings
     _lost: collections.deque[tuple[_Node, str, str]]  # (node, job name, job id) given up as lost
 
-    _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/dispatch.py)
+    _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/engines/scrapyd/dispatch.py)
 
     def _look_at_log(self, crawl: _Crawl, now: float) -> str:
         """'absent' | 'open' | 'closed': the log of a crawl its node does not know (any more)."""

@@ -37,11 +37,11 @@ from daemon.config import Settings
 from daemon.crawl import CrawlOutcome
 from daemon.jobfile import Job
 from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
-from daemon.placement import Placement, _Crawl, _Node
-from daemon.remote import Action, EngineSettings, Limits, Observation, classify, lost_outcome
+from daemon.engines.scrapyd.placement import Placement, _Crawl, _Node
+from daemon.engines.scrapyd.rules import Action, EngineSettings, Limits, Observation, classify, lost_outcome
 from daemon.address_parsers import Node
-from daemon.scrapyd import ScrapydClient, ScrapydError
-from daemon.watching import LOST_REMEMBERED, Watching
+from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
+from daemon.engines.scrapyd.watching import LOST_REMEMBERED, Watching
 
 log = structlog.get_logger("daemon.dispatch")
 

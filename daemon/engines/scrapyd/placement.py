@@ -1,4 +1,4 @@
-"""Placing remote crawls on Scrapyd nodes, for the engine (daemon/dispatch.py): which node takes the
+"""Placing remote crawls on Scrapyd nodes, for the engine (daemon/engines/scrapyd/dispatch.py): which node takes the
 next crawl (a free slot, least loaded first, none that failed recently), sending it with its node
 and job id recorded first, and never twice blindly (a lost answer is asked about, not resent).
 Also the engine's view of a node and of a crawl it watches."""
@@ -15,9 +15,9 @@ import structlog
 from daemon.crawl import CrawlOutcome
 from daemon.engines.engine import OnDispatch, OnStart
 from daemon.jobfile import Job
-from daemon.remote import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
+from daemon.engines.scrapyd.rules import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
 from daemon.address_parsers import Node
-from daemon.scrapyd import ScrapydError
+from daemon.engines.scrapyd.client import ScrapydError
 
 log = structlog.get_logger("daemon.dispatch")
 
@@ -76,9 +76,9 @@ class Placement:
     concurrency: int
     not_started: str | None
 
-    _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/dispatch.py)
+    _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/engines/scrapyd/dispatch.py)
 
-    _lost_on: Callable[[str], set[int]]  # the engine's (daemon/watching.py): nodes that lost a crawl of a job
+    _lost_on: Callable[[str], set[int]]  # the engine's (daemon/engines/scrapyd/watching.py): nodes that lost a crawl of a job
 
     def _place(self, pending: collections.deque[Job], again: collections.deque[_Crawl], active: list[_Crawl],
                on_start: OnStart, on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None],

@@ -1,7 +1,7 @@
 """Remote crawls on Scrapyd nodes, the pure part: the nodes and limits as configured, what to do with
 a crawl the daemon sees (`classify`, table-driven tests), where the next crawl goes (`choose_node`)
 and how a remote crawl is judged (`remote_outcome`, from its stats or the stats its log dumped).
-The engine that asks the nodes and acts is daemon/dispatch.py."""
+The engine that asks the nodes and acts is daemon/engines/scrapyd/dispatch.py."""
 
 from __future__ import annotations
 
