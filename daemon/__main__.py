@@ -40,7 +40,7 @@ finally:
     for _name in _hidden:
         del sys.modules[_name]
 
-from daemon import heartbeat, logs  # noqa: E402 (after the guards above)
+from daemon.telemetry import heartbeat, logs  # noqa: E402 (after the guards above)
 from daemon.config import Settings  # noqa: E402
 from daemon.errors import DatabaseUnavailable, SchedulerError  # noqa: E402
 

@@ -22,7 +22,7 @@ from daemon.config import Settings
 from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.leadership.lease import Lease
-from daemon.observation import Heartbeat, Observer
+from daemon.telemetry.observation import Heartbeat, Observer
 from daemon.loop.scheduler import Scheduler
 from daemon.leadership.takeover import TakeOver
 
@@ -47,8 +47,8 @@ def assemble(
     from daemon.jobfile import JobDefaults, default_jobs
     from daemon.loop.housekeeping import Housekeeping
     from daemon.journal import Journal
-    from daemon.metrics import Metrics
-    from daemon.notify import Notifier
+    from daemon.telemetry.metrics import Metrics
+    from daemon.telemetry.notify import Notifier
     from daemon.loop.requests import RunNowListener
     from daemon.engines.engine import Engine
     from daemon.engines.local import CrawlRunner

@@ -112,7 +112,7 @@ def serve_page(env: dict[str, str], **kwargs: Any) -> tuple[Any, int]:
     database; returns it (stop it after) and its port."""
     from daemon.config import Settings
     from daemon.web.http import HttpEndpoint
-    from daemon.metrics import Metrics
+    from daemon.telemetry.metrics import Metrics
     from tests.conftest import free_port
 
     port = free_port()

@@ -36,7 +36,7 @@ import structlog
 from daemon import db
 from daemon.leadership import identity
 from daemon.clock import Clock
-from daemon.logs import Once
+from daemon.telemetry.logs import Once
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.scheduler")

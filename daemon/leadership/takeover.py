@@ -15,7 +15,7 @@ import structlog
 
 from daemon.leadership import identity
 from daemon.journal import Journal, Pending
-from daemon.logs import Once
+from daemon.telemetry.logs import Once
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.scheduler")

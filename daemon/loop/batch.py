@@ -25,7 +25,7 @@ from daemon.loop.history import HistoryCopy
 from daemon.jobfile import Job, make_job
 from daemon.journal import Journal
 from daemon.leadership.lease import Lease
-from daemon.observation import Observer
+from daemon.telemetry.observation import Observer
 from daemon.loop.recording import DatabaseRecorder, JournalRecorder, Recorder
 from daemon.store import Store
 

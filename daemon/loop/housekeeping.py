@@ -26,8 +26,8 @@ from daemon.engines import crawllog
 from daemon.loop import httpcache
 from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.metrics import Metrics
-from daemon.notify import Notifier
+from daemon.telemetry.metrics import Metrics
+from daemon.telemetry.notify import Notifier
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.housekeeping")

@@ -20,7 +20,7 @@ from daemon.crawl import CrawlOutcome
 from daemon.decision import CrawlResult
 from daemon.jobfile import Job
 from daemon.journal import Journal
-from daemon.narration import log_spider_outcome
+from daemon.telemetry.narration import log_spider_outcome
 from daemon.store import Store
 
 log = structlog.get_logger("daemon.scheduler")

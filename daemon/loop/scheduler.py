@@ -29,8 +29,8 @@ from daemon.config import Settings
 from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.leadership.lease import Lease
-from daemon.logs import Once
-from daemon.observation import Observer
+from daemon.telemetry.logs import Once
+from daemon.telemetry.observation import Observer
 from daemon.leadership.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")

@@ -30,11 +30,11 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from daemon import heartbeat
+from daemon.telemetry import heartbeat
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.secret import Secret
-from daemon.metrics import Metrics
+from daemon.telemetry.metrics import Metrics
 
 log = structlog.get_logger("daemon.http")
 

@@ -98,7 +98,7 @@ def test_a_receiver_that_answers_garbage_is_logged_and_the_sender_goes_on(receiv
     from structlog.testing import capture_logs
 
     from daemon.secret import Secret
-    from daemon.notify import Notifier
+    from daemon.telemetry.notify import Notifier
 
     garbage = socket.socket()
     garbage.bind(("127.0.0.1", 0))
@@ -167,7 +167,7 @@ def test_overdue_check_watches_the_spiders_the_daemon_runs_and_not_those_gone_fr
 
 
 def test_a_receiver_answering_500_is_retried_then_given_up_and_the_crawls_go_on(base_env, db, daemon_factory):
-    from daemon.notify import ATTEMPTS
+    from daemon.telemetry.notify import ATTEMPTS
 
     broken = Receiver(status=500)
     try:
@@ -267,7 +267,7 @@ def test_a_notification_url_reaches_its_sender_process_never_through_its_command
     from pathlib import Path
 
     from daemon.secret import Secret
-    from daemon.notify import Notifier
+    from daemon.telemetry.notify import Notifier
 
     hold = threading.Event()
     slow = Receiver(hold=hold)  # holds the request: the sender is caught while it runs
@@ -291,9 +291,9 @@ def test_a_notification_url_reaches_its_sender_process_never_through_its_command
 def test_a_send_still_going_when_the_flush_ends_is_cut_so_no_sender_outlives_the_daemon(monkeypatch):
     from structlog.testing import capture_logs
 
-    from daemon import notify
+    from daemon.telemetry import notify
     from daemon.secret import Secret
-    from daemon.notify import Notifier
+    from daemon.telemetry.notify import Notifier
 
     # A sender left alone would wait for the stuck receiver far longer than this test waits for it.
     monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 600.0)
@@ -327,7 +327,7 @@ def test_a_notification_queued_after_the_stop_and_before_the_flush_still_goes_ou
     import time
 
     from daemon.secret import Secret
-    from daemon.notify import Notifier
+    from daemon.telemetry.notify import Notifier
 
     stop = threading.Event()
     notifier = Notifier(Secret(""), Secret(f"{receiver.url}/ping/uuid-1"), stop)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import structlog
 
-from daemon import logs
+from daemon.telemetry import logs
 from tests.conftest import ROOT
 
 
@@ -150,7 +150,7 @@ def test_a_daemon_that_pings_and_alerts_over_http_and_https_never_loads_the_http
     hook = f"https://127.0.0.1:{free_port()}/hooks/T0K3N"  # nothing listens: tried once, over TLS
     code = (
         "import sys, threading, daemon.__main__, daemon.assemble;"
-        "from daemon.config import Settings; from daemon.notify import Notifier;"
+        "from daemon.config import Settings; from daemon.telemetry.notify import Notifier;"
         f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}, 'HEALTHCHECK_PING_URL': {ping!r},"
         f" 'ALERT_WEBHOOK_URL': {hook!r}}});"

@@ -21,8 +21,8 @@ from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
 from daemon.jobfile import JobDefaults, default_jobs
 from daemon.leadership.lease import SETTLE_SECONDS, Lease, Role
-from daemon.metrics import Metrics, UnreadMetrics
-from daemon.observation import Observer
+from daemon.telemetry.metrics import Metrics, UnreadMetrics
+from daemon.telemetry.observation import Observer
 from daemon.loop.scheduler import Scheduler
 from daemon.leadership.takeover import TakeOver
 from tests.unit.fakes import (

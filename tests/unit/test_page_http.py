@@ -13,7 +13,7 @@ import pytest
 from daemon.config import Settings
 from daemon.secret import Secret
 from daemon.web.http import HttpEndpoint
-from daemon.metrics import Metrics
+from daemon.telemetry.metrics import Metrics
 from tests.conftest import ROOT, free_port
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; "

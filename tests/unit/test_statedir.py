@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import heartbeat, statedir
+from daemon import statedir
+from daemon.telemetry import heartbeat
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.journal import Journal

@@ -13,13 +13,13 @@ from typing import Any
 
 import structlog
 
-from daemon import heartbeat
+from daemon.telemetry import heartbeat
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
 from daemon.decision import Plan, SpiderHistory
-from daemon.metrics import Metrics
-from daemon.narration import log_decision
-from daemon.notify import Notifier
+from daemon.telemetry.metrics import Metrics
+from daemon.telemetry.narration import log_decision
+from daemon.telemetry.notify import Notifier
 
 log = structlog.get_logger("daemon.scheduler")
 
@@ -145,7 +145,7 @@ class Observer:
 
 
 class Heartbeat:
-    """The cadence of the loop's heartbeat file (daemon/heartbeat.py), which the healthcheck reads:
+    """The cadence of the loop's heartbeat file (daemon/telemetry/heartbeat.py), which the healthcheck reads:
     a beat on every pass of the loop, and at least every `every_s` while crawls run (the loop is
     inside the runner then)."""
 

@@ -3,7 +3,7 @@ healthchecks.io-style pings. A background thread sends them with a timeout and a
 a slow or broken receiver never blocks the loop; a failure is logged, never fatal. The URLs often
 carry tokens: logs name only their scheme and host.
 
-Each attempt is made by a short-lived child process (daemon/notify_send.py), so the daemon never
+Each attempt is made by a short-lived child process (daemon/telemetry/notify_send.py), so the daemon never
 imports urllib, http.client or ssl: with them a daemon that pings stayed 7-8 MiB bigger for good
 (issue "Memory with notifications on"). A process start (~60 ms) per attempt is nothing next to a
 few pings per run. The URL reaches the child on its stdin, never in its argv."""

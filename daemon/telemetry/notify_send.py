@@ -1,4 +1,4 @@
-"""One attempt at one notification, in a short-lived child process of daemon/notify.py: the daemon
+"""One attempt at one notification, in a short-lived child process of daemon/telemetry/notify.py: the daemon
 itself never loads Python's HTTP and TLS stack (urllib, http.client, email, ssl with the system's
 OpenSSL and CA store), which it would otherwise keep resident for its whole life (7-8 MiB).
 
