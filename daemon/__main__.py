@@ -59,11 +59,12 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import db, jobfile, jobrules
+    from daemon import jobfile, jobrules
+    from daemon.records import db
     from daemon.catalog import open_catalog
     from daemon.assemble import assemble
     from daemon.spiders import list_spiders, resolve_spiders
-    from daemon.store import Store
+    from daemon.records.store import Store
 
     stop, force, wake, reload = threading.Event(), threading.Event(), threading.Event(), threading.Event()
 
@@ -127,14 +128,14 @@ def _command(name: str) -> Callable[[Settings, argparse.Namespace], int]:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.migrations import apply_migrations
+    from daemon.records.migrations import apply_migrations
 
     apply_migrations(settings)
     return 0
 
 
 def cmd_wait_db(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import db
+    from daemon.records import db
 
     db.wait_for_database(settings).close()
     return 0

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import psycopg2
 import structlog
 
-from daemon import db
+from daemon.records import db
 from daemon.loop.batch import Batches
 from daemon.catalog import Catalog
 from daemon.clock import Clock
@@ -46,13 +46,13 @@ def assemble(
     from daemon.decision import Cadence
     from daemon.jobfile import JobDefaults, default_jobs
     from daemon.loop.housekeeping import Housekeeping
-    from daemon.journal import Journal
+    from daemon.records.journal import Journal
     from daemon.telemetry.metrics import Metrics
     from daemon.telemetry.notify import Notifier
     from daemon.loop.requests import RunNowListener
     from daemon.engines.engine import Engine
     from daemon.engines.local import CrawlRunner
-    from daemon.store import Store
+    from daemon.records.store import Store
 
     clock = clock or SystemClock()
     stop, force, wake = stop or threading.Event(), force or threading.Event(), wake or threading.Event()

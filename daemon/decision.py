@@ -219,7 +219,7 @@ class CrawlResult:
 
 # The job's own failures, retried with backoff ('process_died': a remote crawl that ended without its
 # stats); a crawl cut short by the daemon ('interrupted', 'stale') or whose node went silent ('lost')
-# is not the job's fault. Kept in step with the history query (daemon/queries.py) and its index
+# is not the job's fault. Kept in step with the history query (daemon/records/queries.py) and its index
 # (sql/015_remote_runs.sql).
 COUNTED_FAILURES = ("error", "timeout", "too_few_items", "cancelled", "process_died")
 

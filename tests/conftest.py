@@ -169,7 +169,7 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def template_db(pg_server: PostgresServer) -> str:
     from daemon.config import Settings
-    from daemon.migrations import apply_migrations
+    from daemon.records.migrations import apply_migrations
 
     name = "scheduler_template"
     pg_server.execute(f'CREATE DATABASE "{name}"')

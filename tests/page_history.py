@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.jobfile import Job, JobDefaults, make_job
-from daemon.store import Store
+from daemon.records.store import Store
 from daemon.web.timeline import Crawl
 
 H = timedelta(hours=1)

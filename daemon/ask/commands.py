@@ -23,7 +23,7 @@ from daemon.errors import SchedulerError
 if TYPE_CHECKING:
     from daemon.config import Settings
     from daemon.jobfile import Job
-    from daemon.store import Store
+    from daemon.records.store import Store
 
 KNOWN_SHOWN = 10  # names listed in an "unknown job" line before "... (N in all)"
 DB_WAIT_SECONDS = 10  # a command waits at most this long for PostgreSQL (or DB_WAIT_TIMEOUT_SECONDS if shorter)
@@ -174,7 +174,7 @@ def explain(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.ask import explain as why
     from daemon.clock import SystemClock
     from daemon.errors import DatabaseUnavailable
-    from daemon.journal import journaled
+    from daemon.records.journal import journaled
 
     now = SystemClock().now()
     try:
@@ -229,8 +229,8 @@ class _store:
         self.settings = settings
 
     def __enter__(self) -> Store:
-        from daemon import db
-        from daemon.store import Store
+        from daemon.records import db
+        from daemon.records.store import Store
 
         timeout = min(self.settings.db_wait_timeout_seconds, DB_WAIT_SECONDS)
         self.store = Store(db.wait_for_database(self.settings, timeout=timeout))
@@ -295,10 +295,11 @@ def logs(settings: Settings, args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from daemon import db, statedir
+    from daemon import statedir
+    from daemon.records import db
     from daemon.engines.crawllog import local_file
     from daemon.errors import ConfigError
-    from daemon.store import Store
+    from daemon.records.store import Store
 
     store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))
     try:

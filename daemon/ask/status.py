@@ -15,7 +15,7 @@ from daemon.catalog import cadence
 from daemon.config import Settings
 from daemon.decision import Cadence, Plan, SpiderHistory, decide_jobs
 from daemon.jobfile import Job, format_duration
-from daemon.store import Store
+from daemon.records.store import Store
 
 ARGS_SHOWN = 30  # characters of a job's arguments in the table (--json has them whole)
 

@@ -33,11 +33,11 @@ from collections.abc import Callable
 import psycopg2
 import structlog
 
-from daemon import db
+from daemon.records import db
 from daemon.leadership import identity
 from daemon.clock import Clock
 from daemon.telemetry.logs import Once
-from daemon.store import Store
+from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
 

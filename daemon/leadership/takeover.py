@@ -14,9 +14,9 @@ from datetime import datetime
 import structlog
 
 from daemon.leadership import identity
-from daemon.journal import Journal, Pending
+from daemon.records.journal import Journal, Pending
 from daemon.telemetry.logs import Once
-from daemon.store import Store
+from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
 

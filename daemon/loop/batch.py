@@ -15,7 +15,7 @@ from datetime import datetime
 import psycopg2
 import structlog
 
-from daemon import db
+from daemon.records import db
 from daemon.clock import Clock
 from daemon.catalog import Catalog
 from daemon.crawl import CrawlOutcome
@@ -23,11 +23,11 @@ from daemon.engines.engine import Engine, RemoteRun
 from daemon.decision import Cadence
 from daemon.loop.history import HistoryCopy
 from daemon.jobfile import Job, make_job
-from daemon.journal import Journal
+from daemon.records.journal import Journal
 from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Observer
 from daemon.loop.recording import DatabaseRecorder, JournalRecorder, Recorder
-from daemon.store import Store
+from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
 

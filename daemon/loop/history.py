@@ -34,7 +34,7 @@ from daemon.decision import (
     moved,
     quiet_span,
 )
-from daemon.store import Store
+from daemon.records.store import Store
 
 HISTORY_REFRESH_SECONDS = 300.0
 

@@ -21,14 +21,14 @@ import psycopg2
 import schedule
 import structlog
 
-from daemon import db
+from daemon.records import db
 from daemon.engines import crawllog
 from daemon.loop import httpcache
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.telemetry.metrics import Metrics
 from daemon.telemetry.notify import Notifier
-from daemon.store import Store
+from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.housekeeping")
 

@@ -14,14 +14,14 @@ from typing import Any, Protocol
 import psycopg2
 import structlog
 
-from daemon import db
+from daemon.records import db
 from daemon.clock import Clock
 from daemon.crawl import CrawlOutcome
 from daemon.decision import CrawlResult
 from daemon.jobfile import Job
-from daemon.journal import Journal
+from daemon.records.journal import Journal
 from daemon.telemetry.narration import log_spider_outcome
-from daemon.store import Store
+from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
 

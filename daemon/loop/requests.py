@@ -14,9 +14,9 @@ from datetime import datetime
 import psycopg2
 import structlog
 
-from daemon import board_queries, db
+from daemon.records import board_queries, db
 from daemon.config import Settings
-from daemon.store import Store
+from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.requests")
 

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 import structlog
 
-from daemon import db
+from daemon.records import db
 from daemon.loop.batch import Batches, unreachable
 from daemon.catalog import Catalog
 from daemon.clock import Clock

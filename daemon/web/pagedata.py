@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.extensions
 
-from daemon import board_queries
+from daemon.records import board_queries
 from daemon.web import timeline
 from daemon.config import Settings
 from daemon.decision import Plan, SpiderHistory, SpiderPlan
 from daemon.jobfile import Job
-from daemon.store import Store
+from daemon.records.store import Store
 
 STATEMENT_TIMEOUT = "2s"
 CONNECT_TIMEOUT = 3  # seconds
@@ -49,7 +49,7 @@ class PageSession:
         self._lock = threading.Lock()
 
     def _open(self) -> psycopg2.extensions.connection:
-        from daemon import db
+        from daemon.records import db
 
         return db.connect(self.settings, connect_timeout=CONNECT_TIMEOUT, application_name="persistent-scheduler-page",
                           session={"default_transaction_read_only": "on", "statement_timeout": STATEMENT_TIMEOUT})  # fmt: skip

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from daemon.journal import Journal
-from daemon.queries import RUNNER_LOCK_KEY
+from daemon.records.journal import Journal
+from daemon.records.queries import RUNNER_LOCK_KEY
 from tests.conftest import free_port
 from tests.e2e.test_job_commands import publish
 from tests.helpers import hours, rows, run_cli, utcnow

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from daemon.jobfile import Job
-from daemon.store import Store
+from daemon.records.store import Store
 from tests.conftest import figure
 from tests.helpers import hours, rows, run_cli, utcnow
 

@@ -12,7 +12,7 @@ import pytest
 from daemon.config import Settings
 from daemon.jobfile import JobDefaults, default_jobs
 from daemon.spiders import list_spiders
-from daemon.store import Store
+from daemon.records.store import Store
 from tests.conftest import figure
 from tests.helpers import hours, insert_completed, rows, run_cli, utcnow, wait_for
 

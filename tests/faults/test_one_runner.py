@@ -202,11 +202,11 @@ def test_the_last_holder_on_record_delays_a_new_runner_only_while_it_may_be_aliv
     import subprocess
     import sys
 
-    from daemon import db as daemon_db
+    from daemon.records import db as daemon_db
     from daemon.leadership import identity
     from daemon.config import Settings
     from daemon.leadership.lease import may_still_run as _may_still_run
-    from daemon.store import Store
+    from daemon.records.store import Store
 
     store = Store(daemon_db.connect(Settings.from_mapping(base_env)))
     try:

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from daemon.clock import OffsetClock
 from daemon.config import Settings
 from daemon.loop.housekeeping import Housekeeping
-from daemon.store import Store
+from daemon.records.store import Store
 from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for
 
 

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from daemon.jobfile import Job
-from daemon.store import Store
+from daemon.records.store import Store
 from tests.helpers import hours, rows, utcnow
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from daemon.store import Store
+from daemon.records.store import Store
 from tests.helpers import SchedulerThread, crawl_intervals, events, hours, rows, utcnow, wait_for
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.errors import MigrationError
-from daemon.migrations import SQL_DIR, apply_migrations
+from daemon.records.migrations import SQL_DIR, apply_migrations
 from tests.conftest import ROOT, TEST_PROJECT
 from tests.helpers import rows
 

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from daemon import board_queries, queries
+from daemon.records import board_queries, queries
 from tests.helpers import rows
 
 SPIDERS = [f"s{n:02d}" for n in range(20)]
 
 
 def _query(name: str) -> str:
-    """A named query of the loop (daemon/queries.py) or of the board (daemon/board_queries.py)."""
+    """A named query of the loop (daemon/records/queries.py) or of the board (daemon/records/board_queries.py)."""
     return getattr(queries, name, None) or getattr(board_queries, name)
 
 
@@ -60,7 +60,7 @@ def test_the_failures_since_the_last_success_are_counted_through_their_own_index
 
 
 def test_the_daemons_connections_never_jit_compile_its_small_queries(base_env):
-    from daemon import db
+    from daemon.records import db
     from daemon.config import Settings
 
     conn = db.connect(Settings.from_mapping(base_env))

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import queries
+from daemon.records import queries
 from daemon.clock import OffsetClock
 from tests.conftest import figure
 from tests.helpers import (

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from daemon.config import Settings
 from daemon.spiders import list_spiders, resolve_spiders
-from daemon.store import Store
+from daemon.records.store import Store
 from tests.helpers import SchedulerThread, insert_completed, rows, utcnow, wait_for
 
 TEST_SPIDERS = ["args", "boom", "crash", "empty", "hang", "ok", "other", "segv", "slow", "slow2"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Settings
-from daemon.db import connect_kwargs
+from daemon.records.db import connect_kwargs
 from daemon.errors import ConfigError
 
 PROJECT = str(Path(__file__).resolve().parents[1] / "scrapy_project")

@@ -72,7 +72,7 @@ def test_per_job_each_is_due_by_its_own_cadence_paused_ones_never_and_the_most_o
 # ----------------------------------------------------------------------------- the loop, as a model
 # The decision is pure, so "never two running" is a property of how the loop drives it. This
 # machine drives it as the daemon's loop does, with the store modelled as a list of spider_runs
-# rows read the way daemon/queries.py's SPIDER_HISTORY reads them: a step (only between runs, as
+# rows read the way daemon/records/queries.py's SPIDER_HISTORY reads them: a step (only between runs, as
 # a run blocks the loop) fails rows a dead daemon left 'running' as stale, decides, and starts the
 # due spiders, at most `concurrency` at a time; crawls finish in any order with any outcome; the
 # wall clock moves arbitrarily, forwards (a tick, a suspend of days) and backwards (an NTP step, a

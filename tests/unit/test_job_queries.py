@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from daemon import queries
+from daemon.records import queries
 from daemon.decision import COUNTED_FAILURES
-from daemon.migrations import SQL_DIR
+from daemon.records.migrations import SQL_DIR
 
 LISTED = re.compile(r"failure IN \(([^)]*)\)")
 

@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 
 from daemon.crawl import judge
-from daemon.journal import Journal
+from daemon.records.journal import Journal
 from tests.conftest import ROOT
 
 T = datetime(2026, 11, 23, tzinfo=timezone.utc)
@@ -46,7 +46,7 @@ def test_runs_and_ends_are_grouped_and_removed_when_done(tmp_path):
 def test_a_live_daemons_journal_is_left_alone_and_a_dead_ones_is_taken(tmp_path):
     writer = (
         "import sys, time; from datetime import datetime, timezone; sys.path.insert(0, sys.argv[1]);"
-        "from daemon.journal import Journal; from pathlib import Path;"
+        "from daemon.records.journal import Journal; from pathlib import Path;"
         "j = Journal(Path(sys.argv[2])); j.start_run(datetime.now(timezone.utc), ['a'], 'other');"
         "print('written', flush=True); time.sleep(60)"
     )

@@ -18,7 +18,7 @@ from daemon import statedir
 from daemon.telemetry import heartbeat
 from daemon.config import Settings
 from daemon.errors import ConfigError
-from daemon.journal import Journal
+from daemon.records.journal import Journal
 from daemon.engines.local import _read_stats
 from tests.conftest import TEST_PROJECT
 from tests.helpers import events

@@ -1,7 +1,7 @@
-"""The board's named queries (daemon/board.py, daemon/store.py's readers, the page): the requests the
+"""The board's named queries (daemon/records/board.py, daemon/records/store.py's readers, the page): the requests the
 commands leave for the lock holder (run-now, pause, cancel), the jobs it publishes for them, and
 what status, explain, the page and logs read. Bound parameters only; the loop's own queries (the
-lock, the runs, the history) are in daemon/queries.py."""
+lock, the runs, the history) are in daemon/records/queries.py."""
 
 # run-now: requests from `python -m daemon run-now`, taken by the lock holder.
 RUN_NOW_CHANNEL = "scheduler_run_now"

@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg2.extensions
 
-from daemon import board_queries, queries
-from daemon.board import Board
+from daemon.records import board_queries, queries
+from daemon.records.board import Board
 from daemon.decision import SpiderHistory
 
 STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"

@@ -2,7 +2,7 @@
 
 The lock holder publishes the jobs it runs (and the spiders it listed, and the jobs file's error);
 the commands read them, and leave run-now requests, pauses and cancel requests, each followed by a
-NOTIFY the lock holder hears within a second. A part of `Store` (daemon/store.py), on its connection.
+NOTIFY the lock holder hears within a second. A part of `Store` (daemon/records/store.py), on its connection.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from daemon import board_queries, queries
+from daemon.records import board_queries, queries
 from daemon.jobfile import Job
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import structlog
 
-from daemon import db, queries
+from daemon.records import db, queries
 from daemon.config import PROJECT_ROOT, Settings
 from daemon.errors import MigrationError
 
