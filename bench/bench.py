@@ -725,10 +725,10 @@ def _steps_in_process(env: dict[str, str], ticks: int) -> dict[str, Any]:
     after a run, on taking the lock and every HISTORY_REFRESH_SECONDS (the history read anew)."""
     import structlog.testing
 
-    from daemon import jobfile
-    from daemon.catalog import open_catalog
+    from daemon.jobs import jobfile
+    from daemon.jobs.catalog import open_catalog
     from daemon.assemble import assemble
-    from daemon.spiders import list_spiders, resolve_spiders
+    from daemon.jobs.spiders import list_spiders, resolve_spiders
 
     settings = Settings.from_mapping({k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH")})
     os.environ.update({"BENCH_SITE_URL": env["BENCH_SITE_URL"], "BENCH_SPIDERS": env["BENCH_SPIDERS"]})  # `scrapy list`

@@ -59,11 +59,11 @@ def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | No
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import jobfile, jobrules
+    from daemon.jobs import jobfile, rules as jobrules
     from daemon.records import db
-    from daemon.catalog import open_catalog
+    from daemon.jobs.catalog import open_catalog
     from daemon.assemble import assemble
-    from daemon.spiders import list_spiders, resolve_spiders
+    from daemon.jobs.spiders import list_spiders, resolve_spiders
     from daemon.records.store import Store
 
     stop, force, wake, reload = threading.Event(), threading.Event(), threading.Event(), threading.Event()

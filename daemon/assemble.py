@@ -16,7 +16,7 @@ import structlog
 
 from daemon.records import db
 from daemon.loop.batch import Batches
-from daemon.catalog import Catalog
+from daemon.jobs.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.loop.history import HistoryCopy
@@ -44,7 +44,7 @@ def assemble(
     """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each."""
     from daemon.clock import SystemClock
     from daemon.decision import Cadence
-    from daemon.jobfile import JobDefaults, default_jobs
+    from daemon.jobs.jobfile import JobDefaults, default_jobs
     from daemon.loop.housekeeping import Housekeeping
     from daemon.records.journal import Journal
     from daemon.telemetry.metrics import Metrics

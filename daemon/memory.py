@@ -4,7 +4,7 @@ Publishing 10,000 jobs builds their rows and a JSON document of several MiB, fre
 keeps what it freed inside its heap (and a freed page in its middle stays resident) until asked to
 trim it. The daemon then idles for hours with that memory counted as its own (~5 MiB at 10,000 jobs,
 bench/bench.py many_jobs). `release()` asks glibc's `malloc_trim(0)`, which returns every wholly
-free page of the heap; it is called after publishing the jobs (daemon/catalog.py), which is rare.
+free page of the heap; it is called after publishing the jobs (daemon/jobs/catalog.py), which is rare.
 Elsewhere (musl, macOS, no ctypes) it does nothing.
 """
 

@@ -193,11 +193,11 @@ def crawl_intervals(path: Path, ended: dict[int, float] | None = None) -> list[t
     return sorted(spans)
 
 
-def job_catalog(settings: Settings):  # noqa: ANN201 (a daemon.catalog.Catalog)
+def job_catalog(settings: Settings):  # noqa: ANN201 (a daemon.jobs.catalog.Catalog)
     """The catalog as the daemon builds it at start: the jobs file, listed spiders, no stored list."""
-    from daemon import jobfile
-    from daemon.catalog import open_catalog
-    from daemon.spiders import list_spiders, resolve_spiders
+    from daemon.jobs import jobfile
+    from daemon.jobs.catalog import open_catalog
+    from daemon.jobs.spiders import list_spiders, resolve_spiders
 
     path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
     return open_catalog(path, jobfile.JobDefaults.from_settings(settings), settings.spiders, None,

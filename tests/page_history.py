@@ -8,7 +8,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.jobfile import Job, JobDefaults, make_job
+from daemon.jobs.jobfile import Job, JobDefaults, make_job
 from daemon.records.store import Store
 from daemon.web.timeline import Crawl
 

@@ -22,7 +22,7 @@ from daemon.errors import SchedulerError
 
 if TYPE_CHECKING:
     from daemon.config import Settings
-    from daemon.jobfile import Job
+    from daemon.jobs.jobfile import Job
     from daemon.records.store import Store
 
 KNOWN_SHOWN = 10  # names listed in an "unknown job" line before "... (N in all)"
@@ -263,7 +263,7 @@ def _listed(names: Iterable[str]) -> str:
 
 
 def _duration(text: str) -> Any:
-    from daemon.jobfile import DURATION_ALLOWED, MAX_DURATION, parse_duration
+    from daemon.jobs.jobfile import DURATION_ALLOWED, MAX_DURATION, parse_duration
 
     try:
         value = parse_duration(text)

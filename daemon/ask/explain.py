@@ -40,7 +40,7 @@ from daemon.ask.explain_words import (  # the rule codes, and how each is said
     PAUSED, RULES, RUNNING, WAITING_BACKOFF, WAITING_INTERVAL, WAITING_RUN, WAITING_SLOT, humanize, oneline,
     paused_by, sentences, unreachable,
 )  # fmt: skip
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +206,7 @@ def _blocking(plan: SpiderPlan, facts: Facts, holder: Holder, own: SpiderPlan, d
 
 
 def problems_naming(file_error: str | None, job: str) -> tuple[str, ...]:
-    """The jobs file's problems about `job` (each names it as `job 'NAME'`, daemon/jobrules.py)."""
+    """The jobs file's problems about `job` (each names it as `job 'NAME'`, daemon/jobs/rules.py)."""
     if not file_error:
         return ()
     named = f"job {job!r}"

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.catalog import cadence
+from daemon.jobs.catalog import cadence
 from daemon.config import Settings
 from daemon.decision import Cadence, Plan, SpiderHistory, decide_jobs
-from daemon.jobfile import Job, format_duration
+from daemon.jobs.jobfile import Job, format_duration
 from daemon.records.store import Store
 
 ARGS_SHOWN = 30  # characters of a job's arguments in the table (--json has them whole)
@@ -167,7 +167,7 @@ def _source(source: dict[str, Any]) -> str:
 def current_jobs(store: Store, settings: Settings) -> tuple[list[Job], tuple[Any, ...] | None, bool]:
     """(the jobs, their source, whether they were published). Nothing published yet: one job per
     spider of SCHEDULER_SPIDERS, else per spider known from the history."""
-    from daemon.jobfile import JobDefaults, default_jobs
+    from daemon.jobs.jobfile import JobDefaults, default_jobs
 
     source = store.jobs_source()
     if source is not None:

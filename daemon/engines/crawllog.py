@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from daemon import statedir
-from daemon.crawl import TAIL_LINES, TAIL_MAX_BYTES
+from daemon.jobs.crawl import TAIL_LINES, TAIL_MAX_BYTES
 
 log = structlog.get_logger("daemon.crawllog")
 

@@ -17,8 +17,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from daemon.crawl import CrawlOutcome
-from daemon.jobfile import Job
+from daemon.jobs.crawl import CrawlOutcome
+from daemon.jobs.jobfile import Job
 
 OnStart = Callable[[Job], Any]
 OnFinish = Callable[[Any, CrawlOutcome], None]

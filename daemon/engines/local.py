@@ -26,10 +26,10 @@ import structlog
 from daemon import statedir
 from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.crawl import CrawlOutcome, crawl_command, crawl_environment, judge
+from daemon.jobs.crawl import CrawlOutcome, crawl_command, crawl_environment, judge
 from daemon.engines.crawllog import CrawlLog
 from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart
-from daemon.jobfile import Job, crawl_arguments
+from daemon.jobs.jobfile import Job, crawl_arguments
 
 log = structlog.get_logger("daemon.runner")
 

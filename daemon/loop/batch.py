@@ -17,12 +17,12 @@ import structlog
 
 from daemon.records import db
 from daemon.clock import Clock
-from daemon.catalog import Catalog
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.catalog import Catalog
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.engine import Engine, RemoteRun
 from daemon.decision import Cadence
 from daemon.loop.history import HistoryCopy
-from daemon.jobfile import Job, make_job
+from daemon.jobs.jobfile import Job, make_job
 from daemon.records.journal import Journal
 from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Observer

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from daemon.config import Settings
-from daemon.crawl import crawl_environment
+from daemon.jobs.crawl import crawl_environment
 
 FILESYSTEM_STORAGE = "scrapy.extensions.httpcache.FilesystemCacheStorage"
 ASK_SETTINGS = (

@@ -16,9 +16,9 @@ import structlog
 
 from daemon.records import db
 from daemon.clock import Clock
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.decision import CrawlResult
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 from daemon.records.journal import Journal
 from daemon.telemetry.narration import log_spider_outcome
 from daemon.records.store import Store

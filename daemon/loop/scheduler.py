@@ -23,7 +23,7 @@ import structlog
 
 from daemon.records import db
 from daemon.loop.batch import Batches, unreachable
-from daemon.catalog import Catalog
+from daemon.jobs.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.loop.history import HistoryCopy

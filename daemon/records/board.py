@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2.extensions
 
 from daemon.records import board_queries, queries
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 
 
 class Board:

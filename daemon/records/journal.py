@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from daemon import statedir
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 
 log = structlog.get_logger("daemon.journal")
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.decision import Plan, SpiderHistory, oldest_success
 
 log = structlog.get_logger("daemon.scheduler")

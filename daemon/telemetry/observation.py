@@ -15,7 +15,7 @@ import structlog
 
 from daemon.telemetry import heartbeat
 from daemon.clock import Clock
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.decision import Plan, SpiderHistory
 from daemon.telemetry.metrics import Metrics
 from daemon.telemetry.narration import log_decision

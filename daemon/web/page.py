@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from daemon.web import lanes, timeline
-from daemon.jobfile import format_duration
+from daemon.jobs.jobfile import format_duration
 from daemon.web.pagedata import CrawlDetail, JobLane, Overview
 
 MESSAGE_SHOWN = 200  # characters of a message in a table cell (the crawl's page has it whole)

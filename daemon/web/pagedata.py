@@ -25,7 +25,7 @@ from daemon.records import board_queries
 from daemon.web import timeline
 from daemon.config import Settings
 from daemon.decision import Plan, SpiderHistory, SpiderPlan
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 from daemon.records.store import Store
 
 STATEMENT_TIMEOUT = "2s"

@@ -143,7 +143,7 @@ def test_a_run_interrupted_by_a_stop_still_pings_fail_before_the_daemon_exits(ba
 def test_overdue_check_watches_the_spiders_the_daemon_runs_and_not_those_gone_from_the_project(base_env, db,
                                                                                               daemon_factory):  # fmt: skip
     from daemon.config import Settings
-    from daemon.spiders import list_spiders
+    from daemon.jobs.spiders import list_spiders
 
     project = list_spiders(Settings.from_mapping(base_env))  # SCHEDULER_SPIDERS unset: the daemon runs them all
     now = utcnow()

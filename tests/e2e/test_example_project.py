@@ -11,8 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from daemon.crawl import crawl_command, judge
-from daemon.crawl import crawl_environment
+from daemon.jobs.crawl import crawl_command, crawl_environment, judge
 from tests.conftest import ROOT, send_html
 
 pytestmark = pytest.mark.e2e

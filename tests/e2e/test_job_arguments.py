@@ -9,10 +9,9 @@ import subprocess
 
 import pytest
 
-from daemon.crawl import crawl_command
-from daemon.jobfile import crawl_arguments
-from daemon.jobrules import parse
-from daemon.crawl import crawl_environment
+from daemon.jobs.crawl import crawl_command, crawl_environment
+from daemon.jobs.jobfile import crawl_arguments
+from daemon.jobs.rules import parse
 from tests.conftest import TEST_PROJECT
 from tests.unit.test_jobfile import ENV, HOSTILE, hostile_toml
 

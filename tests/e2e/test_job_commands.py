@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 from daemon.records.store import Store
 from tests.conftest import figure
 from tests.helpers import hours, rows, run_cli, utcnow

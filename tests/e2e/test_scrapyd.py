@@ -27,12 +27,12 @@ from structlog.testing import capture_logs
 
 from daemon.clock import SystemClock
 from daemon.secret import Secret
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.scrapyd.rules import EngineSettings, Limits
 from daemon.engines.engine import RemoteRun
 from daemon.address_parsers import Node
-from daemon.jobfile import Job, make_job
+from daemon.jobs.jobfile import Job, make_job
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, TEST_PROJECT, free_port
 from tests.helpers import alive, wait_for

@@ -16,7 +16,7 @@ from daemon.secret import Secret
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.scrapyd.rules import EngineSettings
 from daemon.address_parsers import Node
-from daemon.jobfile import make_job
+from daemon.jobs.jobfile import make_job
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, free_port
 from tests.e2e.test_compose_stack import require_docker

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from daemon.config import Settings
-from daemon.jobfile import JobDefaults, default_jobs
-from daemon.spiders import list_spiders
+from daemon.jobs.jobfile import JobDefaults, default_jobs
+from daemon.jobs.spiders import list_spiders
 from daemon.records.store import Store
 from tests.conftest import figure
 from tests.helpers import hours, insert_completed, rows, run_cli, utcnow, wait_for

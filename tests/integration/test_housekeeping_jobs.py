@@ -89,7 +89,7 @@ def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env,
 
 
 def test_a_spider_of_the_project_that_never_ran_is_reported_overdue(base_env, db):
-    from daemon.spiders import list_spiders, resolve_spiders
+    from daemon.jobs.spiders import list_spiders, resolve_spiders
 
     settings = Settings.from_mapping(base_env)
     assert not settings.spiders  # SCHEDULER_SPIDERS unset: the daemon runs every spider of the project

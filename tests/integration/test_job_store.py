@@ -10,7 +10,7 @@ from datetime import timedelta
 import psycopg2
 import pytest
 
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 from daemon.records.store import Store
 from tests.helpers import hours, rows, utcnow
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.catalog import Catalog, open_catalog
+from daemon.jobs.catalog import Catalog, open_catalog
 from daemon.errors import ConfigError, JobsFileError
-from daemon.jobfile import JobDefaults, default_jobs
+from daemon.jobs.jobfile import JobDefaults, default_jobs
 
 DEFAULTS = JobDefaults(timedelta(hours=4), timedelta(hours=2), timedelta(minutes=15), 0, 0, timedelta(0))
 GOOD = """

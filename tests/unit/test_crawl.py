@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.crawl import crawl_command, judge
+from daemon.jobs.crawl import crawl_command, judge
 
 GOOD = {"finish_reason": "finished", "item_scraped_count": 15, "log_count/ERROR": 0}
 

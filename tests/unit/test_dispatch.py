@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.scrapyd.rules import (
     Action,
@@ -27,7 +27,7 @@ from daemon.engines.scrapyd.rules import (
 )
 from daemon.engines.engine import RemoteRun
 from daemon.address_parsers import Node, parse_nodes
-from daemon.jobfile import Job, make_job
+from daemon.jobs.jobfile import Job, make_job
 from daemon.engines.scrapyd.client import Jobs, ScrapydClient, ScrapydError
 from tests.unit.fakes import FakeClock
 from tests.unit.test_jobfile import ENV

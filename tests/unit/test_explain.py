@@ -12,7 +12,7 @@ import pytest
 
 from daemon.ask import explain as why
 from daemon.decision import Cadence, SpiderHistory, decide_jobs
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 from tests.unit.fakes import T0
 
 H = timedelta(hours=1)

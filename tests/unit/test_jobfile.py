@@ -13,7 +13,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.errors import ConfigError, JobsFileError
-from daemon.jobfile import (
+from daemon.jobs.jobfile import (
     Job,
     JobDefaults,
     crawl_arguments,
@@ -22,7 +22,7 @@ from daemon.jobfile import (
     parse_duration,
     resolve_path,
 )
-from daemon.jobrules import load, parse
+from daemon.jobs.rules import load, parse
 from tests.conftest import ROOT, TEST_PROJECT
 
 ENV = JobDefaults(

@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from daemon import jobrules, memory
-from daemon.jobfile import Job, JobDefaults, make_job
+from daemon import memory
+from daemon.jobs import rules as jobrules
+from daemon.jobs.jobfile import Job, JobDefaults, make_job
 
 DEFAULTS = JobDefaults(every=timedelta(hours=4), timeout=timedelta(hours=2), retry_delay=timedelta(minutes=15),
                        max_errors=0, min_items=0, jitter=timedelta(0))

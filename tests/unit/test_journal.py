@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from daemon.crawl import judge
+from daemon.jobs.crawl import judge
 from daemon.records.journal import Journal
 from tests.conftest import ROOT
 

@@ -58,7 +58,7 @@ def test_log_level_filters_events():
 
 def test_the_daemon_never_imports_scrapy():
     code = (
-        "import sys, daemon.__main__, daemon.assemble, daemon.engines.local, daemon.spiders, daemon.records.migrations;"
+        "import sys, daemon.__main__, daemon.assemble, daemon.engines.local, daemon.jobs.spiders, daemon.records.migrations;"
         "print('scrapy' in sys.modules or any(m.startswith('scrapy.') for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

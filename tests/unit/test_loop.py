@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import pytest
 
-from daemon.catalog import Catalog
+from daemon.jobs.catalog import Catalog
 from daemon.decision import Cadence, SpiderHistory
 from daemon.loop.history import HistoryCopy
 from daemon.jitter import Jitter
-from daemon.jobfile import JobDefaults, default_jobs
+from daemon.jobs.jobfile import JobDefaults, default_jobs
 from daemon.leadership.lease import SETTLE_SECONDS, Lease, Role
 from daemon.telemetry.metrics import Metrics, UnreadMetrics
 from daemon.telemetry.observation import Observer

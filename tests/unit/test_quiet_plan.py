@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.catalog import Catalog
+from daemon.jobs.catalog import Catalog
 from daemon.decision import (
     CLOCK_SKEW_TOLERANCE,
     Cadence,
@@ -21,7 +21,7 @@ from daemon.decision import (
     quiet_span,
 )
 from daemon.loop.history import HISTORY_REFRESH_SECONDS, HistoryCopy
-from daemon.jobfile import JobDefaults, default_jobs
+from daemon.jobs.jobfile import JobDefaults, default_jobs
 from tests.unit.fakes import T0, FakeClock, FakeStore
 from tests.unit.test_loop import Loop, gauge, ran_recently, watched
 

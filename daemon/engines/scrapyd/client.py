@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from daemon.jobfile import RESERVED_ARGS
+from daemon.jobs.jobfile import RESERVED_ARGS
 
 if TYPE_CHECKING:
     from daemon.secret import Secret

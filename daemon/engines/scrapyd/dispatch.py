@@ -14,7 +14,7 @@ can know of it; the facts it rests on are in docs/scrapyd-facts.md.
 - Each remote crawl is watched through listjobs.json (one request per node per poll) and, when
   Scrapyd does not know it, through its log under /logs/. `classify` (pure, table-driven tests) says
   what to do: watch, collect, dispatch again, or give it up as lost.
-- Its outcome is judged by daemon.crawl.judge from the stats the crawl wrote next to its log
+- Its outcome is judged by daemon.jobs.crawl.judge from the stats the crawl wrote next to its log
   (daemon/node_stats.py), else from the stats Scrapy dumped into the log. A crawl that ended with
   no stats at all failed (`process_died`); one whose node or log went silent beyond the limit, or
   whose stats and log were both gone before they were read, is `lost`.
@@ -34,8 +34,8 @@ import structlog
 
 from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.crawl import CrawlOutcome
-from daemon.jobfile import Job
+from daemon.jobs.crawl import CrawlOutcome
+from daemon.jobs.jobfile import Job
 from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
 from daemon.engines.scrapyd.placement import Placement, _Crawl, _Node
 from daemon.engines.scrapyd.rules import Action, EngineSettings, Limits, Observation, classify, lost_outcome

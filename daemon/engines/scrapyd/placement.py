@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.engine import OnDispatch, OnStart
-from daemon.jobfile import Job
+from daemon.jobs.jobfile import Job
 from daemon.engines.scrapyd.rules import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
 from daemon.address_parsers import Node
 from daemon.engines.scrapyd.client import ScrapydError

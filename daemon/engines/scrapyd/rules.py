@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.address_parsers import Node
-from daemon.crawl import TAIL_LINES, TAIL_MAX_BYTES, CrawlOutcome, crawl_command, judge
-from daemon.jobfile import Job
+from daemon.jobs.crawl import TAIL_LINES, TAIL_MAX_BYTES, CrawlOutcome, crawl_command, judge
+from daemon.jobs.jobfile import Job
 
 if TYPE_CHECKING:
     from daemon.secret import Secret
@@ -231,7 +231,7 @@ def parse_dumped_stats(text: str) -> dict[str, Any] | None:
 
 def node_settings(job: Job) -> list[tuple[str, str]]:
     """The settings a job's crawl gets on a node: the job's, then ours (they win: Scrapyd keeps the
-    last of a name), the local crawl's own (daemon.crawl.crawl_command) with the node's stats collector,
+    last of a name), the local crawl's own (daemon.jobs.crawl.crawl_command) with the node's stats collector,
     which writes next to the log where the daemon can read it."""
     ours: list[tuple[str, str]] = []
     argv = crawl_command(job.spider, Path("unused"), (), job.name)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import structlog
 
-from daemon.crawl import CrawlOutcome
+from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.scrapyd.placement import _Crawl, _Node
 from daemon.engines.scrapyd.rules import LOG_TAIL_BYTES, EngineSettings, log_says_closed, log_tail, parse_dumped_stats, remote_outcome
 from daemon.engines.scrapyd.client import ScrapydError

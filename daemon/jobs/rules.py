@@ -1,4 +1,4 @@
-"""The rules of the jobs file (its contract: daemon/jobfile.py): reading it and checking every key,
+"""The rules of the jobs file (its contract: daemon/jobs/jobfile.py): reading it and checking every key,
 each broken rule one line naming the file, the job, the key and what is allowed, all at once."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon.settings_parsers import SPIDER_NAME
 from daemon.errors import JobsFileError
-from daemon.jobfile import (
+from daemon.jobs.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
     MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_ARGS, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
     TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,

@@ -25,7 +25,7 @@ The shape is a contract (users and tests depend on these names):
 Layering, weakest first: the environment settings (the caller's `JobDefaults`), `[defaults]`, the
 job. `args` and `settings` of `[defaults]` are merged key by key with the job's (the job wins).
 
-Rules (checked by daemon/jobrules.py; each broken rule is one line naming the file, the job, the key
+Rules (checked by daemon/jobs/rules.py; each broken rule is one line naming the file, the job, the key
 and what is allowed; every problem is reported at once, in one `JobsFileError`, exit 2):
 - The top level holds only `[defaults]` and `[jobs.<name>]`; a file lists at least one job.
 - A job's name is 1-100 of `A-Z a-z 0-9 _ . -` and starts with a letter, a digit or `_` (a name
@@ -36,7 +36,7 @@ and what is allowed; every problem is reported at once, in one `JobsFileError`, 
   known, one of them.
 - `args` keys are identifiers (`[A-Za-z_][A-Za-z0-9_]*`, Scrapy sets them as spider attributes);
   `settings` names are Scrapy-style (`[A-Z][A-Z0-9_]*`), except those the scheduler passes to
-  every crawl itself (`daemon.crawl.crawl_command`). Values are strings, numbers or booleans, never
+  every crawl itself (`daemon.jobs.crawl.crawl_command`). Values are strings, numbers or booleans, never
   arrays, tables or dates; a string holds no NUL and at most 64 KiB; a number is finite. They are
   kept as the strings `scrapy crawl` receives: booleans as `True`/`False` (what Scrapy's `getbool`
   reads), numbers by their round-tripping `repr`.
@@ -58,7 +58,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.crawl import crawl_command
+from daemon.jobs.crawl import crawl_command
 
 if TYPE_CHECKING:
     from daemon.config import Settings

@@ -9,7 +9,7 @@ import sys
 from daemon.config import Settings
 from daemon.settings_parsers import SPIDER_NAME
 from daemon.errors import ConfigError, SpiderDiscoveryError
-from daemon.crawl import crawl_environment
+from daemon.jobs.crawl import crawl_environment
 
 LIST_TIMEOUT_SECONDS = 120
 

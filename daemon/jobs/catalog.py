@@ -1,6 +1,6 @@
 """The catalog: which jobs this daemon runs, kept up to date without a restart.
 
-The jobs come from the jobs file (daemon/jobfile.py), or, without one, one per spider of the
+The jobs come from the jobs file (daemon/jobs/jobfile.py), or, without one, one per spider of the
 project. The lock holder notices a changed file within a tick (its size, time or inode), and at
 once on SIGHUP, and lists the project's spiders again then (`scrapy list`, beside the loop in a
 thread: a catch-up never waits for it). A file that does not validate keeps the last good jobs
@@ -20,10 +20,11 @@ from typing import Any
 
 import structlog
 
-from daemon import jobfile, jobrules, memory
+from daemon import memory
+from daemon.jobs import jobfile, rules as jobrules
 from daemon.decision import Cadence
 from daemon.errors import JobsFileError, SchedulerError
-from daemon.jobfile import Job, JobDefaults
+from daemon.jobs.jobfile import Job, JobDefaults
 
 log = structlog.get_logger("daemon.catalog")
 
@@ -206,7 +207,7 @@ def open_catalog(
     (stored with the published jobs) name every spider the jobs need: then the crawls of a catch-up
     start at once and the listing runs beside them. Otherwise (a first start, a job for a spider
     added since) the spiders are listed first. A bad jobs file, or SCHEDULER_SPIDERS naming a spider
-    the project lacks (`resolve`, from daemon/spiders.py), raises: exit 2. `preloaded`: the file's
+    the project lacks (`resolve`, from daemon/jobs/spiders.py), raises: exit 2. `preloaded`: the file's
     jobs as already read (unchecked against the spiders), so a large file is parsed once."""
     stored = tuple(stored_spiders) if stored_spiders else None
     if path is not None and preloaded is None:
