@@ -20,7 +20,7 @@ from daemon.jobs.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.loop.history import HistoryCopy
-from daemon.jitter import Jitter
+from daemon.plan.jitter import Jitter
 from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Heartbeat, Observer
 from daemon.loop.scheduler import Scheduler
@@ -43,7 +43,7 @@ def assemble(
 ) -> Scheduler:
     """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each."""
     from daemon.clock import SystemClock
-    from daemon.decision import Cadence
+    from daemon.plan.decision import Cadence
     from daemon.jobs.jobfile import JobDefaults, default_jobs
     from daemon.loop.housekeeping import Housekeeping
     from daemon.records.journal import Journal

@@ -33,7 +33,7 @@ ALTER TABLE spider_runs ADD CONSTRAINT spider_runs_failure_check
 
 -- The decision reads, per job, the newest row of each kind by insertion order, and the job's own
 -- failures since its newest success (the per-spider twins: sql/002, sql/010). The failures listed
--- here are daemon.decision.COUNTED_FAILURES, as daemon/records/queries.py's JOB_HISTORY spells them.
+-- here are daemon.plan.decision.COUNTED_FAILURES, as daemon/records/queries.py's JOB_HISTORY spells them.
 CREATE INDEX spider_runs_job_id ON spider_runs (job, id DESC);
 CREATE INDEX spider_runs_job_success ON spider_runs (job, id DESC) WHERE status = 'completed';
 CREATE INDEX spider_runs_job_failures ON spider_runs (job, id)

@@ -21,7 +21,7 @@ ALTER TABLE spider_runs ADD CONSTRAINT spider_runs_failure_check
                        'process_died', 'lost'));
 
 -- The job's own failures since its newest success, now with 'process_died': the list is
--- daemon.decision.COUNTED_FAILURES, as daemon/records/queries.py's JOB_HISTORY spells it.
+-- daemon.plan.decision.COUNTED_FAILURES, as daemon/records/queries.py's JOB_HISTORY spells it.
 DROP INDEX spider_runs_job_failures;
 CREATE INDEX spider_runs_job_failures ON spider_runs (job, id)
     WHERE status = 'failed' AND failure IN ('error', 'timeout', 'too_few_items', 'cancelled', 'process_died');

@@ -34,7 +34,7 @@ import re
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from daemon.decision import Cadence, SpiderHistory, SpiderPlan, plan_job, retry_backoff
+from daemon.plan.decision import Cadence, SpiderHistory, SpiderPlan, plan_job, retry_backoff
 from daemon.ask.explain_words import (  # the rule codes, and how each is said
     DUE_CATCH_UP, DUE_CLOCK_SKEW, DUE_FIRST_RUN, DUE_INTERVAL, DUE_RETRY, DUE_RUN_NOW, FILE_ERROR, NO_RUNNER,
     PAUSED, RULES, RUNNING, WAITING_BACKOFF, WAITING_INTERVAL, WAITING_RUN, WAITING_SLOT, humanize, oneline,

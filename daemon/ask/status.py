@@ -13,7 +13,7 @@ from typing import Any
 
 from daemon.jobs.catalog import cadence
 from daemon.config import Settings
-from daemon.decision import Cadence, Plan, SpiderHistory, decide_jobs
+from daemon.plan.decision import Cadence, Plan, SpiderHistory, decide_jobs
 from daemon.jobs.jobfile import Job, format_duration
 from daemon.records.store import Store
 

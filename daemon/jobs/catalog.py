@@ -22,7 +22,7 @@ import structlog
 
 from daemon import memory
 from daemon.jobs import jobfile, rules as jobrules
-from daemon.decision import Cadence
+from daemon.plan.decision import Cadence
 from daemon.errors import JobsFileError, SchedulerError
 from daemon.jobs.jobfile import Job, JobDefaults
 

@@ -20,7 +20,7 @@ from daemon.clock import Clock
 from daemon.jobs.catalog import Catalog
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.engine import Engine, RemoteRun
-from daemon.decision import Cadence
+from daemon.plan.decision import Cadence
 from daemon.loop.history import HistoryCopy
 from daemon.jobs.jobfile import Job, make_job
 from daemon.records.journal import Journal

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from daemon.clock import Clock
-from daemon.decision import (
+from daemon.plan.decision import (
     Cadence,
     CrawlResult,
     Plan,

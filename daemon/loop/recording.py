@@ -17,7 +17,7 @@ import structlog
 from daemon.records import db
 from daemon.clock import Clock
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.decision import CrawlResult
+from daemon.plan.decision import CrawlResult
 from daemon.jobs.jobfile import Job
 from daemon.records.journal import Journal
 from daemon.telemetry.narration import log_spider_outcome

@@ -27,7 +27,7 @@ from daemon.jobs.catalog import Catalog
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.loop.history import HistoryCopy
-from daemon.jitter import Jitter
+from daemon.plan.jitter import Jitter
 from daemon.leadership.lease import Lease
 from daemon.telemetry.logs import Once
 from daemon.telemetry.observation import Observer

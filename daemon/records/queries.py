@@ -65,7 +65,7 @@ SELECT s.spider, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
 """
 # The same per job (the decision's unit since jobs): the job's newest success and its own failures
 # since then, the range trick above on `job`. The failures counted are
-# daemon.decision.COUNTED_FAILURES, spelled out so that the index spider_runs_job_failures
+# daemon.plan.decision.COUNTED_FAILURES, spelled out so that the index spider_runs_job_failures
 # (sql/015_remote_runs.sql, the same list) is provably usable. SPIDER_HISTORY stays for bench/.
 JOB_HISTORY = """
 SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at

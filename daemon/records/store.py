@@ -17,7 +17,7 @@ import psycopg2.extensions
 
 from daemon.records import board_queries, queries
 from daemon.records.board import Board
-from daemon.decision import SpiderHistory
+from daemon.plan.decision import SpiderHistory
 
 STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"
 JOURNAL_CUT_MESSAGE = "the daemon stopped during a run made while PostgreSQL was unreachable"

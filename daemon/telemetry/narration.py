@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.decision import Plan, SpiderHistory, oldest_success
+from daemon.plan.decision import Plan, SpiderHistory, oldest_success
 
 log = structlog.get_logger("daemon.scheduler")
 

@@ -16,7 +16,7 @@ import structlog
 from daemon.telemetry import heartbeat
 from daemon.clock import Clock
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.decision import Plan, SpiderHistory
+from daemon.plan.decision import Plan, SpiderHistory
 from daemon.telemetry.metrics import Metrics
 from daemon.telemetry.narration import log_decision
 from daemon.telemetry.notify import Notifier

@@ -1,5 +1,5 @@
 """What the page shows of a job over a window of time: a pure function of its crawls, its history,
-its plan (decided by daemon/decision.py, never re-derived here) and `now`.
+its plan (decided by daemon/plan/decision.py, never re-derived here) and `now`.
 
 - Each crawl is a bar from its start to its end (to `now` while it runs), of one of four kinds:
   ok (completed), failed (the job's own failure: error, timeout, too few items, cancelled), cut
@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 
-from daemon.decision import COUNTED_FAILURES, SpiderHistory, SpiderPlan, plan_spider
+from daemon.plan.decision import COUNTED_FAILURES, SpiderHistory, SpiderPlan, plan_spider
 
 OK, FAILED, CUT, RUNNING = "ok", "failed", "cut short", "running"
 LATE_SLACK = timedelta(minutes=1)  # a crawl this much (plus a tick and the job's jitter) past its deadline is on time

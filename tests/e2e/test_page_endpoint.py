@@ -18,7 +18,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.secret import Secret
-from daemon.decision import Cadence, decide_jobs
+from daemon.plan.decision import Cadence, decide_jobs
 from daemon.records.store import Store
 from tests.conftest import ROOT, free_port
 from tests.helpers import rows, utcnow, wait_for

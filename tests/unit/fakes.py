@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg2
 
-from daemon.decision import SpiderHistory
+from daemon.plan.decision import SpiderHistory
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 ELSEWHERE = "host=elsewhere boot=x pid=1 start=1"  # a holder that cannot be proven dead

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from daemon.decision import SpiderHistory, decide, plan_spider, retry_backoff
+from daemon.plan.decision import SpiderHistory, decide, plan_spider, retry_backoff
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.decision import Cadence, SpiderHistory, decide, decide_jobs
+from daemon.plan.decision import Cadence, SpiderHistory, decide, decide_jobs
 from tests.unit.fakes import T0
 
 H = timedelta(hours=1)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from daemon.decision import CLOCK_SKEW_TOLERANCE, Cadence, SpiderHistory, decide, decide_jobs
+from daemon.plan.decision import CLOCK_SKEW_TOLERANCE, Cadence, SpiderHistory, decide, decide_jobs
 
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
 moments = st.integers(min_value=0, max_value=10 * 365 * 86400).map(lambda s: EPOCH + timedelta(seconds=s))

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.ask import explain as why
-from daemon.decision import Cadence, SpiderHistory, decide_jobs
+from daemon.plan.decision import Cadence, SpiderHistory, decide_jobs
 from daemon.jobs.jobfile import Job
 from tests.unit.fakes import T0
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.decision import CrawlResult, SpiderHistory, decide, fold, hold_back
+from daemon.plan.decision import CrawlResult, SpiderHistory, decide, fold, hold_back
 from daemon.leadership.lease import TRANSITIONS, Role
 from tests.unit.fakes import T0
 

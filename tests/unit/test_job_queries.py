@@ -8,7 +8,7 @@ import re
 import pytest
 
 from daemon.records import queries
-from daemon.decision import COUNTED_FAILURES
+from daemon.plan.decision import COUNTED_FAILURES
 from daemon.records.migrations import SQL_DIR
 
 LISTED = re.compile(r"failure IN \(([^)]*)\)")

@@ -16,9 +16,9 @@ import psycopg2
 import pytest
 
 from daemon.jobs.catalog import Catalog
-from daemon.decision import Cadence, SpiderHistory
+from daemon.plan.decision import Cadence, SpiderHistory
 from daemon.loop.history import HistoryCopy
-from daemon.jitter import Jitter
+from daemon.plan.jitter import Jitter
 from daemon.jobs.jobfile import JobDefaults, default_jobs
 from daemon.leadership.lease import SETTLE_SECONDS, Lease, Role
 from daemon.telemetry.metrics import Metrics, UnreadMetrics

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from daemon.web import page
-from daemon.decision import Cadence, decide_jobs
+from daemon.plan.decision import Cadence, decide_jobs
 from daemon.web.pagedata import CrawlDetail, assemble
 from daemon.web.timeline import Crawl
 from tests.page_history import HOSTILE, Planned, failed, job, showcase, to_crawls

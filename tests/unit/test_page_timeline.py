@@ -7,7 +7,7 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from daemon.decision import Cadence, SpiderHistory, decide_jobs
+from daemon.plan.decision import Cadence, SpiderHistory, decide_jobs
 from daemon.web.timeline import Crawl, duration, lane, moment
 from tests.page_history import Planned, failed, steady, to_crawls
 from tests.unit.fakes import T0

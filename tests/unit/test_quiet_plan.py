@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from daemon.jobs.catalog import Catalog
-from daemon.decision import (
+from daemon.plan.decision import (
     CLOCK_SKEW_TOLERANCE,
     Cadence,
     CrawlResult,

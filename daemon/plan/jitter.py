@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from daemon.decision import Plan, hold_back
+from daemon.plan.decision import Plan, hold_back
 
 log = structlog.get_logger("daemon.scheduler")
 
