@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from daemon.records import db, queries  # noqa: E402
-from daemon.config import Settings  # noqa: E402
+from daemon.settings.config import Settings  # noqa: E402
 from daemon.records.migrations import apply_migrations  # noqa: E402
 from tests.conftest import PG_BIN, PostgresServer, _Site  # noqa: E402
 from tests.helpers import SchedulerThread, insert_completed, json_lines, rows, wait_for  # noqa: E402

@@ -41,7 +41,7 @@ finally:
         del sys.modules[_name]
 
 from daemon.telemetry import heartbeat, logs  # noqa: E402 (after the guards above)
-from daemon.config import Settings  # noqa: E402
+from daemon.settings.config import Settings  # noqa: E402
 from daemon.errors import DatabaseUnavailable, SchedulerError  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from daemon.records import db
 from daemon.loop.batch import Batches
 from daemon.jobs.catalog import Catalog
 from daemon.clock import Clock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.loop.history import HistoryCopy
 from daemon.plan.jitter import Jitter
 from daemon.leadership.lease import Lease

@@ -168,7 +168,7 @@ def pg_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def template_db(pg_server: PostgresServer) -> str:
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
     from daemon.records.migrations import apply_migrations
 
     name = "scheduler_template"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.clock import OffsetClock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.assemble import assemble
 
 

@@ -110,7 +110,7 @@ def arrange(conn: Any, now: datetime, jobs: list[tuple[Job, list[Planned]]], *, 
 def serve_page(env: dict[str, str], **kwargs: Any) -> tuple[Any, int]:
     """The HTTP endpoint as the daemon builds it, on a free port of 127.0.0.1, against `env`'s
     database; returns it (stop it after) and its port."""
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
     from daemon.web.http import HttpEndpoint
     from daemon.telemetry.metrics import Metrics
     from tests.conftest import free_port

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.errors import SchedulerError
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
     from daemon.jobs.jobfile import Job
     from daemon.records.store import Store
 

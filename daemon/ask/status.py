@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.jobs.catalog import cadence
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.plan.decision import Cadence, Plan, SpiderHistory, decide_jobs
 from daemon.jobs.jobfile import Job, format_duration
 from daemon.records.store import Store

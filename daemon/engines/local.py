@@ -25,7 +25,7 @@ import structlog
 
 from daemon import statedir
 from daemon.clock import Clock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.jobs.crawl import CrawlOutcome, crawl_command, crawl_environment, judge
 from daemon.engines.crawllog import CrawlLog
 from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.config import PROJECT_ROOT
+from daemon.settings.config import PROJECT_ROOT
 
 # Extra settings every crawl gets: our stats collector, and no telnet console or remote-control
 # HTTP server listening (both are on by default in Scrapy).

@@ -32,7 +32,7 @@ and what is allowed; every problem is reported at once, in one `JobsFileError`, 
   starting with `-` would read as an option to the commands). Two names that differ only by case
   are refused: `status`, the commands and the history would tell them apart only by case, which
   a person reading them does not. (TOML itself refuses a table declared twice.)
-- `spider` is a spider name (`daemon.settings_parsers.SPIDER_NAME`) and, when the project's spiders are
+- `spider` is a spider name (`daemon.settings.parsers.SPIDER_NAME`) and, when the project's spiders are
   known, one of them.
 - `args` keys are identifiers (`[A-Za-z_][A-Za-z0-9_]*`, Scrapy sets them as spider attributes);
   `settings` names are Scrapy-style (`[A-Z][A-Z0-9_]*`), except those the scheduler passes to
@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.jobs.crawl import crawl_command
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
 
 DEFAULT_FILE_NAME = "schedule.toml"
 

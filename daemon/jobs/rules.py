@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon.settings_parsers import SPIDER_NAME
+from daemon.settings.parsers import SPIDER_NAME
 from daemon.errors import JobsFileError
 from daemon.jobs.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from daemon.config import Settings
-from daemon.settings_parsers import SPIDER_NAME
+from daemon.settings.config import Settings
+from daemon.settings.parsers import SPIDER_NAME
 from daemon.errors import ConfigError, SpiderDiscoveryError
 from daemon.jobs.crawl import crawl_environment
 

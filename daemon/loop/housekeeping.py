@@ -25,7 +25,7 @@ from daemon.records import db
 from daemon.engines import crawllog
 from daemon.loop import httpcache
 from daemon.clock import Clock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.telemetry.metrics import Metrics
 from daemon.telemetry.notify import Notifier
 from daemon.records.store import Store

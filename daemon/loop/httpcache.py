@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.jobs.crawl import crawl_environment
 
 FILESYSTEM_STORAGE = "scrapy.extensions.httpcache.FilesystemCacheStorage"

@@ -15,7 +15,7 @@ import psycopg2
 import structlog
 
 from daemon.records import board_queries, db
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.requests")

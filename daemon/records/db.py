@@ -14,7 +14,7 @@ import psycopg2
 import psycopg2.extensions
 import structlog
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.errors import DatabaseUnavailable
 
 log = structlog.get_logger("daemon.db")

@@ -17,7 +17,7 @@ import psycopg2
 import structlog
 
 from daemon.records import db, queries
-from daemon.config import PROJECT_ROOT, Settings
+from daemon.settings.config import PROJECT_ROOT, Settings
 from daemon.errors import MigrationError
 
 log = structlog.get_logger("daemon.migrations")

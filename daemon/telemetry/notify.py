@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from daemon.secret import Secret
+from daemon.settings.secret import Secret
 
 log = structlog.get_logger("daemon.notify")
 

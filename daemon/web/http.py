@@ -32,8 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.telemetry import heartbeat
 from daemon.clock import Clock, SystemClock
-from daemon.config import Settings
-from daemon.secret import Secret
+from daemon.settings.config import Settings
+from daemon.settings.secret import Secret
 from daemon.telemetry.metrics import Metrics
 
 log = structlog.get_logger("daemon.http")

@@ -23,7 +23,7 @@ import psycopg2.extensions
 
 from daemon.records import board_queries
 from daemon.web import timeline
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.plan.decision import Plan, SpiderHistory, SpiderPlan
 from daemon.jobs.jobfile import Job
 from daemon.records.store import Store

@@ -23,7 +23,7 @@ import structlog
 
 from daemon.web import page, pagedata
 from daemon.clock import Clock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.jobs.jobfile import format_duration
 
 log = structlog.get_logger("daemon.http")

@@ -97,7 +97,7 @@ def test_a_receiver_that_answers_garbage_is_logged_and_the_sender_goes_on(receiv
 
     from structlog.testing import capture_logs
 
-    from daemon.secret import Secret
+    from daemon.settings.secret import Secret
     from daemon.telemetry.notify import Notifier
 
     garbage = socket.socket()
@@ -142,7 +142,7 @@ def test_a_run_interrupted_by_a_stop_still_pings_fail_before_the_daemon_exits(ba
 
 def test_overdue_check_watches_the_spiders_the_daemon_runs_and_not_those_gone_from_the_project(base_env, db,
                                                                                               daemon_factory):  # fmt: skip
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
     from daemon.jobs.spiders import list_spiders
 
     project = list_spiders(Settings.from_mapping(base_env))  # SCHEDULER_SPIDERS unset: the daemon runs them all
@@ -266,7 +266,7 @@ def _senders() -> dict[int, str]:
 def test_a_notification_url_reaches_its_sender_process_never_through_its_command_line():
     from pathlib import Path
 
-    from daemon.secret import Secret
+    from daemon.settings.secret import Secret
     from daemon.telemetry.notify import Notifier
 
     hold = threading.Event()
@@ -292,7 +292,7 @@ def test_a_send_still_going_when_the_flush_ends_is_cut_so_no_sender_outlives_the
     from structlog.testing import capture_logs
 
     from daemon.telemetry import notify
-    from daemon.secret import Secret
+    from daemon.settings.secret import Secret
     from daemon.telemetry.notify import Notifier
 
     # A sender left alone would wait for the stuck receiver far longer than this test waits for it.
@@ -326,7 +326,7 @@ def test_a_notification_queued_after_the_stop_and_before_the_flush_still_goes_ou
     # queues its /fail ping, then flushes. The sender must not have ended in between.
     import time
 
-    from daemon.secret import Secret
+    from daemon.settings.secret import Secret
     from daemon.telemetry.notify import Notifier
 
     stop = threading.Event()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.clock import SystemClock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.web.site import Site
 from tests.conftest import figure, free_port
 from tests.helpers import utcnow, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.secret import Secret
+from daemon.settings.secret import Secret
 from daemon.web.http import SECURITY_HEADERS
 from tests.conftest import ROOT
 from tests.helpers import utcnow

@@ -16,8 +16,8 @@ from datetime import datetime
 import psycopg2.errors
 import pytest
 
-from daemon.config import Settings
-from daemon.secret import Secret
+from daemon.settings.config import Settings
+from daemon.settings.secret import Secret
 from daemon.plan.decision import Cadence, decide_jobs
 from daemon.records.store import Store
 from tests.conftest import ROOT, free_port

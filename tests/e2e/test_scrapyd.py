@@ -26,12 +26,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.clock import SystemClock
-from daemon.secret import Secret
+from daemon.settings.secret import Secret
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.scrapyd.rules import EngineSettings, Limits
 from daemon.engines.engine import RemoteRun
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from daemon.jobs.jobfile import Job, make_job
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, TEST_PROJECT, free_port

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from daemon.clock import SystemClock
-from daemon.secret import Secret
+from daemon.settings.secret import Secret
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.scrapyd.rules import EngineSettings
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from daemon.jobs.jobfile import make_job
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, free_port

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.jobs.jobfile import JobDefaults, default_jobs
 from daemon.jobs.spiders import list_spiders
 from daemon.records.store import Store

@@ -204,7 +204,7 @@ def test_the_last_holder_on_record_delays_a_new_runner_only_while_it_may_be_aliv
 
     from daemon.records import db as daemon_db
     from daemon.leadership import identity
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
     from daemon.leadership.lease import may_still_run as _may_still_run
     from daemon.records.store import Store
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from structlog.testing import capture_logs
 
 from daemon.clock import OffsetClock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.loop.housekeeping import Housekeeping
 from daemon.records.store import Store
 from tests.helpers import SchedulerThread, hours, insert_completed, rows, utcnow, wait_for

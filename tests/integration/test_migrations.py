@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg2.errors
 import pytest
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.errors import MigrationError
 from daemon.records.migrations import SQL_DIR, apply_migrations
 from tests.conftest import ROOT, TEST_PROJECT

@@ -61,7 +61,7 @@ def test_the_failures_since_the_last_success_are_counted_through_their_own_index
 
 def test_the_daemons_connections_never_jit_compile_its_small_queries(base_env):
     from daemon.records import db
-    from daemon.config import Settings
+    from daemon.settings.config import Settings
 
     conn = db.connect(Settings.from_mapping(base_env))
     try:

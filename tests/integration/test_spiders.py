@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.jobs.spiders import list_spiders, resolve_spiders
 from daemon.records.store import Store
 from tests.helpers import SchedulerThread, insert_completed, rows, utcnow, wait_for

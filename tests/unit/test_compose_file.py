@@ -1,7 +1,7 @@
 """docker-compose.yml hands every setting to the scheduler's container, from .env or a default.
 
 Compose reads .env only to fill in `${VAR}` (a fresh clone has no .env at all), so a setting the
-daemon declares (daemon/config.py's VARIABLES) that docker-compose.yml does not name would silently
+daemon declares (daemon/settings/config.py's VARIABLES) that docker-compose.yml does not name would silently
 never reach the container. So would a variable .env.example documents (libpq's PGSSLMODE, compose's
 own SCRAPY_PROJECT_HOST_DIR) that the file never reads.
 """
@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from daemon.config import VARIABLES
+from daemon.settings.config import VARIABLES
 from tests.conftest import ROOT
 
 COMPOSE = (ROOT / "docker-compose.yml").read_text()

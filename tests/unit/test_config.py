@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.records.db import connect_kwargs
 from daemon.errors import ConfigError
 
@@ -355,7 +355,7 @@ def test_an_interval_longer_than_the_default_retention_allows_names_the_interval
 
 def test_the_project_root_is_the_folder_that_holds_the_migrations_and_the_daemon() -> None:
     """Migrations, the default project and every crawl's PYTHONPATH are found from PROJECT_ROOT."""
-    from daemon.config import PROJECT_ROOT
+    from daemon.settings.config import PROJECT_ROOT
 
     assert (PROJECT_ROOT / "sql" / "001_scheduler_state.sql").is_file()
     assert (PROJECT_ROOT / "daemon" / "__main__.py").is_file()

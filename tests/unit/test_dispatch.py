@@ -26,7 +26,7 @@ from daemon.engines.scrapyd.rules import (
     remote_outcome,
 )
 from daemon.engines.engine import RemoteRun
-from daemon.address_parsers import Node, parse_nodes
+from daemon.settings.addresses import Node, parse_nodes
 from daemon.jobs.jobfile import Job, make_job
 from daemon.engines.scrapyd.client import Jobs, ScrapydClient, ScrapydError
 from tests.unit.fakes import FakeClock

@@ -13,7 +13,7 @@ from daemon.clock import SystemClock
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.engine import Engine, RemoteRun
 from daemon.engines.scrapyd.rules import EngineSettings
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from daemon.engines.local import CrawlRunner
 from tests.unit.test_dispatch import job
 

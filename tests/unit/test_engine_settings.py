@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from tests.unit.test_config import _own_state_home, build, problems  # noqa: F401 (the fixture, used by name)
 
 

@@ -99,12 +99,12 @@ def test_every_daemon_import_names_a_module_and_a_name_it_defines(path: Path) ->
 
 def test_the_check_finds_a_moved_name(tmp_path: Path) -> None:
     stale = ROOT / "tests" / "unit" / "_stale_import_probe.py"
-    stale.write_text("def later():\n    from daemon.config import NoSuchName\n    import daemon.no_such_module\n")
+    stale.write_text("def later():\n    from daemon.settings.config import NoSuchName\n    import daemon.no_such_module\n")
     try:
         problems = unresolved(stale)
     finally:
         stale.unlink()
     assert [problem.split(": ", 1)[1] for problem in problems] == [
-        "daemon.config does not define NoSuchName",
+        "daemon.settings.config does not define NoSuchName",
         "no module daemon.no_such_module",
     ]

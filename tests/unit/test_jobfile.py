@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.errors import ConfigError, JobsFileError
 from daemon.jobs.jobfile import (
     Job,

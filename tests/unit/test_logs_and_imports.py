@@ -71,7 +71,7 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
     # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them.
     code = (
         "import sys, daemon.__main__, daemon.assemble;"
-        "from daemon.config import Settings; from daemon.assemble import assemble;"
+        "from daemon.settings.config import Settings; from daemon.assemble import assemble;"
         f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}}});"
         "daemon.__main__.load_environment({});"
@@ -95,7 +95,7 @@ def test_an_idle_daemon_with_the_http_endpoint_loads_the_page_only_when_someone_
     port = free_port()
     code = f"""
 import sys, urllib.error, urllib.request, daemon.__main__, daemon.assemble
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.assemble import assemble
 s = Settings.from_mapping({{"SCRAPY_PROJECT_DIR": {str(ROOT / "example_project")!r}, "SCHEDULER_STATE_DIR": {str(tmp_path)!r},
                            "SCHEDULER_HTTP_PORT": "{port}", "DB_PORT": "{free_port()}"}})
@@ -150,7 +150,7 @@ def test_a_daemon_that_pings_and_alerts_over_http_and_https_never_loads_the_http
     hook = f"https://127.0.0.1:{free_port()}/hooks/T0K3N"  # nothing listens: tried once, over TLS
     code = (
         "import sys, threading, daemon.__main__, daemon.assemble;"
-        "from daemon.config import Settings; from daemon.telemetry.notify import Notifier;"
+        "from daemon.settings.config import Settings; from daemon.telemetry.notify import Notifier;"
         f"s = Settings.from_mapping({{'SCRAPY_PROJECT_DIR': {str(ROOT / 'example_project')!r},"
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}, 'HEALTHCHECK_PING_URL': {ping!r},"
         f" 'ALERT_WEBHOOK_URL': {hook!r}}});"

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from daemon.config import Settings
-from daemon.secret import Secret
+from daemon.settings.config import Settings
+from daemon.settings.secret import Secret
 from daemon.web.http import HttpEndpoint
 from daemon.telemetry.metrics import Metrics
 from tests.conftest import ROOT, free_port

@@ -1,16 +1,16 @@
-"""Each variable is declared once, in daemon/config.py: README's settings table is made from those
+"""Each variable is declared once, in daemon/settings/config.py: README's settings table is made from those
 declarations, and .env.example names every one of them."""
 
 from __future__ import annotations
 
 import re
 
-from daemon.config import VARIABLES, settings_table
+from daemon.settings.config import VARIABLES, settings_table
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 ENV_EXAMPLE = (ROOT / ".env.example").read_text(encoding="utf-8")
-HOW_TO_FIX = "README's settings table is `python -m daemon.config`'s output: paste it over the table"
+HOW_TO_FIX = "README's settings table is `python -m daemon.settings.config`'s output: paste it over the table"
 
 
 def readme_table(readme: str) -> list[str]:

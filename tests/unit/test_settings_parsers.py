@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import address_parsers as a
-from daemon import settings_parsers as p
-from daemon.secret import Secret
+from daemon.settings import addresses as a, parsers as p
+from daemon.settings.secret import Secret
 
 REFUSED = object()
 

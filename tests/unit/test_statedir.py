@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from daemon import statedir
 from daemon.telemetry import heartbeat
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.errors import ConfigError
 from daemon.records.journal import Journal
 from daemon.engines.local import _read_stats

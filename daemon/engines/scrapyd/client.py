@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.jobs.jobfile import RESERVED_ARGS
 
 if TYPE_CHECKING:
-    from daemon.secret import Secret
+    from daemon.settings.secret import Secret
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # listjobs.json keeps 100 finished jobs: a few tens of KiB

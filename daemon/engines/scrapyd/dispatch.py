@@ -33,13 +33,13 @@ from typing import Any
 import structlog
 
 from daemon.clock import Clock
-from daemon.config import Settings
+from daemon.settings.config import Settings
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.jobs.jobfile import Job
 from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart, RemoteRun
 from daemon.engines.scrapyd.placement import Placement, _Crawl, _Node
 from daemon.engines.scrapyd.rules import Action, EngineSettings, Limits, Observation, classify, lost_outcome
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from daemon.engines.scrapyd.watching import LOST_REMEMBERED, Watching
 

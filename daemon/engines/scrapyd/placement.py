@@ -16,7 +16,7 @@ from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.engine import OnDispatch, OnStart
 from daemon.jobs.jobfile import Job
 from daemon.engines.scrapyd.rules import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from daemon.engines.scrapyd.client import ScrapydError
 
 log = structlog.get_logger("daemon.dispatch")

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.address_parsers import Node
+from daemon.settings.addresses import Node
 from daemon.jobs.crawl import TAIL_LINES, TAIL_MAX_BYTES, CrawlOutcome, crawl_command, judge
 from daemon.jobs.jobfile import Job
 
 if TYPE_CHECKING:
-    from daemon.secret import Secret
+    from daemon.settings.secret import Secret
 
 log = structlog.get_logger("daemon.dispatch")
 

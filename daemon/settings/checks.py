@@ -1,6 +1,6 @@
-"""The settings' checks beyond one value's parser (daemon/config.py runs them in this order): the rules
+"""The settings' checks beyond one value's parser (daemon/settings/config.py runs them in this order): the rules
 that take two values together, what only the file system can tell (the probes of
-daemon/settings_probes.py: the project, the state directory, the password files), the page's basic
+daemon/settings/probes.py: the project, the state directory, the password files), the page's basic
 auth, and the engine's nodes. Each adds its problem, one line naming the variable, to `problems`."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon import address_parsers as a
-from daemon import settings_parsers as p
-from daemon import settings_probes
-from daemon.secret import Secret
+from daemon.settings import addresses as a
+from daemon.settings import parsers as p
+from daemon.settings import probes as settings_probes
+from daemon.settings.secret import Secret
 
 
 def together(values: dict[str, Any], texts: dict[str, str], env: Mapping[str, str], problems: dict[str, str],

@@ -1,6 +1,6 @@
 """Pure parsers of network addresses for the settings: hosts, PostgreSQL's host (or socket
 directory), host lists, URLs that may carry a token, Scrapyd nodes. Text in, a typed value out, or
-`Invalid` (daemon/settings_parsers.py has the Parser itself and the other parsers)."""
+`Invalid` (daemon/settings/parsers.py has the Parser itself and the other parsers)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import dataclasses
 from typing import Any
 from urllib.parse import urlsplit
 
-from daemon.hostnames import is_host
-from daemon.secret import Secret
-from daemon.settings_parsers import Invalid, Parser, show
+from daemon.settings.hostnames import is_host
+from daemon.settings.secret import Secret
+from daemon.settings.parsers import Invalid, Parser, show
 
 # libpq connects to <directory>/.s.PGSQL.<port>, and a Unix socket path holds at most 107 bytes.
 SOCKET_PATH_MAX_BYTES = 107

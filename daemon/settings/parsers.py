@@ -2,7 +2,7 @@
 
 Each `Parser` carries the text of what it allows, which both an error line and README's settings
 table show. Nothing here reads the environment or touches the file system (the probes that do are
-in daemon/settings_probes.py), so each parser is a plain function of its text.
+in daemon/settings/probes.py), so each parser is a plain function of its text.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.secret import Secret
+from daemon.settings.secret import Secret
 
 # A spider name as Scrapy projects spell them; anything else never reaches a command line or SQL.
 SPIDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
@@ -170,7 +170,7 @@ def password() -> Parser:
 
 
 def password_file() -> Parser:
-    """The file's path; what it holds is read by the probe (daemon/settings_probes.py)."""
+    """The file's path; what it holds is read by the probe (daemon/settings/probes.py)."""
 
     def parse(raw: str) -> Path:
         if not raw.isprintable():

@@ -1,6 +1,6 @@
 """The settings' file probes: what only the file system can say about a value that parsed well.
 
-Kept apart from the pure parsers (daemon/settings_parsers.py): each probe reads, never writes or
+Kept apart from the pure parsers (daemon/settings/parsers.py): each probe reads, never writes or
 creates anything, and answers why a path will not do (None when it will). The state directory's
 probe is daemon/statedir.py's own.
 """
@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from daemon.settings_parsers import PASSWORD_FILE_MAX_BYTES, has_control_characters
+from daemon.settings.parsers import PASSWORD_FILE_MAX_BYTES, has_control_characters
 from daemon.statedir import directory_problem, kind, why
 
 __all__ = ["directory_problem", "project_problem", "read_password_file"]

@@ -2,12 +2,12 @@
 
 Each variable is declared once, as a field of `Settings`: its name, parser (with the text of what
 it allows), default and meaning. `Settings.from_mapping(environ)` reads them in three steps: the
-pure parsers (daemon/settings_parsers.py, daemon/address_parsers.py), the checks that take two values together, and the file
-probes (daemon/settings_probes.py: the state directory, the password file, the project). Every
+pure parsers (daemon/settings/parsers.py, daemon/settings/addresses.py), the checks that take two values together, and the file
+probes (daemon/settings/probes.py: the state directory, the password file, the project). Every
 problem is collected and raised at once in one `ConfigError`, one line each: the variable, the
 value (never a secret) and what is allowed. Nothing here reads `os.environ` by itself, so tests
 pass plain dicts. README's settings table is made from the same declarations (`settings_table()`,
-or `python -m daemon.config`), and a test keeps them equal.
+or `python -m daemon.settings.config`), and a test keeps them equal.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon import address_parsers as a
-from daemon import settings_parsers as p
-from daemon import settings_checks as checks
+from daemon.settings import addresses as a
+from daemon.settings import parsers as p
+from daemon.settings import checks as checks
 from daemon import statedir
 from daemon.errors import ConfigError
-from daemon.secret import Secret
+from daemon.settings.secret import Secret
 
 __all__ = ["PROJECT_ROOT", "Settings", "Variable", "settings_table"]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # daemon/settings/config.py -> the project
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "console")
 ENGINES = ("local", "scrapyd")
