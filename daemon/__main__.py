@@ -42,7 +42,7 @@ finally:
 
 from daemon.telemetry import heartbeat, logs  # noqa: E402 (after the guards above)
 from daemon.settings.config import Settings  # noqa: E402
-from daemon.errors import DatabaseUnavailable, SchedulerError  # noqa: E402
+from daemon.system.errors import DatabaseUnavailable, SchedulerError  # noqa: E402
 
 
 def load_environment(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:
@@ -105,8 +105,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def make_state_directory(settings: Settings) -> None:
     """The state directory, created with mode 0700 before the loop writes anything there; one that
     is not this user's alone (made by someone else since the settings were checked) is exit 2."""
-    from daemon import statedir
-    from daemon.errors import ConfigError
+    from daemon.system import statedir
+    from daemon.system.errors import ConfigError
 
     try:
         statedir.make_directory(settings.state_dir)

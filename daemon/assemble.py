@@ -17,7 +17,7 @@ import structlog
 from daemon.records import db
 from daemon.loop.batch import Batches
 from daemon.jobs.catalog import Catalog
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.loop.history import HistoryCopy
 from daemon.plan.jitter import Jitter
@@ -42,7 +42,7 @@ def assemble(
     environ: dict[str, str] | None = None,
 ) -> Scheduler:
     """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each."""
-    from daemon.clock import SystemClock
+    from daemon.system.clock import SystemClock
     from daemon.plan.decision import Cadence
     from daemon.jobs.jobfile import JobDefaults, default_jobs
     from daemon.loop.housekeeping import Housekeeping

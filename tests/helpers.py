@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from daemon.clock import OffsetClock
+from daemon.system.clock import OffsetClock
 from daemon.settings.config import Settings
 from daemon.assemble import assemble
 

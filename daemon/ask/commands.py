@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from daemon.errors import SchedulerError
+from daemon.system.errors import SchedulerError
 
 if TYPE_CHECKING:
     from daemon.settings.config import Settings
@@ -52,7 +52,7 @@ def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.ask import status as report
-    from daemon.clock import SystemClock
+    from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
     with _store(settings) as store:
@@ -63,7 +63,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_now(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.clock import SystemClock
+    from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
     with _store(settings) as store:
@@ -109,7 +109,7 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def pause(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.clock import SystemClock
+    from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
     now = SystemClock().now()
@@ -172,8 +172,8 @@ def explain(settings: Settings, args: argparse.Namespace) -> int:
     """One paragraph: the rule in force for the job (daemon/ask/explain.py), from the daemon's own
     decision code. PostgreSQL unreachable: one line naming the fail-safe and this machine's journal."""
     from daemon.ask import explain as why
-    from daemon.clock import SystemClock
-    from daemon.errors import DatabaseUnavailable
+    from daemon.system.clock import SystemClock
+    from daemon.system.errors import DatabaseUnavailable
     from daemon.records.journal import journaled
 
     now = SystemClock().now()
@@ -295,10 +295,10 @@ def logs(settings: Settings, args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from daemon import statedir
+    from daemon.system import statedir
     from daemon.records import db
     from daemon.engines.crawllog import local_file
-    from daemon.errors import ConfigError
+    from daemon.system.errors import ConfigError
     from daemon.records.store import Store
 
     store = Store(db.wait_for_database(settings, timeout=min(settings.db_wait_timeout_seconds, 10)))

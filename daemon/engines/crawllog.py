@@ -3,7 +3,7 @@ last lines kept with its row in PostgreSQL (`spider_runs.log_tail`), so the page
 daemon logs` show them even when the file is gone or the daemon runs on another machine.
 
 The file is `SCHEDULER_STATE_DIR/logs/<job>/<UTC start>-<pid>.log`, created without following a
-symbolic link (daemon/statedir.py), capped at FILE_MAX_BYTES (a line says where it was cut); the
+symbolic link (daemon/system/statedir.py), capped at FILE_MAX_BYTES (a line says where it was cut); the
 tail is the last TAIL_LINES lines, at most TAIL_MAX_BYTES. history_retention removes files as old
 as the history it deletes. The text comes from crawled sites: whoever shows it escapes it.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import statedir
+from daemon.system import statedir
 from daemon.jobs.crawl import TAIL_LINES, TAIL_MAX_BYTES
 
 log = structlog.get_logger("daemon.crawllog")

@@ -23,8 +23,8 @@ from typing import IO, Any
 
 import structlog
 
-from daemon import statedir
-from daemon.clock import Clock
+from daemon.system import statedir
+from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.jobs.crawl import CrawlOutcome, crawl_command, crawl_environment, judge
 from daemon.engines.crawllog import CrawlLog

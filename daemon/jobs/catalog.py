@@ -20,10 +20,10 @@ from typing import Any
 
 import structlog
 
-from daemon import memory
+from daemon.system import memory
 from daemon.jobs import jobfile, rules as jobrules
 from daemon.plan.decision import Cadence
-from daemon.errors import JobsFileError, SchedulerError
+from daemon.system.errors import JobsFileError, SchedulerError
 from daemon.jobs.jobfile import Job, JobDefaults
 
 log = structlog.get_logger("daemon.catalog")
@@ -109,7 +109,7 @@ class Catalog:
         store.publish_jobs(self.jobs, path=str(self.path) if self.path else None, error=self.error,
                            spiders=self.spiders, now=now, owner=owner)  # fmt: skip
         self.dirty = False
-        memory.release()  # the rows and the JSON of every job, just freed (daemon/memory.py)
+        memory.release()  # the rows and the JSON of every job, just freed (daemon/system/memory.py)
 
     def cadences(self, pauses: dict[str, object]) -> dict[str, Cadence]:
         """Each job's cadence, paused by the file (until it changes) or by `pause` (until when).

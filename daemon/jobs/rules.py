@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.settings.parsers import SPIDER_NAME
-from daemon.errors import JobsFileError
+from daemon.system.errors import JobsFileError
 from daemon.jobs.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
     MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_ARGS, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,

@@ -8,7 +8,7 @@ import sys
 
 from daemon.settings.config import Settings
 from daemon.settings.parsers import SPIDER_NAME
-from daemon.errors import ConfigError, SpiderDiscoveryError
+from daemon.system.errors import ConfigError, SpiderDiscoveryError
 from daemon.jobs.crawl import crawl_environment
 
 LIST_TIMEOUT_SECONDS = 120

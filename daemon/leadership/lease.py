@@ -35,7 +35,7 @@ import structlog
 
 from daemon.records import db
 from daemon.leadership import identity
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.telemetry.logs import Once
 from daemon.records.store import Store
 

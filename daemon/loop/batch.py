@@ -16,7 +16,7 @@ import psycopg2
 import structlog
 
 from daemon.records import db
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.jobs.catalog import Catalog
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.engine import Engine, RemoteRun

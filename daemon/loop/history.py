@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.plan.decision import (
     Cadence,
     CrawlResult,

@@ -24,7 +24,7 @@ import structlog
 from daemon.records import db
 from daemon.engines import crawllog
 from daemon.loop import httpcache
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.telemetry.metrics import Metrics
 from daemon.telemetry.notify import Notifier

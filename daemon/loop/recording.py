@@ -15,7 +15,7 @@ import psycopg2
 import structlog
 
 from daemon.records import db
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.plan.decision import CrawlResult
 from daemon.jobs.jobfile import Job

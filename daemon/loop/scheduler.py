@@ -24,7 +24,7 @@ import structlog
 from daemon.records import db
 from daemon.loop.batch import Batches, unreachable
 from daemon.jobs.catalog import Catalog
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.loop.history import HistoryCopy
 from daemon.plan.jitter import Jitter

@@ -15,7 +15,7 @@ import psycopg2.extensions
 import structlog
 
 from daemon.settings.config import Settings
-from daemon.errors import DatabaseUnavailable
+from daemon.system.errors import DatabaseUnavailable
 
 log = structlog.get_logger("daemon.db")
 

@@ -13,7 +13,7 @@ file of a daemon that died is unlocked, and whoever holds the runner lock next r
 
 Only files this daemon's user wrote are replayed: a journal file owned by another user, or a
 symbolic link where a journal file should be, is refused (`state_file_refused`) and left where it
-is, never read (see daemon/statedir.py). Files are opened without following symbolic links.
+is, never read (see daemon/system/statedir.py). Files are opened without following symbolic links.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from daemon import statedir
+from daemon.system import statedir
 from daemon.jobs.crawl import CrawlOutcome
 
 log = structlog.get_logger("daemon.journal")
@@ -198,7 +198,7 @@ def _result(started_at: datetime, finished_at: datetime, outcome: CrawlOutcome) 
 def journaled(directory: Path) -> tuple[int, int]:
     """(journal files, runs in them) in this machine's state directory: runs made while PostgreSQL
     was unreachable (and ends of runs it did not take), waiting to be written to it. Only files this
-    user wrote are read, never through a symbolic link (daemon/statedir.py); an unreadable line is
+    user wrote are read, never through a symbolic link (daemon/system/statedir.py); an unreadable line is
     skipped, as the replay skips it."""
     if not directory.is_dir() or statedir.directory_problem(directory) is not None:
         return 0, 0

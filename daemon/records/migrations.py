@@ -18,7 +18,7 @@ import structlog
 
 from daemon.records import db, queries
 from daemon.settings.config import PROJECT_ROOT, Settings
-from daemon.errors import MigrationError
+from daemon.system.errors import MigrationError
 
 log = structlog.get_logger("daemon.migrations")
 

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon.settings import addresses as a
-from daemon.settings import parsers as p
-from daemon.settings import checks as checks
-from daemon import statedir
-from daemon.errors import ConfigError
+from daemon.settings import addresses as a, checks as checks, parsers as p
+from daemon.system import statedir
+from daemon.system.errors import ConfigError
 from daemon.settings.secret import Secret
 
 __all__ = ["PROJECT_ROOT", "Settings", "Variable", "settings_table"]

@@ -2,7 +2,7 @@
 
 Kept apart from the pure parsers (daemon/settings/parsers.py): each probe reads, never writes or
 creates anything, and answers why a path will not do (None when it will). The state directory's
-probe is daemon/statedir.py's own.
+probe is daemon/system/statedir.py's own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from daemon.settings.parsers import PASSWORD_FILE_MAX_BYTES, has_control_characters
-from daemon.statedir import directory_problem, kind, why
+from daemon.system.statedir import directory_problem, kind, why
 
 __all__ = ["directory_problem", "project_problem", "read_password_file"]
 

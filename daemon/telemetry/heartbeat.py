@@ -2,7 +2,7 @@
 
 A process that exists but no longer loops (frozen, deadlocked, SIGSTOPped) stops touching it. The
 file is touched through its own descriptor, never through a symbolic link at its path: a link
-there is refused (`state_file_refused`) and its target left alone (see daemon/statedir.py).
+there is refused (`state_file_refused`) and its target left alone (see daemon/system/statedir.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from daemon import statedir
+from daemon.system import statedir
 
 
 def max_age_seconds(tick_seconds: float) -> float:

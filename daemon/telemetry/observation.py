@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from daemon.telemetry import heartbeat
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.plan.decision import Plan, SpiderHistory
 from daemon.telemetry.metrics import Metrics

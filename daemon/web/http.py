@@ -31,7 +31,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.telemetry import heartbeat
-from daemon.clock import Clock, SystemClock
+from daemon.system.clock import Clock, SystemClock
 from daemon.settings.config import Settings
 from daemon.settings.secret import Secret
 from daemon.telemetry.metrics import Metrics

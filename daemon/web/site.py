@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote
 import structlog
 
 from daemon.web import page, pagedata
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.jobs.jobfile import format_duration
 

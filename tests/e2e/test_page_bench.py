@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.clock import SystemClock
+from daemon.system.clock import SystemClock
 from daemon.settings.config import Settings
 from daemon.web.site import Site
 from tests.conftest import figure, free_port

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.clock import SystemClock
+from daemon.system.clock import SystemClock
 from daemon.settings.secret import Secret
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.engines.scrapyd.dispatch import ScrapydEngine

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon.clock import SystemClock
+from daemon.system.clock import SystemClock
 from daemon.settings.secret import Secret
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.scrapyd.rules import EngineSettings

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.settings.config import Settings
-from daemon.errors import ConfigError
+from daemon.system.errors import ConfigError
 from tests.conftest import PG_PASSWORD, ROOT, TEST_PROJECT
 from tests.helpers import count, wait_for
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from structlog.testing import capture_logs
 
-from daemon.clock import OffsetClock
+from daemon.system.clock import OffsetClock
 from daemon.settings.config import Settings
 from daemon.loop.housekeeping import Housekeeping
 from daemon.records.store import Store

@@ -11,7 +11,7 @@ import psycopg2.errors
 import pytest
 
 from daemon.settings.config import Settings
-from daemon.errors import MigrationError
+from daemon.system.errors import MigrationError
 from daemon.records.migrations import SQL_DIR, apply_migrations
 from tests.conftest import ROOT, TEST_PROJECT
 from tests.helpers import rows

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.records import queries
-from daemon.clock import OffsetClock
+from daemon.system.clock import OffsetClock
 from tests.conftest import figure
 from tests.helpers import (
     SchedulerThread,

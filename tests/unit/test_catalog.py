@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.jobs.catalog import Catalog, open_catalog
-from daemon.errors import ConfigError, JobsFileError
+from daemon.system.errors import ConfigError, JobsFileError
 from daemon.jobs.jobfile import JobDefaults, default_jobs
 
 DEFAULTS = JobDefaults(timedelta(hours=4), timedelta(hours=2), timedelta(minutes=15), 0, 0, timedelta(0))

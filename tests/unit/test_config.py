@@ -12,7 +12,7 @@ import pytest
 
 from daemon.settings.config import Settings
 from daemon.records.db import connect_kwargs
-from daemon.errors import ConfigError
+from daemon.system.errors import ConfigError
 
 PROJECT = str(Path(__file__).resolve().parents[1] / "scrapy_project")
 STATE_HOME: Path  # this test's XDG_STATE_HOME (see `_own_state_home`)

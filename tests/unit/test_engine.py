@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon.clock import SystemClock
+from daemon.system.clock import SystemClock
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
 from daemon.engines.engine import Engine, RemoteRun
 from daemon.engines.scrapyd.rules import EngineSettings

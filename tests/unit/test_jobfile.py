@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon.settings.config import Settings
-from daemon.errors import ConfigError, JobsFileError
+from daemon.system.errors import ConfigError, JobsFileError
 from daemon.jobs.jobfile import (
     Job,
     JobDefaults,

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon import memory
+from daemon.system import memory
 from daemon.jobs import rules as jobrules
 from daemon.jobs.jobfile import Job, JobDefaults, make_job
 

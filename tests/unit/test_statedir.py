@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import statedir
+from daemon.system import statedir
 from daemon.telemetry import heartbeat
 from daemon.settings.config import Settings
-from daemon.errors import ConfigError
+from daemon.system.errors import ConfigError
 from daemon.records.journal import Journal
 from daemon.engines.local import _read_stats
 from tests.conftest import TEST_PROJECT

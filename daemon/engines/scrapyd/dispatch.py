@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from daemon.clock import Clock
+from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.jobs.jobfile import Job
