@@ -65,6 +65,12 @@ def test_the_daemon_never_imports_scrapy():
     assert done.stdout.strip() == "False"
 
 
+# Also the Scrapyd engine (its client and rules: SCHEDULER_ENGINE=scrapyd only) and the endpoint.
+HEAVY_OPTIONAL = ("twisted", "prometheus_client", "http.server", "urllib.request", "dotenv", "ssl",
+                  "daemon.engines.scrapyd.client", "daemon.engines.scrapyd.rules", "daemon.engines.scrapyd.dispatch",
+                  "daemon.web.http", "daemon.web.site")  # fmt: skip
+
+
 def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modules_unloaded(tmp_path):
     # Resident memory of the idle daemon (issue "Performance", target <= 30 MiB): Twisted (which
     # structlog would pull in), prometheus_client with http.server, urllib.request, python-dotenv
@@ -76,8 +82,7 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}}});"
         "daemon.__main__.load_environment({});"
         "assemble(s, ['a']).notifier.ping('/start');"
-        "print(sorted(m for m in ('twisted', 'prometheus_client', 'http.server', 'urllib.request', 'dotenv', 'ssl')"
-        " if sys.modules.get(m) is not None))"
+        f"print(sorted(m for m in {HEAVY_OPTIONAL!r} if sys.modules.get(m) is not None))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, check=True)  # fmt: skip
