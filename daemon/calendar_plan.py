@@ -38,7 +38,9 @@ class CalendarPlan:
     slot: datetime | None  # the slot a crawl started at due_at covers (None: clock_skew, not yet owed)
     next_slot: datetime | None  # the first slot strictly after `now`
     missed: tuple[datetime, ...] = ()  # owed slots before `slot` no crawl will cover, at most MISSED_ROWS
-    missed_count: int = 0  # all of them (the ledger's summary row: missed_count - len(missed))
+    # all of them (the ledger's summary row: missed_count - len(missed)); counting stops at
+    # daemon.calendar.COUNT_LIMIT - 1: that many means "at least"
+    missed_count: int = 0
     too_late: datetime | None = None  # the latest slot, recorded and not run (catch_up_within)
 
     @property
@@ -68,6 +70,7 @@ def decide_calendar(
         if at is not None and at - now > CLOCK_SKEW_TOLERANCE:
             return CalendarPlan(True, "clock_skew", now, None, upcoming)
     origin = max(published_at, last_success_at) if last_success_at is not None else published_at
+    origin = min(origin, now)  # published "in the future" (the clock was set back): owed from now on
     first, count, latest = owed_slots(cron, tz, origin, now, keep=MISSED_ROWS + 1)
     if latest is None:  # nothing owed yet: wait for the first slot after the origin
         slot = next_slot(cron, tz, origin)
