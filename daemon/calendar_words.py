@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from daemon.calendar import UTC, Calendar, Window, exists, repeated, resolve_local
+from daemon.calendar_plan import CalendarPlan
 
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -60,6 +61,48 @@ def dst_note(cron: str, tz: ZoneInfo, slot: datetime) -> str | None:
             f"{local:%H:%M} {local.tzname()}; {second:%H:%M} {second.tzname()} is not a slot."
         )
     return None
+
+
+def explain_plan(calendar: Calendar, plan: CalendarPlan) -> list[str]:
+    """`explain JOB`'s sentences for a calendar job's plan: the slot it is due for or waits for, the
+    slots a downtime missed, catch-up, the window, a retry, and DST where it moved or folded a slot."""
+    tz = calendar.tz
+    out: list[str] = []
+    if plan.reason == "clock_skew":
+        out.append("Its last crawl is dated ahead of the clock (the clock was set back): due now.")
+    elif plan.reason == "slot":
+        out.append(f"Due for the slot of {when(plan.slot, tz)}.")
+    elif plan.reason == "retry":
+        out.append(f"Due: its retry for the slot of {when(plan.slot, tz)} may start.")
+    elif plan.reason == "waiting_slot":
+        out.append(f"Not due: its next slot is {when(plan.due_at, tz)}.")
+    elif plan.reason == "waiting_retry":
+        out.append(f"Retrying the slot of {when(plan.slot, tz)} after a failure: at {when(plan.due_at, tz)}"
+                   " (the backoff is capped at the gap to the next slot).")  # fmt: skip
+    elif plan.reason == "too_late" and calendar.catch_up_within is not None:
+        out.append(f"The slot of {when(plan.too_late, tz)} is more than {_duration(calendar.catch_up_within)} "
+                   f"late (catch_up_within): recorded, not run; the next slot is {when(plan.next_slot, tz)}.")  # fmt: skip
+    elif plan.reason == "no_slot":
+        out.append("No slot ever comes again.")
+    if plan.reason == "waiting_window" and calendar.window is not None:
+        opens = f"opens at {when(plan.due_at, tz)}" if plan.due_at else "never opens"
+        out.append(f"Due for the slot of {when(plan.slot, tz)}, but it {describe_window(calendar.window)}: "
+                   f"its window {opens}.")  # fmt: skip
+    if plan.missed_count:
+        slots = "slot was" if plan.missed_count == 1 else "slots were"
+        out.append(f"{plan.missed_count} earlier {slots} missed (the first {when(plan.missed[0], tz)}); "
+                   "one crawl covers the latest.")  # fmt: skip
+    slot = plan.slot or plan.too_late or plan.next_slot
+    note = dst_note(calendar.cron, tz, slot) if calendar.cron and slot is not None else None
+    return out + ([note] if note else [])
+
+
+def when(moment: datetime | None, tz: ZoneInfo) -> str:
+    """ "2026-12-07 08:00 -05 (13:00 UTC)": local first, as the job's schedule says it."""
+    if moment is None:
+        return "never"
+    local = moment.astimezone(tz)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({moment.astimezone(UTC):%H:%M} UTC)"
 
 
 def _moved_times(cron: str, tz: ZoneInfo, slot: datetime) -> list[datetime]:

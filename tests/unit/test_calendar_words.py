@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.calendar import Calendar, next_slot, parse_window
-from daemon.calendar_words import describe, describe_cron, describe_window, dst_note
+from daemon.calendar_plan import decide_calendar
+from daemon.calendar_words import describe, describe_cron, describe_window, dst_note, explain_plan
 
 NY, BERLIN = ZoneInfo("America/New_York"), ZoneInfo("Europe/Berlin")
 Z = timezone.utc
@@ -73,3 +74,49 @@ def test_a_repeated_time_is_explained_as_one_slot_the_first():
 ])  # fmt: skip
 def test_an_ordinary_slot_has_no_dst_sentence(cron, tz, after):
     assert dst_note(cron, tz, next_slot(cron, tz, after)) is None
+
+
+BOGOTA = ZoneInfo("America/Bogota")
+
+
+def explained(cron, tz, last, now, window=None, catch_up=None, **failures):
+    calendar = Calendar(cron, tz, parse_window(window) if window else None, catch_up)
+    plan = decide_calendar(calendar, now, published_at=datetime(2020, 1, 1, tzinfo=Z), last_success_at=last,
+                           **failures)  # fmt: skip
+    return explain_plan(calendar, plan)
+
+
+@pytest.mark.parametrize(("args", "sentences"), [
+    (("0 8 * * *", BOGOTA, datetime(2026, 12, 3, 8, 1, tzinfo=BOGOTA), datetime(2026, 12, 7, 10, tzinfo=BOGOTA)), [
+        "Due for the slot of 2026-12-07 08:00 -05 (13:00 UTC).",
+        "3 earlier slots were missed (the first 2026-12-04 08:00 -05 (13:00 UTC)); one crawl covers the latest.",
+    ]),
+    (("0 8 * * *", BOGOTA, datetime(2026, 12, 7, 8, tzinfo=BOGOTA), datetime(2026, 12, 7, 9, tzinfo=BOGOTA)), [
+        "Not due: its next slot is 2026-12-08 08:00 -05 (13:00 UTC).",
+    ]),
+    (("0 8 * * *", BOGOTA, datetime(2026, 12, 6, 8, tzinfo=BOGOTA), datetime(2026, 12, 7, 23, tzinfo=BOGOTA),
+      "07:00-22:00"), [
+        "Due for the slot of 2026-12-07 08:00 -05 (13:00 UTC), but it starts crawls only 07:00-22:00 every day: "
+        "its window opens at 2026-12-08 07:00 -05 (12:00 UTC).",
+    ]),
+    (("0 8 * * *", BOGOTA, datetime(2026, 12, 6, 8, tzinfo=BOGOTA), datetime(2026, 12, 7, 23, tzinfo=BOGOTA),
+      "07:00-22:00", timedelta(hours=12)), [
+        "The slot of 2026-12-07 08:00 -05 (13:00 UTC) is more than 12h late (catch_up_within): recorded, not run; "
+        "the next slot is 2026-12-08 08:00 -05 (13:00 UTC).",
+    ]),
+    (("30 2 * * *", NY, datetime(2027, 3, 13, 2, 30, tzinfo=NY), datetime(2027, 3, 14, 3, 10, tzinfo=NY)), [
+        "Due for the slot of 2027-03-14 03:00 EDT (07:00 UTC).",
+        "02:30 does not exist on 2027-03-14 in America/New_York: this slot is at 03:00 EDT.",
+    ]),
+])  # fmt: skip
+def test_explain_says_which_slot_why_and_what_dst_did(args, sentences):
+    assert explained(*args) == sentences
+
+
+def test_explain_says_when_a_retry_of_the_slot_comes():
+    assert explained("0 8 * * *", BOGOTA, datetime(2026, 12, 6, 8, tzinfo=BOGOTA),
+                     datetime(2026, 12, 7, 8, 30, tzinfo=BOGOTA), failures=2, last_failure_at=datetime(2026, 12, 7, 8, 26, tzinfo=BOGOTA),
+                     retry_delay=timedelta(minutes=15)) == [  # fmt: skip
+        "Retrying the slot of 2026-12-07 08:00 -05 (13:00 UTC) after a failure: at 2026-12-07 08:56 -05 (13:56 UTC) "
+        "(the backoff is capped at the gap to the next slot)."
+    ]
