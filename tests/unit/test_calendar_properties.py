@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.calendar import Calendar, resolve_local, slots_after
+from daemon.calendar import Calendar, Window, is_open, open_at, resolve_local, slots_after
 from daemon.calendar_plan import decide_calendar
 
 Z = timezone.utc
@@ -72,3 +72,34 @@ def test_a_due_calendar_job_covers_the_latest_slot_that_has_come_and_owes_nothin
     else:
         assert not p.due and p.due_at == p.next_slot and p.due_at > now
     assert p.next_slot > now
+
+
+windows = st.builds(
+    lambda start, length, days: Window(time(*divmod(start, 60)), time(*divmod((start + length) % 1440, 60)), days),
+    st.integers(0, 1439), st.integers(1, 1439),
+    st.none() | st.frozensets(st.integers(0, 6), min_size=1),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(zones, moments, windows)
+def test_a_window_opens_at_the_first_open_instant_at_or_after_a_moment(tz, moment, window):
+    """The answer is open, and the minute before it (when later than the moment) is shut: no earlier
+    opening is passed over; an open moment is its own answer."""
+    moment = moment.replace(second=0)
+    opens = open_at(window, tz, moment)
+    assert opens is not None and opens >= moment and is_open(window, tz, opens)
+    if opens > moment:
+        assert not is_open(window, tz, opens - timedelta(minutes=1))
+        assert opens - moment <= timedelta(days=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(zones, moments, st.integers(0, 10 * 86400), windows, st.sampled_from(["0 8 * * *", "30 2 * * *", "0 */6 * * *"]))
+def test_a_due_calendar_job_is_due_only_inside_its_window(tz, last, wait, window, cron):
+    now = last + timedelta(seconds=wait)
+    p = decide_calendar(Calendar(cron, tz, window), now, published_at=last, last_success_at=last)
+    if p.due:
+        assert is_open(window, tz, now)
+    elif p.reason == "waiting_window":
+        assert p.due_at > now and is_open(window, tz, p.due_at)
