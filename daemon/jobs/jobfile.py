@@ -21,6 +21,9 @@ The shape is a contract (users and tests depend on these names):
     settings = { DOWNLOAD_DELAY = 2 }       # -> -s DOWNLOAD_DELAY=2
     every = "2h"
     paused = false             # a paused job stays in the file and never runs
+    # Calendar keys (daemon/jobs/calendar_keys.py): cron = "0 8 * * 1-5" (instead of every), timezone,
+    # window = "Mon-Fri 07:00-22:00", catch_up_within = "12h". Checked, carried as `Job.calendar`;
+    # refused by `jobrules.load` until the loop acts on them.
 
 Layering, weakest first: the environment settings (the caller's `JobDefaults`), `[defaults]`, the
 job. `args` and `settings` of `[defaults]` are merged key by key with the job's (the job wins).
@@ -57,7 +60,9 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from daemon.plan.calendar import Calendar
 from daemon.jobs.crawl import crawl_command
 
 if TYPE_CHECKING:
@@ -80,7 +85,8 @@ SHOWN_CHARS = 80
 
 DURATION_KEYS = ("every", "timeout", "retry_delay", "jitter")
 COUNT_KEYS = ("max_errors", "min_items")
-JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused")
+CALENDAR_KEYS = ("cron", "timezone", "window", "catch_up_within")  # daemon/jobs/calendar_keys.py
+JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", *CALENDAR_KEYS)
 TOP_KEYS = ("defaults", "jobs")
 
 DURATION_ALLOWED = "a duration such as 90m, 4h, 1d, 1h30m, or a number of hours"
@@ -110,6 +116,7 @@ class JobDefaults:
     min_items: int
     jitter: timedelta
     engine: str = "local"  # SCHEDULER_ENGINE: with scrapyd, the argument names Scrapyd swallows are refused
+    timezone: ZoneInfo = ZoneInfo("UTC")  # SCHEDULER_TIMEZONE: a calendar job's zone unless it names one
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobDefaults:
@@ -122,6 +129,7 @@ class JobDefaults:
             min_items=0,
             jitter=settings.jitter,
             engine=settings.engine,
+            timezone=settings.timezone,
         )
 
 
@@ -138,6 +146,7 @@ class Job:
     min_items: int
     jitter: timedelta
     paused: bool
+    calendar: Calendar | None = None  # cron, time zone, window, catch-up (None: an interval job, no window)
 
 
 def resolve_path(jobs_file_setting: str | None, project_dir: Path) -> Path | None:
@@ -205,15 +214,18 @@ def make_job(
     args: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None,
     settings: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None,
     paused: bool = False,
+    calendar: Calendar | None = None,
     **values: Any,
 ) -> Job:
-    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name != "engine"} | values
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
+              if f.name not in ("engine", "timezone")} | values  # fmt: skip
     return Job(
         name=name,
         spider=spider,
         args=args if isinstance(args, tuple) else tuple((args or {}).items()),  # a tuple: as given (shared)
         settings=settings if isinstance(settings, tuple) else tuple((settings or {}).items()),
         paused=paused,
+        calendar=calendar,
         **fields,
     )
 

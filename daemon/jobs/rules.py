@@ -17,6 +17,8 @@ from typing import Any
 
 from daemon.settings.parsers import SPIDER_NAME
 from daemon.system.errors import JobsFileError
+from daemon.jobs import calendar_keys
+from daemon.plan.calendar import CalendarError
 from daemon.jobs.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
     MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_ARGS, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
@@ -47,7 +49,10 @@ def load(path: Path, defaults: JobDefaults, known_spiders: Collection[str] | Non
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise JobsFileError([f"{source}: is not UTF-8 text (line {line})"]) from None
-    return parse(text, source, defaults, known_spiders)
+    jobs = parse(text, source, defaults, known_spiders)
+    if refusal := calendar_keys.unwired(jobs, source):  # the loop does not act on them yet
+        raise JobsFileError([refusal])
+    return jobs
 
 
 def parse(
@@ -114,6 +119,7 @@ class _Checker:
             table = document["defaults"]
             if isinstance(table, dict):
                 shared = self._keys(f"{self.source}: [defaults]", table)
+                self.problems += calendar_keys.table_problems(f"{self.source}: [defaults]", table, is_job=False)
             else:
                 self._bad(self.source, "defaults", table, "a table: [defaults] holding keys of a job")
         jobs_table = document.get("jobs")
@@ -149,6 +155,7 @@ class _Checker:
                 )
                 continue
             own = self._keys(where, table)
+            self.problems += calendar_keys.table_problems(where, table, is_job=True)
             if "spider" in own:
                 spider = own["spider"]
                 self._known_spider(where, spider)
@@ -168,6 +175,7 @@ class _Checker:
                 )
                 continue
             values = {**shared, **own}
+            calendar = calendar_keys.calendar_of(own, shared, table, env_defaults.timezone)
             jobs.append(
                 make_job(
                     name=name,
@@ -176,6 +184,7 @@ class _Checker:
                     args=self._pairs_shared({**shared.get("args", {}), **own.get("args", {})}),
                     settings=self._pairs_shared({**shared.get("settings", {}), **own.get("settings", {})}),
                     paused=values.get("paused", False),
+                    calendar=self._shared(calendar) if calendar is not None else None,
                     **{k: self._shared(own[k]) for k in DURATION_KEYS + COUNT_KEYS if k in own},
                 )
             )
@@ -210,6 +219,11 @@ class _Checker:
                     out[key] = value
                 else:
                     self._bad(where, key, value, f"a whole number from 0 to {MAX_COUNT}")
+            elif key in calendar_keys.CALENDAR_KEYS:
+                try:
+                    out[key] = calendar_keys.check(key, value)
+                except CalendarError as exc:
+                    self._bad(where, key, value, str(exc))
             elif key == "paused":
                 if isinstance(value, bool):
                     out[key] = value

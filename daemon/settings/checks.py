@@ -10,9 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.settings import addresses as a
-from daemon.settings import parsers as p
-from daemon.settings import probes as settings_probes
+from daemon.settings import addresses as a, parsers as p, probes as settings_probes
 from daemon.settings.secret import Secret
 
 

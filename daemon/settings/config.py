@@ -93,7 +93,8 @@ class Settings:
                                    meaning="every spider succeeds at least this often",
                                    note="`0.001` = 3.6 s")  # fmt: skip
     timezone: ZoneInfo = variable("SCHEDULER_TIMEZONE", p.timezone(), "UTC",
-                                  meaning="how times are shown in logs only")  # fmt: skip
+                                  meaning="how times are shown in logs; the time zone of a jobs file's "
+                                          "`cron` and `window` where no `timezone` is given")  # fmt: skip
     max_instances: int = variable("SCHEDULER_MAX_INSTANCES", p.only("1"), "1",
                                   meaning="runs never overlap; anything else is rejected")  # fmt: skip
     project_dir: Path = variable("SCRAPY_PROJECT_DIR", p.project_dir(), str(PROJECT_ROOT / "example_project"),
