@@ -257,3 +257,32 @@ def open_at(window: Window | None, tz: ZoneInfo, moment: datetime) -> datetime |
 
 def is_open(window: Window | None, tz: ZoneInfo, moment: datetime) -> bool:
     return open_at(window, tz, moment) == moment
+
+
+def as_record(calendar: Calendar) -> dict[str, object]:
+    """The calendar as the jobs table keeps it (sql/019): JSON types only, read back by `from_record`."""
+    window = calendar.window
+    return {
+        "cron": calendar.cron,
+        "tz": calendar.tz.key,
+        "window": None if window is None else {
+            "start": window.start.strftime("%H:%M"), "end": window.end.strftime("%H:%M"),
+            "days": None if window.days is None else sorted(window.days),
+        },
+        "catch_up_within_s": None if calendar.catch_up_within is None else calendar.catch_up_within.total_seconds(),
+    }  # fmt: skip
+
+
+def from_record(record: dict[str, object]) -> Calendar:
+    """The calendar `as_record` wrote."""
+    window = record.get("window")
+    catch_up = record.get("catch_up_within_s")
+    return Calendar(
+        cron=record.get("cron"),  # type: ignore[arg-type]
+        tz=ZoneInfo(str(record["tz"])),
+        window=None if not isinstance(window, dict) else Window(
+            time.fromisoformat(window["start"]), time.fromisoformat(window["end"]),
+            None if window.get("days") is None else frozenset(window["days"]),
+        ),
+        catch_up_within=None if catch_up is None else timedelta(seconds=float(catch_up)),  # type: ignore[arg-type]
+    )  # fmt: skip

@@ -16,6 +16,7 @@ import psycopg2.extensions
 
 from daemon.records import board_queries, queries
 from daemon.jobs.jobfile import Job
+from daemon.plan import calendar
 
 
 class Board:
@@ -49,10 +50,18 @@ class Board:
             "every_s": job.every.total_seconds(), "timeout_s": job.timeout.total_seconds(),
             "retry_delay_s": job.retry_delay.total_seconds(), "max_errors": job.max_errors,
             "min_items": job.min_items, "jitter_s": job.jitter.total_seconds(), "paused": job.paused,
+            "calendar": None if job.calendar is None else calendar.as_record(job.calendar),
+            "schedule_since": None,
         } for position, job in enumerate(jobs)]  # fmt: skip
         source = {"path": path, "error": error, "spiders": None if spiders is None else list(spiders),
                   "now": now, "owner": owner}  # fmt: skip
         with self._transaction() as cur:
+            cur.execute(board_queries.SCHEDULES_SINCE)
+            before = {name: (json.loads(text), since) for name, text, since in cur.fetchall()}
+            for row in rows:
+                if row["calendar"] is not None:
+                    kept, since = before.get(row["name"], (None, None))
+                    row["schedule_since"] = (since if kept == row["calendar"] else now).isoformat()
             cur.execute(board_queries.DELETE_JOBS)
             cur.execute(board_queries.INSERT_JOBS, {"jobs": json.dumps(rows)})
             cur.execute(board_queries.PUBLISH_JOBS_SOURCE, source)
@@ -65,10 +74,18 @@ class Board:
                 Job(name=name, spider=spider, args=tuple(args.items()), settings=tuple(settings.items()),
                     every=timedelta(seconds=every), timeout=timedelta(seconds=timeout),
                     retry_delay=timedelta(seconds=retry_delay), max_errors=max_errors, min_items=min_items,
-                    jitter=timedelta(seconds=jitter), paused=paused)
-                for name, spider, args, settings, every, timeout, retry_delay, max_errors, min_items, jitter, paused
-                in cur.fetchall()
+                    jitter=timedelta(seconds=jitter), paused=paused,
+                    calendar=None if record is None else calendar.from_record(record))
+                for name, spider, args, settings, every, timeout, retry_delay, max_errors, min_items, jitter, paused,
+                record in cur.fetchall()
             ]  # fmt: skip
+
+    def schedules_since(self) -> dict[str, datetime]:
+        """Each published calendar job's name -> since when its calendar is published as it is: its
+        slots are owed from then (a new or edited calendar waits for its first slot)."""
+        with self.conn.cursor() as cur:
+            cur.execute(board_queries.SCHEDULES_SINCE)
+            return {name: since for name, _, since in cur.fetchall()}
 
     def jobs_source(self) -> tuple[str | None, datetime | None, str | None, list[str] | None, datetime | None] | None:
         """(path, loaded_at, error, spiders, listed_at) of the published jobs; None: never published."""

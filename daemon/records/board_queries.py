@@ -18,13 +18,16 @@ RETURNING id, spiders
 DELETE_JOBS = "DELETE FROM jobs"
 INSERT_JOBS = """
 INSERT INTO jobs (name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors,
-                  min_items, jitter_s, paused)
+                  min_items, jitter_s, paused, calendar, schedule_since)
 SELECT name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items,
-       jitter_s, paused
+       jitter_s, paused, calendar, schedule_since
   FROM json_to_recordset(%(jobs)s::json) AS j (name text, position int, spider text, args json,
        settings json, every_s float8, timeout_s float8, retry_delay_s float8, max_errors int, min_items int,
-       jitter_s float8, paused boolean)
+       jitter_s float8, paused boolean, calendar json, schedule_since timestamptz)
 """
+# Each published calendar job's calendar and since when it is published as it is (sql/019), read
+# before the jobs are rewritten: an unchanged calendar keeps its moment.
+SCHEDULES_SINCE = "SELECT name, calendar::text, schedule_since FROM jobs WHERE calendar IS NOT NULL"
 # `spiders` NULL keeps the list (and when it was listed) stored before.
 PUBLISH_JOBS_SOURCE = """
 INSERT INTO jobs_source (singleton, path, loaded_at, error, spiders, listed_at, published_by)
@@ -37,7 +40,8 @@ ON CONFLICT (singleton) DO UPDATE
        published_by = EXCLUDED.published_by
 """
 PUBLISHED_JOBS = """
-SELECT name, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items, jitter_s, paused
+SELECT name, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items, jitter_s, paused,
+       calendar
   FROM jobs ORDER BY position
 """
 JOBS_SOURCE = "SELECT path, loaded_at, error, spiders, listed_at FROM jobs_source"

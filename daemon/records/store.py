@@ -17,13 +17,14 @@ import psycopg2.extensions
 
 from daemon.records import board_queries, queries
 from daemon.records.board import Board
+from daemon.records.ledger import Ledger
 from daemon.plan.decision import SpiderHistory
 
 STALE_MESSAGE = "the daemon stopped during the run (killed, crashed or powered off)"
 JOURNAL_CUT_MESSAGE = "the daemon stopped during a run made while PostgreSQL was unreachable"
 
 
-class Store(Board):
+class Store(Board, Ledger):
     def __init__(self, conn: psycopg2.extensions.connection) -> None:
         self.conn = conn
 

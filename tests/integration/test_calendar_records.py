@@ -1,0 +1,112 @@
+"""Calendar schedules' records on a real PostgreSQL (sql/019): never two crawls for one slot, the
+freshness ledger written once per slot and bounded per tick, and a published calendar read back with
+the moment its schedule was first published, kept while it stays the same."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import psycopg2
+import pytest
+
+from daemon.plan.calendar import Calendar, Window
+from daemon.records.ledger import ROWS_PER_TICK, SlotRecord
+from daemon.records.store import Store
+from tests.helpers import rows, utcnow
+from tests.integration.test_job_store import job, new_run
+
+SLOT = datetime(2027, 3, 15, 12, 0, tzinfo=timezone.utc)
+BOGOTA = ZoneInfo("America/Bogota")
+WEEKDAYS_AT_8 = Calendar("0 8 * * 1-5", BOGOTA, Window(time(7), time(22), frozenset(range(5))), timedelta(hours=12))
+
+
+def crawl_for_slot(db, name: str, slot: datetime | None, status: str) -> None:
+    rows(db, "INSERT INTO spider_runs (run_id, job, spider, status, failure, started_at, slot_at) "
+             "VALUES (%(r)s, %(j)s, %(j)s, %(s)s, %(f)s, %(t)s, %(slot)s)",
+         {"r": new_run(db), "j": name, "s": status, "f": "error" if status == "failed" else None, "t": utcnow(),
+          "slot": slot})  # fmt: skip
+
+
+@pytest.mark.parametrize("first", ["running", "completed"])
+def test_postgresql_refuses_a_second_crawl_for_a_slot_already_covered_or_being_covered(db, first):
+    crawl_for_slot(db, "news", SLOT, first)
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        crawl_for_slot(db, "news", SLOT, "running")
+
+
+def test_a_failed_crawl_leaves_its_slot_owed_so_its_retry_may_take_it(db):
+    crawl_for_slot(db, "news", SLOT, "failed")
+    crawl_for_slot(db, "news", SLOT, "running")
+    assert rows(db, "SELECT status FROM spider_runs WHERE slot_at = %(s)s ORDER BY id", {"s": SLOT}) == [
+        ("failed",), ("running",)]
+
+
+def test_crawls_without_a_slot_and_other_jobs_slots_are_not_held_back(db):
+    crawl_for_slot(db, "news", None, "completed")
+    crawl_for_slot(db, "news", None, "completed")
+    crawl_for_slot(db, "news", SLOT, "completed")
+    crawl_for_slot(db, "prices", SLOT, "completed")
+    assert rows(db, "SELECT count(*) FROM spider_runs")[0][0] == 4
+
+
+def test_a_slot_is_written_once_to_the_ledger_even_by_two_daemons(db, pg_server, database):
+    other = Store(pg_server.connect(database))
+    try:
+        kept = SlotRecord(SLOT, "kept", run_id=7, late_s=2.5)
+        assert Store(db).record_slots("news", [kept], utcnow()) == 1
+        assert other.record_slots("news", [SlotRecord(SLOT, "missed", "daemon_down")], utcnow()) == 0
+    finally:
+        other.close()
+    assert rows(db, "SELECT state, cause, run_id, late_s FROM job_slots") == [("kept", None, 7, 2.5)]
+
+
+def test_a_long_downtime_writes_at_most_a_hundred_rows_of_a_job_then_one_summary_row(db):
+    store = Store(db)
+    missed = [SlotRecord(SLOT - timedelta(hours=n), "missed", "daemon_down") for n in range(1, 251)]
+    assert store.record_slots("hourly", missed, utcnow()) == ROWS_PER_TICK + 1
+    [(count, slots)] = rows(db, "SELECT count(*), sum(slots) FROM job_slots WHERE job = 'hourly'")
+    assert (count, slots) == (ROWS_PER_TICK + 1, 250)
+    [(earliest_of_summary, stands_for)] = rows(db, "SELECT slot_at, slots FROM job_slots WHERE slots > 1")
+    assert stands_for == 150 and earliest_of_summary == SLOT - timedelta(hours=150)
+
+
+def test_freshness_is_kept_slots_over_owed_slots_and_excused_slots_are_not_owed(db):
+    store = Store(db)
+    store.record_slots("news", [
+        SlotRecord(SLOT, "kept", run_id=1, late_s=0.4),
+        SlotRecord(SLOT + timedelta(days=1), "kept", run_id=2, late_s=1.0),
+        SlotRecord(SLOT + timedelta(days=2), "missed", "timeout"),
+        SlotRecord(SLOT + timedelta(days=3), "excused", "paused"),
+    ], utcnow())  # fmt: skip
+    store.record_slots("prices", [SlotRecord(SLOT - timedelta(days=40), "missed", "db_down")], utcnow())
+    assert store.freshness(SLOT - timedelta(days=1)) == {"news": (2, 3)}
+    assert store.missed_slots("news", SLOT) == [(SLOT + timedelta(days=2), "timeout", 1)]
+    assert store.last_kept_slot("news") == (SLOT + timedelta(days=1), 2, 1.0)
+    assert store.remove_slots_older_than(SLOT - timedelta(days=30)) == 1
+
+
+def test_a_ledger_row_states_its_cause_only_when_the_slot_was_not_kept():
+    with pytest.raises(ValueError):
+        SlotRecord(SLOT, "kept", "busy")
+    with pytest.raises(ValueError):
+        SlotRecord(SLOT, "missed")
+    with pytest.raises(ValueError):
+        SlotRecord(SLOT, "excused", "daemon_down")
+
+
+def test_a_published_calendar_reads_back_whole_and_its_schedule_keeps_its_first_moment_until_edited(db):
+    store = Store(db)
+    first = datetime(2027, 1, 4, 9, 0, tzinfo=timezone.utc)
+    calendar_job = job("news", calendar=WEEKDAYS_AT_8)
+    store.publish_jobs([calendar_job, job("prices")], path=None, error=None, spiders=None, now=first, owner="a")
+    assert store.published_jobs() == [calendar_job, job("prices")]
+    assert store.schedules_since() == {"news": first}
+    # Published again unchanged (a reload, a restart, another holder): slots stay owed from the first moment.
+    store.publish_jobs([calendar_job], path=None, error=None, spiders=None, now=first + timedelta(days=3), owner="b")
+    assert store.schedules_since() == {"news": first}
+    # Edited: a new schedule, owed from its own publication.
+    edited = job("news", calendar=Calendar("30 9 * * *", BOGOTA))
+    store.publish_jobs([edited], path=None, error=None, spiders=None, now=first + timedelta(days=5), owner="b")
+    assert store.published_jobs() == [edited]
+    assert store.schedules_since() == {"news": first + timedelta(days=5)}
