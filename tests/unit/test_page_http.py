@@ -77,9 +77,14 @@ def test_a_page_without_its_database_answers_503_and_a_bad_days_400(serve):
     assert ask(port, "/?failed=yes")[0] == 400
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_nothing_but_get_and_head_is_served(serve, method):
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_the_server_serves_nothing_but_get_head_and_post(serve, method):
     status, headers, _ = ask(serve(), "/", method=method)
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
+
+
+def test_a_post_passes_the_server_but_no_page_action_takes_it_yet(serve):
+    status, headers, _ = ask(serve(), "/", method="POST")
     assert status == 405 and headers["allow"] == "GET, HEAD"
 
 

@@ -1,0 +1,318 @@
+"""The endpoint's HTTP/1.1 server: bounded whatever clients do (issue 25).
+
+One thread ("http") owns every connection through one selector: it accepts, reads requests up to
+their end, and writes the answers; nothing a client does holds a thread. Only a whole request goes
+to a thread, of two small fixed pools with bounded queues: the page's (`Limits.threads`) and the
+probes' (/healthz and /metrics, one thread of their own), so Prometheus is answered while the page
+is busy. Limits (README "The HTTP endpoint" says them, with their settings):
+- connections: at most `max_connections` open; at capacity a new one takes the place of the one that
+  has waited longest without sending a whole request (the slowloris defence: the new client is
+  served, the stalled one is cut), or is closed at once when every connection is being served; at
+  most `per_address` from one address (the rest closed at once);
+- time: the request line and headers within `header_timeout_s` of the connection's first wait; the
+  body, the writing of the answer, and an idle keep-alive connection each within `idle_timeout_s`;
+- size: headers at most MAX_HEADER_BYTES and MAX_HEADERS lines; a body (POST only) at most
+  MAX_BODY_BYTES with a Content-Length; no chunked bodies;
+- methods: GET, HEAD and POST (the endpoint decides what a POST may do); anything else 405.
+
+A client cut or gone is one debug line (`http_client_cut`, `http_client_gone`); the limits reached
+(refusals, cuts, bad requests) are one warning line at most every 10 s (`http_limits_hit`), with
+their counts since the last. Nothing here prints a
+traceback: an unexpected error is one JSON line through structlog.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from daemon.httpwire import Request, Response, WireError, answer_bytes, parse_head, probe_path
+
+log = structlog.get_logger("daemon.http")
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
+MAX_BODY_BYTES = 64 * 1024
+PROBE_QUEUE = 8
+ACCEPTS_PER_TURN = 64  # new connections taken per turn of the loop, so reading is never starved
+WARN_EVERY_S = 10.0
+
+READING, BODY, BUSY, WRITING = "reading", "body", "busy", "writing"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    threads: int = 4
+    max_connections: int = 256
+    per_address: int = 32
+    header_timeout_s: float = 5.0
+    idle_timeout_s: float = 10.0
+    queue: int = 32  # page requests waiting for a thread; more: 503 at once
+
+
+class _Conn:
+    __slots__ = ("sock", "address", "buf", "state", "deadline", "out", "keep", "request", "served")
+
+    def __init__(self, sock: socket.socket, address: str, deadline: float) -> None:
+        self.sock, self.address, self.deadline = sock, address, deadline
+        self.buf = bytearray()
+        self.state = READING
+        self.out = memoryview(b"")
+        self.keep = False
+        self.request: Request | None = None
+        self.served = 0
+
+
+class BoundedServer:
+    def __init__(self, host: str, port: int, app: Callable[[Request], Response], limits: Limits,
+                 headers: Iterable[tuple[str, str]] = (), clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        """`headers`: added to the answers the server gives itself (a refusal, a 503)."""
+        self.app, self.limits, self.clock, self.headers = app, limits, clock, list(headers)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(1024)
+        self.listener.setblocking(False)
+        self.port: int = self.listener.getsockname()[1]
+        self._sel = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}
+        self._waiting: dict[int, _Conn] = {}  # not being served, oldest first: who makes room at capacity
+        self._per_address: collections.Counter[str] = collections.Counter()
+        self._done: collections.deque[tuple[_Conn, bytes, bool]] = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._pages: queue.Queue[_Conn | None] = queue.Queue(limits.queue)
+        self._probes: queue.Queue[_Conn | None] = queue.Queue(PROBE_QUEUE)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._warned_at = -WARN_EVERY_S
+
+    # life
+    def start(self) -> None:
+        self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        workers = [(self._pages, f"http-page-{n}") for n in range(self.limits.threads)]
+        for work, name in [*workers, (self._probes, "http-probe")]:
+            self._threads.append(threading.Thread(target=self._work, args=(work,), name=name, daemon=True))
+        self._threads.append(threading.Thread(target=self._loop, name="http", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake()
+        for work in [self._pages] * self.limits.threads + [self._probes]:
+            try:
+                work.put_nowait(None)
+            except queue.Full:
+                pass  # a worker sees the stop flag after its current request
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._turn()
+        except Exception as exc:  # one JSON line, never a bare traceback; the endpoint is then down
+            log.exception("http_server_failed", error=type(exc).__name__)
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(conn)
+            self._sel.close()
+            self.listener.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _turn(self) -> None:
+        for key, events in self._sel.select(timeout=0.25):
+            if key.fileobj is self.listener:
+                self._accept()
+            elif key.fileobj is self._wake_r:
+                try:
+                    self._wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+            elif (conn := key.data) is not None and conn.sock.fileno() in self._conns:
+                if events & selectors.EVENT_WRITE:
+                    self._write(conn)
+                elif events & selectors.EVENT_READ:
+                    self._read(conn)
+        while self._done:
+            conn, data, keep = self._done.popleft()
+            if conn.sock.fileno() in self._conns:
+                self._answer(conn, data, keep)
+        now = self.clock()
+        for conn in [c for c in self._conns.values() if c.deadline <= now and c.state != BUSY]:
+            self._counts[f"cut_{conn.state}_timeout"] += 1
+            self._cut(conn, f"{conn.state}_timeout")
+        if self._counts and now - self._warned_at >= WARN_EVERY_S:
+            log.warning("http_limits_hit", **dict(self._counts), connections=len(self._conns))
+            self._counts.clear()
+            self._warned_at = now
+
+    # connections
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say: try again next turn
+                self._counts[f"accept_{type(exc).__name__}"] += 1
+                return
+            address = peer[0]
+            if self._per_address[address] >= self.limits.per_address:
+                self._counts["refused_per_address"] += 1
+                sock.close()
+                continue
+            if len(self._conns) >= self.limits.max_connections:
+                if not self._waiting:
+                    self._counts["refused_full"] += 1
+                    sock.close()
+                    continue
+                self._counts["evicted_waiting"] += 1
+                self._cut(next(iter(self._waiting.values())), "room_for_new")
+            sock.setblocking(False)
+            conn = _Conn(sock, address, self.clock() + self.limits.header_timeout_s)
+            self._conns[sock.fileno()] = self._waiting[sock.fileno()] = conn
+            self._per_address[address] += 1
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(MAX_HEADER_BYTES + 1 if conn.state == READING else MAX_BODY_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            return self._gone(conn, type(exc).__name__)
+        if not data:
+            return self._gone(conn, "closed")
+        if conn.state == READING and not conn.buf and conn.served:  # a keep-alive's next request begins
+            conn.deadline = self.clock() + self.limits.header_timeout_s
+        conn.buf += data
+        self._advance(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        """Parse what has come so far; a whole request goes to a thread."""
+        try:
+            if conn.state == READING:
+                request = parse_head(conn.buf, MAX_HEADER_BYTES, MAX_HEADERS, MAX_BODY_BYTES, conn.address)
+                if request is None:
+                    return
+                conn.request, conn.state = request, BODY
+                conn.deadline = self.clock() + self.limits.idle_timeout_s
+                if request.expects_continue and len(conn.buf) < request.length:
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            assert conn.request is not None
+            if len(conn.buf) < conn.request.length:
+                return
+            conn.request.body = bytes(conn.buf[: conn.request.length])
+            del conn.buf[: conn.request.length]
+        except WireError as exc:
+            self._counts[f"bad_request_{exc.status}"] += 1
+            headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers, *self.headers]
+            return self._answer(conn, answer_bytes(exc.status, headers, exc.message.encode() + b"\n", False, False), False)
+        except OSError as exc:
+            return self._gone(conn, type(exc).__name__)
+        self._dispatch(conn)
+
+    def _dispatch(self, conn: _Conn) -> None:
+        assert conn.request is not None
+        conn.state = BUSY
+        self._waiting.pop(conn.sock.fileno(), None)
+        self._sel.unregister(conn.sock)  # not read while served: nothing piles up, no busy wake-ups
+        work = self._probes if probe_path(conn.request.path) else self._pages
+        try:
+            work.put_nowait(conn)
+        except queue.Full:
+            self._counts["refused_busy"] += 1
+            headers = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1"), *self.headers]
+            self._answer(conn, answer_bytes(503, headers, b"busy; try again in a moment\n", False, False), False)
+
+    def _work(self, work: queue.Queue[_Conn | None]) -> None:
+        while (conn := work.get()) is not None and not self._stopping.is_set():
+            request = conn.request
+            assert request is not None
+            try:
+                status, headers, body = self.app(request)
+            except Exception as exc:  # the app's bug: one JSON line, and the client hears 500
+                log.exception("http_handler_failed", path=request.path[:200], error=type(exc).__name__)
+                status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"failed; see the log\n"
+            keep = request.keep_alive and not self._stopping.is_set()
+            self._done.append((conn, answer_bytes(status, headers, body, request.method == "HEAD", keep), keep))
+            self._wake()
+
+    def _answer(self, conn: _Conn, data: bytes, keep: bool) -> None:
+        conn.out, conn.keep, conn.state = memoryview(data), keep, WRITING
+        conn.deadline = self.clock() + self.limits.idle_timeout_s
+        self._waiting.pop(conn.sock.fileno(), None)
+        self._watch(conn, selectors.EVENT_WRITE)
+        self._write(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            return self._gone(conn, type(exc).__name__)
+        conn.out = conn.out[sent:]
+        if conn.out:
+            return
+        if not conn.keep:
+            return self._close(conn)
+        conn.state, conn.request, conn.served = READING, None, conn.served + 1
+        conn.deadline = self.clock() + self.limits.idle_timeout_s  # idle until the next request begins
+        self._waiting[conn.sock.fileno()] = conn
+        self._watch(conn, selectors.EVENT_READ)
+        if conn.buf:  # the next request came along with this one
+            self._advance(conn)
+
+    def _watch(self, conn: _Conn, events: int) -> None:
+        try:
+            self._sel.modify(conn.sock, events, conn)
+        except KeyError:  # unregistered while it was served
+            self._sel.register(conn.sock, events, conn)
+
+    def _cut(self, conn: _Conn, reason: str) -> None:
+        log.debug("http_client_cut", address=conn.address, reason=reason)
+        self._close(conn)
+
+    def _gone(self, conn: _Conn, reason: str) -> None:
+        log.debug("http_client_gone", address=conn.address, state=conn.state, reason=reason)
+        self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if self._conns.pop(fd, None) is None:
+            return
+        self._waiting.pop(fd, None)
+        self._per_address[conn.address] -= 1
+        if self._per_address[conn.address] <= 0:
+            del self._per_address[conn.address]
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake is already pending (or the server is closing)
+
+    def figures(self) -> dict[str, int]:
+        """For tests and the benchmark: open connections and those waiting."""
+        return {"connections": len(self._conns), "waiting": len(self._waiting)}
