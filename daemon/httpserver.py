@@ -45,7 +45,8 @@ PROBE_QUEUE = 8
 ACCEPTS_PER_TURN = 64  # new connections taken per turn of the loop, so reading is never starved
 WARN_EVERY_S = 10.0
 
-READING, BODY, BUSY, WRITING = "reading", "body", "busy", "writing"
+READING, BODY, BUSY, WRITING, CLOSING = "reading", "body", "busy", "writing", "closing"
+LINGER_S = 2.0  # how long a closing connection's late bytes are read and dropped, so the answer is not reset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +155,9 @@ class BoundedServer:
                 self._answer(conn, data, keep)
         now = self.clock()
         for conn in [c for c in self._conns.values() if c.deadline <= now and c.state != BUSY]:
+            if conn.state == CLOSING:
+                self._close(conn)
+                continue
             self._counts[f"cut_{conn.state}_timeout"] += 1
             self._cut(conn, f"{conn.state}_timeout")
         if self._counts and now - self._warned_at >= WARN_EVERY_S:
@@ -190,6 +194,8 @@ class BoundedServer:
             self._sel.register(sock, selectors.EVENT_READ, conn)
 
     def _read(self, conn: _Conn) -> None:
+        if conn.state == CLOSING:
+            return self._drain(conn)
         try:
             data = conn.sock.recv(MAX_HEADER_BYTES + 1 if conn.state == READING else MAX_BODY_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -271,13 +277,34 @@ class BoundedServer:
         if conn.out:
             return
         if not conn.keep:
-            return self._close(conn)
+            return self._linger(conn)
         conn.state, conn.request, conn.served = READING, None, conn.served + 1
         conn.deadline = self.clock() + self.limits.idle_timeout_s  # idle until the next request begins
         self._waiting[conn.sock.fileno()] = conn
         self._watch(conn, selectors.EVENT_READ)
         if conn.buf:  # the next request came along with this one
             self._advance(conn)
+
+    def _linger(self, conn: _Conn) -> None:
+        """Close after the answer without resetting it: the kernel would answer bytes still unread
+        (the rest of a refused request) with a reset that can destroy the answer on its way."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self._close(conn)
+        conn.state, conn.deadline, conn.buf = CLOSING, self.clock() + LINGER_S, bytearray()
+        self._waiting.pop(conn.sock.fileno(), None)
+        self._watch(conn, selectors.EVENT_READ)
+
+    def _drain(self, conn: _Conn) -> None:
+        try:
+            if conn.sock.recv(65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._close(conn)
 
     def _watch(self, conn: _Conn, events: int) -> None:
         try:
