@@ -6,20 +6,47 @@ does not slow the well-behaved client measured beside it:
     python -m tests.flood PORT CONNECTIONS SECONDS [PER_ADDRESS]
 
 It prints one JSON line at the end: connections opened, cut by the server, the most held at once.
+Beside it, `fetch` is the well-behaved client and `proc_figures` what the daemon holds.
 """
 
 from __future__ import annotations
 
 import errno
+import http.client
 import json
+import os
 import resource
 import selectors
 import socket
 import sys
 import time
+from pathlib import Path
 
 HALF_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: flood\r\n"  # no blank line: never ends
 REOPEN_AFTER_S = 1.0
+
+
+def fetch(port: int, path: str, auth: str | None = None) -> tuple[int, float]:
+    """A well-behaved client: one GET on a connection of its own; its status (0: no answer) and seconds."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Authorization": auth} if auth else {})
+        response = conn.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0
+    finally:
+        conn.close()
+    return status, time.perf_counter() - started
+
+
+def proc_figures(pid: int) -> tuple[int, float, int]:
+    """A process's threads, resident MiB and open file descriptors."""
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))  # fmt: skip
+    return len(os.listdir(f"/proc/{pid}/task")), rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def raise_fd_limit(wanted: int) -> None:

@@ -8,9 +8,7 @@ lines in the daemon's output."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import os
 import signal
 import socket
 import statistics
@@ -19,11 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, figure, free_port
+from tests.flood import fetch as flood_fetch
+from tests.flood import proc_figures
 from tests.helpers import rows, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -34,26 +33,8 @@ AUTH = "Basic " + base64.b64encode(b"alice:s3cret").decode()
 WRONG = "Basic " + base64.b64encode(b"alice:guess").decode()
 
 
-def proc_figures(pid: int) -> tuple[int, float, int]:
-    """The process's threads, resident MiB and open file descriptors."""
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))  # fmt: skip
-    return len(os.listdir(f"/proc/{pid}/task")), rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def fetch(port: int, path: str, auth: str | None = AUTH) -> tuple[int, float]:
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Authorization": auth} if auth else {})
-        response = conn.getresponse()
-        response.read()
-        status = response.status
-    except OSError:
-        status = 0
-    finally:
-        conn.close()
-    return status, time.perf_counter() - started
+    return flood_fetch(port, path, auth)
 
 
 def p95(values: list[float]) -> float:
