@@ -44,6 +44,7 @@ MAX_BODY_BYTES = 64 * 1024
 PROBE_QUEUE = 8
 ACCEPTS_PER_TURN = 64  # new connections taken per turn of the loop, so reading is never starved
 WARN_EVERY_S = 10.0
+SCAN_EVERY_S = 0.1  # deadlines are looked at this often, not on every event (a flood brings thousands a second)
 
 READING, BODY, BUSY, WRITING, CLOSING = "reading", "body", "busy", "writing", "closing"
 LINGER_S = 2.0  # how long a closing connection's late bytes are read and dropped, so the answer is not reset
@@ -97,7 +98,7 @@ class BoundedServer:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._counts: collections.Counter[str] = collections.Counter()
-        self._warned_at = -WARN_EVERY_S
+        self._warned_at = self._scanned_at = -WARN_EVERY_S
 
     # life
     def start(self) -> None:
@@ -154,6 +155,9 @@ class BoundedServer:
             if conn.sock.fileno() in self._conns:
                 self._answer(conn, data, keep)
         now = self.clock()
+        if now - self._scanned_at < SCAN_EVERY_S:
+            return
+        self._scanned_at = now
         for conn in [c for c in self._conns.values() if c.deadline <= now and c.state != BUSY]:
             if conn.state == CLOSING:
                 self._close(conn)
