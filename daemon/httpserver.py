@@ -2,9 +2,9 @@
 
 One thread ("http") owns every connection through one selector: it accepts, reads requests up to
 their end, and writes the answers; nothing a client does holds a thread. Only a whole request goes
-to a thread, of two small fixed pools with bounded queues: the page's (`Limits.threads`) and the
-probes' (/healthz and /metrics, one thread of their own), so Prometheus is answered while the page
-is busy. Limits (README "The HTTP endpoint" says them, with their settings):
+to a thread, of two small fixed pools with bounded queues (daemon/httppools.py): the page's
+(`Limits.threads`) and the probes' (/healthz and /metrics, one thread of their own), so Prometheus
+is answered while the page is busy. Limits (README "The HTTP endpoint" says them, with their settings):
 - connections: at most `max_connections` open; at capacity a new one takes the place of the one that
   has waited longest without sending a whole request (the slowloris defence: the new client is
   served, the stalled one is cut), or is closed at once when every connection is being served; at
@@ -17,15 +17,14 @@ is busy. Limits (README "The HTTP endpoint" says them, with their settings):
 
 A client cut or gone is one debug line (`http_client_cut`, `http_client_gone`); the limits reached
 (refusals, cuts, bad requests) are one warning line at most every 10 s (`http_limits_hit`), with
-their counts since the last. Nothing here prints a
-traceback: an unexpected error is one JSON line through structlog.
+their counts since the last. Nothing here prints a traceback: an unexpected error is one JSON line
+through structlog.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import queue
 import selectors
 import socket
 import threading
@@ -34,14 +33,14 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from daemon.httpwire import Request, Response, WireError, answer_bytes, parse_head, probe_path
+from daemon.httppools import Pools
+from daemon.httpwire import Request, Response, WireError, answer_bytes, parse_head
 
 log = structlog.get_logger("daemon.http")
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 MAX_BODY_BYTES = 64 * 1024
-PROBE_QUEUE = 8
 ACCEPTS_PER_TURN = 64  # new connections taken per turn of the loop, so reading is never starved
 WARN_EVERY_S = 10.0
 SCAN_EVERY_S = 0.1  # deadlines are looked at this often, not on every event (a flood brings thousands a second)
@@ -77,7 +76,7 @@ class BoundedServer:
     def __init__(self, host: str, port: int, app: Callable[[Request], Response], limits: Limits,
                  headers: Iterable[tuple[str, str]] = (), clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         """`headers`: added to the answers the server gives itself (a refusal, a 503)."""
-        self.app, self.limits, self.clock, self.headers = app, limits, clock, list(headers)
+        self.limits, self.clock, self.headers = limits, clock, list(headers)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,14 +88,12 @@ class BoundedServer:
         self._conns: dict[int, _Conn] = {}
         self._waiting: dict[int, _Conn] = {}  # not being served, oldest first: who makes room at capacity
         self._per_address: collections.Counter[str] = collections.Counter()
-        self._done: collections.deque[tuple[_Conn, bytes, bool]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._pages: queue.Queue[_Conn | None] = queue.Queue(limits.queue)
-        self._probes: queue.Queue[_Conn | None] = queue.Queue(PROBE_QUEUE)
+        self._pools = Pools(app, limits.threads, limits.queue, self._wake)
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._counts: collections.Counter[str] = collections.Counter()
         self._warned_at = self._scanned_at = -WARN_EVERY_S
 
@@ -104,23 +101,14 @@ class BoundedServer:
     def start(self) -> None:
         self._sel.register(self.listener, selectors.EVENT_READ, None)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        workers = [(self._pages, f"http-page-{n}") for n in range(self.limits.threads)]
-        for work, name in [*workers, (self._probes, "http-probe")]:
-            self._threads.append(threading.Thread(target=self._work, args=(work,), name=name, daemon=True))
-        self._threads.append(threading.Thread(target=self._loop, name="http", daemon=True))
-        for thread in self._threads:
-            thread.start()
+        self._pools.start()
+        self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake()
-        for work in [self._pages] * self.limits.threads + [self._probes]:
-            try:
-                work.put_nowait(None)
-            except queue.Full:
-                pass  # a worker sees the stop flag after its current request
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._pools.stop()
+        self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         try:
@@ -150,8 +138,8 @@ class BoundedServer:
                     self._write(conn)
                 elif events & selectors.EVENT_READ:
                     self._read(conn)
-        while self._done:
-            conn, data, keep = self._done.popleft()
+        while self._pools.done:
+            conn, data, keep = self._pools.done.popleft()
             if conn.sock.fileno() in self._conns:
                 self._answer(conn, data, keep)
         now = self.clock()
@@ -242,26 +230,10 @@ class BoundedServer:
         conn.state = BUSY
         self._waiting.pop(conn.sock.fileno(), None)
         self._sel.unregister(conn.sock)  # not read while served: nothing piles up, no busy wake-ups
-        work = self._probes if probe_path(conn.request.path) else self._pages
-        try:
-            work.put_nowait(conn)
-        except queue.Full:
+        if not self._pools.submit(conn, conn.request):
             self._counts["refused_busy"] += 1
             headers = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1"), *self.headers]
             self._answer(conn, answer_bytes(503, headers, b"busy; try again in a moment\n", False, False), False)
-
-    def _work(self, work: queue.Queue[_Conn | None]) -> None:
-        while (conn := work.get()) is not None and not self._stopping.is_set():
-            request = conn.request
-            assert request is not None
-            try:
-                status, headers, body = self.app(request)
-            except Exception as exc:  # the app's bug: one JSON line, and the client hears 500
-                log.exception("http_handler_failed", path=request.path[:200], error=type(exc).__name__)
-                status, headers, body = 500, [("Content-Type", "text/plain; charset=utf-8")], b"failed; see the log\n"
-            keep = request.keep_alive and not self._stopping.is_set()
-            self._done.append((conn, answer_bytes(status, headers, body, request.method == "HEAD", keep), keep))
-            self._wake()
 
     def _answer(self, conn: _Conn, data: bytes, keep: bool) -> None:
         conn.out, conn.keep, conn.state = memoryview(data), keep, WRITING
