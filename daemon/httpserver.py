@@ -220,7 +220,8 @@ class BoundedServer:
         except WireError as exc:
             self._counts[f"bad_request_{exc.status}"] += 1
             headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers, *self.headers]
-            return self._answer(conn, answer_bytes(exc.status, headers, exc.message.encode() + b"\n", False, False), False)
+            refusal = answer_bytes(exc.status, headers, exc.message.encode() + b"\n", head=False, keep=False)
+            return self._answer(conn, refusal, False)
         except OSError as exc:
             return self._gone(conn, type(exc).__name__)
         self._dispatch(conn)
