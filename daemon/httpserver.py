@@ -12,7 +12,8 @@ is answered while the page is busy. Limits (README "The HTTP endpoint" says them
 - time: the request line and headers within `header_timeout_s` of the connection's first wait; the
   body, the writing of the answer, and an idle keep-alive connection each within `idle_timeout_s`;
 - size: headers at most MAX_HEADER_BYTES and MAX_HEADERS lines; a body (POST only) at most
-  MAX_BODY_BYTES with a Content-Length; no chunked bodies;
+  MAX_BODY_BYTES with a Content-Length; no chunked bodies; answers waiting for slow readers at most
+  `max_unsent_bytes` in all (then 503 to new requests until they drain or are cut);
 - methods: GET, HEAD and POST (the endpoint decides what a POST may do); anything else 405.
 
 A client cut or gone is one debug line (`http_client_cut`, `http_client_gone`); the limits reached
@@ -57,6 +58,7 @@ class Limits:
     header_timeout_s: float = 5.0
     idle_timeout_s: float = 10.0
     queue: int = 32  # page requests waiting for a thread; more: 503 at once
+    max_unsent_bytes: int = 32 * 1024 * 1024  # answers held for slow readers; above it new requests hear 503
 
 
 class _Conn:
@@ -95,6 +97,7 @@ class BoundedServer:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._counts: collections.Counter[str] = collections.Counter()
+        self._unsent = 0  # bytes of answers not yet taken by the kernel, over all connections
         self._warned_at = self._scanned_at = -WARN_EVERY_S
 
     # life
@@ -231,13 +234,14 @@ class BoundedServer:
         conn.state = BUSY
         self._waiting.pop(conn.sock.fileno(), None)
         self._sel.unregister(conn.sock)  # not read while served: nothing piles up, no busy wake-ups
-        if not self._pools.submit(conn, conn.request):
-            self._counts["refused_busy"] += 1
+        if self._unsent > self.limits.max_unsent_bytes or not self._pools.submit(conn, conn.request):
+            self._counts["refused_busy" if self._unsent <= self.limits.max_unsent_bytes else "refused_unsent"] += 1
             headers = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1"), *self.headers]
             self._answer(conn, answer_bytes(503, headers, b"busy; try again in a moment\n", False, False), False)
 
     def _answer(self, conn: _Conn, data: bytes, keep: bool) -> None:
         conn.out, conn.keep, conn.state = memoryview(data), keep, WRITING
+        self._unsent += len(data)
         conn.deadline = self.clock() + self.limits.idle_timeout_s
         self._waiting.pop(conn.sock.fileno(), None)
         self._watch(conn, selectors.EVENT_WRITE)
@@ -251,6 +255,7 @@ class BoundedServer:
         except OSError as exc:
             return self._gone(conn, type(exc).__name__)
         conn.out = conn.out[sent:]
+        self._unsent -= sent
         if conn.out:
             return
         if not conn.keep:
@@ -302,6 +307,8 @@ class BoundedServer:
         if self._conns.pop(fd, None) is None:
             return
         self._waiting.pop(fd, None)
+        self._unsent -= len(conn.out)
+        conn.out = memoryview(b"")
         self._per_address[conn.address] -= 1
         if self._per_address[conn.address] <= 0:
             del self._per_address[conn.address]
@@ -319,4 +326,4 @@ class BoundedServer:
 
     def figures(self) -> dict[str, int]:
         """For tests and the benchmark: open connections and those waiting."""
-        return {"connections": len(self._conns), "waiting": len(self._waiting)}
+        return {"connections": len(self._conns), "waiting": len(self._waiting), "unsent": self._unsent}

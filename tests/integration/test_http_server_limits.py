@@ -209,3 +209,19 @@ def test_the_probes_are_answered_while_every_page_thread_is_busy_and_a_full_queu
         server.app_.release.set()
         for sock in busy:
             sock.close()
+
+
+def test_answers_held_for_readers_that_do_not_read_are_bounded_then_new_requests_hear_503():
+    server = BoundedServer("127.0.0.1", 0, App(), Limits(max_unsent_bytes=1024 * 1024, idle_timeout_s=5))
+    server.start()
+    try:
+        with connect(server, rcvbuf=4096) as stalled:
+            stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(lambda: server.figures()["unsent"] > 1024 * 1024, timeout=5, what="an answer held")
+            held = server.figures()["unsent"]
+            assert get(server, "/next").startswith(b"HTTP/1.1 503 ")
+        wait_for(lambda: server.figures()["unsent"] == 0, timeout=5, what="the held answer dropped")
+        assert get(server, "/next").endswith(b"GET /next 0")
+        figure(f"http server: {held / 2**20:.1f} MiB held for a reader that does not read (the kernel took the rest)")
+    finally:
+        server.stop()
