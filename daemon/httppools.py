@@ -58,11 +58,13 @@ class Pools:
     def _work(self, work: queue.Queue[tuple[Any, Request] | None]) -> None:
         while (item := work.get()) is not None and not self._stopping.is_set():
             whose, request = item
+            keep = request.keep_alive and not self._stopping.is_set()
             try:
                 status, headers, body = self.app(request)
-            except Exception as exc:  # the app's bug: one JSON line, and the client hears 500
+                answer = answer_bytes(status, headers, body, request.method == "HEAD", keep)
+            except Exception as exc:  # the app's bug: one JSON line (never a thread's traceback), the client hears 500
                 log.exception("http_handler_failed", path=request.path[:200], error=type(exc).__name__)
-                status, headers, body = FAILED
-            keep = request.keep_alive and not self._stopping.is_set()
-            self.done.append((whose, answer_bytes(status, headers, body, request.method == "HEAD", keep), keep))
+                keep = False
+                answer = answer_bytes(*FAILED, head=request.method == "HEAD", keep=False)
+            self.done.append((whose, answer, keep))
             self.wake()

@@ -225,3 +225,20 @@ def test_answers_held_for_readers_that_do_not_read_are_bounded_then_new_requests
         figure(f"http server: {held / 2**20:.1f} MiB held for a reader that does not read (the kernel took the rest)")
     finally:
         server.stop()
+
+
+def test_an_app_that_fails_costs_one_json_line_and_a_500_never_a_thread(capsys):
+    def failing(request: Request) -> Response:
+        if request.path == "/bad-header":
+            return 200, [("X-Name", "ünïcödé ✓")], b"not latin-1 in a header"
+        raise RuntimeError("a bug")
+
+    server = BoundedServer("127.0.0.1", 0, failing, LIMITS)
+    server.start()
+    try:
+        for _ in range(3):  # the one page thread survives each failure
+            assert get(server, "/boom").startswith(b"HTTP/1.1 500 ")
+            assert get(server, "/bad-header").startswith(b"HTTP/1.1 500 ")
+    finally:
+        server.stop()
+    assert "Traceback" not in capsys.readouterr().err
