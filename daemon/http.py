@@ -2,7 +2,7 @@
 page (`/`, `/jobs/<name>`, `/runs/<id>`, their JSON twins under `/api/`), and the JSON view of the
 loop's jobs (`/jobs`, `/jobs/{id}`) for clients that do not ask for HTML.
 
-It runs in a thread and only reads: the heartbeat file, the metrics registry, the loop's view of
+It runs in threads of its own (the server's) and only reads: the heartbeat file, the metrics registry, the loop's view of
 its jobs, and, for the page, PostgreSQL on a read-only session of its own (daemon/pagedata.py),
 opened by the first page request; the page's modules are imported then too.
 
@@ -13,8 +13,9 @@ Every answer carries a Content-Security-Policy without scripts, nosniff and no-r
   `allowed_hosts` ("name" for any port, "name:port" for one): a page of another site whose name
   was made to resolve here (DNS rebinding) is refused;
 - with `user` and `password` set, HTTP basic auth, compared in constant time.
-Only GET and HEAD change nothing; POST (with a bounded body) is let through the server for the page's
-actions to come, and answered 405 until there are any; any other method: 405 from the server.
+GET and HEAD change nothing; POST (with a bounded body) is let through the server for the page's
+actions to come (issue 23), and answered 405 until there are any; any other method: 405 from the
+server.
 
 The server (daemon/httpserver.py) bounds what clients can take: threads, connections (per address
 too), time and size; see its docstring and README "The HTTP endpoint".
