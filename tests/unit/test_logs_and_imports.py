@@ -68,7 +68,8 @@ def test_the_daemon_never_imports_scrapy():
 def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modules_unloaded(tmp_path):
     # Resident memory of the idle daemon (issue "Performance", target <= 30 MiB): Twisted (which
     # structlog would pull in), prometheus_client with http.server, urllib.request, python-dotenv
-    # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them.
+    # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them;
+    # so does the endpoint's server (issue 25).
     code = (
         "import sys, daemon.__main__, daemon.scheduler;"
         "from daemon.config import Settings; from daemon.scheduler import assemble;"
@@ -76,8 +77,8 @@ def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modu
         f" 'SCHEDULER_STATE_DIR': {str(tmp_path)!r}}});"
         "daemon.__main__.load_environment({});"
         "assemble(s, ['a']).notifier.ping('/start');"
-        "print(sorted(m for m in ('twisted', 'prometheus_client', 'http.server', 'urllib.request', 'dotenv', 'ssl')"
-        " if sys.modules.get(m) is not None))"
+        "print(sorted(m for m in ('twisted', 'prometheus_client', 'http.server', 'urllib.request', 'dotenv', 'ssl',"
+        " 'daemon.httpserver', 'daemon.httppools', 'daemon.httpwire') if sys.modules.get(m) is not None))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, check=True)  # fmt: skip
