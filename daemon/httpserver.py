@@ -202,6 +202,9 @@ class BoundedServer:
         if conn.state == READING and not conn.buf and conn.served:  # a keep-alive's next request begins
             conn.deadline = self.clock() + self.limits.header_timeout_s
         conn.buf += data
+        if conn.state == READING and b"\n" not in data and len(conn.buf) <= MAX_HEADER_BYTES:
+            return  # a head ends with a line's end: parsed again only when one comes, so a client
+            # dribbling bytes costs one scan per line, not one per byte
         self._advance(conn)
 
     def _advance(self, conn: _Conn) -> None:

@@ -242,3 +242,24 @@ def test_an_app_that_fails_costs_one_json_line_and_a_500_never_a_thread(capsys):
     finally:
         server.stop()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_head_dribbled_in_small_packets_is_parsed_once_per_line_not_once_per_packet(monkeypatch):
+    import daemon.httpserver as httpserver
+
+    calls = []
+    real = httpserver.parse_head
+    monkeypatch.setattr(httpserver, "parse_head", lambda *args: calls.append(1) or real(*args))  # the real parser, counted
+    server = BoundedServer("127.0.0.1", 0, App(), LIMITS)
+    server.start()
+    try:
+        with connect(server) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            head = b"GET /dribbled HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 2000 + b"\r\nConnection: close\r\n\r\n"
+            for n in range(0, len(head), 20):  # 100 packets, each read on its own
+                sock.send(head[n : n + 20])
+                time.sleep(0.003)
+            assert read_all(sock).endswith(b"GET /dribbled 0")
+    finally:
+        server.stop()
+    assert len(calls) <= head.count(b"\n") + 1, len(calls)
