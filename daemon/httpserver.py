@@ -98,6 +98,7 @@ class BoundedServer:
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._counts: collections.Counter[str] = collections.Counter()
         self._unsent = 0  # bytes of answers not yet taken by the kernel, over all connections
+        self._resting = False  # the listener unwatched after accept failed (no file descriptors left)
         self._warned_at = self._scanned_at = -WARN_EVERY_S
 
     # life
@@ -149,6 +150,9 @@ class BoundedServer:
         if now - self._scanned_at < SCAN_EVERY_S:
             return
         self._scanned_at = now
+        if self._resting:
+            self._resting = False
+            self._sel.register(self.listener, selectors.EVENT_READ, None)
         for conn in [c for c in self._conns.values() if c.deadline <= now and c.state != BUSY]:
             if conn.state == CLOSING:
                 self._close(conn)
@@ -167,8 +171,10 @@ class BoundedServer:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of file descriptors, say: try again next turn
+            except OSError as exc:  # out of file descriptors, say: the listener rests until the next scan
                 self._counts[f"accept_{type(exc).__name__}"] += 1
+                self._sel.unregister(self.listener)  # (else, still readable, it would spin the loop)
+                self._resting = True
                 return
             address = peer[0]
             if self._per_address[address] >= self.limits.per_address:

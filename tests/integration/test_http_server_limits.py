@@ -4,6 +4,8 @@ took is printed as a figure, never asserted; that it came, and within a bounded 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
@@ -263,3 +265,38 @@ def test_a_head_dribbled_in_small_packets_is_parsed_once_per_line_not_once_per_p
     finally:
         server.stop()
     assert len(calls) <= head.count(b"\n") + 1, len(calls)
+
+
+def test_out_of_file_descriptors_the_server_rests_its_listener_and_serves_again_once_they_are_back():
+    import resource
+
+    server = BoundedServer("127.0.0.1", 0, App(), LIMITS)
+    server.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with contextlib.suppress(OSError):
+            while True:  # every descriptor taken but the client's own
+                spare.append(socket.socket())
+        spare.pop().close()
+        client = socket.socket()  # the only one left: the server cannot accept it
+        client.settimeout(2)
+        client.connect(("127.0.0.1", server.port))
+        client.sendall(b"GET /starved HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        cpu = time.process_time()
+        time.sleep(1)
+        figure(f"http server: out of file descriptors, the process used {time.process_time() - cpu:.2f} s of CPU in 1 s")
+        assert time.process_time() - cpu < 0.1  # it did not spin on a listener it cannot accept from (0.33 s did)
+        for sock in spare:
+            sock.close()
+        spare.clear()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        client.settimeout(5)
+        assert read_all(client).endswith(b"GET /starved 0")
+        client.close()
+    finally:
+        for sock in spare:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        server.stop()
