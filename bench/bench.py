@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from daemon.records import db, queries  # noqa: E402
 from daemon.settings.config import Settings  # noqa: E402
 from daemon.records.migrations import apply_migrations  # noqa: E402
-from tests.conftest import PG_BIN, PostgresServer, _Site  # noqa: E402
+from tests.conftest import PG_BIN, PostgresServer, _Site, free_port  # noqa: E402
 from tests.helpers import SchedulerThread, insert_completed, json_lines, rows, wait_for  # noqa: E402
 
 PROJECT = ROOT / "bench" / "scrapy_project"
@@ -54,12 +54,12 @@ MODES: dict[str, dict[str, int]] = {
               "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
               "big_run_spiders": 10, "container_reps": 1, "fast_catch_up_reps": 3, "commands_reps": 3,
               "many_jobs_spiders": 20, "many_jobs_argsets": 50, "many_jobs_reps": 2, "many_jobs_ticks": 10,
-              "cluster_crawls": 3, "cluster_reps": 1},
+              "cluster_crawls": 3, "cluster_reps": 1, "http_flood_hold_s": 10},
     "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,
              "overhead_spiders": 20, "overhead_reps": 3, "scale_runs": 1_000_000, "scale_spider_rows": 10_000_000,
              "big_run_spiders": 500, "container_reps": 3, "fast_catch_up_reps": 10, "commands_reps": 10,
              "many_jobs_spiders": 100, "many_jobs_argsets": 100, "many_jobs_reps": 5, "many_jobs_ticks": 50,
-             "cluster_crawls": 6, "cluster_reps": 3},
+             "cluster_crawls": 6, "cluster_reps": 3, "http_flood_hold_s": 60},
 }  # fmt: skip
 PRECISION_INTERVAL_HOURS = 0.001  # 3.6 s between runs of one tiny crawl
 JUMP_TICK_SECONDS = 5.0
@@ -978,6 +978,53 @@ def _stats_time(text: str) -> float:
 
 
 # ----------------------------------------------------------------------------- the report
+# ----------------------------------------------------------------------------- the endpoint under a flood
+HTTP_FLOOD_CONNECTIONS = 3000
+HTTP_FLOOD_EVERY_S = 15  # the job's interval: crawls go on beside the flood
+
+
+def http_flood(world: World, hold_s: int) -> dict[str, Any]:
+    """The endpoint of a daemon running one job every 15 s (the issue's setting): a client fetching
+    the page and /metrics twice a second, idle and then beside 3,000 connections that send half a
+    request and wait (tests/flood.py, its own process, from 100 loopback addresses, each re-opened a
+    second after it is cut); the daemon's threads and resident memory in each phase."""
+    from tests.flood import fetch, proc_figures
+
+    port = free_port()
+    env = world.env(world.database(), SCHEDULER_SPIDERS="bench_000", SCHEDULER_HTTP_PORT=str(port),
+                    SCHEDULER_TICK_SECONDS="1", SCHEDULER_INTERVAL_HOURS=str(HTTP_FLOOD_EVERY_S / 3600))  # fmt: skip
+    logfile = world.workdir / "http-flood.log"
+
+    def phase(seconds: int) -> dict[str, Any]:
+        page, metrics, samples = [], [], []
+        for _ in range(seconds * 2):
+            tick = time.monotonic()
+            page.append(fetch(port, "/", None))
+            metrics.append(fetch(port, "/metrics", None))
+            samples.append(proc_figures(proc.pid))
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - tick)))
+        return {
+            "page_ms": {"p50": median([t * 1000 for _, t in page]), "p95": p95([t * 1000 for _, t in page])},
+            "metrics_ms": {"p50": median([t * 1000 for _, t in metrics]), "p95": p95([t * 1000 for _, t in metrics])},
+            "not_200": sum(s != 200 for s, _ in page + metrics), "requests": len(page) + len(metrics),
+            "threads_max": max(s[0] for s in samples), "rss_mib_max": round(max(s[1] for s in samples), 1),
+        }  # fmt: skip
+
+    with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
+        wait_event(logfile, "run_completed", 60, proc)
+        fetch(port, "/", None), fetch(port, "/metrics", None)  # the page's modules loaded
+        idle = phase(hold_s)
+        flood = subprocess.Popen([PYTHON, "-m", "tests.flood", str(port), str(HTTP_FLOOD_CONNECTIONS), str(hold_s + 5)],
+                                 cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(3)
+        under = phase(hold_s)
+        flooded = json.loads(flood.communicate(timeout=60)[0] or "{}")
+        time.sleep(5)
+        threads, rss, _ = proc_figures(proc.pid)
+    return {"connections": HTTP_FLOOD_CONNECTIONS, "hold_s": hold_s, "idle": idle, "flood": under,
+            "flood_client": flooded, "after": {"threads": threads, "rss_mib": round(rss, 1)}}  # fmt: skip
+
+
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per figure a user feels: what was measured, the target, and whether it was met."""
     out: list[dict[str, Any]] = []
@@ -1078,6 +1125,20 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             k["node_first_listing_s"]["median"], "s", None)  # fmt: skip
         row(f"cluster: records wrong ({k['remote_crawls_recorded']} remote crawls completed, "
             f"{k['schedule_json_sent']} sent)", k["wrong_records"], "", 0)  # fmt: skip
+    h = results.get("http_flood", {})
+    if h:
+        flood = f"under {h['connections']:,} half requests held {h['hold_s']} s"
+        for name, key in (("page", "page_ms"), ("/metrics", "metrics_ms")):
+            row(f"endpoint: {name} latency idle, p50", h["idle"][key]["p50"], "ms", None)
+            row(f"endpoint: {name} latency idle, p95", h["idle"][key]["p95"], "ms", None)
+            row(f"endpoint: {name} latency {flood}, p50", h["flood"][key]["p50"], "ms", None)
+            row(f"endpoint: {name} latency {flood}, p95", h["flood"][key]["p95"], "ms", 1000.0)
+        row(f"endpoint: answers other than 200 {flood} (of {h['flood']['requests']})", h["flood"]["not_200"], "", 0)
+        row("endpoint: daemon threads idle (most)", h["idle"]["threads_max"], "", None)
+        row(f"endpoint: daemon threads {flood} (most)", h["flood"]["threads_max"], "", None)
+        row("endpoint: daemon RSS idle, the page viewed (most)", h["idle"]["rss_mib_max"], "MiB", None)
+        row(f"endpoint: daemon RSS {flood} (most)", h["flood"]["rss_mib_max"], "MiB", None)
+        row(f"endpoint: daemon RSS growth {flood}", h["flood"]["rss_mib_max"] - h["idle"]["rss_mib_max"], "MiB", 10.0)
     return out
 
 
@@ -1117,6 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
         "many_jobs": lambda w: many_jobs(w, size["many_jobs_spiders"], size["many_jobs_argsets"],
                                          size["many_jobs_reps"], size["many_jobs_ticks"]),
         "cluster": lambda w: cluster(w, size["cluster_crawls"], size["cluster_reps"]),
+        "http_flood": lambda w: http_flood(w, size["http_flood_hold_s"]),
     }
     results: dict[str, Any] = {}
     started = time.monotonic()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon.settings import addresses as a, checks as checks, parsers as p
+from daemon.settings import addresses as a, checks, parsers as p
 from daemon.system import statedir
 from daemon.system.errors import ConfigError
 from daemon.settings.secret import Secret
@@ -176,6 +176,30 @@ class Settings:
         "SCHEDULER_HTTP_ALLOWED_HOSTS", a.host_list(), shown_default="empty (loopback names, the bound address)",
         meaning="more `Host` headers the page answers (a name behind a reverse proxy); any other is refused "
                 "(DNS rebinding)",
+    )  # fmt: skip
+    # The endpoint's limits (issue 25; daemon/web/httpserver.py): what any client can take is bounded.
+    http_threads: int = variable("SCHEDULER_HTTP_THREADS", p.integer(1, 64), "4",
+                                 meaning="threads answering the page (/healthz and /metrics have one more of their "
+                                         "own); 32 more page requests may wait, then 503")  # fmt: skip
+    http_max_connections: int = variable(
+        "SCHEDULER_HTTP_MAX_CONNECTIONS", p.integer(8, 10000), "256",
+        meaning="open connections at most; at the limit a new one replaces the one waiting longest without a "
+                "whole request, or is closed at once",
+    )  # fmt: skip
+    http_max_connections_per_address: int = variable(
+        "SCHEDULER_HTTP_MAX_CONNECTIONS_PER_ADDRESS", p.integer(1, 10000), "32",
+        meaning="open connections from one client address at most (more are closed at once); behind a proxy "
+                "every client has the proxy's address",
+    )  # fmt: skip
+    http_header_timeout_seconds: float = variable(
+        "SCHEDULER_HTTP_HEADER_TIMEOUT_SECONDS", p.number("seconds", high=300), "5",
+        meaning="a request's line and headers must arrive within this (from the connection or the end of the "
+                "previous answer), else it is cut",
+    )  # fmt: skip
+    http_idle_timeout_seconds: float = variable(
+        "SCHEDULER_HTTP_IDLE_TIMEOUT_SECONDS", p.number("seconds", high=3600), "10",
+        meaning="a request's body, the writing of an answer, and an idle kept-alive connection are each cut "
+                "after this",
     )  # fmt: skip
     jitter: timedelta = variable(
         "SCHEDULER_JITTER_MINUTES", p.duration("minutes", allow_zero=True, high=1440), "0",

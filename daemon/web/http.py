@@ -2,7 +2,7 @@
 page (`/`, `/jobs/<name>`, `/runs/<id>`, their JSON twins under `/api/`), and the JSON view of the
 loop's jobs (`/jobs`, `/jobs/{id}`) for clients that do not ask for HTML.
 
-It runs in a thread and only reads: the heartbeat file, the metrics registry, the loop's view of
+It runs in threads of its own (the server's) and only reads: the heartbeat file, the metrics registry, the loop's view of
 its jobs, and, for the page, PostgreSQL on a read-only session of its own (daemon/web/pagedata.py),
 opened by the first page request; the page's modules are imported then too.
 
@@ -13,7 +13,12 @@ Every answer carries a Content-Security-Policy without scripts, nosniff and no-r
   `allowed_hosts` ("name" for any port, "name:port" for one): a page of another site whose name
   was made to resolve here (DNS rebinding) is refused;
 - with `user` and `password` set, HTTP basic auth, compared in constant time.
-Only GET and HEAD: nothing here changes anything (any other method: 405).
+GET and HEAD change nothing; POST (with a bounded body) is let through the server for the page's
+actions to come (issue 23), and answered 405 until there are any; any other method: 405 from the
+server.
+
+The server (daemon/web/httpserver.py) bounds what clients can take: threads, connections (per address
+too), time and size; see its docstring and README "The HTTP endpoint".
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import hmac
 import json
 import threading
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import structlog
@@ -34,6 +38,8 @@ from daemon.telemetry import heartbeat
 from daemon.system.clock import Clock, SystemClock
 from daemon.settings.config import Settings
 from daemon.settings.secret import Secret
+from daemon.web.httpserver import BoundedServer, Limits
+from daemon.web.httpwire import Request, Response
 from daemon.telemetry.metrics import Metrics
 
 log = structlog.get_logger("daemon.http")
@@ -67,43 +73,31 @@ class HttpEndpoint:
         self.clock = clock or SystemClock()
         self._credentials = (user, password) if user and password else None  # the password stays a Secret
         self._hosts = {_host_and_port(h.strip().lower()) for h in allowed_hosts if h.strip()}
-        self.server: ThreadingHTTPServer | None = None
+        self.server: BoundedServer | None = None
         self._site: Any = None
         self._site_lock = threading.Lock()
 
     def start(self) -> None:
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's names)
-                endpoint.handle(self)
-
-            def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
-                endpoint.handle(self, head=True)
-
-            def refuse(self) -> None:
-                endpoint._send(self, 405, "text/plain; charset=utf-8", b"only GET and HEAD: nothing here changes "
-                               b"anything\n", extra=(("Allow", "GET, HEAD"),))  # fmt: skip
-
-            do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # requests are not events worth a log line each
-
-        self.server = ThreadingHTTPServer((self.settings.http_host, self.settings.http_port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
-        log.info("http_listening", host=self.settings.http_host, port=self.server.server_address[1],
-                 auth=self._credentials is not None)  # fmt: skip
+        s = self.settings
+        limits = Limits(threads=s.http_threads, max_connections=s.http_max_connections,
+                        per_address=s.http_max_connections_per_address,
+                        header_timeout_s=s.http_header_timeout_seconds, idle_timeout_s=s.http_idle_timeout_seconds)  # fmt: skip
+        self.server = BoundedServer(s.http_host, s.http_port, self.handle, limits, headers=SECURITY_HEADERS)
+        self.server.start()
+        log.info("http_listening", host=s.http_host, port=self.server.port, auth=self._credentials is not None,
+                 threads=limits.threads, max_connections=limits.max_connections)  # fmt: skip
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
         if self._site is not None:
             self._site.close()
 
-    def handle(self, request: BaseHTTPRequestHandler, head: bool = False) -> None:
+    def handle(self, request: Request) -> Response:
+        """One request (from a thread of the server) to its answer."""
+        if request.method == "POST":  # issue 23's page actions will be the first to be let through
+            return self._send(405, "text/plain; charset=utf-8", b"only GET and HEAD: nothing here changes anything\n",
+                              (("Allow", "GET, HEAD"),))  # fmt: skip
         raw_path, _, query = request.path.partition("?")
         path = raw_path.rstrip("/") or "/"
         if path == "/healthz":
@@ -112,34 +106,33 @@ class HttpEndpoint:
             healthy = age is not None and age <= limit
             body = {"status": "ok" if healthy else "stale", "heartbeat_age_s": None if age is None else round(age, 1),
                     "limit_s": limit}  # fmt: skip
-            return self._json(request, 200 if healthy else 503, body, head)
+            return self._json(200 if healthy else 503, body)
         if path == "/metrics":
-            return self._send(request, 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry), head)
-        if not self._host_allowed(request.headers.get("Host")):
-            return self._send(request, 400, "text/plain; charset=utf-8", b"this Host is not served here\n", head)
-        if self._credentials is not None and not self._authorized(request.headers.get("Authorization")):
+            return self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry))
+        if not self._host_allowed(request.header("Host")):
+            return self._send(400, "text/plain; charset=utf-8", b"this Host is not served here\n")
+        if self._credentials is not None and not self._authorized(request.header("Authorization")):
             challenge = (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),)
-            return self._send(request, 401, "text/plain; charset=utf-8", b"credentials needed\n", head, challenge)
-        if (path == "/jobs" or path.startswith("/jobs/")) and "text/html" not in request.headers.get("Accept", ""):
-            return self._housekeeping(request, path, head)
+            return self._send(401, "text/plain; charset=utf-8", b"credentials needed\n", challenge)
+        if (path == "/jobs" or path.startswith("/jobs/")) and "text/html" not in (request.header("Accept") or ""):
+            return self._housekeeping(path)
         try:
             status, content_type, payload = self._pages().respond(path, query)
         except Exception as exc:  # a page's bug must not cost the endpoint: say so, and go on
             log.exception("page_failed", path=path[:200], error=type(exc).__name__)
             status, content_type, payload = 500, "text/plain; charset=utf-8", b"the page failed; see the log\n"
-        self._send(request, status, content_type, payload, head)
+        return self._send(status, content_type, payload)
 
-    def _housekeeping(self, request: BaseHTTPRequestHandler, path: str, head: bool) -> None:
+    def _housekeeping(self, path: str) -> Response:
         """The loop's view of its runs and housekeeping jobs (as before the page), for scripts."""
         view = self.jobs()
         if path == "/jobs":
-            return self._json(request, 200, view, head)
+            return self._json(200, view)
         wanted = path[len("/jobs/") :]
         job = next((j for j in view["jobs"] if j["id"] == wanted), None)
         if job is None:
-            return self._json(request, 404, {"error": f"unknown job: {wanted}", "jobs": [j["id"] for j in view["jobs"]]},
-                              head)  # fmt: skip
-        self._json(request, 200, job, head)
+            return self._json(404, {"error": f"unknown job: {wanted}", "jobs": [j["id"] for j in view["jobs"]]})
+        return self._json(200, job)
 
     def _pages(self) -> Any:
         with self._site_lock:
@@ -174,20 +167,13 @@ class HttpEndpoint:
         same_password = hmac.compare_digest(password, want_password)
         return bool(sep) and same_user and same_password
 
-    def _json(self, request: BaseHTTPRequestHandler, status: int, body: dict[str, Any], head: bool = False) -> None:
-        self._send(request, status, "application/json", json.dumps(body, default=str).encode(), head)
+    def _json(self, status: int, body: dict[str, Any]) -> Response:
+        return self._send(status, "application/json", json.dumps(body, default=str).encode())
 
     @staticmethod
-    def _send(request: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes, head: bool = False,
-              extra: Iterable[tuple[str, str]] = ()) -> None:  # fmt: skip
-        request.send_response(status)
-        request.send_header("Content-Type", content_type)
-        request.send_header("Content-Length", str(len(body)))
-        for name, value in (*SECURITY_HEADERS, *extra):
-            request.send_header(name, value)
-        request.end_headers()
-        if not head:
-            request.wfile.write(body)
+    def _send(status: int, content_type: str, body: bytes, extra: Iterable[tuple[str, str]] = ()) -> Response:
+        """An answer with the security headers (the server adds the length, and leaves the body out for HEAD)."""
+        return status, [("Content-Type", content_type), *SECURITY_HEADERS, *extra], body
 
 
 def _host_and_port(host: str) -> tuple[str, int | None]:

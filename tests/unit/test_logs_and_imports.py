@@ -68,13 +68,15 @@ def test_the_daemon_never_imports_scrapy():
 # Also the Scrapyd engine (its client and rules: SCHEDULER_ENGINE=scrapyd only) and the endpoint.
 HEAVY_OPTIONAL = ("twisted", "prometheus_client", "http.server", "urllib.request", "dotenv", "ssl",
                   "daemon.engines.scrapyd.client", "daemon.engines.scrapyd.rules", "daemon.engines.scrapyd.dispatch",
-                  "daemon.web.http", "daemon.web.site")  # fmt: skip
+                  "daemon.web.http", "daemon.web.site", "daemon.web.httpserver", "daemon.web.httppools",
+                  "daemon.web.httpwire")  # fmt: skip
 
 
 def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modules_unloaded(tmp_path):
     # Resident memory of the idle daemon (issue "Performance", target <= 30 MiB): Twisted (which
     # structlog would pull in), prometheus_client with http.server, urllib.request, python-dotenv
-    # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them.
+    # and Python's ssl (psycopg2 and asyncio would load it) stay out unless something needs them;
+    # so does the endpoint's server (issue 25).
     code = (
         "import sys, daemon.__main__, daemon.assemble;"
         "from daemon.settings.config import Settings; from daemon.assemble import assemble;"

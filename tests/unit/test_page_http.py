@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 
 import pytest
 
@@ -78,9 +79,14 @@ def test_a_page_without_its_database_answers_503_and_a_bad_days_400(serve):
     assert ask(port, "/?failed=yes")[0] == 400
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_nothing_but_get_and_head_is_served(serve, method):
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_the_server_serves_nothing_but_get_head_and_post(serve, method):
     status, headers, _ = ask(serve(), "/", method=method)
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
+
+
+def test_a_post_passes_the_server_but_no_page_action_takes_it_yet(serve):
+    status, headers, _ = ask(serve(), "/", method="POST")
     assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
@@ -142,3 +148,25 @@ def test_scripts_keep_the_json_of_jobs_and_a_browser_gets_the_page(serve):
     assert status == 200 and json.loads(body) == {"id": "spiders"}
     status, headers, _ = ask(port, "/jobs/spiders", accept="text/html,application/xhtml+xml,*/*;q=0.8")
     assert status == 503 and headers["content-type"].startswith("text/html")  # the job's page, its database away
+
+
+def test_the_settings_limits_reach_the_server(tmp_path):
+    port = free_port()
+    settings = Settings.from_mapping({
+        "SCRAPY_PROJECT_DIR": str(ROOT / "example_project"), "SCHEDULER_STATE_DIR": str(tmp_path / "state"),
+        "SCHEDULER_HTTP_PORT": str(port), "SCHEDULER_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "1",
+        "SCHEDULER_HTTP_THREADS": "2",
+    })  # fmt: skip
+    endpoint = HttpEndpoint(settings, Metrics(), dict)
+    endpoint.start()
+    try:
+        assert endpoint.server.limits.threads == 2 and endpoint.server.limits.per_address == 1
+        address = ("127.0.0.1", port)
+        with socket.create_connection(address) as first, socket.create_connection(address) as second:
+            second.settimeout(5)
+            assert second.recv(1) == b""  # closed at once: one connection per address
+            first.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            first.settimeout(5)
+            assert first.recv(12) == b"HTTP/1.1 200"
+    finally:
+        endpoint.stop()
