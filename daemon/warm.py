@@ -91,6 +91,7 @@ class WarmParentProcess:
             theirs.close()
         self.pid = self.proc.pid
         self.gone: str | None = None  # why it will fork no more (bye, died), once known
+        self.died = False  # it did not exit by itself: killed, or crashed
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._crawls: dict[int, WarmCrawl] = {}
         self._pending: tuple[int, int] | None = None
@@ -165,6 +166,7 @@ class WarmParentProcess:
                 if crawl is not None:
                     crawl._exited(os.waitstatus_to_exitcode(message["status"]), message.get("cpu_s"))
         died = self.gone is None
+        self.died = self.died or died
         self.gone = self.gone or "the warm parent died"
         with self._lock:
             orphans, self._crawls = list(self._crawls.values()), {}
@@ -194,6 +196,7 @@ class WarmParentProcess:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self.died = True
         self.gone = self.gone or "the warm parent was stopped"
 
     def close(self) -> None:
@@ -221,6 +224,8 @@ class CrawlStarts:
         """A new run: warm starts are tried again; a project changed since its parent was made
         (warm-project: the parent holds its code) gets a new parent."""
         self._cold_reason = None
+        if self.parent is not None and self.parent.died:
+            self.parent = None
         if self.mode == "warm-project":
             fingerprint = project_fingerprint(self.project_dir)
             if fingerprint != self._fingerprint and self.parent is not None:
@@ -234,6 +239,8 @@ class CrawlStarts:
         if self.mode == "cold" or self._cold_reason is not None:
             return None
         try:
+            if self.parent is not None and self.parent.died:
+                raise WarmUnavailable(self.parent.gone or "the warm parent died")
             if self.parent is None or self.parent.gone:
                 self.parent = None
                 self.parent = WarmParentProcess(self.mode, self.project_dir, self.env, self.linger_s)

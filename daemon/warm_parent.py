@@ -73,7 +73,6 @@ def preload(level: str) -> None:
         settings = Settings()
         if level == "warm-project":
             from scrapy.utils.project import get_project_settings
-            from scrapy.utils.spider import build_from_crawler  # noqa: F401
             from scrapy.spiderloader import get_spider_loader
 
             settings = get_project_settings()
@@ -262,36 +261,44 @@ def show_command(words: list[str]) -> None:
     ctypes.memmove(start, data.ljust(end - start, b"\0"), end - start)
 
 
+def exit_code(exc: BaseException | None) -> int:
+    """The exit status the interpreter gives a program that ended with `exc` (None: returned)."""
+    if exc is None:
+        return 0
+    if isinstance(exc, SystemExit):
+        if exc.code is None:
+            return 0
+        return exc.code & 0xFF if isinstance(exc.code, int) else 1
+    return 1
+
+
 def run_as_main(execute) -> int:  # noqa: ANN001
     """Call `execute()` and return the exit code the interpreter would give (design §4, rule 8)."""
     import atexit
 
-    code, interrupted = 0, False
+    ended: BaseException | None = None
     try:
         execute()
     except SystemExit as exc:
-        if exc.code is None:
-            code = 0
-        elif isinstance(exc.code, int):
-            code = exc.code
-        else:
+        ended = exc
+        if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:  # noqa: BLE001 - as the interpreter does: the traceback, then 1
-        sys.excepthook(*sys.exc_info())
-        code = 1
+    except KeyboardInterrupt as exc:
+        ended = exc
+    except BaseException as exc:  # noqa: BLE001 - as the interpreter does: the traceback, then 1
+        ended = exc
+        trace = exc.__traceback__.tb_next if exc.__traceback__ else None  # from execute() on, not this frame
+        sys.excepthook(type(exc), exc.with_traceback(trace), trace)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    if interrupted:
+    if isinstance(ended, KeyboardInterrupt):  # as the interpreter does: die of SIGINT
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    return code & 0xFF
+    return exit_code(ended)
 
 
 def main(argv: list[str]) -> int:
