@@ -78,7 +78,8 @@ def preload(level: str) -> None:
             settings = get_project_settings()
             get_spider_loader(settings)  # imports every spider module
         for name in COMPONENT_SETTINGS:
-            for path in settings.getdict(name) or (vars(default_settings).get(name) or {}):
+            components = settings.getdict(name) or (vars(default_settings).get(name) or {})
+            for path in [*components, *components.values()]:  # middlewares name them as keys, handlers as values
                 _load(load_object, path)
         for name in CLASS_SETTINGS:
             _load(load_object, settings.get(name))
