@@ -134,6 +134,8 @@ class World:
             "LOG_FORMAT": "json",
             "BENCH_SITE_URL": self.site,
             "BENCH_SPIDERS": str(spiders),
+            # How the daemons it starts start crawls, when given (e.g. `cold`, to compare the idle rows).
+            **{k: os.environ[k] for k in ("SCHEDULER_CRAWL_START",) if k in os.environ},
             **extra,
         }
 
