@@ -154,7 +154,9 @@ class WarmParent:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         self.selector.register(self.sock, selectors.EVENT_READ)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
-        self.fds = open_fds()
+        # Its own descriptors: what a crawl may find here at a fork. Anything else (a file or a socket
+        # an import opened) would be shared by every crawl: the parent is then unusable.
+        self.fds = {str(fd) for fd in (0, 1, 2, self.sock.fileno(), self.wake_r, self.wake_w, self.selector.fileno())}
         problem = broken_rule(self.fds)
         if problem:
             self.send({"unusable": problem})

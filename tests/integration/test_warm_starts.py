@@ -326,3 +326,23 @@ def test_a_crawl_of_the_warm_parent_imports_no_third_party_module_the_parent_cou
     own = ("testproject", "twisted.internet.reactor")
     assert [m for m in new if not m.startswith(own) and m.split(".")[0] not in sys.stdlib_module_names] == []
     assert "twisted.internet.reactor" in new  # installed by the crawl, never by the parent
+
+
+def test_a_project_that_opens_a_file_at_import_runs_cold_at_warm_project(starts, crawl_env, tmp_path):
+    project = hostile_project(tmp_path / "p", settings=f"held = open({str(tmp_path / 'held')!r}, 'w')\n")
+    s = starts("warm-project", project)
+    with structlog.testing.capture_logs() as logs:
+        assert s.start(crawl_command("ok", tmp_path / "a.json")[3:]) is None
+    [reason] = [e["reason"] for e in logs if e["event"] == "crawl_start_cold"]
+    assert reason.startswith("the warm parent holds other descriptors (1 more")
+
+
+def test_each_forked_crawl_installs_the_reactor_its_own_settings_ask_for(starts, crawl_env, tmp_path):
+    project = hostile_project(tmp_path / "p")
+    s = starts("warm", project)
+    epoll = ["-s", "TWISTED_REACTOR=twisted.internet.epollreactor.EPollReactor"]
+    for name, extra in (("epoll", epoll), ("default", [])):
+        out = tmp_path / f"{name}.json"
+        assert run(s, ["probe", "-a", f"out={out}", *extra], crawl_env, project, tmp_path)["exit"] == 0
+    assert json.loads((tmp_path / "epoll.json").read_text())["reactor"] == "EPollReactor"
+    assert json.loads((tmp_path / "default.json").read_text())["reactor"] == "AsyncioSelectorReactor"
