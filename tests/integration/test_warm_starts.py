@@ -65,12 +65,15 @@ import json, os, random, sys, threading
 import scrapy
 from testproject.spiders.local import OkSpider
 
+SEEN = []  # a module-level registry, mutated at run time
+
 class Probe(OkSpider):
     name = "probe"
     def closed(self, reason):
         from twisted.internet import reactor
+        SEEN.append(os.getpid())
         with open(self.out, "w") as fh:
-            json.dump({"random": random.random(), "main": getattr(sys.modules["__main__"].__spec__, "name", None),
+            json.dump({"seen": SEEN, "random": random.random(), "main": getattr(sys.modules["__main__"].__spec__, "name", None),
                        "threads": threading.active_count(), "reactor": type(reactor).__name__,
                        "pid": os.getpid(), "pgid": os.getpgid(0), "fds": sorted(os.listdir("/proc/self/fd"))}, fh)
 '''
@@ -346,3 +349,13 @@ def test_each_forked_crawl_installs_the_reactor_its_own_settings_ask_for(starts,
         assert run(s, ["probe", "-a", f"out={out}", *extra], crawl_env, project, tmp_path)["exit"] == 0
     assert json.loads((tmp_path / "epoll.json").read_text())["reactor"] == "EPollReactor"
     assert json.loads((tmp_path / "default.json").read_text())["reactor"] == "AsyncioSelectorReactor"
+
+
+def test_at_warm_project_a_crawl_never_sees_what_the_previous_one_did_to_a_module(starts, crawl_env, tmp_path):
+    project = hostile_project(tmp_path / "p")
+    s = starts("warm-project", project)
+    for i in range(2):
+        out = tmp_path / f"probe{i}.json"
+        assert run(s, ["probe", "-a", f"out={out}"], crawl_env, project, tmp_path)["exit"] == 0
+        probe = json.loads(out.read_text())
+        assert probe["seen"] == [probe["pid"]]  # its own mutation only, on the module imported once
