@@ -110,7 +110,7 @@ class WarmParentProcess:
             self._abandon()
             raise WarmUnavailable(str(first["unusable"]), lasting=True)
         threading.Thread(target=self._read, name="warm-parent", daemon=True).start()
-        log.info("warm_parent_started", pid=self.pid, level=level, ready_s=round(time.monotonic() - started, 3))
+        log.info("warm_parent_started", pid=self.pid, mode=level, ready_s=round(time.monotonic() - started, 3))
 
     def spawn(self, argv: Sequence[str]) -> WarmCrawl:
         """Fork one crawl of `scrapy ARGV`, its output on two new pipes (the read ends are the crawl's)."""
