@@ -47,7 +47,8 @@ def _finish(crawl: Any) -> int:
     return crawl.wait(timeout=300)
 
 
-def _batch(start: Start, names: list[str], stats_dir: Path, concurrency: int, on_start=None) -> list[int]:  # noqa: ANN001
+def _batch(start: Start, names: list[str], stats_dir: Path, concurrency: int,
+           on_start: Callable[[Any], None] | None = None) -> list[int]:  # fmt: skip
     """Run the crawls of `names`, at most `concurrency` at once; their exit codes."""
     codes: list[int] = []
     pending = list(names)

@@ -73,7 +73,8 @@ class Probe(OkSpider):
         from twisted.internet import reactor
         SEEN.append(os.getpid())
         with open(self.out, "w") as fh:
-            json.dump({"seen": SEEN, "random": random.random(), "main": getattr(sys.modules["__main__"].__spec__, "name", None),
+            main = getattr(sys.modules["__main__"].__spec__, "name", None)
+            json.dump({"seen": SEEN, "random": random.random(), "main": main,
                        "threads": threading.active_count(), "reactor": type(reactor).__name__,
                        "pid": os.getpid(), "pgid": os.getpgid(0), "fds": sorted(os.listdir("/proc/self/fd"))}, fh)
 '''
@@ -82,7 +83,8 @@ class Probe(OkSpider):
 @pytest.fixture
 def crawl_env(site, tmp_path):
     return crawl_environment({"PATH": os.environ["PATH"], "TEST_SITE_URL": site, "PYTHONPATH": str(TEST_PROJECT),
-                              "SPIDER_SIDE_CHANNEL": str(tmp_path / "side-channel.log"), "SLOW_SECONDS": "2"})  # fmt: skip
+                              "SPIDER_SIDE_CHANNEL": str(tmp_path / "side-channel.log"),
+                              "SLOW_SECONDS": "2"})  # fmt: skip
 
 
 @pytest.fixture
