@@ -2,7 +2,9 @@
 
 Each crawl runs in its own process group, so a timeout or a shutdown reaches the whole tree
 (SIGTERM, then SIGKILL after the grace period) and no crawl process outlives its turn. Each line a
-crawl prints becomes a `spider_output` log event tagged with the spider and the channel.
+crawl prints becomes a `spider_output` log event tagged with the spider and the channel. A crawl
+starts cold (`python -m scrapy crawl`) or forked from the warm parent (daemon/warm.py,
+`SCHEDULER_CRAWL_START`); the rest of this module cannot tell them apart.
 """
 
 from __future__ import annotations
