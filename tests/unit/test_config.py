@@ -351,3 +351,14 @@ def test_an_interval_longer_than_the_default_retention_allows_names_the_interval
     [line] = problems(SCHEDULER_INTERVAL_HOURS="5000")
     assert line.startswith("config error: SCHEDULER_INTERVAL_HOURS='5000' is not allowed with "
                            "SCHEDULER_HISTORY_RETENTION_DAYS='90'")  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "mode"), [("", "warm"), ("cold", "cold"), ("warm", "warm"),
+                                             ("Warm-Project", "warm-project")])  # fmt: skip
+def test_crawls_start_warm_by_default_and_as_scheduler_crawl_start_says(value, mode):
+    assert build(SCHEDULER_CRAWL_START=value).crawl_start == mode
+
+
+def test_an_unknown_crawl_start_is_one_line_naming_it_the_value_and_the_choices():
+    [line] = problems(SCHEDULER_CRAWL_START="hot")
+    assert "SCHEDULER_CRAWL_START" in line and "'hot'" in line and "cold, warm, warm-project" in line
