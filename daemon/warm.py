@@ -143,30 +143,14 @@ class WarmParentProcess:
         raise WarmUnavailable(str(reply.get("refused") or self.gone or "the warm parent is gone"))
 
     def _read(self) -> None:
-        while True:
-            try:
-                data = self._sock.recv(1 << 16)
-                message = json.loads(data) if data else None
-            except (OSError, ValueError):
-                message = None
-            if message is None:
-                break
-            if "bye" in message:
-                self.gone = f"the warm parent exited ({message['bye']})"
-            elif "id" in message and "pid" in message:
-                with self._lock:
-                    out_r, err_r = self._pending or (-1, -1)
-                    crawl = self._crawls[message["pid"]] = WarmCrawl(message["pid"], out_r, err_r)
-                self._replies.put({"crawl": crawl})
-            elif "id" in message:
-                self._replies.put(message)
-            elif "status" in message:
-                with self._lock:
-                    crawl = self._crawls.pop(message["pid"], None)
-                if crawl is not None:
-                    crawl._exited(os.waitstatus_to_exitcode(message["status"]), message.get("cpu_s"))
-        died = self.gone is None
-        self.died = self.died or died
+        try:
+            while self._dispatch_one():
+                pass
+        except Exception as exc:  # noqa: BLE001 - untracked crawls must not run on: the parent goes, and they with it
+            log.error("warm_parent_unreadable", pid=self.pid, error=type(exc).__name__)
+            self.kill()
+        died = self.gone is None or self.died
+        self.died = died
         self.gone = self.gone or "the warm parent died"
         with self._lock:
             orphans, self._crawls = list(self._crawls.values()), {}
@@ -176,6 +160,31 @@ class WarmParentProcess:
         code = self.proc.wait()
         if died:
             log.warning("warm_parent_died", pid=self.pid, exit_code=code, crawls_killed=len(orphans))
+
+    def _dispatch_one(self) -> bool:
+        """Hand out the parent's next message; False at its end of file."""
+        try:
+            data = self._sock.recv(1 << 16)
+        except OSError:
+            return False
+        if not data:
+            return False
+        message = json.loads(data)
+        if "bye" in message:
+            self.gone = f"the warm parent exited ({message['bye']})"
+        elif "id" in message and "pid" in message:
+            with self._lock:
+                out_r, err_r = self._pending  # type: ignore[misc]
+                crawl = self._crawls[message["pid"]] = WarmCrawl(message["pid"], out_r, err_r)
+            self._replies.put({"crawl": crawl})
+        elif "id" in message:
+            self._replies.put(message)
+        elif "status" in message:
+            with self._lock:
+                crawl = self._crawls.pop(message["pid"], None)
+            if crawl is not None:
+                crawl._exited(os.waitstatus_to_exitcode(message["status"]), message.get("cpu_s"))
+        return True
 
     def _pump_stderr(self) -> None:
         assert self.proc.stderr is not None
