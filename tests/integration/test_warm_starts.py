@@ -361,3 +361,18 @@ def test_at_warm_project_a_crawl_never_sees_what_the_previous_one_did_to_a_modul
         assert run(s, ["probe", "-a", f"out={out}"], crawl_env, project, tmp_path)["exit"] == 0
         probe = json.loads(out.read_text())
         assert probe["seen"] == [probe["pid"]]  # its own mutation only, on the module imported once
+
+
+def test_at_warm_project_a_changed_project_gets_a_new_parent_at_the_next_run(starts, crawl_env, tmp_path):
+    project = hostile_project(tmp_path / "p")
+    s = starts("warm-project", project)
+    assert run(s, ["empty"], crawl_env, project, tmp_path)["exit"] == 0
+    first = s.parent
+    s.begin_run()  # unchanged: the same parent
+    assert run(s, ["empty"], crawl_env, project, tmp_path)["exit"] == 0 and s.parent is first
+    settings = project / "hostile" / "settings.py"
+    settings.write_text(settings.read_text() + "CHANGED = True\n")
+    os.utime(settings, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    s.begin_run()
+    assert run(s, ["empty"], crawl_env, project, tmp_path)["exit"] == 0 and s.parent is not first
+    assert until_empty(lambda: [first.pid] if alive(first.pid) else [], timeout=10) == []  # the old one drained
