@@ -40,5 +40,8 @@ USER scheduler
 # process exists.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
   CMD ["python", "-m", "daemon", "healthcheck"]
+# Each crawl is forked from a warm parent that imported Scrapy once (`python -m daemon.engines.warm_parent`,
+# started by the daemon when a crawl is due, gone a minute after the last): SCHEDULER_CRAWL_START=cold
+# turns it off, warm-project also preloads the project (README "How a crawl starts").
 ENTRYPOINT ["/docker-entrypoint.sh"]
 CMD ["python", "-m", "daemon"]

@@ -54,12 +54,12 @@ MODES: dict[str, dict[str, int]] = {
               "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
               "big_run_spiders": 10, "container_reps": 1, "fast_catch_up_reps": 3, "commands_reps": 3,
               "many_jobs_spiders": 20, "many_jobs_argsets": 50, "many_jobs_reps": 2, "many_jobs_ticks": 10,
-              "cluster_crawls": 3, "cluster_reps": 1, "http_flood_hold_s": 10},
+              "cluster_crawls": 3, "cluster_reps": 1, "http_flood_hold_s": 10, "warm_crawls": 20, "warm_reps": 1},
     "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,
              "overhead_spiders": 20, "overhead_reps": 3, "scale_runs": 1_000_000, "scale_spider_rows": 10_000_000,
              "big_run_spiders": 500, "container_reps": 3, "fast_catch_up_reps": 10, "commands_reps": 10,
              "many_jobs_spiders": 100, "many_jobs_argsets": 100, "many_jobs_reps": 5, "many_jobs_ticks": 50,
-             "cluster_crawls": 6, "cluster_reps": 3, "http_flood_hold_s": 60},
+             "cluster_crawls": 6, "cluster_reps": 3, "http_flood_hold_s": 60, "warm_crawls": 20, "warm_reps": 3},
 }  # fmt: skip
 PRECISION_INTERVAL_HOURS = 0.001  # 3.6 s between runs of one tiny crawl
 JUMP_TICK_SECONDS = 5.0
@@ -134,6 +134,8 @@ class World:
             "LOG_FORMAT": "json",
             "BENCH_SITE_URL": self.site,
             "BENCH_SPIDERS": str(spiders),
+            # How the daemons it starts start crawls, when given (e.g. `cold`, to compare the idle rows).
+            **{k: os.environ[k] for k in ("SCHEDULER_CRAWL_START",) if k in os.environ},
             **extra,
         }
 
@@ -977,6 +979,19 @@ def _stats_time(text: str) -> float:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
 
 
+# ----------------------------------------------------------------------------- 9. how a crawl starts
+def crawl_starts(world: World, crawls: int, reps: int) -> dict[str, Any]:
+    """Cold against warm crawl starts (issue 24), by the daemon's own starter: bench/warm_starts.py."""
+    from warm_starts import crawl_starts as measure, timed_site  # bench/ is this script's directory
+
+    site, first_request, shutdown = timed_site(_Site)
+    env = {**world.env("unused", crawls), "BENCH_SITE_URL": site}
+    try:
+        return measure(PROJECT, env, crawls, reps, world.workdir, first_request)
+    finally:
+        shutdown()
+
+
 # ----------------------------------------------------------------------------- the report
 # ----------------------------------------------------------------------------- the endpoint under a flood
 HTTP_FLOOD_CONNECTIONS = 3000
@@ -1139,6 +1154,24 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         row("endpoint: daemon RSS idle, the page viewed (most)", h["idle"]["rss_mib_max"], "MiB", None)
         row(f"endpoint: daemon RSS {flood} (most)", h["flood"]["rss_mib_max"], "MiB", None)
         row(f"endpoint: daemon RSS growth {flood}", h["flood"]["rss_mib_max"] - h["idle"]["rss_mib_max"], "MiB", 10.0)
+    w = results.get("crawl_starts", {})
+    if w:
+        n = w["crawls"]
+        for key, what in (("seq", "one after another"), ("c2", "at concurrency 2")):
+            row(f"crawl start: {n} tiny crawls {what}, cold, wall", w["cold"][f"{key}_wall"], "s", None)
+            row(f"crawl start: the same, warm (its parent's start included), wall", w["warm"][f"{key}_wall"], "s",
+                None)  # fmt: skip
+            row(f"crawl start: {n} {what}, warm / cold, wall", w[f"ratio_{key}_wall"], "x",
+                0.3 if key == "seq" else None)  # fmt: skip
+            row(f"crawl start: {n} {what}, warm / cold, CPU of all processes", w[f"ratio_{key}_cpu"], "x", 0.3)
+        row("crawl start: one crawl's start -> first request, cold (median)", w["cold"]["first_request"], "s", None)
+        row("crawl start: one crawl's start -> first request, warm (median)", w["warm"]["first_request"], "s", 0.1)
+        row("crawl start: peak PSS of 4 crawls at once, cold", w["cold"]["peak_pss_4"], "MiB", None)
+        row("crawl start: peak PSS of 4 crawls at once, warm (its parent included)", w["warm"]["peak_pss_4"], "MiB",
+            None)  # fmt: skip
+        row("crawl start: that peak PSS, warm / cold", w["ratio_peak_pss_4"], "x", 0.7)
+        row("crawl start: crawls that failed (cold and warm)",
+            w["cold"]["failed_crawls"] + w["warm"]["failed_crawls"], "", 0)  # fmt: skip
     return out
 
 
@@ -1179,6 +1212,7 @@ def main(argv: list[str] | None = None) -> int:
                                          size["many_jobs_reps"], size["many_jobs_ticks"]),
         "cluster": lambda w: cluster(w, size["cluster_crawls"], size["cluster_reps"]),
         "http_flood": lambda w: http_flood(w, size["http_flood_hold_s"]),
+        "crawl_starts": lambda w: crawl_starts(w, size["warm_crawls"], size["warm_reps"]),
     }
     results: dict[str, Any] = {}
     started = time.monotonic()

@@ -2,7 +2,9 @@
 
 Each crawl runs in its own process group, so a timeout or a shutdown reaches the whole tree
 (SIGTERM, then SIGKILL after the grace period) and no crawl process outlives its turn. Each line a
-crawl prints becomes a `spider_output` log event tagged with the spider and the channel.
+crawl prints becomes a `spider_output` log event tagged with the spider and the channel. A crawl
+starts cold (`python -m scrapy crawl`) or forked from the warm parent (daemon/engines/warm.py,
+`SCHEDULER_CRAWL_START`); the rest of this module cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _die_with_the_daemon(daemon_pid: int) -> None:
 
 
 class _Crawl:
-    def __init__(self, job: Job, token: Any, stats_file: Path, proc: subprocess.Popen[str], started: float):
+    def __init__(self, job: Job, token: Any, stats_file: Path, proc: Any, started: float):  # a Popen or WarmCrawl
         self.job = job
         self.spider = job.spider
         self.token = token
@@ -116,6 +118,7 @@ class CrawlRunner:
         self.stats_dir = settings.state_dir / "stats"
         self._wake = threading.Event()
         self._active: list[_Crawl] = []  # the crawls of the batch under way
+        self._starts: Any = None  # daemon.engines.warm.CrawlStarts, made at the first run (the idle daemon never loads it)
 
     def run(
         self,
@@ -133,6 +136,12 @@ class CrawlRunner:
         """
         statedir.make_directory(self.settings.state_dir)
         statedir.make_directory(self.stats_dir, follow_symlink=False)
+        if self._starts is None and self.settings.crawl_start != "cold":
+            from daemon.engines.warm import CrawlStarts
+
+            self._starts = CrawlStarts(self.settings.crawl_start, self.settings.project_dir, self.env)
+        if self._starts is not None:
+            self._starts.begin_run()
         pending = collections.deque(jobs)
         active: list[_Crawl] = []
         outcomes: list[CrawlOutcome] = []
@@ -218,8 +227,11 @@ class CrawlRunner:
     def _start(self, job: Job, token: Any) -> _Crawl:
         spider = job.spider
         stats_file = self.stats_dir / f"{spider}-{uuid.uuid4().hex}.json"
-        proc = subprocess.Popen(
-            crawl_command(spider, stats_file, crawl_arguments(job), job.name),
+        command = crawl_command(spider, stats_file, crawl_arguments(job), job.name)
+        # Forked from the warm parent (daemon/engines/warm.py), or None: a cold start, as before.
+        proc = self._starts.start(command[3:]) if self._starts is not None else None
+        proc = proc or subprocess.Popen(
+            command,
             cwd=self.settings.project_dir,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -233,7 +245,8 @@ class CrawlRunner:
         )
         crawl = _Crawl(job, token, stats_file, proc, self.clock.monotonic())
         crawl.log = CrawlLog(self.settings.state_dir, job.name, self.clock.now(), proc.pid)
-        log.info("spider_started", spider=spider, job=job.name, pid=proc.pid)
+        log.info("spider_started", spider=spider, job=job.name, pid=proc.pid,
+                 start="cold" if isinstance(proc, subprocess.Popen) else "warm")  # fmt: skip
         for channel, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             reader = threading.Thread(
                 target=self._pump, args=(crawl, channel, stream), name=f"{spider}-{channel}", daemon=True

@@ -112,6 +112,12 @@ class Settings:
                 "is one job with the settings above",
     )  # fmt: skip
     concurrency: int = variable("SCHEDULER_CONCURRENCY", p.integer(1, 64), "1", meaning="crawls at once")
+    crawl_start: str = variable(
+        "SCHEDULER_CRAWL_START", p.choice("cold", "warm", "warm-project"), "warm",
+        meaning="how a local crawl starts: `warm` forks it from a parent that imported Scrapy once (about six times "
+                "cheaper; no project code in that parent); `warm-project`: that parent also imports the project's "
+                "settings and spiders (for projects slow to import); `cold`: a fresh `python -m scrapy` each time",
+    )  # fmt: skip
     spider_timeout: timedelta = variable("SCHEDULER_SPIDER_TIMEOUT_MINUTES", p.duration("minutes"), "120",
                                          meaning="per-crawl time limit")  # fmt: skip
     retry_delay: timedelta = variable(

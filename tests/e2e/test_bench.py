@@ -17,7 +17,7 @@ from tests.e2e.test_compose_stack import docker_answers
 pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 SECTIONS = ["catch_up_local", "catch_up_container", "precision", "clock_jump", "idle", "overhead", "scale",
-            "fast_catch_up", "commands", "many_jobs", "cluster", "http_flood"]
+            "fast_catch_up", "commands", "many_jobs", "cluster", "http_flood", "crawl_starts"]
 
 
 def test_the_quick_benchmark_runs_through_and_reports_every_figure(tmp_path):
@@ -44,3 +44,5 @@ def test_the_quick_benchmark_runs_through_and_reports_every_figure(tmp_path):
     assert cluster["most_nodes_used"] == {"local": 0, "nodes_1": 1, "nodes_2": 2, "nodes_3": 3}
     flood = report["results"]["http_flood"]  # the page answered beside the flood, which held connections
     assert flood["flood"]["not_200"] == 0 and flood["flood_client"]["held_max"] >= 200
+    starts = report["results"]["crawl_starts"]  # every crawl ran, cold and forked from the warm parent
+    assert starts["cold"]["failed_crawls"] == starts["warm"]["failed_crawls"] == 0

@@ -359,3 +359,14 @@ def test_the_project_root_is_the_folder_that_holds_the_migrations_and_the_daemon
 
     assert (PROJECT_ROOT / "sql" / "001_scheduler_state.sql").is_file()
     assert (PROJECT_ROOT / "daemon" / "__main__.py").is_file()
+
+
+@pytest.mark.parametrize(("value", "mode"), [("", "warm"), ("cold", "cold"), ("warm", "warm"),
+                                             ("Warm-Project", "warm-project")])  # fmt: skip
+def test_crawls_start_warm_by_default_and_as_scheduler_crawl_start_says(value, mode):
+    assert build(SCHEDULER_CRAWL_START=value).crawl_start == mode
+
+
+def test_an_unknown_crawl_start_is_one_line_naming_it_the_value_and_the_choices():
+    [line] = problems(SCHEDULER_CRAWL_START="hot")
+    assert "SCHEDULER_CRAWL_START" in line and "'hot'" in line and "cold, warm, warm-project" in line

@@ -34,11 +34,13 @@ def test_only_the_scrapyd_engine_has_crawls_that_outlive_the_daemon():
 
 
 def test_the_local_runner_refuses_to_re_attach_to_a_crawl_and_runs_an_empty_batch_at_once(tmp_path):
-    settings = SimpleNamespace(state_dir=tmp_path / "state", concurrency=1, stop_grace_seconds=1)
+    settings = SimpleNamespace(state_dir=tmp_path / "state", concurrency=1, stop_grace_seconds=1, crawl_start="warm",
+                               project_dir=tmp_path)  # an empty batch starts no warm parent
     runner = CrawlRunner(settings, SystemClock(), threading.Event(), threading.Event(), environ={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no crawls to re-attach"):
         runner.reconcile([RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0)], lambda t, o: None)
     assert runner.reconcile([], lambda t, o: None) == [] and runner.detached == ()
+    assert runner._starts.parent is None
 
 
 def test_a_scrapyd_engine_starts_with_nothing_detached_and_nothing_left_unstarted():

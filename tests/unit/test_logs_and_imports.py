@@ -69,7 +69,8 @@ def test_the_daemon_never_imports_scrapy():
 HEAVY_OPTIONAL = ("twisted", "prometheus_client", "http.server", "urllib.request", "dotenv", "ssl",
                   "daemon.engines.scrapyd.client", "daemon.engines.scrapyd.rules", "daemon.engines.scrapyd.dispatch",
                   "daemon.web.http", "daemon.web.site", "daemon.web.httpserver", "daemon.web.httppools",
-                  "daemon.web.httpwire")  # fmt: skip
+                  "daemon.web.httpwire",
+                  "daemon.engines.warm", "daemon.engines.warm_parent")  # fmt: skip  (warm starts: at the first crawl)
 
 
 def test_an_idle_daemon_without_the_http_endpoint_leaves_the_heavy_optional_modules_unloaded(tmp_path):
