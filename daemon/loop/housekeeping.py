@@ -21,7 +21,7 @@ import psycopg2
 import schedule
 import structlog
 
-from daemon.records import db
+from daemon.records import audit, db
 from daemon.engines import crawllog
 from daemon.loop import httpcache
 from daemon.system.clock import Clock
@@ -139,12 +139,13 @@ class Housekeeping:
             if deleted_runs < RETENTION_BATCH:
                 break
         job_runs, requests = store.delete_old_bookkeeping(cutoff)
+        actions = audit.delete_old(store.conn, cutoff)  # the audit of actions is kept like the history
         # Crawl log files go with the history they belong to (their rows keep only the tail anyway).
         log_files = crawllog.remove_older_than(self.settings.state_dir, cutoff)
         log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, job_runs=job_runs,
-                 run_requests=requests, log_files=log_files, older_than=cutoff.isoformat())  # fmt: skip
+                 run_requests=requests, actions=actions, log_files=log_files, older_than=cutoff.isoformat())  # fmt: skip
         return (f"deleted {runs} run(s), {spider_runs} spider run(s), {job_runs} job run(s), {requests} "
-                f"run-now request(s) and {log_files} crawl log file(s) older than {cutoff.isoformat()}")
+                f"run-now request(s), {actions} action(s) and {log_files} crawl log file(s) older than {cutoff.isoformat()}")
 
     def view(self) -> list[dict[str, object]]:
         """Each job as GET /jobs shows it."""
