@@ -12,8 +12,10 @@ Every answer carries a Content-Security-Policy without scripts, nosniff and no-r
   address it listens on, with any port (a published container port may differ), or an entry of
   `allowed_hosts` ("name" for any port, "name:port" for one): a page of another site whose name
   was made to resolve here (DNS rebinding) is refused;
-- with `user` and `password` set, HTTP basic auth, compared in constant time.
-Only GET and HEAD: nothing here changes anything (any other method: 405).
+- with `user` and `password` set, HTTP basic auth, compared in constant time; an address with
+  `guard.LOGIN_FAILURES_ALLOWED` wrong or missing credentials in a minute is answered 429 until it passes.
+GET and HEAD read; POST (a bounded body) goes to the page's actions (daemon/web/acting.py), which
+decide who may act; any other method: 405.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
 )  # fmt: skip
 PROBES = ("/healthz", "/metrics")
+MAX_POST_BYTES = 16 * 1024  # an action's form or JSON is a few hundred bytes
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 REALM = "persistent-scheduler"
 
@@ -70,6 +73,9 @@ class HttpEndpoint:
         self.server: ThreadingHTTPServer | None = None
         self._site: Any = None
         self._site_lock = threading.Lock()
+        from daemon.web.guard import LoginLimiter
+
+        self._logins = LoginLimiter()
 
     def start(self) -> None:
         endpoint = self
@@ -81,11 +87,14 @@ class HttpEndpoint:
             def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
                 endpoint.handle(self, head=True)
 
-            def refuse(self) -> None:
-                endpoint._send(self, 405, "text/plain; charset=utf-8", b"only GET and HEAD: nothing here changes "
-                               b"anything\n", extra=(("Allow", "GET, HEAD"),))  # fmt: skip
+            def do_POST(self) -> None:  # noqa: N802 (http.server's names)
+                endpoint.handle_post(self)
 
-            do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse
+            def refuse(self) -> None:
+                endpoint._send(self, 405, "text/plain; charset=utf-8", b"only GET and HEAD (and POST to a job's "
+                               b"actions)\n", extra=(("Allow", "GET, HEAD"),))  # fmt: skip
+
+            do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # requests are not events worth a log line each
@@ -115,11 +124,8 @@ class HttpEndpoint:
             return self._json(request, 200 if healthy else 503, body, head)
         if path == "/metrics":
             return self._send(request, 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry), head)
-        if not self._host_allowed(request.headers.get("Host")):
-            return self._send(request, 400, "text/plain; charset=utf-8", b"this Host is not served here\n", head)
-        if self._credentials is not None and not self._authorized(request.headers.get("Authorization")):
-            challenge = (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),)
-            return self._send(request, 401, "text/plain; charset=utf-8", b"credentials needed\n", head, challenge)
+        if self._refused(request, head):
+            return
         if (path == "/jobs" or path.startswith("/jobs/")) and "text/html" not in request.headers.get("Accept", ""):
             return self._housekeeping(request, path, head)
         try:
@@ -128,6 +134,44 @@ class HttpEndpoint:
             log.exception("page_failed", path=path[:200], error=type(exc).__name__)
             status, content_type, payload = 500, "text/plain; charset=utf-8", b"the page failed; see the log\n"
         self._send(request, status, content_type, payload, head)
+
+    def handle_post(self, request: BaseHTTPRequestHandler) -> None:
+        """The Host and the credentials as for a page, then the path, headers and a bounded body to the
+        page's actions."""
+        if self._refused(request, False):
+            return
+        length = request.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_POST_BYTES:
+            return self._send(request, 413, "text/plain; charset=utf-8", b"a body of at most 16 KiB, with its "
+                              b"Content-Length\n")  # fmt: skip
+        body = request.rfile.read(int(length))
+        try:
+            status, content_type, payload, extra = self._pages().post(request.path.partition("?")[0], request.headers,
+                                                                      body, request.client_address[0])  # fmt: skip
+        except Exception as exc:  # an action's bug must not cost the endpoint: say so, and go on
+            log.exception("action_failed", error=type(exc).__name__)
+            status, content_type, payload, extra = 500, "text/plain; charset=utf-8", b"the action failed\n", ()
+        self._send(request, status, content_type, payload, extra=extra)
+
+    def _refused(self, request: BaseHTTPRequestHandler, head: bool) -> bool:
+        """Answers a request for another Host, or without the credentials (too many failures: 429)."""
+        if not self._host_allowed(request.headers.get("Host")):
+            self._send(request, 400, "text/plain; charset=utf-8", b"this Host is not served here\n", head)
+            return True
+        if self._credentials is None:
+            return False
+        address, now = request.client_address[0], self.clock.now()
+        if self._logins.blocked(address, now):
+            self._send(request, 429, "text/plain; charset=utf-8", b"too many failed logins: wait a minute\n", head,
+                       (("Retry-After", "60"),))  # fmt: skip
+            return True
+        if not self._authorized(request.headers.get("Authorization")):
+            if request.headers.get("Authorization") is not None:  # a browser's first request sends none
+                log.warning("login_failed", address=address, failures=self._logins.failed(address, now))
+            challenge = (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),)
+            self._send(request, 401, "text/plain; charset=utf-8", b"credentials needed\n", head, challenge)
+            return True
+        return False
 
     def _housekeeping(self, request: BaseHTTPRequestHandler, path: str, head: bool) -> None:
         """The loop's view of its runs and housekeeping jobs (as before the page), for scripts."""
@@ -148,7 +192,7 @@ class HttpEndpoint:
                     Site,  # the page's modules: only once someone looks
                 )
 
-                self._site = Site(self.settings, self.clock)
+                self._site = Site(self.settings, self.clock, user=self._credentials[0] if self._credentials else None)
             return self._site
 
     def _host_allowed(self, header: str | None) -> bool:
