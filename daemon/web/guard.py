@@ -4,7 +4,7 @@
   `LOGIN_FAILURES_ALLOWED` in `LOGIN_WINDOW`, that address is answered 429 until the window passes.
 - `Tokens`: each form carries a token bound to the user, the action and the job, signed (HMAC-SHA256)
   with a key the daemon keeps in its state directory, expiring after `TOKEN_LIFETIME`.
-- `origin_problem`: the request's `Origin` (or, without one, `Sec-Fetch-Site`) must be the page's
+- `origin_problem`: the request's `Origin` (or, without one or with `null`, `Sec-Fetch-Site`) must be the page's
   own origin, the very Host it was asked by (which daemon/web/http.py has checked against
   SCHEDULER_HTTP_ALLOWED_HOSTS).
 
@@ -94,6 +94,7 @@ def load_key(state_dir: Path) -> bytes:
     daemon did not write is refused (statedir.RefusedFile), never trusted."""
     from daemon.system import statedir
 
+    statedir.make_directory(state_dir)  # as the daemon makes it at start: 0700, this user's alone
     path = state_dir / KEY_FILE
     try:
         fd = statedir.open_own(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -121,8 +122,10 @@ def origin_problem(host: str | None, origin: str | None, fetch_site: str | None,
         if not host or parts.netloc.lower() != host.strip().lower():
             return f"a foreign Origin ({origin[:100]!r}, not this page's)"
         return None
-    if origin == "null":
-        return "an opaque Origin (null)"
+    # Origin "null": what Chromium sends for the page's own forms under `Referrer-Policy: no-referrer`
+    # (as for a sandboxed frame anywhere), so Sec-Fetch-Site decides, which no page can set.
     if fetch_site is not None:
         return None if fetch_site.strip().lower() == "same-origin" else f"a cross-site request ({fetch_site[:30]!r})"
+    if origin == "null":
+        return "an opaque Origin (null) without Sec-Fetch-Site"
     return "neither Origin nor Sec-Fetch-Site (a browser sends both)" if required else None

@@ -65,6 +65,8 @@ def test_a_token_signed_with_another_key_is_refused_and_the_key_never_shows():
     ("127.0.0.1:9464", "http://127.0.0.1:9465", "same-origin", True, True),  # another port: another origin
     ("127.0.0.1:9464", "http://evil.example", None, True, True),
     ("127.0.0.1:9464", "null", None, True, True),
+    ("127.0.0.1:9464", "null", "same-origin", True, False),  # Chromium's own form under no-referrer
+    ("127.0.0.1:9464", "null", "cross-site", True, True),  # a sandboxed frame elsewhere
     ("127.0.0.1:9464", "file://x", None, True, True),
     ("127.0.0.1:9464", None, "same-origin", True, False),
     ("127.0.0.1:9464", None, "cross-site", True, True),

@@ -184,6 +184,7 @@ def test_a_post_anywhere_but_a_jobs_action_is_405(serve):
     ({"Origin": "http://127.0.0.1:1"}, b"token=x", 403, b"foreign Origin"),
     ({"Origin": "http://evil.example"}, b"token=x", 403, b"foreign Origin"),
     ({"Origin": "null"}, b"token=x", 403, b"opaque"),
+    ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, b"token=x", 403, b"cross-site"),
     ({}, b"", 403, b"no token"),
     ({}, b"token=123.abc", 403, b"another user, action or job"),
     ({"Content-Type": "text/plain"}, b"token=x", 415, b"urlencoded"),
