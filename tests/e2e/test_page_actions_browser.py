@@ -67,6 +67,7 @@ def test_pause_for_an_hour_resume_run_now_and_cancel_by_clicking_and_each_is_aud
     assert notice.startswith("paused quotes until ")
     [(until,)] = rows(db, "SELECT until FROM job_pauses WHERE job = 'quotes'")
     assert timedelta(minutes=59) < until - before < timedelta(minutes=61)
+    assert w.tab.locator("h1 .chip").inner_text().startswith("paused until ")
     assert w.tab.locator('form[action="/jobs/quotes/run-now"]').count() == 0, "a paused job offers resume"
     w.shot("page-actions-paused")
     w.tab.locator('form[action="/jobs/quotes/resume"] button').click()
@@ -186,6 +187,13 @@ def test_the_json_api_with_and_without_credentials_and_with_a_foreign_origin(end
     assert [(a, r) for a, _, _, s, _, r in audit(db)] == [("pause", "done"), ("run-now", "refused"),
                                                           ("resume", "done"), ("cancel", "nothing")]  # fmt: skip
     assert {s for *_, s, _, _ in audit(db)} == {"api"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/api/jobs/quotes", headers={"Host": f"127.0.0.1:{port}", "Authorization": _auth()})
+    shown = json.loads(conn.getresponse().read())
+    conn.close()
+    assert [(a["action"], a["result"], a["actor"]) for a in shown["actions"]] == [
+        ("cancel", "nothing", "alice"), ("resume", "done", "alice"), ("run-now", "refused", "alice"),
+        ("pause", "done", "alice")]  # newest first, as the job's page lists them
 
 
 def _serve_html(text: str) -> ThreadingHTTPServer:
