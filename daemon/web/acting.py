@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, unquote
 
 import psycopg2
 import structlog
@@ -29,6 +29,7 @@ import structlog
 from daemon.ask import actions
 from daemon.settings.config import Settings
 from daemon.web import guard
+from daemon.web.page import job_href
 
 log = structlog.get_logger("daemon.http")
 
@@ -104,7 +105,7 @@ class Acting:
                  result=outcome.result)  # fmt: skip
         if api:
             return _json_reply(409 if outcome.result == "refused" else 200, outcome.as_dict(self.settings.timezone))
-        href = "/" if back == "overview" else "/jobs/" + quote(name, safe="").replace(".", "%2E")
+        href = "/" if back == "overview" else job_href(name)
         return 303, "text/plain; charset=utf-8", b"done\n", (("Location", f"{href}?done={outcome.audit_id}"),)
 
     def _admit(self, api: bool, name: str, action: str, headers: Mapping[str, str], body: bytes,

@@ -2,9 +2,10 @@
 page (`/`, `/jobs/<name>`, `/runs/<id>`, their JSON twins under `/api/`), and the JSON view of the
 loop's jobs (`/jobs`, `/jobs/{id}`) for clients that do not ask for HTML.
 
-It runs in a thread and only reads: the heartbeat file, the metrics registry, the loop's view of
+It runs in a thread and reads: the heartbeat file, the metrics registry, the loop's view of
 its jobs, and, for the page, PostgreSQL on a read-only session of its own (daemon/web/pagedata.py),
-opened by the first page request; the page's modules are imported then too.
+opened by the first page request; the page's modules are imported then too. The page's actions
+(daemon/web/acting.py) write the board on a connection of their own, opened by the first action.
 
 Every answer carries a Content-Security-Policy without scripts, nosniff and no-referrer. Apart from
 /healthz and /metrics (probes and scrapers name the daemon as they please, and need no password):
