@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
+from daemon.jobs.jobfile import DURATION_ALLOWED
 from daemon.records import audit
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from daemon.records.store import Store
 
 ACTIONS = ("run-now", "pause", "resume", "cancel")
+PAUSE_ALLOWED = f"{DURATION_ALLOWED}, greater than 0 and at most 100 years"
 ALL_JOBS = "*"  # the audit's job for a run-now of every job (the CLI without names)
 
 
@@ -59,6 +61,21 @@ class Outcome:
         until = self.until.astimezone(tz).isoformat(timespec="seconds") if self.until else None
         return {"action": self.action, "job": self.job, "result": self.result, "message": self.message,
                 "audit_id": self.audit_id, "until": until}  # fmt: skip
+
+
+def pause_length(text: str) -> timedelta | None:
+    """How long a pause asked for as `text` lasts (90m, 4h, 1d, 1h30m or a number of hours), or None
+    when it is not one (`PAUSE_ALLOWED` says what is), for the CLI's --for and the API's "for" alike."""
+    from daemon.jobs.jobfile import MAX_DURATION, parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError:
+        try:
+            value = parse_duration(float(text))
+        except ValueError:
+            return None
+    return value if value and value <= MAX_DURATION else None
 
 
 def act(store: Store, jobs: Sequence[Job], action: str, name: str, actor: Actor, now: datetime, tz: tzinfo, *,

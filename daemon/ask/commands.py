@@ -272,18 +272,11 @@ def _listed(names: Iterable[str]) -> str:
 
 
 def _duration(text: str) -> Any:
-    from daemon.jobs.jobfile import DURATION_ALLOWED, MAX_DURATION, parse_duration
+    from daemon.ask.actions import PAUSE_ALLOWED, pause_length
 
-    try:
-        value = parse_duration(text)
-    except ValueError:
-        try:
-            value = parse_duration(float(text))
-        except ValueError:
-            value = None
-    if not value or value > MAX_DURATION:
-        raise CommandError(f"pause: --for {text!r} is not allowed: {DURATION_ALLOWED}, greater than 0 "
-                           "and at most 100 years")  # fmt: skip
+    value = pause_length(text)
+    if value is None:
+        raise CommandError(f"pause: --for {text!r} is not allowed: {PAUSE_ALLOWED}")
     return value
 
 

@@ -168,8 +168,6 @@ class Acting:
 
 
 def _api_pause(action: str, body: bytes) -> timedelta | None:
-    from daemon.jobs.jobfile import DURATION_ALLOWED, MAX_DURATION, parse_duration
-
     try:
         sent = json.loads(body or b"{}")
     except ValueError:
@@ -181,12 +179,9 @@ def _api_pause(action: str, body: bytes) -> timedelta | None:
         return None
     if action != "pause":
         raise Refused(400, '"for" goes only with pause')
-    try:
-        value = parse_duration(raw) if isinstance(raw, str) else None
-    except ValueError:
-        value = None
-    if not value or value > MAX_DURATION:
-        raise Refused(400, f'"for": {str(raw)[:30]!r} is not allowed: {DURATION_ALLOWED}, greater than 0')
+    value = actions.pause_length(raw) if isinstance(raw, str) else None
+    if value is None:
+        raise Refused(400, f'"for": {str(raw)[:30]!r} is not allowed: {actions.PAUSE_ALLOWED}')
     return value
 
 
