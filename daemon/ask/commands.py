@@ -63,12 +63,14 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_now(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.ask import actions
     from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
+    now = SystemClock().now()
     with _store(settings) as store:
         jobs, _, _ = current_jobs(store, settings)
-        pauses = store.pauses(SystemClock().now())
+        pauses = store.pauses(now)
         paused = {job.name: _pause_text(job, pauses, settings) for job in jobs if job.paused or job.name in pauses}
         by_name = {job.name: job for job in jobs}
         chosen: list[str] = []
@@ -96,7 +98,7 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
         if args.jobs and not chosen:
             raise CommandError(f"run-now: every job of {', '.join(args.jobs)} is paused "
                                f"({', '.join(f'{n}: {paused[n]}' for n in skipped)}): resume one first")  # fmt: skip
-        request_id = store.request_run(chosen or None)
+        request_id, _ = actions.run_now(store, chosen or None, actions.Actor.cli(), now)
     if args.json:
         print(json.dumps({"request_id": request_id, "jobs": chosen or None, "skipped_paused": skipped}))
     else:
@@ -109,6 +111,7 @@ def run_now(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def pause(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.ask import actions
     from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
@@ -120,7 +123,7 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
         jobs, _, _ = current_jobs(store, settings)
         names = _resolve("pause", args.jobs, jobs)
         for name in names:
-            store.pause(name, until, now)
+            actions.pause(store, name, until, actions.Actor.cli(), now, settings.timezone)
     shown = _iso(until, settings)
     if args.json:
         print(json.dumps({"paused": [{"job": name, "until": shown} for name in names]}))
@@ -130,16 +133,21 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def resume(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.ask import actions
+    from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
+    now, actor = SystemClock().now(), actions.Actor.cli()
     with _store(settings) as store:
         jobs, _, _ = current_jobs(store, settings)
         names = _resolve("resume", args.jobs, jobs)
         in_file = [job.name for job in jobs if job.name in names and job.paused]
         if in_file:
+            for name in in_file:  # recorded refused, as from the page
+                actions.act(store, jobs, "resume", name, actor, now, settings.timezone)
             raise CommandError(f"resume: {', '.join(in_file)} paused in the jobs file (paused = true): "
                                "set paused = false there to resume it; nothing was changed")  # fmt: skip
-        resumed = [name for name in names if store.resume(name)]
+        resumed = [name for name in names if actions.resume(store, name, actor, now).result == "done"]
     idle = [name for name in names if name not in resumed]
     if args.json:
         print(json.dumps({"resumed": resumed, "not_paused": idle}))
@@ -150,14 +158,15 @@ def resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.ask import actions
+    from daemon.system.clock import SystemClock
     from daemon.ask.status import current_jobs
 
+    now, actor = SystemClock().now(), actions.Actor.cli()
     with _store(settings) as store:
         jobs, _, _ = current_jobs(store, settings)
         names = _resolve("cancel", args.jobs, jobs)
-        running = [row[0] for row in store.latest_job_runs(names) if row[3] == "running"]
-        if running:
-            store.request_cancel(running)
+        running = [name for name in names if actions.cancel(store, name, actor, now).result == "done"]
     idle = [name for name in names if name not in running]
     if args.json:
         print(json.dumps({"cancel_requested": running, "not_running": idle}))
@@ -263,18 +272,11 @@ def _listed(names: Iterable[str]) -> str:
 
 
 def _duration(text: str) -> Any:
-    from daemon.jobs.jobfile import DURATION_ALLOWED, MAX_DURATION, parse_duration
+    from daemon.ask.actions import PAUSE_ALLOWED, pause_length
 
-    try:
-        value = parse_duration(text)
-    except ValueError:
-        try:
-            value = parse_duration(float(text))
-        except ValueError:
-            value = None
-    if not value or value > MAX_DURATION:
-        raise CommandError(f"pause: --for {text!r} is not allowed: {DURATION_ALLOWED}, greater than 0 "
-                           "and at most 100 years")  # fmt: skip
+    value = pause_length(text)
+    if value is None:
+        raise CommandError(f"pause: --for {text!r} is not allowed: {PAUSE_ALLOWED}")
     return value
 
 

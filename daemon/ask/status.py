@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from daemon.records import audit
 from daemon.jobs.catalog import cadence
 from daemon.settings.config import Settings
 from daemon.plan.decision import Cadence, Plan, SpiderHistory, decide_jobs
@@ -39,6 +40,7 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
     plan, _, cadences = plan_jobs(store, settings, now, jobs)
     plans = {p.spider: p for p in plan.spiders}
     latest = {row[0]: row for row in store.latest_job_runs(names)} if names else {}
+    acted = audit.last_per_job(store.conn, names) if names else {}  # sql/018_actions.sql
     rows = []
     for job in jobs:
         _, started, finished, status, failure, items, message = latest.get(job.name, (job.name,) + (None,) * 6)
@@ -52,6 +54,7 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
             "paused": c.paused, "paused_until": _iso(c.paused_until, settings),
             "paused_by": ("file" if job.paused else "command") if c.paused else None,
             "running": status == "running",
+            "last_action": acted[job.name].as_dict(settings.timezone) if job.name in acted else None,
         })  # fmt: skip
     run = store.latest_run()
     waiting = [p.due_at or now for p in plan.spiders if not (p.paused and p.due_at is None)]

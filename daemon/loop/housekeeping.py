@@ -21,7 +21,7 @@ import psycopg2
 import schedule
 import structlog
 
-from daemon.records import db
+from daemon.records import audit, db
 from daemon.engines import crawllog
 from daemon.loop import httpcache
 from daemon.system.clock import Clock
@@ -140,14 +140,15 @@ class Housekeeping:
                 break
         job_runs, requests = store.delete_old_bookkeeping(cutoff)
         slots = store.remove_slots_older_than(cutoff)  # the freshness ledger's rows (sql/019)
+        actions = audit.delete_old(store.conn, cutoff)  # the audit of actions is kept like the history
         # Crawl log files go with the history they belong to (their rows keep only the tail anyway).
         log_files = crawllog.remove_older_than(self.settings.state_dir, cutoff)
         log.info("history_retention_deleted", runs=runs, spider_runs=spider_runs, job_runs=job_runs,
-                 run_requests=requests, ledger_slots=slots, log_files=log_files,
+                 run_requests=requests, ledger_slots=slots, actions=actions, log_files=log_files,
                  older_than=cutoff.isoformat())  # fmt: skip
         return (f"deleted {runs} run(s), {spider_runs} spider run(s), {job_runs} job run(s), {requests} "
-                f"run-now request(s), {slots} ledger slot(s) and {log_files} crawl log file(s) older than "
-                f"{cutoff.isoformat()}")
+                f"run-now request(s), {slots} ledger slot(s), {actions} action(s) and {log_files} crawl log "
+                f"file(s) older than {cutoff.isoformat()}")
 
     def view(self) -> list[dict[str, object]]:
         """Each job as GET /jobs shows it."""

@@ -207,6 +207,11 @@ class Settings:
         meaning="a request's body, the writing of an answer, and an idle kept-alive connection are each cut "
                 "after this",
     )  # fmt: skip
+    http_readonly: bool = variable(
+        "SCHEDULER_HTTP_READONLY", p.boolean(), "false",
+        meaning="`true`: the page and its API stay read-only even with basic auth (no run now, pause, resume or "
+                "cancel from the web)",
+    )  # fmt: skip
     jitter: timedelta = variable(
         "SCHEDULER_JITTER_MINUTES", p.duration("minutes", allow_zero=True, high=1440), "0",
         meaning="a random delay (fixed per due time) added to each regular run; never to a catch-up, a first run, a "

@@ -2,9 +2,11 @@
 page (`/`, `/jobs/<name>`, `/runs/<id>`, their JSON twins under `/api/`), and the JSON view of the
 loop's jobs (`/jobs`, `/jobs/{id}`) for clients that do not ask for HTML.
 
-It runs in threads of its own (the server's) and only reads: the heartbeat file, the metrics registry, the loop's view of
-its jobs, and, for the page, PostgreSQL on a read-only session of its own (daemon/web/pagedata.py),
-opened by the first page request; the page's modules are imported then too.
+It runs in threads of its own (the server's) and reads: the heartbeat file, the metrics registry, the
+loop's view of its jobs, and, for the page, PostgreSQL on a read-only session of its own
+(daemon/web/pagedata.py), opened by the first page request; the page's modules are imported then too.
+The page's actions (daemon/web/acting.py) write the board on a connection of their own, opened by the
+first action.
 
 Every answer carries a Content-Security-Policy without scripts, nosniff and no-referrer. Apart from
 /healthz and /metrics (probes and scrapers name the daemon as they please, and need no password):
@@ -12,10 +14,10 @@ Every answer carries a Content-Security-Policy without scripts, nosniff and no-r
   address it listens on, with any port (a published container port may differ), or an entry of
   `allowed_hosts` ("name" for any port, "name:port" for one): a page of another site whose name
   was made to resolve here (DNS rebinding) is refused;
-- with `user` and `password` set, HTTP basic auth, compared in constant time.
-GET and HEAD change nothing; POST (with a bounded body) is let through the server for the page's
-actions to come (issue 23), and answered 405 until there are any; any other method: 405 from the
-server.
+- with `user` and `password` set, HTTP basic auth, compared in constant time; an address with
+  `guard.LOGIN_FAILURES_ALLOWED` wrong credentials in a minute is answered 429 until it passes.
+GET and HEAD read; POST (a body of at most MAX_POST_BYTES) goes to the page's actions
+(daemon/web/acting.py), which decide who may act; any other method: 405 from the server.
 
 The server (daemon/web/httpserver.py) bounds what clients can take: threads, connections (per address
 too), time and size; see its docstring and README "The HTTP endpoint".
@@ -55,6 +57,7 @@ SECURITY_HEADERS = (
 PROBES = ("/healthz", "/metrics")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 REALM = "persistent-scheduler"
+MAX_POST_BYTES = 16 * 1024  # an action's form or JSON is a few hundred bytes
 
 
 class HttpEndpoint:
@@ -76,6 +79,9 @@ class HttpEndpoint:
         self.server: BoundedServer | None = None
         self._site: Any = None
         self._site_lock = threading.Lock()
+        from daemon.web.guard import LoginLimiter
+
+        self._logins = LoginLimiter()
 
     def start(self) -> None:
         s = self.settings
@@ -95,9 +101,8 @@ class HttpEndpoint:
 
     def handle(self, request: Request) -> Response:
         """One request (from a thread of the server) to its answer."""
-        if request.method == "POST":  # issue 23's page actions will be the first to be let through
-            return self._send(405, "text/plain; charset=utf-8", b"only GET and HEAD: nothing here changes anything\n",
-                              (("Allow", "GET, HEAD"),))  # fmt: skip
+        if request.method == "POST":
+            return self._post(request)
         raw_path, _, query = request.path.partition("?")
         path = raw_path.rstrip("/") or "/"
         if path == "/healthz":
@@ -109,11 +114,9 @@ class HttpEndpoint:
             return self._json(200 if healthy else 503, body)
         if path == "/metrics":
             return self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry))
-        if not self._host_allowed(request.header("Host")):
-            return self._send(400, "text/plain; charset=utf-8", b"this Host is not served here\n")
-        if self._credentials is not None and not self._authorized(request.header("Authorization")):
-            challenge = (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),)
-            return self._send(401, "text/plain; charset=utf-8", b"credentials needed\n", challenge)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         if (path == "/jobs" or path.startswith("/jobs/")) and "text/html" not in (request.header("Accept") or ""):
             return self._housekeeping(path)
         try:
@@ -122,6 +125,40 @@ class HttpEndpoint:
             log.exception("page_failed", path=path[:200], error=type(exc).__name__)
             status, content_type, payload = 500, "text/plain; charset=utf-8", b"the page failed; see the log\n"
         return self._send(status, content_type, payload)
+
+    def _post(self, request: Request) -> Response:
+        """The Host and the credentials as for a page, then the path, headers and a bounded body to the
+        page's actions."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if request.length > MAX_POST_BYTES:
+            return self._send(413, "text/plain; charset=utf-8", b"a body of at most 16 KiB\n")
+        try:
+            status, content_type, payload, extra = self._pages().post(
+                request.path.partition("?")[0], _HeaderView(request), request.body, request.client)
+        except Exception as exc:  # an action's bug must not cost the endpoint: say so, and go on
+            log.exception("action_failed", error=type(exc).__name__)
+            status, content_type, payload, extra = 500, "text/plain; charset=utf-8", b"the action failed\n", ()
+        return self._send(status, content_type, payload, extra)
+
+    def _refused(self, request: Request) -> Response | None:
+        """The answer to a request for another Host, or without the credentials (too many failures:
+        429); None: it may go on."""
+        if not self._host_allowed(request.header("Host")):
+            return self._send(400, "text/plain; charset=utf-8", b"this Host is not served here\n")
+        if self._credentials is None:
+            return None
+        address, now = request.client, self.clock.now()
+        if self._logins.blocked(address, now):
+            return self._send(429, "text/plain; charset=utf-8", b"too many failed logins: wait a minute\n",
+                              (("Retry-After", "60"),))  # fmt: skip
+        if not self._authorized(request.header("Authorization")):
+            if request.header("Authorization") is not None:  # a browser's first request sends none
+                log.warning("login_failed", address=address, failures=self._logins.failed(address, now))
+            challenge = (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),)
+            return self._send(401, "text/plain; charset=utf-8", b"credentials needed\n", challenge)
+        return None
 
     def _housekeeping(self, path: str) -> Response:
         """The loop's view of its runs and housekeeping jobs (as before the page), for scripts."""
@@ -141,7 +178,7 @@ class HttpEndpoint:
                     Site,  # the page's modules: only once someone looks
                 )
 
-                self._site = Site(self.settings, self.clock)
+                self._site = Site(self.settings, self.clock, user=self._credentials[0] if self._credentials else None)
             return self._site
 
     def _host_allowed(self, header: str | None) -> bool:
@@ -189,3 +226,14 @@ def _host_and_port(host: str) -> tuple[str, int | None]:
     if not port:
         return name, None
     return name, int(port) if port.isdigit() and len(port) <= 5 else -1
+
+
+class _HeaderView:
+    """A request's headers as the page's actions read them: `.get(name)` in any case."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self._request.header(name)
+        return default if value is None else value

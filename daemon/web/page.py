@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +22,7 @@ from daemon.web.pagedata import CrawlDetail, JobLane, Overview
 
 MESSAGE_SHOWN = 200  # characters of a message in a table cell (the crawl's page has it whole)
 DAY_CHOICES = (1, 3, 7, 14, 30)
+Controls = Callable[[JobLane], str]  # a job's buttons as HTML (daemon/web/forms.py)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 STYLE = """
@@ -48,6 +49,9 @@ tr.cut td.status{color:#5d4037}tr.running td.status{color:#1565c0}pre{background
 padding:.6em;white-space:pre-wrap;word-break:break-all;max-height:40em;overflow:auto}dl{display:grid;
 grid-template-columns:12em 1fr;gap:2px 1em}dt{color:#616161}dd{margin:0;white-space:pre-wrap}
 form{margin:.4em 0}nav a{margin-right:1em}.explain{background:#f5f5f5;padding:.6em;border-left:3px solid #90a4ae}
+form.act{display:inline;margin:0 .3em 0 0}form.act button{font:inherit;font-size:.85em;padding:0 .4em}
+.controls{margin:.3em 0}.notice{background:#e8f5e9;border:1px solid #2e7d32;padding:.3em .6em}
+.notice.refused{background:#ffebee;border-color:#c62828}.readonly{color:#555}.row .name .controls{white-space:normal}
 """
 
 
@@ -74,7 +78,9 @@ def document(title: str, body: str) -> str:
             f'<title>{esc(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>')  # fmt: skip
 
 
-def overview_page(ov: Overview, tz: tzinfo, failed_only: bool) -> str:
+def overview_page(ov: Overview, tz: tzinfo, failed_only: bool, *, controls: Controls | None = None,
+                  banner: str = "") -> str:  # fmt: skip
+    """`controls`: each job's buttons (daemon/web/forms.py); `banner`: a notice or why read-only, as HTML."""
     total = len(ov.lanes)
     sentences = [jl.lane.sentence for jl in ov.lanes if jl.lane.sentence]
     if ov.file_error:
@@ -84,13 +90,16 @@ def overview_page(ov: Overview, tz: tzinfo, failed_only: bool) -> str:
               else f'<p class="answer"><span class="fine">{_all_fine(total)}</span></p>')  # fmt: skip
     standin = "" if ov.published else ('<p class="sub">No daemon has published its jobs yet: one job per spider '
                                        "known here.</p>")  # fmt: skip
-    body = (f"<h1>Crawls</h1>{_when(ov, tz)}{answer}{standin}"
-            f"<h2>The last {_days(ov.days)}</h2>{_day_links('/', ov.days, failed_only)}{_lanes(ov.lanes, ov, tz)}"
+    body = (f"<h1>Crawls</h1>{_when(ov, tz)}{banner}{answer}{standin}"
+            f"<h2>The last {_days(ov.days)}</h2>{_day_links('/', ov.days, failed_only)}"
+            f"{_lanes(ov.lanes, ov, tz, controls)}"
             f"<h2>Latest crawls</h2>{_filter('/', ov.days, failed_only)}{_table(ov.latest, ov.now, tz)}")  # fmt: skip
     return document("Crawls · persistent scheduler", body)
 
 
-def job_page(ov: Overview, tz: tzinfo, failed_only: bool, paragraph: str | None) -> str:
+def job_page(ov: Overview, tz: tzinfo, failed_only: bool, paragraph: str | None, *,
+             controls: Controls | None = None, banner: str = "", audit: str = "") -> str:  # fmt: skip
+    """`controls`, `banner` as for the overview; `audit`: the job's last actions, as HTML."""
     jl = ov.lanes[0]
     job, name = jl.job, jl.job.name
     said = f'<p class="explain">{esc(paragraph)}</p>' if paragraph else ""
@@ -105,9 +114,10 @@ def job_page(ov: Overview, tz: tzinfo, failed_only: bool, paragraph: str | None)
     href = job_href(name)
     body = (f'<nav><a href="/">all jobs</a></nav><h1>Job {esc(name)} '
             f'<span class="chip {esc(jl.lane.chip.state)}">{esc(jl.lane.chip.text)}</span></h1>{_when(ov, tz)}'
-            f"{sentence}{said}<h2>The last {_days(ov.days)}</h2>{_day_links(href, ov.days, failed_only)}"
+            f"{banner}{controls(jl) if controls else ''}{sentence}{said}<h2>The last {_days(ov.days)}</h2>{_day_links(href, ov.days, failed_only)}"
             f"{_lanes(ov.lanes, ov, tz)}<h2>Crawls</h2>{_filter(href, ov.days, failed_only)}"
-            f"{_table(ov.latest, ov.now, tz)}<h2>Definition</h2>{definition}")  # fmt: skip
+            f"{_table(ov.latest, ov.now, tz)}<h2>Definition</h2>{definition}"
+            f"{'<h2>Actions</h2>' + audit if audit else ''}")  # fmt: skip
     return document(f"{name} · persistent scheduler", body)
 
 
@@ -142,14 +152,14 @@ def error_page(status: int, message: str) -> str:
                                                          f"<p>{esc(message)}</p>")  # fmt: skip
 
 
-def _lanes(job_lanes: Iterable[JobLane], ov: Overview, tz: tzinfo) -> str:
+def _lanes(job_lanes: Iterable[JobLane], ov: Overview, tz: tzinfo, controls: Controls | None = None) -> str:
     scale = lanes.Scale(*lanes.window(ov.since, ov.now))
     rows = [lanes.defs(), f'<div class="row"><span></span>{lanes.axis(scale, ov.now, tz, esc)}</div>']
     for jl in job_lanes:
         name, chip = jl.job.name, jl.lane.chip
         rows.append(f'<div class="row" id="lane-{esc(quote(name, safe=""))}"><div class="name">'
                     f'<a href="{esc(job_href(name))}">{esc(name)}</a><br>'
-                    f'<span class="chip {esc(chip.state)}">{esc(chip.text)}</span></div>'
+                    f'<span class="chip {esc(chip.state)}">{esc(chip.text)}</span>{controls(jl) if controls else ""}</div>'
                     f"{lanes.lane_svg(jl.lane, scale, tz, esc, run_href)}</div>")  # fmt: skip
     legend = ('<p class="legend sub"><span>✓ <b style="background:#2e7d32"></b> completed</span>'
               '<span>✗ <b style="background:repeating-linear-gradient(45deg,#c62828 0 2px,#fff 2px 3px)"></b> '

@@ -6,6 +6,8 @@
     GET /api/overview      the same as JSON, for scripts (?days=, ?failed=)
     GET /api/jobs/<name>   (?days=, ?failed=)
     GET /api/runs/<id>
+    POST /jobs/<name>/run-now|pause|resume|cancel       the page's forms (daemon/web/acting.py)
+    POST /api/jobs/<name>/run-now|pause|resume|cancel   their JSON twin for scripts
 
 Imported by the HTTP endpoint on the first page request only: an idle daemon nobody looks at never
 loads it. daemon/web/http.py checks the Host header, the credentials and the method before this.
@@ -16,12 +18,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import structlog
 
-from daemon.web import page, pagedata
+from daemon.records import audit
+from daemon.web import forms, page, pagedata
+from daemon.web.acting import Acting
 from daemon.system.clock import Clock
 from daemon.settings.config import Settings
 from daemon.jobs.jobfile import format_duration
@@ -39,14 +44,39 @@ class BadRequest(Exception):
 
 
 class Site:
-    def __init__(self, settings: Settings, clock: Clock, session: pagedata.PageSession | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock, session: pagedata.PageSession | None = None, *,
+                 user: str | None = None, acting: Acting | None = None) -> None:  # fmt: skip
+        """`user`: the basic-auth user (None: no auth, so the page is read-only)."""
         self.settings = settings
         self.clock = clock
         self.session = session or pagedata.PageSession(settings)
+        self.acting = acting or Acting(settings, user)
         self.tz = settings.timezone
 
     def close(self) -> None:
         self.session.close()
+        self.acting.close()
+
+    def post(self, path: str, headers: Any, body: bytes, address: str) -> tuple[int, str, bytes, tuple[Any, ...]]:
+        """An action (daemon/web/acting.py): its status, content type, body and extra headers."""
+        return self.acting.post(path, headers, body, address, self.clock.now())
+
+    def _controls(self, now: datetime, back: str) -> Callable[[pagedata.JobLane], str] | None:
+        if self.acting.read_only_because:
+            return None
+
+        def buttons(jl: pagedata.JobLane) -> str:
+            name = jl.job.name
+            running = any(c.status == "running" for c in jl.lane.crawls)
+            return forms.controls(name, lambda action: self.acting.token(action, name, now), paused=jl.plan.paused,
+                                  in_file=jl.job.paused, running=running, back=back)  # fmt: skip
+
+        return buttons
+
+    def _banner(self, store: Any, query: dict[str, str]) -> str:
+        done = query.get("done", "")
+        action = audit.one(store.conn, int(done)) if re.fullmatch(r"[0-9]{1,18}", done) else None
+        return forms.notice(action) + forms.read_only(self.acting.read_only_because)
 
     def respond(self, path: str, query: str) -> Response:
         api = path == "/api" or path.startswith("/api/")
@@ -62,23 +92,33 @@ class Site:
         now = self.clock.now()
         if path in ("/", "/jobs") or (api and path == "/overview"):
             days, failed = _days(query, 7), _failed(query)
-            ov = self.session.read(lambda s: pagedata.overview(s, self.settings, now, days, failed_only=failed))
+            ov, banner = self.session.read(lambda s: (pagedata.overview(s, self.settings, now, days, failed_only=failed),
+                                                      self._banner(s, query)))  # fmt: skip
             assert ov is not None
-            return self._json(self._overview_json(ov)) if api else self._html(page.overview_page(ov, self.tz, failed))
+            if api:
+                return self._json({**self._overview_json(ov), "actions": self.acting.read_only_because is None})
+            return self._html(page.overview_page(ov, self.tz, failed, controls=self._controls(now, "overview"),
+                                                 banner=banner))  # fmt: skip
         if path.startswith("/jobs/"):
             name = unquote(path[len("/jobs/") :], errors="replace")
             days, failed = _days(query, MAX_DAYS), _failed(query)
 
-            def read(store: Any) -> tuple[pagedata.Overview | None, Any]:
+            def read(store: Any) -> tuple[pagedata.Overview | None, Any, list[audit.Action], str]:
                 ov = pagedata.overview(store, self.settings, now, days, job=name, failed_only=failed)
-                return ov, ov and pagedata.explanation(store, self.settings, name, now)
+                if ov is None:
+                    return None, None, [], ""
+                why = pagedata.explanation(store, self.settings, name, now)
+                return ov, why, audit.of_job(store.conn, name), self._banner(store, query)
 
-            ov, why = self.session.read(read)
+            ov, why, acted, banner = self.session.read(read)
             if ov is None:
                 return self._error(404, f"no job named {name!r}", api)
             if api:
-                return self._json({**self._overview_json(ov), "explain": why.as_dict() if why else None})
-            return self._html(page.job_page(ov, self.tz, failed, why.paragraph() if why else None))
+                return self._json({**self._overview_json(ov), "explain": why.as_dict() if why else None,
+                                   "actions": [a.as_dict(self.tz) for a in acted]})  # fmt: skip
+            return self._html(page.job_page(ov, self.tz, failed, why.paragraph() if why else None,
+                                            controls=self._controls(now, "job"), banner=banner,
+                                            audit=forms.audit_table(acted, self.tz)))  # fmt: skip
         if path.startswith("/runs/"):
             wanted = path[len("/runs/") :]
             detail = None

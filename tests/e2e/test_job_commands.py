@@ -240,3 +240,37 @@ def test_status_answers_without_starting_scrapy(base_env, db, tmp_path):
     assert len(json.loads(done.stdout)["spiders"]) == 100
     figure(f"status --json, 100 published jobs: {statistics.median(took):.2f} s median of 5 (a whole process; "
            "target 0.3 s)")  # fmt: skip
+
+
+def audit_rows(db) -> list[tuple]:
+    return rows(db, "SELECT action, job, detail IS NOT NULL, actor, source, address, result FROM actions ORDER BY id")
+
+
+def test_every_command_action_is_audited_as_cli_with_the_os_user_and_its_result(base_env, db, tmp_path):
+    import getpass
+
+    publish(db)
+    crawl(db, "python-remote", "ok", utcnow() - timedelta(minutes=5), status="running")
+    for args in (("pause", "data-bogota", "--for", "1h"), ("resume", "data-bogota"), ("resume", "data-bogota"),
+                 ("cancel", "python-remote", "data-bogota"), ("run-now", "data-bogota"), ("resume", "other")):
+        cli(base_env, tmp_path, *args)
+    me = f"cli:{getpass.getuser()}"
+    assert audit_rows(db) == [
+        ("pause", "data-bogota", True, me, "cli", None, "done"),
+        ("resume", "data-bogota", False, me, "cli", None, "done"),
+        ("resume", "data-bogota", False, me, "cli", None, "nothing"),
+        ("cancel", "python-remote", False, me, "cli", None, "done"),
+        ("cancel", "data-bogota", False, me, "cli", None, "nothing"),
+        ("run-now", "data-bogota", False, me, "cli", None, "done"),
+        ("resume", "other", False, me, "cli", None, "refused"),
+    ]
+
+
+def test_status_json_shows_each_jobs_last_action(base_env, db, tmp_path):
+    publish(db)
+    cli(base_env, tmp_path, "pause", "data-bogota")
+    by_job = {row["job"]: row for row in status_json(base_env, tmp_path)["spiders"]}
+    assert by_job["python-remote"]["last_action"] is None
+    last = by_job["data-bogota"]["last_action"]
+    assert (last["action"], last["result"], last["detail"], last["source"]) == ("pause", "done", "until resumed", "cli")
+    assert last["message"] == "paused data-bogota until resumed"

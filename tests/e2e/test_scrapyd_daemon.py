@@ -129,3 +129,31 @@ def test_a_job_due_while_a_restarted_daemon_re_attaches_starts_at_once_on_a_free
     finally:
         for node in nodes:
             node.kill_group()
+
+
+def test_the_pages_api_cancels_a_crawl_on_a_scrapyd_node_the_same_way_as_a_local_one(base_env, db, tmp_path, site):
+    import base64
+    import http.client
+    import json
+
+    from tests.conftest import free_port
+
+    node = ScrapydNode(tmp_path / "nodes", "a", site, max_proc=1, slow_seconds=60).start()
+    port = free_port()
+    env = {**cluster_env(base_env, [node]), "SCHEDULER_HTTP_PORT": str(port), "SCHEDULER_HTTP_USER": "alice",
+           "SCHEDULER_HTTP_PASSWORD": "s3cret-pw"}  # fmt: skip
+    try:
+        with SchedulerThread(env, ["slow"]):
+            wait_for(lambda: [r for r in rows(db, "slow") if r[5]], timeout=60, what="the crawl on the node")
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/api/jobs/slow/cancel", body=b"{}", headers={
+                "Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()})  # fmt: skip
+            response = conn.getresponse()
+            answer = (response.status, json.loads(response.read())["result"])
+            conn.close()
+            assert answer == (200, "done")
+            wait_for(lambda: rows(db, "slow")[0][1] != "running", timeout=30, what="the cancelled crawl recorded")
+        assert rows(db, "slow")[0][1:3] == ("failed", "cancelled")
+    finally:
+        node.kill_group()

@@ -218,7 +218,7 @@ def test_the_last_holder_on_record_delays_a_new_runner_only_while_it_may_be_aliv
         assert rows(db, "SELECT count(*) FROM runner_holder")[0][0] == 0
     finally:
         store.close()
-    gone = subprocess.run([sys.executable, "-c", "from daemon import identity; print(identity.this_process())"],
+    gone = subprocess.run([sys.executable, "-c", "from daemon.leadership import identity; print(identity.this_process())"],
                           capture_output=True, text=True, check=True, cwd=str(Path(__file__).parents[2]))  # fmt: skip
     assert _may_still_run("host=elsewhere boot=x pid=1 start=1")
     assert not _may_still_run(identity.this_process())

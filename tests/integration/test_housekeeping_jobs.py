@@ -34,13 +34,17 @@ def test_history_retention_deletes_old_runs_in_batches_with_their_spider_rows(ba
              "SELECT 'overdue_check', %(now)s - make_interval(days => 91 + g), %(now)s, 'completed', '' "
              "FROM generate_series(1, 300) g; "
              "INSERT INTO run_requests (spiders, taken_at) VALUES (NULL, %(now)s - interval '100 days'), "
-             "(NULL, %(now)s - interval '1 day'), (NULL, NULL)", {"now": now})  # fmt: skip
+             "(NULL, %(now)s - interval '1 day'), (NULL, NULL); "
+             "INSERT INTO actions (at, action, job, actor, source, result, message) VALUES "
+             "(%(now)s - interval '100 days', 'pause', 'ok', 'cli:me', 'cli', 'done', 'old'), "
+             "(%(now)s - interval '1 day', 'resume', 'ok', 'cli:me', 'cli', 'done', 'recent')", {"now": now})  # fmt: skip
     jobs = jobs_for({**base_env, "SCHEDULER_HISTORY_RETENTION_DAYS": "90"}, db)
     with capture_logs() as logs:
         jobs.run_pending()  # first pass: anchored to an empty job_runs, so every job runs at once
     [done] = [e for e in logs if e["event"] == "history_retention_deleted"]
     assert (done["runs"], done["spider_runs"], done["job_runs"], done["run_requests"]) == (2500, 5000, 300, 1)
     assert rows(db, "SELECT count(*) FROM run_requests") == [(2,)]  # the recent one and the pending one
+    assert done["actions"] == 1 and rows(db, "SELECT message FROM actions") == [("recent",)]  # the audit, alike
     assert rows(db, "SELECT count(*) FROM scheduler_state") == [(1,)]
     assert rows(db, "SELECT count(*) FROM spider_runs") == [(1,)]
     assert rows(db, "SELECT job, status FROM job_runs ORDER BY job") == [

@@ -42,7 +42,7 @@ def tls_server():
 def test_the_daemon_reaches_postgres_over_tls_although_it_loads_psycopg2_without_python_ssl(tls_server):
     code = (
         "import sys, daemon.__main__\n"
-        "from daemon import db\n"
+        "from daemon.records import db\n"
         "from daemon.settings.config import Settings\n"
         "assert 'ssl' not in sys.modules\n"
         "conn = db.connect(Settings.from_mapping(dict(__import__('os').environ)))\n"

@@ -299,7 +299,7 @@ def test_through_the_runner_timeout_cancel_and_the_stop_grace_act_on_forked_craw
 def test_the_daemon_sigkilled_mid_crawl_leaves_neither_parent_nor_crawl(base_env, tmp_path):
     script = (
         "import os, sys, time\nfrom daemon.engines.warm import CrawlStarts\nfrom daemon.jobs.crawl import crawl_command\n"
-        "from daemon.engines.local import crawl_environment\nfrom pathlib import Path\n"
+        "from daemon.jobs.crawl import crawl_environment\nfrom pathlib import Path\n"
         f"s = CrawlStarts('warm', Path({str(TEST_PROJECT)!r}), crawl_environment(dict(os.environ)))\n"
         f"s.begin_run()\nc = s.start(crawl_command('slow', Path({str(tmp_path / 's.json')!r}))[3:])\n"
         "print(s.parent.pid, c.pid, flush=True)\ntime.sleep(600)\n"

@@ -1,5 +1,5 @@
 """The endpoint's guards, on a real server bound to 127.0.0.1 (PostgreSQL is not there: a page
-that passes the guards answers 503): the Host header, basic auth, GET and HEAD only, the
+that passes the guards answers 503): the Host header, basic auth and its limit on failures, the refusals of the actions (no auth, read-only, another origin, no token), GET and HEAD elsewhere, the
 security headers on every answer, and the probes left open."""
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-actio
 def serve(tmp_path):
     started: list[HttpEndpoint] = []
 
-    def start(**kwargs) -> int:
+    def start(env: dict[str, str] | None = None, **kwargs) -> int:
         port = free_port()
+        (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)  # as the daemon makes it at start
         settings = Settings.from_mapping({
             "SCRAPY_PROJECT_DIR": str(ROOT / "example_project"), "SCHEDULER_STATE_DIR": str(tmp_path / "state"),
-            "SCHEDULER_HTTP_PORT": str(port), "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()),
+            "SCHEDULER_HTTP_PORT": str(port), "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), **(env or {}),
         })  # fmt: skip
         endpoint = HttpEndpoint(settings, Metrics(), lambda: {"jobs": [{"id": "spiders"}]}, **kwargs)
         endpoint.start()
@@ -170,3 +171,88 @@ def test_the_settings_limits_reach_the_server(tmp_path):
             assert first.recv(12) == b"HTTP/1.1 200"
     finally:
         endpoint.stop()
+
+
+def post(port: int, path: str, body: bytes = b"", *, auth: str | None = None,
+         headers: dict[str, str | None] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    sent = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": f"http://127.0.0.1:{port}", **({"Authorization": auth} if auth else {}), **(headers or {})}
+    conn.request("POST", path, body=body, headers={k: v for k, v in sent.items() if v is not None})
+    response = conn.getresponse()
+    answer = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    conn.close()
+    return answer
+
+
+ALICE = {"user": "alice", "password": Secret("s3cret")}
+
+
+def test_without_basic_auth_every_action_is_refused_403_and_says_why(serve):
+    port = serve()
+    for path in ("/jobs/news/pause", "/jobs/news/run-now", "/api/jobs/news/cancel", "/api/jobs/news/resume"):
+        status, _, body = post(port, path, b"token=x")
+        assert status == 403 and b"basic auth" in body, path
+
+
+def test_with_readonly_set_actions_are_refused_even_with_credentials(serve):
+    port = serve({"SCHEDULER_HTTP_READONLY": "true"}, **ALICE)
+    status, _, body = post(port, "/api/jobs/news/pause", b"{}", auth=basic("alice", "s3cret"),
+                           headers={"Content-Type": "application/json"})
+    assert status == 403 and b"SCHEDULER_HTTP_READONLY" in body
+
+
+def test_a_post_anywhere_but_a_jobs_action_is_405(serve):
+    port = serve(**ALICE)
+    assert post(port, "/", auth=basic("alice", "s3cret"))[0] == 405
+    assert post(port, "/jobs/news/delete", auth=basic("alice", "s3cret"))[0] == 405
+
+
+@pytest.mark.parametrize("headers, body, status, said", [
+    ({"Origin": "http://127.0.0.1:1"}, b"token=x", 403, b"foreign Origin"),
+    ({"Origin": "http://evil.example"}, b"token=x", 403, b"foreign Origin"),
+    ({"Origin": "null"}, b"token=x", 403, b"opaque"),
+    ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, b"token=x", 403, b"cross-site"),
+    ({}, b"", 403, b"no token"),
+    ({}, b"token=123.abc", 403, b"another user, action or job"),
+    ({"Content-Type": "text/plain"}, b"token=x", 415, b"urlencoded"),
+    ({"Content-Type": "multipart/form-data; boundary=x"}, b"token=x", 415, b"urlencoded"),
+    ({}, b"token=a&token=b", 400, b"at most once"),
+])  # fmt: skip
+def test_a_form_from_another_origin_or_without_its_token_is_refused_before_anything_is_read(serve, headers, body,
+                                                                                             status, said):
+    port = serve(**ALICE)
+    answer = post(port, "/jobs/news/pause", body, auth=basic("alice", "s3cret"), headers=headers)
+    assert (answer[0], said in answer[2]) == (status, True), answer
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    ({"Content-Type": "text/plain"}, 415),
+    ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
+    ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site", "Origin": None}, 403),
+])  # fmt: skip
+def test_the_api_wants_json_and_refuses_a_foreign_origin(serve, headers, status):
+    port = serve(**ALICE)
+    answer = post(port, "/api/jobs/news/pause", b"{}", auth=basic("alice", "s3cret"), headers=headers)
+    assert answer[0] == status and "error" in json.loads(answer[2])
+
+
+def test_the_api_without_credentials_is_401(serve):
+    port = serve(**ALICE)
+    status, headers, _ = post(port, "/api/jobs/news/pause", b"{}", headers={"Content-Type": "application/json"})
+    assert status == 401 and headers["www-authenticate"].startswith("Basic")
+
+
+def test_ten_wrong_passwords_from_an_address_hold_it_back_with_429_even_the_right_one(serve, caplog):
+    port = serve(**ALICE)
+    for _ in range(10):
+        assert ask(port, "/", auth=basic("alice", "guess"))[0] == 401
+    status, headers, _ = ask(port, "/", auth=basic("alice", "s3cret"))
+    assert status == 429 and headers["retry-after"] == "60"
+    assert post(port, "/api/jobs/news/pause", b"{}", auth=basic("alice", "s3cret"))[0] == 429
+
+
+def test_a_body_without_a_length_or_too_long_is_refused(serve):
+    port = serve(**ALICE)
+    assert post(port, "/jobs/news/pause", b"x" * 20000, auth=basic("alice", "s3cret"))[0] == 413
