@@ -11,12 +11,13 @@ import pytest
 
 from daemon.clock import SystemClock
 from daemon.dispatch import ScrapydEngine
-from daemon.engine import Engine
+from daemon.engine import Engine, OverlappingEngine
 from daemon.remote import EngineSettings, Node, RemoteRun
 from daemon.runner import CrawlRunner
 from tests.unit.test_dispatch import job
 
-MEMBERS = ("reattaches", "detached", "not_started", "run", "reconcile", "cancel")
+MEMBERS = ("reattaches", "detached", "not_started", "overlaps", "run", "reconcile", "cancel")
+OVERLAPPING = ("launch", "poll", "busy")
 
 
 @pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
@@ -26,6 +27,16 @@ def test_each_engine_offers_every_member_of_the_interface_with_its_parameters(en
     for name in ("run", "reconcile", "cancel"):
         wanted = list(inspect.signature(getattr(Engine, name)).parameters)
         assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
+
+
+def test_the_local_runner_overlaps_its_crawls_and_offers_the_members_that_need():
+    declared = {name for name in vars(OverlappingEngine) if not name.startswith("_")}
+    assert declared == set(OVERLAPPING)
+    assert CrawlRunner.overlaps is True and ScrapydEngine.overlaps is False
+    for name in ("launch", "poll"):
+        wanted = list(inspect.signature(getattr(OverlappingEngine, name)).parameters)
+        assert list(inspect.signature(getattr(CrawlRunner, name)).parameters) == wanted, name
+    assert isinstance(inspect.getattr_static(CrawlRunner, "busy"), property)
 
 
 def test_only_the_scrapyd_engine_has_crawls_that_outlive_the_daemon():
