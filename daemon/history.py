@@ -76,10 +76,12 @@ class HistoryCopy:
         self._read_at = float("-inf")
 
     def plan(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence], *,
-             fresh: bool) -> tuple[Plan, list[SpiderHistory]]:  # fmt: skip
-        """The plan of `jobs` at `now`, and the history it was decided from. `fresh`: read it."""
+             fresh: bool, running: frozenset[str] = frozenset()) -> tuple[Plan, list[SpiderHistory]]:  # fmt: skip
+        """The plan of `jobs` at `now`, and the history it was decided from. `fresh`: read it.
+        `running`: jobs with a crawl under way; their being due is no reason to read the history again
+        (a crawl's end invalidates the copy)."""
         plan = None if fresh else self._from_copy(store, now, jobs, cadences)
-        if plan is None or plan.due:
+        if plan is None or (plan.due and not running.issuperset(plan.due)):
             self._histories = store.histories(list(jobs))
             self._read_at = self.clock.monotonic()
             self._same_jobs(self._histories, jobs)  # checked with the read, not on the next tick
