@@ -33,6 +33,7 @@ from daemon.lease import Lease
 from daemon.logs import Once
 from daemon.observation import Heartbeat, Observer
 from daemon.runs import POLL_SECONDS
+from daemon.slots import take_slots, waiting
 from daemon.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")
@@ -145,19 +146,16 @@ class Scheduler:
         self.observer.planned(plan, histories, self.catalog.spider_of)
         paused = {p.spider for p in plan.spiders if p.paused}
         self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot
-        asked = [j for j in jobs if j in self.asked and j not in plan.due]
-        waiting = [name for name in (*plan.most_overdue_first, *asked) if name not in running]
-        due, held_until = self.jitter.hold_back(plan, waiting, self.asked)
-        free = self.batches.free()  # None: the engine places a run's crawls itself
-        if free is not None:
-            due = due[:free]  # most overdue first: the rest wait for the next freed slot
+        candidates = waiting(plan, running, [j for j in jobs if j in self.asked])
+        due, held_until = self.jitter.hold_back(plan, candidates, self.asked)
+        due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
         reattaching = self.batches.reattaching()
         if due or reattaching:
             self.asked -= set(due)
             # False: not one crawl could be recorded as started (a trigger or a constraint refuses the
             # row). The jobs stay due, but trying again at once would spin and pile up runs.
             return 0 if self.batches.online(store, self.catalog.jobs_named(due), now) else tick
-        if waiting and not held_until:
+        if candidates and not held_until:
             return tick  # every slot is taken: a crawl's end wakes the loop
         # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.
         self.housekeeping.run_pending()
