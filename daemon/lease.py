@@ -246,12 +246,16 @@ class Lease:
             elif not all(self.runner_store().touch_run(r) for r in (run_id, *self._also)):  # type: ignore[union-attr]
                 self.give_way("the run was failed by another daemon")
         except psycopg2.Error as exc:
-            self.notices.say(
-                "runner_lock_connection_lost",
-                f"Lost the connection that holds the runner lock during a run: {db.first_line(exc)}; "
-                "the crawls go on while it reconnects",
-            )
-            self.lost()
+            self.lost_mid_run(exc)
+
+    def lost_mid_run(self, exc: psycopg2.Error) -> None:
+        """The connection failed while crawls run: they go on; the probe re-takes the lock (or gives way)."""
+        self.notices.say(
+            "runner_lock_connection_lost",
+            f"Lost the connection that holds the runner lock during a run: {db.first_line(exc)}; "
+            "the crawls go on while it reconnects",
+        )
+        self.lost()
 
     def retake(self, run_id: int) -> None:
         """Reconnect and re-take the lock mid-run; give way if another daemon has it or the run.

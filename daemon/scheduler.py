@@ -165,6 +165,11 @@ class Scheduler:
     def _database_failed(self, exc: psycopg2.Error, now: datetime) -> float:
         self.db_failures += 1
         self.observer.database_reachable(False)
+        if self.batches.busy and self.lease.leading:
+            # Between two polls of runs under way: as when the lease's probe finds it, the crawls
+            # go on and the probe re-takes the lock (or gives way); nothing new starts meanwhile.
+            self.lease.lost_mid_run(exc)
+            return POLL_SECONDS
         log.error("database_error",
                   message="PostgreSQL failed; reconnecting and re-taking the runner lock before running anything",
                   sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc), attempt=self.db_failures)  # fmt: skip

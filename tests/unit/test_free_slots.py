@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from structlog.testing import capture_logs
+
 from daemon.decision import SpiderHistory
-from tests.unit.fakes import T0, FakeStore
+from daemon.lease import Role
+from daemon.runs import POLL_SECONDS
+from tests.unit.fakes import T0, FakeStore, unreachable
 from tests.unit.test_loop import TICK, Loop
 
 
@@ -79,3 +83,18 @@ def test_housekeeping_waits_while_due_jobs_wait_for_a_slot_and_runs_once_nothing
     succeeded(loop, "b")
     loop.step()
     assert loop.housekeeping.named("run_pending") == [()]
+
+
+def test_postgresql_lost_while_crawls_run_lets_them_go_on_and_starts_nothing_offline_beside_them():
+    loop = Loop(FakeStore(), spiders=("long", "quick"), slots=1)
+    loop.step()
+    assert loop.batches.online_runs == [("long",)]
+    loop.store.fail = unreachable()
+    with capture_logs() as logs:
+        assert loop.step() == POLL_SECONDS
+        assert loop.step() == POLL_SECONDS  # collecting the crawls under way; the probe re-takes the lock
+    assert loop.lease.role is Role.OFFLINE and loop.batches.offline_runs == []
+    assert [e["event"] for e in logs if e["event"] == "runner_lock_connection_lost"] == ["runner_lock_connection_lost"]
+    loop.batches.end("long")  # once nothing runs, the fail-safe may run what is due
+    loop.step()
+    assert loop.batches.offline_runs
