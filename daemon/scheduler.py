@@ -146,7 +146,7 @@ class Scheduler:
         self.observer.planned(plan, histories, self.catalog.spider_of)
         paused = {p.spider for p in plan.spiders if p.paused}
         self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot
-        candidates = waiting(plan, running, [j for j in jobs if j in self.asked])
+        candidates = waiting(plan, running, [j for j in jobs if j in self.asked] if self.asked else ())
         due, held_until = self.jitter.hold_back(plan, candidates, self.asked)
         due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
         reattaching = self.batches.reattaching()
