@@ -136,7 +136,8 @@ class OpenRuns:
         return ended
 
     def _end(self, run: OpenRun) -> None:
-        self.observer.run_stopped()
+        if not self.runs:
+            self.observer.run_stopped()  # the `running` gauge and flag: until the last open run's crawls end
         for r in run.recorder.results:
             self.observer.crawl_finished(r.outcome, r.started_at)
         ok, error = self.verdict(run.due, run.outcomes)
@@ -145,8 +146,7 @@ class OpenRuns:
     def _give_way(self) -> None:
         """Another daemon took the runner lock: every crawl is killed; the open runs and their rows
         are the new runner's to fail."""
-        for _ in self.runs:
-            self.observer.run_stopped()
+        self.observer.run_stopped()
         self.runs.clear()
         self._lease_runs()
         self.history.invalidate()
