@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 from daemon.records import db, queries  # noqa: E402
 from daemon.settings.config import Settings  # noqa: E402
 from daemon.records.migrations import apply_migrations  # noqa: E402
-from tests.conftest import PG_BIN, PostgresServer, _Site, free_port  # noqa: E402
+from tests.conftest import PG_BIN, PostgresServer, _Site  # noqa: E402
+from free_slots import free_slots  # noqa: E402  (bench/free_slots.py, beside this script)
 from tests.helpers import SchedulerThread, insert_completed, json_lines, rows, wait_for  # noqa: E402
 
 PROJECT = ROOT / "bench" / "scrapy_project"
@@ -54,12 +55,16 @@ MODES: dict[str, dict[str, int]] = {
               "overhead_spiders": 4, "overhead_reps": 1, "scale_runs": 20_000, "scale_spider_rows": 200_000,
               "big_run_spiders": 10, "container_reps": 1, "fast_catch_up_reps": 3, "commands_reps": 3,
               "many_jobs_spiders": 20, "many_jobs_argsets": 50, "many_jobs_reps": 2, "many_jobs_ticks": 10,
-              "cluster_crawls": 3, "cluster_reps": 1, "http_flood_hold_s": 10, "warm_crawls": 20, "warm_reps": 1},
+              "cluster_crawls": 3, "cluster_reps": 1, "http_flood_hold_s": 10, "warm_crawls": 20, "warm_reps": 1,
+              "refill_crawls": 12, "free_slots_ticks": 40, "free_slots_jobs_spiders": 20,
+              "free_slots_jobs_argsets": 500, "mixed_long_s": 30},
     "full": {"catch_up_reps": 10, "precision_runs": 50, "jump_reps": 8, "idle_seconds": 600,
              "overhead_spiders": 20, "overhead_reps": 3, "scale_runs": 1_000_000, "scale_spider_rows": 10_000_000,
              "big_run_spiders": 500, "container_reps": 3, "fast_catch_up_reps": 10, "commands_reps": 10,
              "many_jobs_spiders": 100, "many_jobs_argsets": 100, "many_jobs_reps": 5, "many_jobs_ticks": 50,
-             "cluster_crawls": 6, "cluster_reps": 3, "http_flood_hold_s": 60, "warm_crawls": 20, "warm_reps": 3},
+             "cluster_crawls": 6, "cluster_reps": 3, "http_flood_hold_s": 60, "warm_crawls": 20, "warm_reps": 3,
+             "refill_crawls": 50, "free_slots_ticks": 200, "free_slots_jobs_spiders": 100,
+             "free_slots_jobs_argsets": 100, "mixed_long_s": 60},
 }  # fmt: skip
 PRECISION_INTERVAL_HOURS = 0.001  # 3.6 s between runs of one tiny crawl
 JUMP_TICK_SECONDS = 5.0
@@ -1172,6 +1177,17 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         row("crawl start: that peak PSS, warm / cold", w["ratio_peak_pss_4"], "x", 0.7)
         row("crawl start: crawls that failed (cold and warm)",
             w["cold"]["failed_crawls"] + w["warm"]["failed_crawls"], "", 0)  # fmt: skip
+    f = results.get("free_slots", {})
+    if f:
+        r, t, x = f["refill"], f["tick_with_crawl_running"], f["mixed"]
+        row(f"free slot: a crawl's recorded end -> the next crawl's recorded start, local (median of {r['crawls'] - 1})",
+            r["median_s"], "s", 0.1)  # fmt: skip
+        row("free slot: the same, worst", r["worst_s"], "s", 0.1)
+        row(f"free slot: the loop's step at {t['jobs']:,} jobs with a crawl running (median)", t["median_ms"], "ms", 20)
+        row(f"free slot: the same, p95", t["p95_ms"], "ms", None)
+        row(f"free slot: mixed load, one {x['long_s']} s crawl beside 20 one-second jobs every 10 s at concurrency 2: "
+            f"worst overdue of a short job ({x['short_crawls_while_long_ran']} short crawls; tick {x['tick_s']:g} s)",
+            x["worst_overdue_s"], "s", x["tick_s"])  # fmt: skip
     return out
 
 
@@ -1213,6 +1229,11 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": lambda w: cluster(w, size["cluster_crawls"], size["cluster_reps"]),
         "http_flood": lambda w: http_flood(w, size["http_flood_hold_s"]),
         "crawl_starts": lambda w: crawl_starts(w, size["warm_crawls"], size["warm_reps"]),
+        "free_slots": lambda w: free_slots(w, process, PYTHON, crawls=size["refill_crawls"],
+                                           jobs_spiders=size["free_slots_jobs_spiders"],
+                                           jobs_argsets=size["free_slots_jobs_argsets"], ticks=size["free_slots_ticks"],
+                                           long_s=size["mixed_long_s"], generate_job_runs=GENERATE_JOB_RUNS,
+                                           jobs_file=jobs_file),  # fmt: skip
     }
     results: dict[str, Any] = {}
     started = time.monotonic()

@@ -21,8 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from daemon.jobs.crawl import crawl_command
-from daemon.jobs.crawl import crawl_environment
+from daemon.jobs.crawl import crawl_command, crawl_environment
 from daemon.engines.warm import CrawlStarts
 
 Start = Callable[[list[str]], Any]  # argv after `python -m scrapy` -> a Popen-like crawl

@@ -96,7 +96,7 @@ def assemble(
         runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way)
     else:
         runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ,
-                             abort=lease.giving_way)  # fmt: skip
+                             abort=lease.giving_way, wake=wake)  # fmt: skip
     journal = Journal(settings.state_dir)
     history = HistoryCopy(clock, Cadence(settings.interval, settings.retry_delay))
     housekeeping = Housekeeping(settings, clock, lease.runner_store, metrics, notifier,
@@ -111,6 +111,7 @@ def assemble(
     return Scheduler(
         settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
         takeover=TakeOver(journal, keep_remote=runner.reattaches), history=history, jitter=jitter, requests=requests,
-        batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop), observer=observer,
+        batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop, slots=settings.concurrency),
+        observer=observer,
         housekeeping=housekeeping, heartbeat=heartbeat, notifier=notifier, http=http,
     )  # fmt: skip

@@ -45,6 +45,9 @@ class Engine(Protocol):
     detached: Sequence[Any]
     # Why the last run left some jobs not started (None: the daemon was stopping).
     not_started: str | None
+    # Crawls are started one by one while others run (`launch`, `poll`, `busy`): the loop gives a
+    # freed slot at once and never waits for a run. False: a run is crawled to its end by `run`.
+    overlaps: bool
 
     def run(self, jobs: Sequence[Job], on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = ...,
             on_dispatch: OnDispatch = ...) -> list[CrawlOutcome]:  # fmt: skip
@@ -59,4 +62,21 @@ class Engine(Protocol):
 
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: stop its crawl under way (its verdict: cancelled); False if none runs."""
+        ...
+
+
+class OverlappingEngine(Engine, Protocol):
+    """An engine whose `overlaps` is True: the loop starts crawls one by one beside those under way."""
+
+    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = ...) -> bool:
+        """Start `job`'s crawl now beside those under way; False: `on_start` refused it."""
+        ...
+
+    def poll(self) -> int:
+        """Enforce timeouts and stops, tell each ended crawl to its `on_finish`; how many ended."""
+        ...
+
+    @property
+    def busy(self) -> int:
+        """The crawls under way, each holding a slot."""
         ...

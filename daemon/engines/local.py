@@ -69,6 +69,7 @@ class _Crawl:
         self.cancelled = False
         self.log: CrawlLog | None = None
         self.readers: list[threading.Thread] = []
+        self.on_finish: OnFinish = lambda token, outcome: None  # its run's recorder
 
     def signal_group(self, sig: signal.Signals) -> None:
         try:
@@ -92,6 +93,7 @@ class CrawlRunner:
     in a process group of its own, that dies with it."""
 
     reattaches = False  # a local crawl never outlives its daemon: one left 'running' is stale
+    overlaps = True  # crawls started one by one (`launch`) while others run: the loop never waits for a run
     detached: tuple[()] = ()
     not_started: str | None = None
 
@@ -105,7 +107,10 @@ class CrawlRunner:
         on_poll: Callable[[], None] = lambda: None,
         environ: dict[str, str] | None = None,
         abort: threading.Event | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
+        """`wake`: set when a crawl's process has exited (the loop's wake event, so that a freed slot
+        is given again at once, not on the next poll)."""
         self.settings = settings
         self.clock = clock
         self.stop = stop
@@ -116,9 +121,9 @@ class CrawlRunner:
         self.on_poll = on_poll
         self.env = crawl_environment(dict(os.environ) if environ is None else environ)
         self.stats_dir = settings.state_dir / "stats"
-        self._wake = threading.Event()
-        self._active: list[_Crawl] = []  # the crawls of the batch under way
-        self._starts: Any = None  # daemon.engines.warm.CrawlStarts, made at the first run (the idle daemon never loads it)
+        self._wake = wake or threading.Event()
+        self._active: list[_Crawl] = []  # the crawls under way, of every run
+        self._starts: Any = None  # daemon.engines.warm.CrawlStarts, made at the first crawl (the idle daemon never loads it)
 
     def run(
         self,
@@ -134,54 +139,83 @@ class CrawlRunner:
         the record could not be written (then nothing more is started). Spiders not started get
         no outcome: they are simply still due next time.
         """
-        statedir.make_directory(self.settings.state_dir)
-        statedir.make_directory(self.stats_dir, follow_symlink=False)
-        if self._starts is None and self.settings.crawl_start != "cold":
-            from daemon.engines.warm import CrawlStarts
-
-            self._starts = CrawlStarts(self.settings.crawl_start, self.settings.project_dir, self.env)
-        if self._starts is not None:
-            self._starts.begin_run()
         pending = collections.deque(jobs)
-        active: list[_Crawl] = []
         outcomes: list[CrawlOutcome] = []
-        grace = self.settings.stop_grace_seconds
-        while pending or active:
-            now = self.clock.monotonic()
-            stopping = self.stop.is_set() or self.abort.is_set()
-            if stopping and pending:
+
+        def finished(token: Any, outcome: CrawlOutcome) -> None:
+            outcomes.append(outcome)
+            on_finish(token, outcome)
+
+        while pending or self._active:
+            if (self.stop.is_set() or self.abort.is_set()) and pending:
                 reason = "lock_lost" if self.abort.is_set() else "stopping"
                 log.info("spiders_not_started", spiders=[job.name for job in pending], reason=reason)
                 pending.clear()
-            while pending and len(active) < self.settings.concurrency:
+            while pending and len(self._active) < self.settings.concurrency:
                 job = pending.popleft()
-                token = on_start(job)
-                if token is None:
+                if not self.launch(job, on_start, finished, on_spawn):
                     # Its record could not be written: starting it would be a crawl nobody can
                     # account for. It and the rest stay due; the crawls under way finish.
                     log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
                                 reason="record_failed")  # fmt: skip
                     pending.clear()
                     break
-                crawl = self._start(job, token)
-                active.append(crawl)
-                on_spawn(token, crawl.proc.pid)
-            self._active = active
-            for crawl in active:
-                self._enforce(crawl, now, stopping, crawl.job.timeout.total_seconds(), grace)
-            finished = [c for c in active if c.proc.poll() is not None]
-            for crawl in finished:
-                active.remove(crawl)
-                outcome = self._finish(crawl)
-                outcomes.append(outcome)
-                on_finish(crawl.token, outcome)
-            self.on_poll()
-            if finished and pending:
+            ended = self.poll()
+            if ended and pending:
                 continue  # a slot just freed: the next crawl starts now, not a poll later
-            if pending or active:
+            if pending or self._active:
                 self._wake.clear()
                 self.clock.wait(self._wake, POLL_SECONDS)
         return outcomes
+
+    @property
+    def busy(self) -> int:
+        """How many crawls run now (each holds one of SCHEDULER_CONCURRENCY's slots)."""
+        return len(self._active)
+
+    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish,
+               on_spawn: OnSpawn = lambda token, pid: None) -> bool:  # fmt: skip
+        """Start `job`'s crawl now, beside those under way; `on_finish` hears its outcome from a
+        later `poll`. False when `on_start` could not record it (then it is not started)."""
+        statedir.make_directory(self.settings.state_dir)
+        statedir.make_directory(self.stats_dir, follow_symlink=False)
+        self._prepare_starts()
+        token = on_start(job)
+        if token is None:
+            return False
+        crawl = self._start(job, token)
+        crawl.on_finish = on_finish
+        self._active.append(crawl)
+        on_spawn(token, crawl.proc.pid)
+        return True
+
+    def _prepare_starts(self) -> None:
+        """The warm starter, made at the first crawl. Its "run" (a warm start that failed makes the
+        rest of it cold) lasts while crawls are under way: it begins anew when none is."""
+        if self.settings.crawl_start == "cold":
+            return
+        if self._starts is None:
+            from daemon.engines.warm import CrawlStarts
+
+            self._starts = CrawlStarts(self.settings.crawl_start, self.settings.project_dir, self.env)
+        if not self._active:
+            self._starts.begin_run()
+
+    def poll(self) -> int:
+        """Stop the crawls over their timeout (or all of them when the daemon stops or gives way),
+        collect those that ended, each told to its run's `on_finish`, then `on_poll` (the lease's
+        probe, cancels, the heartbeat); how many ended."""
+        now = self.clock.monotonic()
+        stopping = self.stop.is_set() or self.abort.is_set()
+        grace = self.settings.stop_grace_seconds
+        for crawl in self._active:
+            self._enforce(crawl, now, stopping, crawl.job.timeout.total_seconds(), grace)
+        finished = [c for c in self._active if c.proc.poll() is not None]
+        for crawl in finished:
+            self._active.remove(crawl)
+            crawl.on_finish(crawl.token, self._finish(crawl))
+        self.on_poll()
+        return len(finished)
 
     def _enforce(self, crawl: _Crawl, now: float, stopping: bool, timeout_s: float, grace: float) -> None:
         """Stop a crawl that ran out of time or must make way for shutdown; kill it after the grace."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg2
 import structlog
@@ -103,6 +103,7 @@ class Lease:
         self.me = identity.this_process()
         self._settle_until = float("-inf")  # monotonic
         self._run_id: int | None = None  # the database run in progress (None: none, or offline)
+        self._also: tuple[int, ...] = ()  # the other runs under way at once (an overlapping engine)
         self._offline_run = False
         self._last_probe = float("-inf")
         self.notices = Once(log)
@@ -217,7 +218,14 @@ class Lease:
         self._last_probe = self.clock.monotonic()
 
     def run_ended(self) -> None:
-        self._run_id, self._offline_run = None, False
+        self._run_id, self._also, self._offline_run = None, (), False
+
+    def runs_open(self, run_ids: Sequence[int | None]) -> None:
+        """The database runs under way at once (daemon/loop/runs.py): each is probed, the oldest re-taken."""
+        ids = [run_id for run_id in run_ids if run_id is not None]
+        if ids and self._run_id is None:
+            self._last_probe = self.clock.monotonic()
+        self._run_id, self._also, self._offline_run = (ids[0] if ids else None), tuple(ids[1:]), False
 
     def keep(self) -> None:
         """Called many times a second while crawls run: prove the lock still ours, at most every
@@ -236,15 +244,19 @@ class Lease:
         try:
             if self.runner_store() is None:
                 self.retake(run_id)
-            elif not self.runner_store().touch_run(run_id):  # type: ignore[union-attr]
+            elif not all(self.runner_store().touch_run(r) for r in (run_id, *self._also)):  # type: ignore[union-attr]
                 self.give_way("the run was failed by another daemon")
         except psycopg2.Error as exc:
-            self.notices.say(
-                "runner_lock_connection_lost",
-                f"Lost the connection that holds the runner lock during a run: {db.first_line(exc)}; "
-                "the crawls go on while it reconnects",
-            )
-            self.lost()
+            self.lost_mid_run(exc)
+
+    def lost_mid_run(self, exc: psycopg2.Error) -> None:
+        """The connection failed while crawls run: they go on; the probe re-takes the lock (or gives way)."""
+        self.notices.say(
+            "runner_lock_connection_lost",
+            f"Lost the connection that holds the runner lock during a run: {db.first_line(exc)}; "
+            "the crawls go on while it reconnects",
+        )
+        self.lost()
 
     def retake(self, run_id: int) -> None:
         """Reconnect and re-take the lock mid-run; give way if another daemon has it or the run.

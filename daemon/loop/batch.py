@@ -27,6 +27,7 @@ from daemon.records.journal import Journal
 from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Observer
 from daemon.loop.recording import DatabaseRecorder, JournalRecorder, Recorder
+from daemon.loop.runs import OpenRuns
 from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
@@ -58,7 +59,8 @@ def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome], *, left_runnin
 
 class Batches:
     def __init__(self, runner: Engine, lease: Lease, journal: Journal, history: HistoryCopy,
-                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
+                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event, *,
+                 slots: int = 1) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
         self.journal = journal
@@ -68,11 +70,44 @@ class Batches:
         self.clock = clock
         self.stop = stop
         self._left: list[tuple[RemoteRun, datetime]] = []  # remote crawls to re-attach, and their starts
+        # An engine that overlaps its crawls (the local runner): runs under way at once, the loop
+        # never waiting for one (daemon/loop/runs.py). None: each run is crawled to its end by `online`.
+        self.open: OpenRuns | None = None
+        if runner.overlaps:
+            self.open = OpenRuns(runner, lease, history, observer, clock, stop, slots=slots,  # type: ignore[arg-type]
+                                 verdict=lambda due, outcomes: verdict(due, outcomes, why_not_started=runner.not_started),
+                                 end=self._end_online)  # fmt: skip
+
+    # ----------------------------------------------------------------- runs under way (overlapping)
+    @property
+    def busy(self) -> bool:
+        """Runs are under way beside the loop (an overlapping engine)."""
+        return self.open is not None and self.open.busy
+
+    def running(self) -> frozenset[str]:
+        """The jobs not to start now: a crawl of theirs is under way, or is re-attached next."""
+        under_way = self.open.running() if self.open is not None else frozenset()
+        return under_way | self.reattaching()
+
+    def free(self) -> int | None:
+        """Slots free for a new run now; None: the engine places a run's crawls itself (blocking)."""
+        return self.open.free() if self.open is not None else None
+
+    def collect(self) -> int:
+        """The crawls that ended since the last call, their runs ended when all are over."""
+        return self.open.collect() if self.open is not None else 0
+
+    def drain(self, wake: threading.Event) -> None:
+        """At shutdown: every crawl stopped, every run under way ended and recorded."""
+        if self.open is not None:
+            self.open.drain(wake)
 
     def online(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
         """One run of `due`, recorded in PostgreSQL, together with the remote crawls a former daemon
         left running (`find_left_running`): those are re-attached, never sent again. False when not
         one of its crawls could be started."""
+        if self.open is not None:
+            return self.open.start(store, due, now)
         left, self._left = self._left, []
         runs = [run for run, _ in left]
         log.info("run_started", message=f"Starting spider run for {len(due) + len(runs)} spider(s)",
@@ -90,7 +125,8 @@ class Batches:
         """The fail-safe: run what is due by the last history read, recording into the journal."""
         plan = self.history.offline_plan(now, cadences)
         due = self.catalog.jobs_named(plan.most_overdue_first) if plan is not None else []
-        if not due or self.stop.is_set():
+        if not due or self.stop.is_set() or self.busy:
+            # Runs under way when PostgreSQL went away are collected first (their ends journaled).
             return False
         log.warning("run_started", message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is "
                     "unreachable (recorded in the local journal)", spiders=_names(due), spider_count=len(due),

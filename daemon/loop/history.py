@@ -41,7 +41,8 @@ HISTORY_REFRESH_SECONDS = 300.0
 
 @dataclasses.dataclass(frozen=True)
 class Quiet:
-    """A plan with nothing due, what it was decided from, and the span of `now` it holds over."""
+    """A plan with nothing due (or only jobs whose crawls run), what it was decided from, and the
+    span of `now` it holds over."""
 
     histories: list[SpiderHistory]
     cadences: Mapping[str, Cadence]
@@ -49,9 +50,11 @@ class Quiet:
     since: datetime | None
     until: datetime | None
 
-    def holds(self, histories: list[SpiderHistory], cadences: Mapping[str, Cadence], now: datetime) -> bool:
+    def holds(self, histories: list[SpiderHistory], cadences: Mapping[str, Cadence], now: datetime,
+              running: frozenset[str] = frozenset()) -> bool:  # fmt: skip
         return (
             histories is self.histories
+            and running.issuperset(self.plan.due)  # due jobs hold it only while their crawls run
             and cadences is self.cadences
             and (self.since is None or self.since <= now)
             and (self.until is None or now < self.until)
@@ -76,17 +79,20 @@ class HistoryCopy:
         self._read_at = float("-inf")
 
     def plan(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence], *,
-             fresh: bool) -> tuple[Plan, list[SpiderHistory]]:  # fmt: skip
-        """The plan of `jobs` at `now`, and the history it was decided from. `fresh`: read it."""
-        plan = None if fresh else self._from_copy(store, now, jobs, cadences)
-        if plan is None or plan.due:
+             fresh: bool, running: frozenset[str] = frozenset()) -> tuple[Plan, list[SpiderHistory]]:  # fmt: skip
+        """The plan of `jobs` at `now`, and the history it was decided from. `fresh`: read it.
+        `running`: jobs with a crawl under way; their being due is no reason to read the history again
+        (a crawl's end invalidates the copy)."""
+        plan = None if fresh else self._from_copy(store, now, jobs, cadences, running)
+        if plan is None or (plan.due and not running.issuperset(plan.due)):
             self._histories = store.histories(list(jobs))
             self._read_at = self.clock.monotonic()
             self._same_jobs(self._histories, jobs)  # checked with the read, not on the next tick
-            plan = self._decide(now, cadences)
+            plan = self._decide(now, cadences, running)
         return plan, list(self._histories or [])
 
-    def _from_copy(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence]) -> Plan | None:
+    def _from_copy(self, store: Store, now: datetime, jobs: Sequence[str], cadences: Mapping[str, Cadence],
+                   running: frozenset[str] = frozenset()) -> Plan | None:  # fmt: skip
         if (
             self._histories is None
             or not self._same_jobs(self._histories, jobs)  # the jobs changed (a reload)
@@ -94,7 +100,7 @@ class HistoryCopy:
             or not store.idle_and_quiet()
         ):
             return None
-        return self._decide(now, cadences)
+        return self._decide(now, cadences, running)
 
     def _same_jobs(self, histories: list[SpiderHistory], jobs: Sequence[str]) -> bool:
         if self._matched is not None and self._matched[0] is histories and self._matched[1] is jobs:
@@ -103,13 +109,13 @@ class HistoryCopy:
         self._matched = (histories, jobs) if same and isinstance(jobs, tuple) else None
         return same
 
-    def _decide(self, now: datetime, cadences: Mapping[str, Cadence]) -> Plan:
+    def _decide(self, now: datetime, cadences: Mapping[str, Cadence], running: frozenset[str] = frozenset()) -> Plan:
         """The copy's plan at `now`: the last one moved, while it holds; else decided anew."""
         histories = self._histories or []
-        if self._quiet is not None and self._quiet.holds(histories, cadences, now):
+        if self._quiet is not None and self._quiet.holds(histories, cadences, now, running):
             return moved(self._quiet.plan, now)
         plan = decide_jobs(histories, now, cadences, self.default)
-        span = quiet_span(plan, histories, cadences, self.default)
+        span = quiet_span(plan, histories, cadences, self.default, running)
         self._quiet = Quiet(histories, cadences, plan, *span) if span is not None else None
         return plan
 

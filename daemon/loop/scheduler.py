@@ -30,7 +30,9 @@ from daemon.loop.history import HistoryCopy
 from daemon.plan.jitter import Jitter
 from daemon.leadership.lease import Lease
 from daemon.telemetry.logs import Once
-from daemon.telemetry.observation import Observer
+from daemon.telemetry.observation import Heartbeat, Observer
+from daemon.loop.runs import POLL_SECONDS
+from daemon.plan.slots import take_slots, waiting
 from daemon.leadership.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")
@@ -55,6 +57,7 @@ class Scheduler:
         self.housekeeping, self.heartbeat, self.notifier, self.http = housekeeping, heartbeat, notifier, http
         self.db_failures = 0
         self.notices = Once(log)
+        self.asked: set[str] = set()  # jobs asked for with run-now, until a slot is theirs
 
     def run(self) -> None:
         log.info("scheduler_started", message=f"Starting scheduler with {self.settings.interval_hours:g} hour interval",
@@ -72,8 +75,8 @@ class Scheduler:
                     # until it can again, so the healthcheck reports the outage.
                     self.heartbeat.beat()
                 if wait > 0 and not self._request_to_take():
-                    self.clock.wait(self.wake, min(wait, self.settings.tick_seconds))
-                    self.wake.clear()
+                    self._wait(min(wait, self.settings.tick_seconds))
+            self.batches.drain(self.wake)  # nothing left 'running': each run under way ends and is recorded
         finally:
             if self.http is not None:
                 self.http.stop()
@@ -81,9 +84,28 @@ class Scheduler:
             self.notifier.flush(NOTIFY_FLUSH_SECONDS)
         log.info("scheduler_stopped", message="Scheduler stopped")
 
+    def _wait(self, seconds: float) -> None:
+        """Wait on the earliest of: `seconds` (the next due time, or the tick), a request, and the
+        end of a crawl under way (its process's exit wakes the loop; the crawls are also checked
+        every POLL_SECONDS for timeouts, cancels and the lease), so a freed slot is given at once."""
+        until = self.clock.monotonic() + seconds
+        while True:
+            left = until - self.clock.monotonic()
+            busy = self.batches.busy
+            woken = self.clock.wait(self.wake, min(left, POLL_SECONDS) if busy else left)
+            self.wake.clear()
+            if woken or not busy or left <= POLL_SECONDS:
+                return
+            try:
+                if self.batches.collect():
+                    return  # a slot freed: decide again now
+            except psycopg2.Error:
+                return  # the step deals with the database
+
     def step(self, now: datetime) -> float:
         """One unit of work at `now`; returns how many seconds may pass before the next one."""
         try:
+            self.batches.collect()  # the crawls that ended, and the runs they end
             wait = self._step(now)
         except psycopg2.Error as exc:
             return self._database_failed(exc, now)
@@ -96,6 +118,10 @@ class Scheduler:
         if not self.settings.enabled:
             self.notices.say("scheduling_disabled", "Scheduling is disabled (SCHEDULER_ENABLED=false); running nothing")
             return tick
+        if self.batches.busy and not self.lease.leading:
+            # Runs under way while the lock's connection is re-taken (the lease's probe does it) or
+            # while this daemon gives way: their crawls are collected, nothing new starts.
+            return POLL_SECONDS
         store = self.lease.store()
         if not self.lease.take(store):
             self.takeover.standing_by(store)
@@ -112,18 +138,24 @@ class Scheduler:
         if self.catalog.refresh(hup=self._hup()) or self.catalog.dirty:
             self.catalog.publish(store, now, self.lease.me)
         requested = self.requests.take(store, self.catalog.resolve, now)
+        self.asked |= requested
         jobs, cadences = self.catalog.names(), self.catalog.cadences(self.requests.pauses)
-        plan, histories = self.history.plan(store, now, jobs, cadences, fresh=bool(requested))
+        running = self.batches.running()  # a crawl under way, or re-attached next: never started twice
+        plan, histories = self.history.plan(store, now, jobs, cadences, fresh=bool(requested), running=running)
         self.observer.planned(plan, histories, self.catalog.spider_of)
         paused = {p.spider for p in plan.spiders if p.paused}
-        asked = [j for j in jobs if j in requested and j not in plan.due and j not in paused]
-        due, held_until = self.jitter.hold_back(plan, [*plan.most_overdue_first, *asked], requested)
-        reattaching = self.batches.reattaching()  # still running on their nodes: never sent twice
-        due = [name for name in due if name not in reattaching]
+        self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot
+        candidates = waiting(plan, running, [j for j in jobs if j in self.asked] if self.asked else ())
+        due, held_until = self.jitter.hold_back(plan, candidates, self.asked)
+        due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
+        reattaching = self.batches.reattaching()
         if due or reattaching:
+            self.asked -= set(due)
             # False: not one crawl could be recorded as started (a trigger or a constraint refuses the
             # row). The jobs stay due, but trying again at once would spin and pile up runs.
             return 0 if self.batches.online(store, self.catalog.jobs_named(due), now) else tick
+        if candidates and not held_until:
+            return tick  # every slot is taken: a crawl's end wakes the loop
         # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.
         self.housekeeping.run_pending()
         until = held_until or plan.next_due_at
@@ -132,6 +164,11 @@ class Scheduler:
     def _database_failed(self, exc: psycopg2.Error, now: datetime) -> float:
         self.db_failures += 1
         self.observer.database_reachable(False)
+        if self.batches.busy and self.lease.leading:
+            # Between two polls of runs under way: as when the lease's probe finds it, the crawls
+            # go on and the probe re-takes the lock (or gives way); nothing new starts meanwhile.
+            self.lease.lost_mid_run(exc)
+            return POLL_SECONDS
         log.error("database_error",
                   message="PostgreSQL failed; reconnecting and re-taking the runner lock before running anything",
                   sqlstate=getattr(exc, "pgcode", None), error=db.first_line(exc), attempt=self.db_failures)  # fmt: skip

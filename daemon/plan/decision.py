@@ -142,7 +142,7 @@ def decide_jobs(histories: Sequence[SpiderHistory], now: datetime, cadences: Map
 
 
 def quiet_span(plan: Plan, histories: Sequence[SpiderHistory], cadences: Mapping[str, Cadence],
-               default: Cadence) -> tuple[datetime | None, datetime | None] | None:  # fmt: skip
+               default: Cadence, running: Collection[str] = frozenset()) -> tuple[datetime | None, datetime | None] | None:  # fmt: skip
     """For a plan decided by `decide_jobs(histories, plan.now, cadences, default)`: the span of `now`,
     [since, until), over which deciding the same histories and cadences again gives the same job
     plans with nothing due, i.e. `moved(plan, now)`. None bounds a side. None: the plan is not quiet
@@ -150,10 +150,17 @@ def quiet_span(plan: Plan, histories: Sequence[SpiderHistory], cadences: Mapping
 
     Within the span nothing crosses a rule's edge: the plan's next due time (a job falls due), a
     pause's end, or the point where a job's last run stops, or starts, being more than
-    CLOCK_SKEW_TOLERANCE ahead of `now` (a clock set back)."""
-    if plan.due or plan.skewed:
+    CLOCK_SKEW_TOLERANCE ahead of `now` (a clock set back).
+
+    `running`: jobs with a crawl under way (issue 20). Their being due changes nothing until the
+    crawl ends (which brings a new history): a plan whose due jobs all run is quiet too, from the
+    latest of their due times on (a job due when it never ran, from any time)."""
+    if plan.skewed or any(name not in running for name in plan.due):
         return None
     since: datetime | None = None
+    for p in plan.spiders:
+        if p.due_at is not None and p.due_at <= plan.now and p.spider in running:
+            since = p.due_at if since is None else max(since, p.due_at)
     until = plan.next_due_at
     for h in histories:
         cadence = cadences.get(h.spider, default)

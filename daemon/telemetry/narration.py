@@ -4,17 +4,23 @@ so `grep "Last run was"` finds them) and the canonical line of each spider run."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.plan.decision import Plan, SpiderHistory, oldest_success
+from daemon.telemetry.job_narration import log_job_decisions, own_cadences
 
 log = structlog.get_logger("daemon.scheduler")
 
 
 def log_decision(plan: Plan, histories: Sequence[SpiderHistory], interval_hours: float, tz: ZoneInfo) -> None:
+    if own_cadences(plan, timedelta(hours=interval_hours)):
+        _warn_skew(plan)
+        log_job_decisions(plan, histories, tz)  # a jobs file: each job by its own cadence
+        return
     required = f"{interval_hours:g}"
     every_spider_ran, oldest = oldest_success(histories)
     if every_spider_ran and oldest is not None:
@@ -33,13 +39,7 @@ def log_decision(plan: Plan, histories: Sequence[SpiderHistory], interval_hours:
             spiders_never_run=never,
             required_hours=interval_hours,
         )
-    if plan.skewed:
-        log.warning(
-            "clock_skew_detected",
-            message="A last run is recorded in the future: the wall clock was set back; "
-            "running now so no run is pushed beyond one interval",
-            spiders=list(plan.skewed),
-        )
+    _warn_skew(plan)
     if plan.due:
         log.info(
             "run_due",
@@ -64,6 +64,16 @@ def log_decision(plan: Plan, histories: Sequence[SpiderHistory], interval_hours:
         wait_hours=round(wait_hours, 4),
         retrying=retrying,
     )
+
+
+def _warn_skew(plan: Plan) -> None:
+    if plan.skewed:
+        log.warning(
+            "clock_skew_detected",
+            message="A last run is recorded in the future: the wall clock was set back; "
+            "running now so no run is pushed beyond one interval",
+            spiders=list(plan.skewed),
+        )
 
 
 def log_spider_outcome(run_id: int | None, outcome: CrawlOutcome) -> None:

@@ -17,7 +17,7 @@ from tests.e2e.test_compose_stack import docker_answers
 pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 SECTIONS = ["catch_up_local", "catch_up_container", "precision", "clock_jump", "idle", "overhead", "scale",
-            "fast_catch_up", "commands", "many_jobs", "cluster", "http_flood", "crawl_starts"]
+            "fast_catch_up", "commands", "many_jobs", "cluster", "http_flood", "crawl_starts", "free_slots"]
 
 
 def test_the_quick_benchmark_runs_through_and_reports_every_figure(tmp_path):

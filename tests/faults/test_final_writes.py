@@ -58,7 +58,8 @@ def test_killed_before_a_crawls_result_is_written_repeats_that_spider(base_env, 
 def test_killed_before_the_runs_final_write_fails_the_run_and_keeps_the_recorded_results(base_env, db,
                                                                                         daemon_factory):  # fmt: skip
     rows(db, SLOW_WRITE.replace("{table}", "scheduler_state"))
-    env = {**base_env, "SCHEDULER_SPIDERS": "ok,other"}
+    # Two slots: both crawls are one decision's, so one run (with one slot each would be a run).
+    env = {**base_env, "SCHEDULER_SPIDERS": "ok,other", "SCHEDULER_CONCURRENCY": "2"}
     d = daemon_factory(env).start()
     wait_for(lambda: writing(db, "scheduler_state"), timeout=60, what="the run's final write")
     assert count(db, "status = 'completed'", "spider_runs") == 2

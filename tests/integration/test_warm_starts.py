@@ -20,10 +20,9 @@ import structlog
 
 from daemon.system.clock import SystemClock
 from daemon.settings.config import Settings
-from daemon.jobs.crawl import crawl_command
+from daemon.jobs.crawl import crawl_command, crawl_environment
 from daemon.jobs.jobfile import Job
 from daemon.engines.local import CrawlRunner
-from daemon.jobs.crawl import crawl_environment
 from daemon.engines.warm import CrawlStarts, WarmCrawl
 from tests.conftest import TEST_PROJECT, figure
 from tests.helpers import alive, process_tree, survivors, until_empty, wait_for

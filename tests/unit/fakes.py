@@ -149,9 +149,13 @@ class FakeRequests:
 
 
 class FakeBatches:
-    """Records what the loop asked to run; `during` runs inside an online run (as the runner's poll)."""
+    """Records what the loop asked to run; `during` runs inside an online run (as the runner's poll).
 
-    def __init__(self) -> None:
+    `slots` None: each run is crawled to its end inside `online` (the Scrapyd engine). A number: runs
+    overlap on that many slots, as on the local runner; a started job stays under way until the
+    test `end`s it."""
+
+    def __init__(self, slots: int | None = None) -> None:
         self.online_runs: list[tuple[str, ...]] = []
         self.offline_runs: list[datetime] = []
         self.during: Any = None
@@ -159,11 +163,18 @@ class FakeBatches:
         self.left_running: set[str] = set()
         self.left: set[str] = set()
         self.reattached: list[tuple[str, ...]] = []
+        self.slots = slots
+        self.under_way: list[str] = []
+        self.drained = False
 
     def online(self, store: Any, due: Any, now: datetime) -> bool:
         self.online_runs.append(tuple(job.name for job in due))
         self.reattached.append(tuple(sorted(self.left)))
         self.left = set()
+        if self.slots is not None:
+            assert len(self.under_way) + len(due) <= self.slots, "more crawls than slots"
+            assert not {job.name for job in due} & set(self.under_way), "two crawls of one job"
+            self.under_way += [job.name for job in due]
         if self.during is not None:
             self.during()
         return True
@@ -178,6 +189,27 @@ class FakeBatches:
 
     def reattaching(self) -> frozenset[str]:
         return frozenset(self.left)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.under_way)
+
+    def running(self) -> frozenset[str]:
+        return frozenset(self.under_way) | self.reattaching()
+
+    def free(self) -> int | None:
+        return None if self.slots is None else self.slots - len(self.under_way)
+
+    def end(self, name: str) -> None:
+        """The test's crawl of `name` ended (its history is the test's to set)."""
+        self.under_way.remove(name)
+
+    def collect(self) -> int:
+        return 0
+
+    def drain(self, wake: Any) -> None:
+        self.drained = True
+        self.under_way.clear()
 
 
 class Counter:

@@ -11,13 +11,14 @@ import pytest
 
 from daemon.system.clock import SystemClock
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
-from daemon.engines.engine import Engine, RemoteRun
+from daemon.engines.engine import Engine, OverlappingEngine, RemoteRun
 from daemon.engines.scrapyd.rules import EngineSettings
 from daemon.settings.addresses import Node
 from daemon.engines.local import CrawlRunner
 from tests.unit.test_dispatch import job
 
-MEMBERS = ("reattaches", "detached", "not_started", "run", "reconcile", "cancel")
+MEMBERS = ("reattaches", "detached", "not_started", "overlaps", "run", "reconcile", "cancel")
+OVERLAPPING = ("launch", "poll", "busy")
 
 
 @pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
@@ -27,6 +28,16 @@ def test_each_engine_offers_every_member_of_the_interface_with_its_parameters(en
     for name in ("run", "reconcile", "cancel"):
         wanted = list(inspect.signature(getattr(Engine, name)).parameters)
         assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
+
+
+def test_the_local_runner_overlaps_its_crawls_and_offers_the_members_that_need():
+    declared = {name for name in vars(OverlappingEngine) if not name.startswith("_")}
+    assert declared == set(OVERLAPPING)
+    assert CrawlRunner.overlaps is True and ScrapydEngine.overlaps is False
+    for name in ("launch", "poll"):
+        wanted = list(inspect.signature(getattr(OverlappingEngine, name)).parameters)
+        assert list(inspect.signature(getattr(CrawlRunner, name)).parameters) == wanted, name
+    assert isinstance(inspect.getattr_static(CrawlRunner, "busy"), property)
 
 
 def test_only_the_scrapyd_engine_has_crawls_that_outlive_the_daemon():
@@ -40,7 +51,7 @@ def test_the_local_runner_refuses_to_re_attach_to_a_crawl_and_runs_an_empty_batc
     with pytest.raises(ValueError, match="no crawls to re-attach"):
         runner.reconcile([RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0)], lambda t, o: None)
     assert runner.reconcile([], lambda t, o: None) == [] and runner.detached == ()
-    assert runner._starts.parent is None
+    assert runner._starts is None  # no crawl: neither a warm parent nor its client
 
 
 def test_a_scrapyd_engine_starts_with_nothing_detached_and_nothing_left_unstarted():

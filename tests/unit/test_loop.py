@@ -46,12 +46,12 @@ class Loop:
     """A Scheduler over fakes, and handles on them."""
 
     def __init__(self, store: FakeStore, spiders=("a", "b"), *, jitter=timedelta(0), draw=lambda high: high,
-                 enabled=True) -> None:  # fmt: skip
+                 enabled=True, slots: int | None = None) -> None:  # fmt: skip
         self.clock = FakeClock()
         self.store = store
         self.connector = Connector(store)
         self.requests = FakeRequests()
-        self.batches = FakeBatches()
+        self.batches = FakeBatches(slots)
         self.housekeeping = Counter()
         self.heartbeat = Counter()
         self.notifier = Counter()

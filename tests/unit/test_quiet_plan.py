@@ -211,3 +211,17 @@ def test_a_finished_run_changes_the_plan_and_the_exported_failure_streak():
     loop.history.invalidate()  # as a run's end does
     assert loop.step() == pytest.approx(RETRY.total_seconds())
     assert gauge(metrics, "scheduler_job_consecutive_failures", job="a", spider="a") == 1
+
+
+RUNNING_SPANS = {
+    "due, its crawl runs": ([SpiderHistory("a", T0 - 5 * H), SpiderHistory("b", T0 - H)], {"a"}, (T0 - H, T0 + 3 * H)),
+    "never ran, its crawl runs": ([SpiderHistory("a")], {"a"}, (None, None)),
+    "one due job runs, another due waits": ([SpiderHistory("a", T0 - 5 * H), SpiderHistory("b", T0 - 6 * H)], {"a"}, None),
+    "a running job that is not due changes nothing": ([SpiderHistory("a", T0 - H)], {"a"}, (T0 - H - TOL, T0 + 3 * H)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("histories", "running", "span"), RUNNING_SPANS.values(), ids=RUNNING_SPANS.keys())
+def test_a_plan_whose_due_jobs_all_run_holds_until_a_crawl_ends_or_the_next_due_time(histories, running, span):
+    plan = decide_jobs(histories, T0, {}, DEFAULT)
+    assert quiet_span(plan, histories, {}, DEFAULT, frozenset(running)) == span

@@ -51,6 +51,7 @@ class ScrapydEngine(Placement, Watching):
     """The Scrapyd engine (daemon/engines/engine.py): each crawl a job on a Scrapyd node."""
 
     reattaches = True  # a remote crawl outlives its daemon: the next one re-attaches to it
+    overlaps = False  # not yet: a run's crawls are watched to their end by `run` (issue 20's second half)
 
     def __init__(
         self,

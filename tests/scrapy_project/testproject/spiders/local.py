@@ -48,7 +48,7 @@ class EmptySpider(OkSpider):
 
 
 class SlowSpider(OkSpider):
-    """Waits SLOW_SECONDS (without blocking the reactor, so SIGTERM stops it cleanly), then scrapes."""
+    """Waits its `seconds` argument or SLOW_SECONDS (without blocking the reactor, so SIGTERM stops it cleanly), then scrapes."""
 
     name = "slow"
 
@@ -58,7 +58,9 @@ class SlowSpider(OkSpider):
             # The soak's "hanging spider" fault: block the reactor, deaf to SIGTERM.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             time.sleep(3600)
-        await asyncio.sleep(float(os.environ.get("SLOW_SECONDS", "5")))
+        # A job's `seconds` argument (args = { seconds = "60" }) before SLOW_SECONDS: one jobs file
+        # may hold a long and a short crawl of this spider.
+        await asyncio.sleep(float(getattr(self, "seconds", None) or os.environ.get("SLOW_SECONDS", "5")))
         for item in response.css("li.item::text").getall():
             yield {"name": item}
 

@@ -1,0 +1,169 @@
+"""Runs under way at once, on an engine that overlaps them (the local runner; issue 20).
+
+A run is the crawls started by one decision: one `scheduler_state` row, its crawls' `spider_runs`
+rows, a verdict once its last crawl has ended. The loop never waits for a run: when a slot frees it
+decides again and gives the slot to the most overdue due job, as a new run beside those under way.
+PostgreSQL refuses two crawls of one job 'running' at once (sql/016_runs_overlap.sql); this object
+also never starts a job that has a crawl under way (`running`).
+
+`OpenRuns` owns the runs under way: it starts them (`start`), hears each crawl's end from the
+engine (`collect`), and ends a run (its verdict, its row) once its crawls are over. A daemon that
+gives way (another took the runner lock) kills its crawls and leaves every open run to the new
+runner to fail, as a blocking run did.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg2
+import structlog
+
+from daemon.records.db import first_line
+
+from daemon.system.clock import Clock
+from daemon.jobs.crawl import CrawlOutcome
+from daemon.engines.engine import OverlappingEngine
+from daemon.loop.history import HistoryCopy
+from daemon.jobs.jobfile import Job
+from daemon.leadership.lease import Lease
+from daemon.telemetry.observation import Observer
+from daemon.loop.recording import DatabaseRecorder
+from daemon.records.store import Store
+
+log = structlog.get_logger("daemon.scheduler")
+
+# How often the crawls under way are checked between decisions (timeouts, cancels, the lease's
+# probe). A crawl's end wakes the loop at once (its process's exit); this only bounds the rest.
+POLL_SECONDS = 0.1
+
+# (recorder, due, outcomes, ok, error) -> the run's row written (daemon.loop.batch.Batches._end_online)
+EndRun = Callable[[DatabaseRecorder, Sequence[Job], list[CrawlOutcome], bool, "str | None"], bool]
+Verdict = Callable[[Sequence[Job], Sequence[CrawlOutcome]], "tuple[bool, str | None]"]
+
+
+@dataclass
+class OpenRun:
+    recorder: DatabaseRecorder
+    due: list[Job]
+    started: list[str] = field(default_factory=list)  # the jobs whose crawl began
+    outcomes: list[CrawlOutcome] = field(default_factory=list)
+
+    @property
+    def crawling(self) -> int:
+        return len(self.started) - len(self.outcomes)
+
+
+class OpenRuns:
+    def __init__(self, runner: OverlappingEngine, lease: Lease, history: HistoryCopy, observer: Observer, clock: Clock,
+                 stop: threading.Event, *, slots: int, verdict: Verdict, end: EndRun) -> None:  # fmt: skip
+        self.runner = runner
+        self.lease = lease
+        self.history = history
+        self.observer = observer
+        self.clock = clock
+        self.stop = stop
+        self.slots = slots
+        self.verdict = verdict
+        self.end = end
+        self.runs: list[OpenRun] = []
+
+    # ----------------------------------------------------------------- questions
+    @property
+    def busy(self) -> bool:
+        """Some run is under way (its crawls, or its end still to write)."""
+        return bool(self.runs)
+
+    def running(self) -> frozenset[str]:
+        """The jobs with a crawl under way: never started again until it has ended."""
+        names: set[str] = set()
+        for run in self.runs:
+            ended = {outcome.name for outcome in run.outcomes}
+            names.update(name for name in run.started if name not in ended)
+        return frozenset(names)
+
+    def free(self) -> int:
+        """Slots free now (SCHEDULER_CONCURRENCY less the crawls under way)."""
+        return max(0, self.slots - self.runner.busy)
+
+    # ----------------------------------------------------------------- a run's life
+    def start(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
+        """One run of `due` (at most the free slots), its crawls started now; False when not one
+        could be recorded as started (the run is then ended at once, failed)."""
+        log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)",
+                 spiders=[job.name for job in due], spider_count=len(due),
+                 under_way=sorted(self.running()))  # fmt: skip
+        run = OpenRun(DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, len(due), self.lease.me)),
+                      list(due))  # fmt: skip
+        self.runs.append(run)
+        self._lease_runs()
+        self.observer.run_started(now)
+        for job in due:
+            if self.stop.is_set() or self.lease.giving_way.is_set():
+                log.info("spiders_not_started", spiders=[j.name for j in due if j.name not in run.started],
+                         reason="lock_lost" if self.lease.giving_way.is_set() else "stopping")  # fmt: skip
+                break
+            if not self.runner.launch(job, run.recorder.started, lambda token, outcome, run=run: self._ended(run, token, outcome),
+                                      run.recorder.spawned):  # fmt: skip
+                log.warning("spiders_not_started", spiders=[j.name for j in due if j.name not in run.started],
+                            reason="record_failed")  # fmt: skip
+                break
+            run.started.append(job.name)
+        if not run.started:
+            self.collect()  # nothing to wait for: its end (failed, none started) is written now
+        return bool(run.started)
+
+    def _ended(self, run: OpenRun, token: object, outcome: CrawlOutcome) -> None:
+        run.recorder.finished(token, outcome)
+        run.outcomes.append(outcome)
+        self.history.invalidate()  # the next decision reads this crawl's row
+
+    def collect(self) -> int:
+        """Hear the crawls that ended and end the runs whose crawls are all over; how many crawls
+        ended. Called between decisions, and at once when a crawl's process exits."""
+        ended = self.runner.poll() if self.runner.busy else 0
+        if self.lease.giving_way.is_set():
+            if not self.runner.busy and self.runs:
+                self._give_way()
+            return ended
+        for run in [r for r in self.runs if r.crawling == 0]:
+            self.runs.remove(run)  # before its end is written: a refusal raises, and it is not ended twice
+            self._lease_runs()
+            self._end(run)
+        return ended
+
+    def _end(self, run: OpenRun) -> None:
+        if not self.runs:
+            self.observer.run_stopped()  # the `running` gauge and flag: until the last open run's crawls end
+        for r in run.recorder.results:
+            self.observer.crawl_finished(r.outcome, r.started_at)
+        ok, error = self.verdict(run.due, run.outcomes)
+        self.end(run.recorder, run.due, run.outcomes, ok, error)
+
+    def _give_way(self) -> None:
+        """Another daemon took the runner lock: every crawl is killed; the open runs and their rows
+        are the new runner's to fail."""
+        self.observer.run_stopped()
+        self.runs.clear()
+        self._lease_runs()
+        self.history.invalidate()
+        if self.lease.gave_way():
+            self.observer.gave_way()
+
+    def drain(self, wake: threading.Event) -> None:
+        """At shutdown: the engine stops every crawl (SIGTERM, SIGKILL after the grace); each run's
+        end is written as its crawls end, so nothing is left 'running'."""
+        while self.runs:
+            try:
+                self.collect()
+            except psycopg2.Error as exc:  # a refusal: that run's end went to the journal
+                log.warning("run_end_refused", error=first_line(exc))
+            if self.runs:
+                wake.clear()
+                self.clock.wait(wake, POLL_SECONDS)
+
+    def _lease_runs(self) -> None:
+        self.lease.runs_open([run.recorder.run_id for run in self.runs])

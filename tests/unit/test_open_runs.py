@@ -1,0 +1,139 @@
+"""The runs under way at once (daemon/loop/runs.py), with the engine, the store and the lease as fakes:
+each crawl's end ends only its own run, and a run is ended once all its crawls have; giving way
+drops every open run at once; a stop ends each run as its crawls end."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+from daemon.jobs.crawl import CrawlOutcome
+from daemon.jobs.jobfile import JobDefaults, default_jobs
+from daemon.loop.runs import OpenRuns
+from tests.unit.fakes import Counter, FakeClock
+
+H = timedelta(hours=1)
+JOBS = {job.name: job for job in default_jobs(["long", "quick", "flaky"], JobDefaults(H, 2 * H, H, 0, 0, timedelta(0)))}
+
+
+class Engine:
+    """Crawls that end when the test says so."""
+
+    def __init__(self) -> None:
+        self.under_way: dict[str, tuple[Any, Any]] = {}  # job -> (token, on_finish)
+        self.ending: list[tuple[str, bool]] = []
+
+    def launch(self, job, on_start, on_finish, on_spawn=lambda token, pid: None) -> bool:
+        token = on_start(job)
+        if token is None:
+            return False
+        self.under_way[job.name] = (token, on_finish)
+        return True
+
+    @property
+    def busy(self) -> int:
+        return len(self.under_way)
+
+    def poll(self) -> int:
+        ended, self.ending = self.ending, []
+        for name, ok in ended:
+            token, on_finish = self.under_way.pop(name)
+            on_finish(token, CrawlOutcome(name, ok, None if ok else "error", "m", 0, "finished", 1, 0, None, 1.0))
+        return len(ended)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+        self.crawls = 0
+        self.finished: list[int] = []
+
+    def start_run(self, now, count, owner) -> int:
+        self.runs.append(len(self.runs) + 1)
+        return self.runs[-1]
+
+    def start_spider(self, run_id, spider, now, **kwargs) -> int:
+        self.crawls += 1
+        return self.crawls
+
+    def finish_spider(self, *args) -> None:
+        pass
+
+
+class Lease:
+    def __init__(self, store: Store) -> None:
+        self.store, self.me = store, "host:1"
+        self.giving_way = threading.Event()
+        self.open: list[list[int]] = []
+        self.gave = 0
+
+    def runner_store(self) -> Store:
+        return self.store
+
+    def runs_open(self, ids) -> None:
+        self.open.append(list(ids))
+
+    def gave_way(self) -> bool:
+        self.gave += 1
+        return True
+
+
+class History:
+    def invalidate(self) -> None:
+        pass
+
+
+def open_runs():
+    engine, store = Engine(), Store()
+    lease, ended = Lease(store), []
+    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(), slots=2,  # type: ignore[arg-type]
+                    verdict=lambda due, outcomes: (all(o.ok for o in outcomes) and len(outcomes) == len(due), None),
+                    end=lambda recorder, due, outcomes, ok, error: ended.append((recorder.run_id, ok)) or True)  # fmt: skip
+    return runs, engine, store, lease, ended
+
+
+def test_each_crawls_end_ends_only_its_own_run_and_the_lease_watches_every_open_run():
+    runs, engine, store, lease, ended = open_runs()
+    assert runs.start(store, [JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    assert runs.start(store, [JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    assert runs.running() == {"long", "quick"} and runs.free() == 0 and lease.open[-1] == [1, 2]
+    engine.ending = [("quick", True)]
+    assert runs.collect() == 1
+    assert ended == [(2, True)] and runs.running() == {"long"} and runs.free() == 1 and lease.open[-1] == [1]
+    assert runs.start(store, [JOBS["flaky"]], FakeClock().now())  # type: ignore[arg-type]
+    engine.ending = [("flaky", False), ("long", True)]
+    runs.collect()
+    assert sorted(ended) == [(1, True), (2, True), (3, False)] and not runs.busy and lease.open[-1] == []
+
+
+def test_a_daemon_that_gives_way_drops_every_open_run_once_its_crawls_are_killed():
+    runs, engine, store, lease, ended = open_runs()
+    runs.start(store, [JOBS["long"], JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    lease.giving_way.set()
+    engine.ending = [("quick", False)]
+    runs.collect()
+    assert runs.busy and lease.gave == 0  # a crawl is still being killed
+    engine.ending = [("long", False)]
+    runs.collect()
+    assert not runs.busy and lease.gave == 1 and ended == []  # the new runner fails the runs
+
+
+def test_a_run_none_of_whose_crawls_could_be_recorded_is_ended_at_once():
+    runs, engine, store, lease, ended = open_runs()
+    store.start_spider = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    runs.runner = type("Refusing", (Engine,), {"launch": lambda self, job, on_start, on_finish, on_spawn=None: False})()
+    assert runs.start(store, [JOBS["quick"]], FakeClock().now()) is False  # type: ignore[arg-type]
+    assert ended == [(1, False)] and not runs.busy
+
+
+def test_the_running_flag_stays_up_until_the_last_open_runs_crawls_end():
+    runs, engine, store, lease, ended = open_runs()
+    runs.start(store, [JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    runs.start(store, [JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert runs.observer.named("run_stopped") == []  # type: ignore[attr-defined]
+    engine.ending = [("long", True)]
+    runs.collect()
+    assert runs.observer.named("run_stopped") == [()]  # type: ignore[attr-defined]
