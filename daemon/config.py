@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from daemon import address_parsers as a
+from daemon import channels
 from daemon import settings_parsers as p
 from daemon import settings_checks as checks
 from daemon import statedir
@@ -193,6 +194,12 @@ class Settings:
         "ALERT_WEBHOOK_URL", a.url(), shown_default="unset", note="an error shows at most scheme, host and port",
         meaning="each alert is POSTed as JSON with a `text` field (Slack/Mattermost incoming webhooks show it); "
                 "never logged",
+    )  # fmt: skip
+    notify_config: Any = variable(
+        "SCHEDULER_NOTIFY_CONFIG", dataclasses.replace(p.password_file(), allowed=channels.ALLOWED),
+        shown_default="unset", note="read once at start; an error names the file and why, never its content",
+        meaning="the alert channels: an Apprise configuration file (Slack, Telegram, e-mail, ntfy, Discord, JSON "
+                "webhooks, ...; tags route a job's alerts, see [Alerts](#alerts)); its URLs are never logged or shown",
     )  # fmt: skip
     # Pings append /start and /fail to it: a query or a fragment would swallow them.
     healthcheck_ping_url: Secret = variable(

@@ -21,6 +21,7 @@ The shape is a contract (users and tests depend on these names):
     settings = { DOWNLOAD_DELAY = 2 }       # -> -s DOWNLOAD_DELAY=2
     every = "2h"
     paused = false             # a paused job stays in the file and never runs
+    notify = ["oncall"]        # the tags of SCHEDULER_NOTIFY_CONFIG's channels its alerts go to
 
 Layering, weakest first: the environment settings (the caller's `JobDefaults`), `[defaults]`, the
 job. `args` and `settings` of `[defaults]` are merged key by key with the job's (the job wins).
@@ -40,6 +41,8 @@ and what is allowed; every problem is reported at once, in one `JobsFileError`, 
   arrays, tables or dates; a string holds no NUL and at most 64 KiB; a number is finite. They are
   kept as the strings `scrapy crawl` receives: booleans as `True`/`False` (what Scrapy's `getbool`
   reads), numbers by their round-tripping `repr`.
+- `notify` is a list of tags that SCHEDULER_NOTIFY_CONFIG's channels carry (an unknown tag is an
+  error; without channels, every tag is); untagged channels get every alert anyway.
 - Durations are positive (jitter may be 0) and at most 100 years (jitter at most 1 day, as
   SCHEDULER_JITTER_MINUTES); `max_errors` and `min_items` are whole numbers from 0.
 
@@ -80,7 +83,8 @@ SHOWN_CHARS = 80
 
 DURATION_KEYS = ("every", "timeout", "retry_delay", "jitter")
 COUNT_KEYS = ("max_errors", "min_items")
-JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused")
+JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", "notify")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("defaults", "jobs")
 
 DURATION_ALLOWED = "a duration such as 90m, 4h, 1d, 1h30m, or a number of hours"
@@ -107,9 +111,13 @@ class JobDefaults:
     min_items: int
     jitter: timedelta
     engine: str = "local"  # SCHEDULER_ENGINE: with scrapyd, the argument names Scrapyd swallows are refused
+    notify: tuple[str, ...] = ()
+    # The tags of SCHEDULER_NOTIFY_CONFIG's channels that `notify` may name; None: not known here (a
+    # command reading the jobs without asking Apprise), every well-formed tag passes.
+    notify_tags: frozenset[str] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JobDefaults:
+    def from_settings(cls, settings: Settings, notify_tags: frozenset[str] | None = None) -> JobDefaults:
         """The environment's SCHEDULER_* settings, as every job had them before the jobs file."""
         return cls(
             every=settings.interval,
@@ -119,6 +127,7 @@ class JobDefaults:
             min_items=0,
             jitter=settings.jitter,
             engine=settings.engine,
+            notify_tags=notify_tags,
         )
 
 
@@ -135,6 +144,7 @@ class Job:
     min_items: int
     jitter: timedelta
     paused: bool
+    notify: tuple[str, ...] = ()  # the tags choosing its alerts' channels
 
 
 def resolve_path(jobs_file_setting: str | None, project_dir: Path) -> Path | None:
@@ -204,7 +214,7 @@ def make_job(
     paused: bool = False,
     **values: Any,
 ) -> Job:
-    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name != "engine"} | values
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.name not in ("engine", "notify_tags")} | values
     return Job(
         name=name,
         spider=spider,

@@ -21,7 +21,7 @@ from daemon.scrapyd import RESERVED_ARGS as SCRAPYD_RESERVED_ARGS
 from daemon.jobfile import (
     ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
     MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
-    TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,
+    TAG, TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,
 )  # fmt: skip
 
 
@@ -96,6 +96,7 @@ class _Checker:
         self.reserved_args = SCRAPYD_RESERVED_ARGS if engine == "scrapyd" else frozenset()
         self.known = None if known_spiders is None else frozenset(known_spiders)
         self.problems: list[str] = []
+        self.tags: frozenset[str] | None = None  # the channels' tags a job's `notify` may name
         self._values: dict[Any, Any] = {}  # each value once: equal values are shared by the jobs
 
     def _shared(self, value: Any) -> Any:
@@ -127,7 +128,11 @@ class _Checker:
         if "spider" in shared:
             self._known_spider(f"{self.source}: [defaults]", shared["spider"])
         default_spider_given = isinstance(document.get("defaults"), dict) and "spider" in document["defaults"]
-        layered = dataclasses.replace(env_defaults, **{k: shared[k] for k in DURATION_KEYS + COUNT_KEYS if k in shared})
+        self.tags = env_defaults.notify_tags
+        if "notify" in shared:
+            self._known_tags(f"{self.source}: [defaults]", shared["notify"])
+        keys = DURATION_KEYS + COUNT_KEYS + ("notify",)
+        layered = dataclasses.replace(env_defaults, **{k: shared[k] for k in keys if k in shared})
         jobs: list[Job] = []
         seen: dict[str, str] = {}
         for name, table in jobs_table.items():
@@ -150,6 +155,8 @@ class _Checker:
                 )
                 continue
             own = self._keys(where, table)
+            if "notify" in own:
+                self._known_tags(where, own["notify"])
             if "spider" in own:
                 spider = own["spider"]
                 self._known_spider(where, spider)
@@ -177,7 +184,7 @@ class _Checker:
                     args=self._pairs_shared({**shared.get("args", {}), **own.get("args", {})}),
                     settings=self._pairs_shared({**shared.get("settings", {}), **own.get("settings", {})}),
                     paused=values.get("paused", False),
-                    **{k: self._shared(own[k]) for k in DURATION_KEYS + COUNT_KEYS if k in own},
+                    **{k: self._shared(own[k]) for k in keys if k in own},
                 )
             )
         return tuple(jobs)
@@ -211,12 +218,26 @@ class _Checker:
                     out[key] = value
                 else:
                     self._bad(where, key, value, f"a whole number from 0 to {MAX_COUNT}")
+            elif key == "notify":
+                if isinstance(value, list) and all(isinstance(t, str) and TAG.fullmatch(t) for t in value):
+                    out[key] = tuple(dict.fromkeys(value))
+                else:
+                    self._bad(where, key, value, "a list of channel tags such as [\"oncall\", \"team-data\"] (each 1-64 "
+                              "letters, digits, _ . -)")
             elif key == "paused":
                 if isinstance(value, bool):
                     out[key] = value
                 else:
                     self._bad(where, key, value, "true or false")
         return out
+
+    def _known_tags(self, where: str, tags: tuple[str, ...]) -> None:
+        """Each tag names a channel's tag of SCHEDULER_NOTIFY_CONFIG (when the channels are known)."""
+        for tag in tags:
+            if self.tags is not None and tag not in self.tags:
+                known = ", ".join(sorted(self.tags)) or "none: SCHEDULER_NOTIFY_CONFIG has no tagged channel"
+                self.problems.append(f"{where}: notify={_show(tag)} is not allowed: a tag of the alert channels "
+                                     f"({known})")
 
     def _duration(self, value: Any, *, zero_allowed: bool) -> timedelta | None:
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import address_parsers as a
+from daemon import channels
 from daemon import settings_parsers as p
 from daemon import settings_probes
 from daemon.secret import Secret
@@ -91,3 +92,11 @@ def probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, str
             problems[name] = by_name[name].parser.problem(name, texts[name], detail)
         else:
             values[field] = Secret(line)
+    notify = by_name["SCHEDULER_NOTIFY_CONFIG"]
+    if values[notify.field] is not None and notify.name not in problems:
+        detail, text = channels.read_config(values[notify.field])
+        if detail is not None:
+            problems[notify.name] = notify.parser.problem(notify.name, texts[notify.name], detail)
+            values[notify.field] = None
+        else:
+            values[notify.field] = channels.NotifyConfig(values[notify.field], Secret(text))
