@@ -55,11 +55,13 @@ class SmtpReceiver:
 
         self.messages: list[email.message.EmailMessage] = []
         self.raw: list[bytes] = []
+        self.recipients: list[list[str]] = []  # each message's envelope (RCPT TO), where a Bcc would show
         receiver = self
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
                 receiver.raw.append(envelope.content)
+                receiver.recipients.append(list(envelope.rcpt_tos))
                 receiver.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
                 return "250 OK"
 

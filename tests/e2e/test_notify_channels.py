@@ -162,3 +162,25 @@ def test_a_jobs_notify_tag_no_channel_has_is_a_jobs_file_error(base_env, tmp_pat
     [line] = done.stderr.splitlines()
     assert line == (f"config error: {jobs}: job 'quotes': notify='oncal' is not allowed: a tag of the alert channels "
                     "(oncall)")  # fmt: skip
+
+
+def test_a_hostile_message_cannot_add_an_e_mail_header_or_a_recipient(tmp_path, smtp, json_receiver):
+    import threading
+
+    from daemon.channels import NotifyConfig
+    from daemon.notify import Notifier
+    from daemon.secret import Secret
+
+    config = NotifyConfig(tmp_path / "apprise.txt", Secret(f"{smtp.url()}\n{json_receiver.url()}\n"))
+    notifier = Notifier(Secret(""), Secret(""), threading.Event(), channels=config)
+    hostile = "boom\r\nBcc: victim@example.com\r\nSubject: owned\r\n\r\n<script>alert(1)</script>"
+    notifier.alert(f"spider_failed\r\nBcc: victim2@example.com", hostile, job="q.boom-1", level="error")
+    notifier.flush(60)
+    [mail] = smtp.messages
+    assert mail["Subject"] == "q.boom-1: spider_failed Bcc: victim2@example.com"  # one line, a header no more
+    assert smtp.recipients == [["ops@example.com"]]  # the envelope: nobody added
+    assert all(part["Bcc"] is None for part in mail.walk())  # no header of the message or of a part
+    assert mail["To"] == "ops@example.com" and len(mail.get_all("Subject")) == 1
+    assert "victim@example.com" in text_of(mail)  # the message is the body's text, whole
+    [(_, body)] = json_receiver.posts
+    assert body["message"] == hostile  # JSON carries it as a string: the receiver escapes it as text
