@@ -44,6 +44,7 @@ class NotifyConfig:
 class Channel:
     name: str  # scheme, or scheme://host[:port] where the host is a server's name: never a token
     tags: tuple[str, ...]
+    key: str = ""  # a digest of its URL: its identity in the outbox
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,7 @@ def describe(config: NotifyConfig) -> tuple[Channel, ...]:
         raise ChannelsError("Apprise cannot read line(s) " + ", ".join(map(str, found["bad_lines"])))
     if not found["channels"]:
         raise ChannelsError("it holds no channel")
-    return tuple(Channel(c["name"], tuple(c["tags"])) for c in found["channels"])
+    return tuple(Channel(c["name"], tuple(c["tags"]), c["key"]) for c in found["channels"])
 
 
 def send(config: NotifyConfig, title: str, body: str, *, tags: tuple[str, ...] = (), level: str = "error",

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,12 +27,14 @@ from daemon.config import Secret
 
 if TYPE_CHECKING:
     from daemon.channels import NotifyConfig
+    from daemon.outbox import Outbox
 
 log = structlog.get_logger("daemon.notify")
 
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
 QUEUE_SIZE = 1000
+OUTBOX_POLL_SECONDS = 2.0  # how often the outbox is looked at for alerts due (another daemon's too)
 DEADLINE_SECONDS = 3 * TIMEOUT_SECONDS  # one attempt all told (TIMEOUT_SECONDS bounds each socket step)
 # -I: no PYTHON* variables, user site or script directory; -S: no site-packages, only the stdlib.
 SENDER = [sys.executable, "-I", "-S", str(Path(__file__).with_name("notify_send.py"))]
@@ -47,7 +50,8 @@ class Notifier:
     short-lived process; tags_of: a job's `notify` tags, which choose its alerts' channels."""
 
     def __init__(self, webhook: Secret, ping: Secret, stop: threading.Event, *, channels: NotifyConfig | None = None,
-                 tags_of: Callable[[str], tuple[str, ...]] = lambda job: ()) -> None:  # fmt: skip
+                 tags_of: Callable[[str], tuple[str, ...]] = lambda job: (),
+                 connect: Callable[[], Any] | None = None) -> None:  # fmt: skip
         self.webhook = webhook
         self.ping_url = ping
         self.stop = stop
@@ -59,6 +63,12 @@ class Notifier:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._closed = False
+        # With a database (the daemon's): alerts go through the outbox (daemon/outbox.py), never lost.
+        self.outbox: Outbox | None = None
+        if connect is not None and (webhook or channels is not None):
+            from daemon.outbox import Outbox
+
+            self.outbox = Outbox(connect, channels, webhook, tags_of, self._post)
         if webhook or ping or channels is not None:
             self.thread.start()
 
@@ -86,6 +96,13 @@ class Notifier:
                 self._child.kill()
 
     def alert(self, kind: str, text: str, **fields: Any) -> None:
+        if self.outbox is not None:
+            if kind != "spider_failed":  # a failed crawl's alert is written with its record (sql/017's trigger)
+                more = {k: v for k, v in fields.items() if k not in ("job", "level")}
+                self._put("outbox", None, {"kind": kind, "job": fields.get("job"), "text": text, "fields": more,
+                                           "level": str(fields.get("level", "error")),
+                                           "created_at": datetime.now(timezone.utc)})  # fmt: skip
+            return
         if self.webhook:
             body = json.dumps({"text": text, "kind": kind, **fields}, default=str).encode()
             self._put("alert", self.webhook, body)
@@ -111,11 +128,23 @@ class Notifier:
     def _work(self) -> None:
         while not self._closed:
             try:
-                item = self.queue.get(timeout=1.0)
+                item = self.queue.get(timeout=OUTBOX_POLL_SECONDS if self.outbox is not None else 1.0)
             except queue.Empty:
-                continue
+                item = ()
+            if self.outbox is not None and item != ():
+                if item is not None and item[0] == "outbox":
+                    body = item[2]
+                    self.outbox.add(body["kind"], body["job"], body["level"], body["text"], body["created_at"],
+                                    body["fields"])  # fmt: skip
+                    item = ()
+            if self.outbox is not None and (item == () or item is None):
+                self.outbox.step()
             if item is None:
+                if self.outbox is not None:
+                    self.outbox.close()
                 return
+            if item == ():
+                continue
             what, url, body = item
             try:
                 if url is None:

@@ -6,7 +6,8 @@ Run as `python -I notify_apprise.py` (the environment's site-packages, none of i
 variables). Reads a JSON task on stdin, never from argv (which `ps` shows to everyone): the
 configuration's URLs carry tokens.
 
-- {"op": "describe", "config": TEXT}: prints {"channels": [{"name", "tags"}], "bad_lines": [N, ...]}.
+- {"op": "describe", "config": TEXT}: prints {"channels": [{"name", "key", "tags"}], "bad_lines": [N, ...]}
+  (key: a digest of the URL, the channel's identity in the outbox).
 - {"op": "send", "config": TEXT, "title", "body", "tags": [...], "only": [i, ...] | null,
    "deadline": s}: sends to each chosen channel in turn and prints one JSON line per channel,
    {"channel": i, "ok": bool, "why": str}.
@@ -20,6 +21,7 @@ URLs, so they are never passed on: a failure's "why" is Apprise's message with t
 removed.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -80,6 +82,11 @@ def load(config: str, kept: _Kept):
     return servers, bad
 
 
+def key_of(server) -> str:
+    """A channel's lasting identity in the outbox: a digest of its URL, which tells nothing of it."""
+    return hashlib.sha256(server.url().encode()).hexdigest()[:16]
+
+
 def chosen(tags: set[str], wanted: list[str]) -> bool:
     return not wanted or not tags or bool(tags & set(wanted))
 
@@ -94,7 +101,8 @@ def main() -> None:
     logger.propagate = False
     servers, bad = load(task["config"], kept)
     if task["op"] == "describe":
-        print(json.dumps({"channels": [{"name": name_of(s), "tags": sorted(str(t) for t in s.tags)} for s in servers],
+        print(json.dumps({"channels": [{"name": name_of(s), "key": key_of(s), "tags": sorted(str(t) for t in s.tags)}
+                                       for s in servers],
                           "bad_lines": bad}))
         return
     import apprise

@@ -1,0 +1,47 @@
+-- Alerts that are never lost (issue 22): one row per alert in alert_outbox, one row per channel it
+-- went to (or is still to go to) in alert_deliveries. The lock holder's notifier delivers them in
+-- order, each channel at most once once it acknowledged, retrying with backoff for at least 24 h;
+-- a restarted daemon or the next holder carries on from these rows.
+CREATE TABLE alert_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
+    kind TEXT NOT NULL,           -- 'spider_failed', 'overdue', 'zero_items', 'jobs_file_invalid', ...
+    job TEXT,                     -- the job it is about (its `notify` tags choose the channels); NULL: every channel
+    level TEXT NOT NULL,          -- 'error' | 'warning'
+    text TEXT NOT NULL,           -- the message people read
+    fields JSONB NOT NULL DEFAULT '{}',  -- more of it for machines (the webhook's JSON body): spider, failure, ...
+    spider_run_id BIGINT UNIQUE,  -- the crawl that caused it: a failure is alerted once
+    done_at TIMESTAMP WITH TIME ZONE  -- every chosen channel took it, or was given up on
+);
+CREATE INDEX alert_outbox_open ON alert_outbox (id) WHERE done_at IS NULL;
+
+CREATE TABLE alert_deliveries (
+    alert_id BIGINT NOT NULL REFERENCES alert_outbox (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,        -- a digest of the channel's URL (never the URL), or 'webhook'
+    name TEXT NOT NULL,           -- what may be shown: scheme, and host where it is a server's name
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at TIMESTAMP WITH TIME ZONE,
+    next_attempt_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
+    delivered_at TIMESTAMP WITH TIME ZONE,
+    given_up_at TIMESTAMP WITH TIME ZONE,
+    last_error TEXT,              -- why the last attempt failed, without the URL
+    PRIMARY KEY (alert_id, channel)
+);
+
+-- A failed crawl's alert is written by the statement that records the failure, in its transaction:
+-- the loop's, a take-over's (stale), or the journal's replay after PostgreSQL was down.
+CREATE FUNCTION alert_on_failed_crawl() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO alert_outbox (kind, job, level, text, fields, spider_run_id)
+    VALUES ('spider_failed', NEW.job, 'error',
+            format('Job %s failed (%s): %s', NEW.job, NEW.failure, coalesce(NEW.message, 'no message')),
+            jsonb_build_object('spider', NEW.spider, 'failure', NEW.failure), NEW.id)
+    ON CONFLICT (spider_run_id) DO NOTHING;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER spider_runs_alert_on_failure
+    AFTER INSERT OR UPDATE OF status ON spider_runs
+    FOR EACH ROW WHEN (NEW.status = 'failed')
+    EXECUTE FUNCTION alert_on_failed_crawl();
