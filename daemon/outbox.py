@@ -67,7 +67,8 @@ SELECT d.name, count(*) FROM alert_deliveries d JOIN alert_outbox o ON o.id = d.
 
 class Outbox:
     def __init__(self, connect: Callable[[], Any], channels: NotifyConfig | None, webhook: Secret,
-                 tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None]) -> None:  # fmt: skip
+                 tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None],
+                 metrics: Any = None) -> None:  # fmt: skip
         self.connect = connect
         self.config = channels
         self.webhook = webhook
@@ -76,6 +77,8 @@ class Outbox:
         self.waiting: list[dict[str, Any]] = []  # alerts not yet written (PostgreSQL was down)
         self._conn: Any = None
         self._channels: tuple[Channel, ...] | None = None
+        self.metrics = metrics  # /metrics: scheduler_alerts_undelivered per channel
+        self._counted: set[str] = set()  # the channels whose count is on /metrics
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
         self.waiting.append({"kind": kind, "job": job, "level": level, "text": text, "created_at": created_at,
@@ -90,7 +93,10 @@ class Outbox:
                     cur.execute(ADD_ALERT, alert)
             self.waiting.clear()
             with _transaction(conn) as cur:
-                return self._deliver(cur)
+                tried = self._deliver(cur)
+            if tried and self.metrics is not None and self.metrics.registry is not None:
+                self._count()
+            return tried
         except Exception as exc:  # noqa: BLE001 (psycopg2's errors, a sender's surprise: the next pass tries again)
             log.warning("alert_outbox_unavailable", error=type(exc).__name__, waiting=len(self.waiting))
             self._drop_connection()
@@ -101,6 +107,12 @@ class Outbox:
         with self._connection().cursor() as cur:
             cur.execute(UNDELIVERED)
             return [(name, int(n)) for name, n in cur.fetchall()]
+
+    def _count(self) -> None:
+        counts = dict(self.undelivered())
+        for name in self._counted | counts.keys():
+            self.metrics.alerts_undelivered.labels(name).set(counts.get(name, 0))
+        self._counted |= counts.keys()
 
     def close(self) -> None:
         self._drop_connection()

@@ -152,3 +152,21 @@ def test_alerts_added_while_postgresql_is_down_wait_and_are_delivered_once_it_an
     assert receiver.messages() == ["Job quotes has had no successful run"]
     assert rows(db, "SELECT kind, job, created_at <= %(t)s FROM alert_outbox", {"t": utcnow()}) == [
         ("overdue", "quotes", True)]  # fmt: skip
+
+
+def test_metrics_count_each_channels_undelivered_alerts_down_to_zero(pg_server, database, db, receiver):
+    from daemon.metrics import Metrics
+
+    metrics = Metrics()
+    config = NotifyConfig(None, Secret(receiver.url()))  # type: ignore[arg-type]
+    post = Notifier(Secret(""), Secret(""), threading.Event())._post
+    box = Outbox(lambda: pg_server.connect(database), config, Secret(""), lambda job: (), post, metrics)
+    name = f"json://127.0.0.1:{receiver.port}"
+    receiver.status = 500
+    fail_crawl(db, "quotes")
+    box.step()
+    assert metrics.registry.get_sample_value("scheduler_alerts_undelivered", {"channel": name}) == 1
+    receiver.status = 200
+    make_due_now(db)
+    box.step()
+    assert metrics.registry.get_sample_value("scheduler_alerts_undelivered", {"channel": name}) == 0
