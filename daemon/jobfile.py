@@ -22,6 +22,7 @@ The shape is a contract (users and tests depend on these names):
     every = "2h"
     paused = false             # a paused job stays in the file and never runs
     notify = ["oncall"]        # the tags of SCHEDULER_NOTIFY_CONFIG's channels its alerts go to
+    alert_after = 3            # a failure is alerted from the 3rd in a row (default 1: every one)
 
 Layering, weakest first: the environment settings (the caller's `JobDefaults`), `[defaults]`, the
 job. `args` and `settings` of `[defaults]` are merged key by key with the job's (the job wins).
@@ -42,7 +43,8 @@ and what is allowed; every problem is reported at once, in one `JobsFileError`, 
   kept as the strings `scrapy crawl` receives: booleans as `True`/`False` (what Scrapy's `getbool`
   reads), numbers by their round-tripping `repr`.
 - `notify` is a list of tags that SCHEDULER_NOTIFY_CONFIG's channels carry (an unknown tag is an
-  error; without channels, every tag is); untagged channels get every alert anyway.
+  error; without channels, every tag is); untagged channels get every alert anyway. `alert_after`
+  is a whole number from 1 to 1000.
 - Durations are positive (jitter may be 0) and at most 100 years (jitter at most 1 day, as
   SCHEDULER_JITTER_MINUTES); `max_errors` and `min_items` are whole numbers from 0.
 
@@ -83,7 +85,7 @@ SHOWN_CHARS = 80
 
 DURATION_KEYS = ("every", "timeout", "retry_delay", "jitter")
 COUNT_KEYS = ("max_errors", "min_items")
-JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", "notify")
+JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", "notify", "alert_after")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("defaults", "jobs")
 
@@ -112,6 +114,7 @@ class JobDefaults:
     jitter: timedelta
     engine: str = "local"  # SCHEDULER_ENGINE: with scrapyd, the argument names Scrapyd swallows are refused
     notify: tuple[str, ...] = ()
+    alert_after: int = 1
     # The tags of SCHEDULER_NOTIFY_CONFIG's channels that `notify` may name; None: not known here (a
     # command reading the jobs without asking Apprise), every well-formed tag passes.
     notify_tags: frozenset[str] | None = None
@@ -145,6 +148,7 @@ class Job:
     jitter: timedelta
     paused: bool
     notify: tuple[str, ...] = ()  # the tags choosing its alerts' channels
+    alert_after: int = 1  # failures in a row before one is alerted (and its recovery told)
 
 
 def resolve_path(jobs_file_setting: str | None, project_dir: Path) -> Path | None:

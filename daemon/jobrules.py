@@ -131,7 +131,7 @@ class _Checker:
         self.tags = env_defaults.notify_tags
         if "notify" in shared:
             self._known_tags(f"{self.source}: [defaults]", shared["notify"])
-        keys = DURATION_KEYS + COUNT_KEYS + ("notify",)
+        keys = DURATION_KEYS + COUNT_KEYS + ("notify", "alert_after")
         layered = dataclasses.replace(env_defaults, **{k: shared[k] for k in keys if k in shared})
         jobs: list[Job] = []
         seen: dict[str, str] = {}
@@ -224,6 +224,11 @@ class _Checker:
                 else:
                     self._bad(where, key, value, "a list of channel tags such as [\"oncall\", \"team-data\"] (each 1-64 "
                               "letters, digits, _ . -)")
+            elif key == "alert_after":
+                if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000:
+                    out[key] = value
+                else:
+                    self._bad(where, key, value, "a whole number from 1 to 1000 (failures in a row before an alert)")
             elif key == "paused":
                 if isinstance(value, bool):
                     out[key] = value

@@ -115,8 +115,9 @@ def main() -> None:
             continue
         kept.records.clear()
         try:
-            ok = bool(server.notify(body=task["body"], title=task["title"], notify_type=apprise.NotifyType.FAILURE
-                                    if task.get("level") == "error" else apprise.NotifyType.WARNING))
+            kinds = {"error": apprise.NotifyType.FAILURE, "info": apprise.NotifyType.SUCCESS}
+            ok = bool(server.notify(body=task["body"], title=task["title"],
+                                    notify_type=kinds.get(task.get("level"), apprise.NotifyType.WARNING)))
             why = ""
         except Exception as exc:  # a plugin's bug is this channel's failure, not the others'
             ok, why = False, type(exc).__name__

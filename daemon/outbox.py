@@ -68,7 +68,7 @@ SELECT d.name, count(*) FROM alert_deliveries d JOIN alert_outbox o ON o.id = d.
 class Outbox:
     def __init__(self, connect: Callable[[], Any], channels: NotifyConfig | None, webhook: Secret,
                  tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None],
-                 metrics: Any = None) -> None:  # fmt: skip
+                 metrics: Any = None, alert_after_of: Callable[[str], int] = lambda job: 1) -> None:  # fmt: skip
         self.connect = connect
         self.config = channels
         self.webhook = webhook
@@ -78,6 +78,7 @@ class Outbox:
         self._conn: Any = None
         self._channels: tuple[Channel, ...] | None = None
         self.metrics = metrics  # /metrics: scheduler_alerts_undelivered per channel
+        self.alert_after_of = alert_after_of  # a job's `alert_after`: failures in a row before it is alerted
         self._counted: set[str] = set()  # the channels whose count is on /metrics
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
@@ -143,6 +144,10 @@ class Outbox:
         blocked: set[str] = set()  # channels an earlier alert still waits for: later ones wait behind
         tried = 0
         for alert_id, kind, job, level, text, fields, too_old in alerts:
+            if held(kind, fields, self.alert_after_of(job) if job else 1):
+                cur.execute(CLOSE_ALERT, {"id": alert_id})
+                log.info("alert_held", alert_id=alert_id, kind=kind, job=job, failures=fields.get("failures"))
+                continue
             tags = self.tags_of(job) if job else ()
             mine = [t for t in targets if chosen(Channel(t[1], t[3]), tags)]
             due = []
@@ -200,6 +205,14 @@ class Outbox:
             if self._conn is not None:
                 self._conn.close()
         self._conn = None
+
+
+def held(kind: str, fields: dict[str, Any], alert_after: int) -> bool:
+    """A failure before the job's `alert_after`-th in a row is not told, nor the recovery that ends a
+    streak that was never told (the trigger counts the streak into `fields.failures`)."""
+    if kind not in ("spider_failed", "recovered") or "failures" not in fields:
+        return False
+    return int(fields["failures"]) < alert_after
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ CREATE TABLE alert_outbox (
     created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     kind TEXT NOT NULL,           -- 'spider_failed', 'overdue', 'zero_items', 'jobs_file_invalid', ...
     job TEXT,                     -- the job it is about (its `notify` tags choose the channels); NULL: every channel
-    level TEXT NOT NULL,          -- 'error' | 'warning'
+    level TEXT NOT NULL,          -- 'error' | 'warning' | 'info'
     text TEXT NOT NULL,           -- the message people read
     fields JSONB NOT NULL DEFAULT '{}',  -- more of it for machines (the webhook's JSON body): spider, failure, ...
     spider_run_id BIGINT UNIQUE,  -- the crawl that caused it: a failure is alerted once
@@ -28,20 +28,42 @@ CREATE TABLE alert_deliveries (
     PRIMARY KEY (alert_id, channel)
 );
 
--- A failed crawl's alert is written by the statement that records the failure, in its transaction:
--- the loop's, a take-over's (stale), or the journal's replay after PostgreSQL was down.
-CREATE FUNCTION alert_on_failed_crawl() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A failed crawl's alert, and a recovery notice when a job that was failing succeeds, are written by
+-- the statement that records the crawl, in its transaction: the loop's, a take-over's (stale), or the
+-- journal's replay after PostgreSQL was down. `fields.failures` is the job's failure streak: the
+-- notifier delivers a failure only from the job's `alert_after`-th in a row, and a recovery only when
+-- the streak it ends had been alerted.
+CREATE FUNCTION alert_on_crawl() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    last_success BIGINT;
+    failures INTEGER;
+    first_failed TIMESTAMP WITH TIME ZONE;
+    down INTEGER;
 BEGIN
-    INSERT INTO alert_outbox (kind, job, level, text, fields, spider_run_id)
-    VALUES ('spider_failed', NEW.job, 'error',
-            format('Job %s failed (%s): %s', NEW.job, NEW.failure, coalesce(NEW.message, 'no message')),
-            jsonb_build_object('spider', NEW.spider, 'failure', NEW.failure), NEW.id)
-    ON CONFLICT (spider_run_id) DO NOTHING;
+    SELECT max(id) INTO last_success FROM spider_runs
+     WHERE job = NEW.job AND status = 'completed' AND id < NEW.id;
+    SELECT count(*), min(started_at) INTO failures, first_failed FROM spider_runs
+     WHERE job = NEW.job AND status = 'failed' AND id > coalesce(last_success, 0) AND id <= NEW.id;
+    IF NEW.status = 'failed' THEN
+        INSERT INTO alert_outbox (kind, job, level, text, fields, spider_run_id)
+        VALUES ('spider_failed', NEW.job, 'error',
+                format('Job %s failed (%s): %s', NEW.job, NEW.failure, coalesce(NEW.message, 'no message')),
+                jsonb_build_object('spider', NEW.spider, 'failure', NEW.failure, 'failures', failures), NEW.id)
+        ON CONFLICT (spider_run_id) DO NOTHING;
+    ELSIF failures > 0 THEN
+        down := extract(epoch FROM coalesce(NEW.finished_at, now()) - first_failed)::integer;
+        INSERT INTO alert_outbox (kind, job, level, text, fields, spider_run_id)
+        VALUES ('recovered', NEW.job, 'info',
+                format('Job %s recovered after %s failure%s, down %s h %s min', NEW.job, failures,
+                       CASE WHEN failures = 1 THEN '' ELSE 's' END, down / 3600, down % 3600 / 60),
+                jsonb_build_object('spider', NEW.spider, 'failures', failures, 'down_seconds', down), NEW.id)
+        ON CONFLICT (spider_run_id) DO NOTHING;
+    END IF;
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER spider_runs_alert_on_failure
+CREATE TRIGGER spider_runs_alert
     AFTER INSERT OR UPDATE OF status ON spider_runs
-    FOR EACH ROW WHEN (NEW.status = 'failed')
-    EXECUTE FUNCTION alert_on_failed_crawl();
+    FOR EACH ROW WHEN (NEW.status IN ('failed', 'completed'))
+    EXECUTE FUNCTION alert_on_crawl();

@@ -170,3 +170,33 @@ def test_metrics_count_each_channels_undelivered_alerts_down_to_zero(pg_server, 
     make_due_now(db)
     box.step()
     assert metrics.registry.get_sample_value("scheduler_alerts_undelivered", {"channel": name}) == 0
+
+
+def succeed_crawl(db, job: str) -> int:
+    [(run_id,)] = rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at) "
+                           "VALUES (now(), 1, 'completed', now()) RETURNING id")  # fmt: skip
+    [(crawl,)] = rows(db, "INSERT INTO spider_runs (run_id, spider, job, status, started_at) "
+                          "VALUES (%(r)s, 'ok', %(j)s, 'running', now()) RETURNING id", {"r": run_id, "j": job})  # fmt: skip
+    rows(db, "UPDATE spider_runs SET status = 'completed', items_scraped = 5, finished_at = now() WHERE id = %(id)s",
+         {"id": crawl})  # fmt: skip
+    return crawl
+
+
+def test_alert_after_3_tells_the_third_failure_in_a_row_then_the_recovery(pg_server, database, db, receiver):
+    config = NotifyConfig(None, Secret(receiver.url()))  # type: ignore[arg-type]
+    post = Notifier(Secret(""), Secret(""), threading.Event())._post
+    box = Outbox(lambda: pg_server.connect(database), config, Secret(""), lambda job: (), post,
+                 alert_after_of=lambda job: 3)  # fmt: skip
+    fail_crawl(db, "quotes", "first")
+    fail_crawl(db, "quotes", "second")
+    succeed_crawl(db, "quotes")  # a streak of 2, never told: its end is not told either
+    for n in range(3):
+        fail_crawl(db, "quotes", f"again {n}")
+    box.step()
+    assert receiver.messages() == ["Job quotes failed (error): again 2"]
+    rows(db, "UPDATE spider_runs SET started_at = started_at - interval '2 hours 10 minutes' "
+             "WHERE message = 'again 0'")  # the streak began 2 h 10 min ago  # fmt: skip
+    succeed_crawl(db, "quotes")
+    box.step()
+    assert receiver.messages()[1:] == ["Job quotes recovered after 3 failures, down 2 h 10 min"]
+    assert receiver.posts[1][1]["type"] == "success"

@@ -139,3 +139,29 @@ def test_the_settings_hold_the_config_text_as_a_secret_and_show_only_the_path(tm
         Settings.from_mapping({"SCHEDULER_NOTIFY_CONFIG": str(path), "SCHEDULER_STATE_DIR": str(tmp_path)})
     [line] = caught.value.problems
     assert line.startswith("SCHEDULER_NOTIFY_CONFIG=") and "T0K3N" not in line
+
+
+def test_alert_after_comes_from_the_job_else_defaults_else_1_and_is_from_1_to_1000():
+    found = jobs("[defaults]\nalert_after = 3\n[jobs.quotes]\nalert_after = 5\n[jobs.books]\n")
+    assert (found["quotes"].alert_after, found["books"].alert_after) == (5, 3)
+    assert jobs("[jobs.quotes]\n")["quotes"].alert_after == 1
+    assert problems("[jobs.quotes]\nalert_after = 0") == [
+        "schedule.toml: job 'quotes': alert_after=0 is not allowed: a whole number from 1 to 1000 (failures in a row "
+        "before an alert)"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "fields", "alert_after", "is_held"), [
+    ("spider_failed", {"failures": 1}, 1, False),  # default: every failure, as before
+    ("spider_failed", {"failures": 2}, 3, True),
+    ("spider_failed", {"failures": 3}, 3, False),
+    ("spider_failed", {"failures": 4}, 3, False),
+    ("recovered", {"failures": 2}, 3, True),  # the streak was never told: nor its end
+    ("recovered", {"failures": 3}, 3, False),
+    ("overdue", {}, 3, False),  # not a crawl's alert: alert_after is not its policy
+])  # fmt: skip
+def test_a_failure_is_held_below_the_jobs_alert_after_and_so_is_the_recovery_of_a_streak_never_told(
+    kind, fields, alert_after, is_held
+):  # fmt: skip
+    from daemon.outbox import held
+
+    assert held(kind, fields, alert_after) is is_held
