@@ -34,7 +34,9 @@ log = structlog.get_logger("daemon.notify")
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
 QUEUE_SIZE = 1000
-OUTBOX_POLL_SECONDS = 2.0  # how often the outbox is looked at for alerts due (another daemon's too)
+# How often the outbox is looked at when nothing woke it: for retries that came due and alerts
+# another daemon wrote. A run's end and an alert wake it at once (`wake`), so this only bounds the rest.
+OUTBOX_POLL_SECONDS = 15.0
 DEADLINE_SECONDS = 3 * TIMEOUT_SECONDS  # one attempt all told (TIMEOUT_SECONDS bounds each socket step)
 # -I: no PYTHON* variables, user site or script directory; -S: no site-packages, only the stdlib.
 SENDER = [sys.executable, "-I", "-S", str(Path(__file__).with_name("notify_send.py"))]
@@ -114,6 +116,11 @@ class Notifier:
             self._put("channels", None, {"kind": kind, "title": title, "body": text, "tags": tags,
                                          "level": str(fields.get("level", "error"))})  # fmt: skip
 
+    def wake(self) -> None:
+        """A run ended: its crawls' alerts (written with their records) are due now, not at the next poll."""
+        if self.outbox is not None:
+            self._put("wake", None, None)
+
     def ping(self, suffix: str = "") -> None:
         """suffix: '/start' when a run starts, '' on success, '/fail' on failure."""
         if self.ping_url:
@@ -127,13 +134,17 @@ class Notifier:
                         to=where(url.reveal()) if url is not None else "channels")  # fmt: skip
 
     def _work(self) -> None:
+        if self.outbox is not None:
+            self.outbox.step()  # what a daemon before this one left undelivered
         while not self._closed:
             try:
                 item = self.queue.get(timeout=OUTBOX_POLL_SECONDS if self.outbox is not None else 1.0)
             except queue.Empty:
                 item = ()
             if self.outbox is not None and item != ():
-                if item is not None and item[0] == "outbox":
+                if item is not None and item[0] == "wake":
+                    item = ()
+                elif item is not None and item[0] == "outbox":
                     body = item[2]
                     self.outbox.add(body["kind"], body["job"], body["level"], body["text"], body["created_at"],
                                     body["fields"])  # fmt: skip

@@ -89,10 +89,11 @@ class Outbox:
         """One pass; the number of deliveries tried. PostgreSQL down: nothing lost, tried next pass."""
         try:
             conn = self._connection()
-            with _transaction(conn) as cur:
-                for alert in self.waiting:
-                    cur.execute(ADD_ALERT, alert)
-            self.waiting.clear()
+            if self.waiting:
+                with _transaction(conn) as cur:
+                    for alert in self.waiting:
+                        cur.execute(ADD_ALERT, alert)
+                self.waiting.clear()
             with _transaction(conn) as cur:
                 tried = self._deliver(cur)
             if tried and self.metrics is not None and self.metrics.registry is not None:
