@@ -201,6 +201,11 @@ class Settings:
         meaning="the alert channels: an Apprise configuration file (Slack, Telegram, e-mail, ntfy, Discord, JSON "
                 "webhooks, ...; tags route a job's alerts, see [Alerts](#alerts)); its URLs are never logged or shown",
     )  # fmt: skip
+    public_url: Secret = variable(
+        "SCHEDULER_PUBLIC_URL", a.url(query_allowed=False), shown_default="unset",
+        meaning="where people reach the page (e.g. `https://scheduler.example.com`, behind a proxy): each alert "
+                "about a job ends with the link to the job's page there",
+    )  # fmt: skip
     # Pings append /start and /fail to it: a query or a fragment would swallow them.
     healthcheck_ping_url: Secret = variable(
         "HEALTHCHECK_PING_URL", a.url(query_allowed=False), shown_default="unset",

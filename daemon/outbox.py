@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -68,7 +69,8 @@ SELECT d.name, count(*) FROM alert_deliveries d JOIN alert_outbox o ON o.id = d.
 class Outbox:
     def __init__(self, connect: Callable[[], Any], channels: NotifyConfig | None, webhook: Secret,
                  tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None],
-                 metrics: Any = None, alert_after_of: Callable[[str], int] = lambda job: 1) -> None:  # fmt: skip
+                 metrics: Any = None, alert_after_of: Callable[[str], int] = lambda job: 1,
+                 public_url: Secret = Secret("")) -> None:  # fmt: skip
         self.connect = connect
         self.config = channels
         self.webhook = webhook
@@ -79,6 +81,7 @@ class Outbox:
         self._channels: tuple[Channel, ...] | None = None
         self.metrics = metrics  # /metrics: scheduler_alerts_undelivered per channel
         self.alert_after_of = alert_after_of  # a job's `alert_after`: failures in a row before it is alerted
+        self.public_url = public_url.reveal().rstrip("/")  # SCHEDULER_PUBLIC_URL: alerts link the job's page
         self._counted: set[str] = set()  # the channels whose count is on /metrics
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
@@ -160,6 +163,8 @@ class Outbox:
                     blocked.add(target[0])
                     continue
                 due.append(target)
+            if job and self.public_url:
+                text = f"{text}\n{job_link(self.public_url, job)}"
             results = self._send(due, kind, job, level, text, fields)
             tried += len(due)
             for (key, name, _, _), (ok, why) in zip(due, results):
@@ -206,6 +211,13 @@ class Outbox:
             if self._conn is not None:
                 self._conn.close()
         self._conn = None
+
+
+def job_link(public_url: str, job: str) -> str:
+    """The job's page under SCHEDULER_PUBLIC_URL, as the page spells its links (daemon/page.py's
+    job_href: a name of dots only is encoded, or it would read as a path step)."""
+    encoded = quote(job, safe="")
+    return f"{public_url}/jobs/" + (encoded.replace(".", "%2E") if set(job) <= {"."} else encoded)
 
 
 def held(kind: str, fields: dict[str, Any], alert_after: int) -> bool:

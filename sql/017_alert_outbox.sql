@@ -47,7 +47,10 @@ BEGIN
     IF NEW.status = 'failed' THEN
         INSERT INTO alert_outbox (kind, job, level, text, fields, spider_run_id)
         VALUES ('spider_failed', NEW.job, 'error',
-                format('Job %s failed (%s): %s', NEW.job, NEW.failure, coalesce(NEW.message, 'no message')),
+                format('Job %s failed (%s): %s', NEW.job, NEW.failure, coalesce(NEW.message, 'no message'))
+                || CASE WHEN failures > 1 THEN format(' (%s failures in a row, since %s)', failures,
+                                                       to_char(first_failed AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
+                        ELSE '' END,
                 jsonb_build_object('spider', NEW.spider, 'failure', NEW.failure, 'failures', failures), NEW.id)
         ON CONFLICT (spider_run_id) DO NOTHING;
     ELSIF failures > 0 THEN

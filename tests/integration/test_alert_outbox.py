@@ -193,10 +193,33 @@ def test_alert_after_3_tells_the_third_failure_in_a_row_then_the_recovery(pg_ser
     for n in range(3):
         fail_crawl(db, "quotes", f"again {n}")
     box.step()
-    assert receiver.messages() == ["Job quotes failed (error): again 2"]
+    [told] = receiver.messages()
+    assert told.startswith("Job quotes failed (error): again 2 (3 failures in a row, since ")
     rows(db, "UPDATE spider_runs SET started_at = started_at - interval '2 hours 10 minutes' "
              "WHERE message = 'again 0'")  # the streak began 2 h 10 min ago  # fmt: skip
     succeed_crawl(db, "quotes")
     box.step()
     assert receiver.messages()[1:] == ["Job quotes recovered after 3 failures, down 2 h 10 min"]
     assert receiver.posts[1][1]["type"] == "success"
+
+
+def test_an_alert_says_since_when_and_links_the_jobs_page_under_the_public_url(pg_server, database, db, receiver):
+    config = NotifyConfig(None, Secret(receiver.url()))  # type: ignore[arg-type]
+    post = Notifier(Secret(""), Secret(""), threading.Event())._post
+    box = Outbox(lambda: pg_server.connect(database), config, Secret(""), lambda job: (), post,
+                 public_url=Secret("https://scheduler.example.com/"))  # fmt: skip
+    fail_crawl(db, "q.uotes", "first")
+    fail_crawl(db, "q.uotes", "second")
+    [(since,)] = rows(db, "SELECT to_char(min(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM spider_runs")
+    box.step()
+    assert receiver.messages() == [
+        "Job q.uotes failed (error): first\nhttps://scheduler.example.com/jobs/q.uotes",
+        f"Job q.uotes failed (error): second (2 failures in a row, since {since} UTC)\n"
+        "https://scheduler.example.com/jobs/q.uotes",
+    ]  # fmt: skip
+
+
+def test_a_job_named_only_with_dots_links_a_page_not_a_path_step():
+    from daemon.outbox import job_link
+
+    assert job_link("https://s.example.com", "..") == "https://s.example.com/jobs/%2E%2E"
