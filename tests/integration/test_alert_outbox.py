@@ -223,3 +223,22 @@ def test_a_job_named_only_with_dots_links_a_page_not_a_path_step():
     from daemon.outbox import job_link
 
     assert job_link("https://s.example.com", "..") == "https://s.example.com/jobs/%2E%2E"
+
+
+def test_the_page_reads_each_channels_undelivered_alerts_in_its_read_only_session(pg_server, database, db, receiver):
+    from daemon.config import Settings
+    from daemon.pagedata import PageSession, overview
+    from tests.conftest import TEST_PROJECT
+
+    box = outbox(pg_server, database, [receiver])
+    receiver.status = 500
+    fail_crawl(db, "quotes")
+    fail_crawl(db, "books")
+    box.step()  # the first tried and failed; the second waits behind it: no row of its own yet
+    settings = Settings.from_mapping({**pg_server.env(database), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT)})
+    session = PageSession(settings)
+    try:
+        ov = session.read(lambda store: overview(store, settings, utcnow(), 7))
+    finally:
+        session.close()
+    assert ov.undelivered == ((f"json://127.0.0.1:{receiver.port}", 1),)
