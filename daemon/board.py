@@ -49,6 +49,8 @@ class Board:
             "every_s": job.every.total_seconds(), "timeout_s": job.timeout.total_seconds(),
             "retry_delay_s": job.retry_delay.total_seconds(), "max_errors": job.max_errors,
             "min_items": job.min_items, "jitter_s": job.jitter.total_seconds(), "paused": job.paused,
+            "baseline": False if job.baseline is None else {"items_below": job.baseline[0],
+                                                             "duration_above": job.baseline[1]},
         } for position, job in enumerate(jobs)]  # fmt: skip
         source = {"path": path, "error": error, "spiders": None if spiders is None else list(spiders),
                   "now": now, "owner": owner}  # fmt: skip

@@ -18,12 +18,12 @@ RETURNING id, spiders
 DELETE_JOBS = "DELETE FROM jobs"
 INSERT_JOBS = """
 INSERT INTO jobs (name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors,
-                  min_items, jitter_s, paused)
+                  min_items, jitter_s, paused, baseline)
 SELECT name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items,
-       jitter_s, paused
+       jitter_s, paused, baseline
   FROM json_to_recordset(%(jobs)s::json) AS j (name text, position int, spider text, args json,
        settings json, every_s float8, timeout_s float8, retry_delay_s float8, max_errors int, min_items int,
-       jitter_s float8, paused boolean)
+       jitter_s float8, paused boolean, baseline jsonb)
 """
 # `spiders` NULL keeps the list (and when it was listed) stored before.
 PUBLISH_JOBS_SOURCE = """

@@ -23,6 +23,7 @@ The shape is a contract (users and tests depend on these names):
     paused = false             # a paused job stays in the file and never runs
     notify = ["oncall"]        # the tags of SCHEDULER_NOTIFY_CONFIG's channels its alerts go to
     alert_after = 3            # a failure is alerted from the 3rd in a row (default 1: every one)
+    baseline = { items_below = 0.5, duration_above = 3.0 }   # or false: see README "Alerts"
 
 Layering, weakest first: the environment settings (the caller's `JobDefaults`), `[defaults]`, the
 job. `args` and `settings` of `[defaults]` are merged key by key with the job's (the job wins).
@@ -44,7 +45,8 @@ and what is allowed; every problem is reported at once, in one `JobsFileError`, 
   reads), numbers by their round-tripping `repr`.
 - `notify` is a list of tags that SCHEDULER_NOTIFY_CONFIG's channels carry (an unknown tag is an
   error; without channels, every tag is); untagged channels get every alert anyway. `alert_after`
-  is a whole number from 1 to 1000.
+  is a whole number from 1 to 1000. `baseline` is `false` or a table of `items_below` (a number
+  above 0 and at most 1) and `duration_above` (at least 1), each optional.
 - Durations are positive (jitter may be 0) and at most 100 years (jitter at most 1 day, as
   SCHEDULER_JITTER_MINUTES); `max_errors` and `min_items` are whole numbers from 0.
 
@@ -85,7 +87,10 @@ SHOWN_CHARS = 80
 
 DURATION_KEYS = ("every", "timeout", "retry_delay", "jitter")
 COUNT_KEYS = ("max_errors", "min_items")
-JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", "notify", "alert_after")
+JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", "notify", "alert_after", "baseline")
+# A success with fewer items than this times the job's usual (the median of its last 20 successes),
+# or a duration above this times its usual, is `suspect` (sql/017).
+BASELINE = (0.5, 3.0)
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("defaults", "jobs")
 
@@ -115,6 +120,7 @@ class JobDefaults:
     engine: str = "local"  # SCHEDULER_ENGINE: with scrapyd, the argument names Scrapyd swallows are refused
     notify: tuple[str, ...] = ()
     alert_after: int = 1
+    baseline: tuple[float, float] | None = BASELINE  # (items_below, duration_above); None: off
     # The tags of SCHEDULER_NOTIFY_CONFIG's channels that `notify` may name; None: not known here (a
     # command reading the jobs without asking Apprise), every well-formed tag passes.
     notify_tags: frozenset[str] | None = None
@@ -149,6 +155,7 @@ class Job:
     paused: bool
     notify: tuple[str, ...] = ()  # the tags choosing its alerts' channels
     alert_after: int = 1  # failures in a row before one is alerted (and its recovery told)
+    baseline: tuple[float, float] | None = BASELINE  # (items_below, duration_above) of its verdicts; None: off
 
 
 def resolve_path(jobs_file_setting: str | None, project_dir: Path) -> Path | None:

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from tests.alert_receivers import JsonReceiver, write_config
-from tests.helpers import count, rows, wait_for
+from tests.helpers import count, rows, utcnow, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -75,3 +75,71 @@ def test_a_crawl_failing_while_postgresql_is_down_is_alerted_after_the_replay(pg
         assert len(failed_alerts(receiver)) == rows(conn, DELIVERED)[0][0]
     finally:
         conn.close()
+
+
+BASELINE_JOBS = """
+[jobs.quotes]
+spider = "counted"
+args = {{ count_file = "{count_file}" }}
+every = "1s"
+{baseline}
+"""
+
+
+def test_a_crawl_with_40_items_after_1000s_is_marked_suspect_with_its_alert_yet_counts_as_a_success(
+    base_env, db, tmp_path, daemon_factory, receiver
+):  # fmt: skip
+    count_file = tmp_path / "count"
+    count_file.write_text("1000")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(BASELINE_JOBS.format(count_file=count_file, baseline=""))
+    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_NOTIFY_CONFIG": str(config),
+           "SCHEDULER_TICK_SECONDS": "0.5"}  # fmt: skip
+    d = daemon_factory(env).start()
+    successes = "SELECT count(*) FROM spider_runs WHERE status = 'completed'"
+    wait_for(lambda: rows(db, successes)[0][0] >= 5, timeout=180, what="five successes of 1,000 items")
+    assert rows(db, "SELECT count(*) FROM spider_runs WHERE suspect IS NOT NULL") == [(0,)]
+    count_file.write_text("40")
+    wait_for(lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE suspect IS NOT NULL")[0][0] >= 2, timeout=60,
+             what="two suspect crawls")  # fmt: skip
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+    [(status, suspect)] = rows(db, "SELECT status, suspect FROM spider_runs WHERE items_scraped = 40 ORDER BY id "
+                                   "LIMIT 1")  # fmt: skip
+    assert status == "completed" and suspect.startswith("40 items; usual 1,000 (median of ")
+    wait_for(lambda: [m for m in receiver.messages() if "looks wrong" in m], timeout=30, what="the suspect alert")
+    told = [m for m in receiver.messages() if "looks wrong" in m]
+    assert len(told) == 1 and told[0].startswith("Job quotes succeeded but looks wrong: 40 items; usual 1,000")
+
+
+def test_fewer_than_five_earlier_successes_judge_nothing_and_baseline_false_judges_nothing(pg_server, base_env, db,
+                                                                                       tmp_path):  # fmt: skip
+    from daemon.config import Settings
+    from daemon.jobrules import parse
+    from daemon.jobfile import JobDefaults
+    from daemon.store import Store
+
+    settings = Settings.from_mapping(base_env)
+    store = Store(pg_server.connect(base_env["DB_NAME"]))
+
+    def publish(baseline: str) -> None:
+        jobs = parse(BASELINE_JOBS.format(count_file="x", baseline=baseline), "jobs.toml",
+                     JobDefaults.from_settings(settings))  # fmt: skip
+        store.publish_jobs(jobs, path="jobs.toml", error=None, spiders=None, now=utcnow(), owner="test")
+
+    def success(items: int) -> str | None:
+        [(run,)] = rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at) "
+                            "VALUES (now(), 1, 'completed', now()) RETURNING id")  # fmt: skip
+        [(suspect,)] = rows(db, "INSERT INTO spider_runs (run_id, spider, job, status, started_at, finished_at, "
+                                "items_scraped) VALUES (%(r)s, 'counted', 'quotes', 'completed', now(), now(), %(n)s) "
+                                "RETURNING suspect", {"r": run, "n": items})  # fmt: skip
+        return suspect
+
+    publish("")
+    assert [success(n) for n in (1000, 1000, 1000, 1000, 40)] == [None] * 5  # four earlier: nothing judged
+    assert success(1000) is None
+    assert success(40) == "40 items; usual 1,000 (median of 6)"
+    publish("baseline = false")
+    assert success(40) is None
+    store.close()

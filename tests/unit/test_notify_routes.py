@@ -165,3 +165,22 @@ def test_a_failure_is_held_below_the_jobs_alert_after_and_so_is_the_recovery_of_
     from daemon.outbox import held
 
     assert held(kind, fields, alert_after) is is_held
+
+
+@pytest.mark.parametrize(("text", "baseline"), [
+    ("", (0.5, 3.0)),
+    ("baseline = false", None),
+    ("baseline = { items_below = 0.25 }", (0.25, 3.0)),
+    ("baseline = { duration_above = 5 }", (0.5, 5.0)),
+])  # fmt: skip
+def test_a_jobs_baseline_is_the_defaults_its_own_thresholds_or_off(text, baseline):
+    assert jobs(f"[jobs.quotes]\n{text}\n")["quotes"].baseline == baseline
+
+
+@pytest.mark.parametrize("text", [
+    "baseline = true", "baseline = { items_below = 0 }", "baseline = { items_below = 2 }",
+    "baseline = { duration_above = 0.5 }", "baseline = { items = 0.5 }", "baseline = { items_below = 'half' }",
+])  # fmt: skip
+def test_a_baseline_that_is_not_false_or_sane_thresholds_is_one_problem_line(text):
+    [line] = problems(f"[jobs.quotes]\n{text}\n")
+    assert line.startswith("schedule.toml: job 'quotes': baseline=") and "is not allowed: false, or a table" in line
