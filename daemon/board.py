@@ -128,6 +128,12 @@ class Board:
             cur.execute(board_queries.LATEST_JOB_RUNS, {"jobs": list(jobs)})
             return cur.fetchall()
 
+    def latest_suspects(self, jobs: Sequence[str]) -> dict[str, str]:
+        """job -> why its latest crawl, a success, looks wrong against its baseline (sql/017)."""
+        with self.conn.cursor() as cur:
+            cur.execute(board_queries.LATEST_SUSPECTS, {"jobs": list(jobs)})
+            return dict(cur.fetchall())
+
     def latest_run(self) -> tuple[Any, ...] | None:
         with self.conn.cursor() as cur:
             cur.execute(board_queries.LATEST_RUN)

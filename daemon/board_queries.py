@@ -147,3 +147,9 @@ SELECT id, job, spider, status, started_at, finished_at, pid, log_tail FROM spid
  ORDER BY id DESC LIMIT 1
 """
 JOB_NAMES = "SELECT name FROM jobs ORDER BY position"
+LATEST_SUSPECTS = """
+SELECT j.job, r.suspect
+  FROM unnest(%(jobs)s::text[]) AS j (job)
+  JOIN LATERAL (SELECT suspect FROM spider_runs x WHERE x.job >= j.job AND x.job <= j.job
+                 ORDER BY x.job, x.id DESC LIMIT 1) r ON r.suspect IS NOT NULL  -- the range: see SPIDER_HISTORY
+"""

@@ -140,6 +140,12 @@ def test_fewer_than_five_earlier_successes_judge_nothing_and_baseline_false_judg
     assert [success(n) for n in (1000, 1000, 1000, 1000, 40)] == [None] * 5  # four earlier: nothing judged
     assert success(1000) is None
     assert success(40) == "40 items; usual 1,000 (median of 6)"
+    from daemon import status
+
+    report = status.gather(store, settings, utcnow(), store.published_jobs(), None, True)
+    assert report["spiders"][0]["suspect"] == "40 items; usual 1,000 (median of 6)"
+    text = status.render(report, as_json=False)
+    assert "completed, suspect" in text and "quotes: suspect: 40 items; usual 1,000 (median of 6)" in text
     publish("baseline = false")
     assert success(40) is None
     store.close()
