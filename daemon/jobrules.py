@@ -15,13 +15,14 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from daemon import alert_keys
 from daemon.config import SPIDER_NAME
 from daemon.errors import JobsFileError
 from daemon.scrapyd import RESERVED_ARGS as SCRAPYD_RESERVED_ARGS
 from daemon.jobfile import (
-    BASELINE, ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
+    ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
     MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
-    TAG, TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,
+    TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,
 )  # fmt: skip
 
 
@@ -131,7 +132,7 @@ class _Checker:
         self.tags = env_defaults.notify_tags
         if "notify" in shared:
             self._known_tags(f"{self.source}: [defaults]", shared["notify"])
-        keys = DURATION_KEYS + COUNT_KEYS + ("notify", "alert_after", "baseline")
+        keys = DURATION_KEYS + COUNT_KEYS + alert_keys.KEYS
         layered = dataclasses.replace(env_defaults, **{k: shared[k] for k in keys if k in shared})
         jobs: list[Job] = []
         seen: dict[str, str] = {}
@@ -218,24 +219,12 @@ class _Checker:
                     out[key] = value
                 else:
                     self._bad(where, key, value, f"a whole number from 0 to {MAX_COUNT}")
-            elif key == "notify":
-                if isinstance(value, list) and all(isinstance(t, str) and TAG.fullmatch(t) for t in value):
-                    out[key] = tuple(dict.fromkeys(value))
+            elif key in alert_keys.KEYS:
+                parsed = alert_keys.PARSERS[key](value)
+                if parsed is alert_keys.INVALID:
+                    self._bad(where, key, value, alert_keys.ALLOWED[key])
                 else:
-                    self._bad(where, key, value, "a list of channel tags such as [\"oncall\", \"team-data\"] (each 1-64 "
-                              "letters, digits, _ . -)")
-            elif key == "alert_after":
-                if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000:
-                    out[key] = value
-                else:
-                    self._bad(where, key, value, "a whole number from 1 to 1000 (failures in a row before an alert)")
-            elif key == "baseline":
-                baseline = _baseline(value)
-                if baseline is False:
-                    self._bad(where, key, value, "false, or a table { items_below = 0.5, duration_above = 3.0 }: "
-                              "items_below above 0 and at most 1, duration_above at least 1, each optional")
-                else:
-                    out[key] = baseline
+                    out[key] = parsed
             elif key == "paused":
                 if isinstance(value, bool):
                     out[key] = value
@@ -244,12 +233,7 @@ class _Checker:
         return out
 
     def _known_tags(self, where: str, tags: tuple[str, ...]) -> None:
-        """Each tag names a channel's tag of SCHEDULER_NOTIFY_CONFIG (when the channels are known)."""
-        for tag in tags:
-            if self.tags is not None and tag not in self.tags:
-                known = ", ".join(sorted(self.tags)) or "none: SCHEDULER_NOTIFY_CONFIG has no tagged channel"
-                self.problems.append(f"{where}: notify={_show(tag)} is not allowed: a tag of the alert channels "
-                                     f"({known})")
+        self.problems += [f"{where}: {problem}" for problem in alert_keys.unknown_tags(tags, self.tags)]
 
     def _duration(self, value: Any, *, zero_allowed: bool) -> timedelta | None:
         try:
@@ -315,21 +299,6 @@ class _Checker:
         guess = difflib.get_close_matches(key, choices, n=1)
         hint = f" (did you mean {guess[0]}?)" if guess else ""
         self.problems.append(f"{where}: unknown key {_show(key)}{hint} is not allowed: {allowed}")
-
-
-def _baseline(value: Any) -> tuple[float, float] | None | bool:
-    """The `baseline` key: None (off) for false, the two thresholds for a table, False when not allowed."""
-    if value is False:
-        return None
-    if not isinstance(value, dict) or not set(value) <= {"items_below", "duration_above"}:
-        return False
-    numbers = {k: v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    if numbers.keys() != value.keys() or not all(math.isfinite(v) for v in numbers.values()):
-        return False
-    items_below, duration_above = numbers.get("items_below", BASELINE[0]), numbers.get("duration_above", BASELINE[1])
-    if not (0 < items_below <= 1 and duration_above >= 1):
-        return False
-    return (float(items_below), float(duration_above))
 
 
 def _render(value: Any) -> str | None:
