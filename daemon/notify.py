@@ -54,7 +54,8 @@ class Notifier:
     def __init__(self, webhook: Secret, ping: Secret, stop: threading.Event, *, channels: NotifyConfig | None = None,
                  tags_of: Callable[[str], tuple[str, ...]] = lambda job: (),
                  connect: Callable[[], Any] | None = None, metrics: Any = None,
-                 alert_after_of: Callable[[str], int] = lambda job: 1, public_url: Secret = Secret("")) -> None:  # fmt: skip
+                 alert_after_of: Callable[[str], int] = lambda job: 1, public_url: Secret = Secret(""),
+                 state_dir: Path | None = None) -> None:  # fmt: skip
         self.webhook = webhook
         self.ping_url = ping
         self.stop = stop
@@ -71,7 +72,11 @@ class Notifier:
         if connect is not None and (webhook or channels is not None):
             from daemon.outbox import Outbox
 
-            self.outbox = Outbox(connect, channels, webhook, tags_of, self._post, metrics, alert_after_of, public_url)
+            from daemon.alert_spool import AlertSpool
+
+            spool = AlertSpool(state_dir) if state_dir is not None else None
+            self.outbox = Outbox(connect, channels, webhook, tags_of, self._post, metrics, alert_after_of, public_url,
+                                 spool)  # fmt: skip
         if webhook or ping or channels is not None:
             self.thread.start()
 

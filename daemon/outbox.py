@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from urllib.parse import quote
 
 import structlog
 
+from daemon.alert_spool import AlertSpool
 from daemon.channels import Channel, ChannelsError, NotifyConfig, chosen, describe, send
 from daemon.secret import Secret
 
@@ -38,8 +40,9 @@ BATCH = 100  # open alerts taken in one pass
 WEBHOOK = "webhook"  # the channel key of ALERT_WEBHOOK_URL
 
 ADD_ALERT = """
-INSERT INTO alert_outbox (created_at, kind, job, level, text, fields)
-VALUES (%(created_at)s, %(kind)s, %(job)s, %(level)s, %(text)s, %(fields)s)
+INSERT INTO alert_outbox (created_at, kind, job, level, text, fields, spool_key)
+VALUES (%(created_at)s, %(kind)s, %(job)s, %(level)s, %(text)s, %(fields)s, %(key)s)
+ON CONFLICT (spool_key) DO NOTHING
 """
 OPEN_ALERTS = """
 SELECT id, kind, job, level, text, fields, created_at < now() - %(give_up)s FROM alert_outbox
@@ -70,7 +73,7 @@ class Outbox:
     def __init__(self, connect: Callable[[], Any], channels: NotifyConfig | None, webhook: Secret,
                  tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None],
                  metrics: Any = None, alert_after_of: Callable[[str], int] = lambda job: 1,
-                 public_url: Secret = Secret("")) -> None:  # fmt: skip
+                 public_url: Secret = Secret(""), spool: AlertSpool | None = None) -> None:  # fmt: skip
         self.connect = connect
         self.config = channels
         self.webhook = webhook
@@ -83,26 +86,36 @@ class Outbox:
         self.alert_after_of = alert_after_of  # a job's `alert_after`: failures in a row before it is alerted
         self.public_url = public_url.reveal().rstrip("/")  # SCHEDULER_PUBLIC_URL: alerts link the job's page
         self._counted: set[str] = set()  # the channels whose count is on /metrics
+        self.spool = spool  # where alerts wait while PostgreSQL is down (the state directory)
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
         self.waiting.append({"kind": kind, "job": job, "level": level, "text": text, "created_at": created_at,
-                             "fields": json.dumps(fields, default=str)})  # fmt: skip
+                             "fields": json.dumps(fields, default=str), "key": uuid.uuid4().hex})  # fmt: skip
 
     def step(self) -> int:
         """One pass; the number of deliveries tried. PostgreSQL down: nothing lost, tried next pass."""
         try:
             conn = self._connection()
-            if self.waiting:
+            spooled = self.spool.take() if self.spool is not None else []
+            if spooled or self.waiting:
                 with _transaction(conn) as cur:
-                    for alert in self.waiting:
+                    for alert in spooled + self.waiting:
                         cur.execute(ADD_ALERT, alert)
                 self.waiting.clear()
+                if self.spool is not None:
+                    self.spool.clear()
             with _transaction(conn) as cur:
                 tried = self._deliver(cur)
             if tried and self.metrics is not None and self.metrics.registry is not None:
                 self._count()
             return tried
         except Exception as exc:  # noqa: BLE001 (psycopg2's errors, a sender's surprise: the next pass tries again)
+            if self.spool is not None and self.waiting:
+                try:
+                    self.spool.append(self.waiting)
+                    self.waiting.clear()
+                except OSError as spool_error:  # kept in memory then, as without a state directory
+                    log.error("alert_spool_failed", error=type(spool_error).__name__)
             log.warning("alert_outbox_unavailable", error=type(exc).__name__, waiting=len(self.waiting))
             self._drop_connection()
             return 0

@@ -193,7 +193,7 @@ def assemble(
                         tags_of=lambda name: job.notify if (job := catalog.job(name)) else (),
                         connect=lambda: db.connect(settings, application_name="persistent-scheduler-alerts"),
                         metrics=metrics, alert_after_of=lambda name: job.alert_after if (job := catalog.job(name)) else 1,
-                        public_url=settings.public_url)  # fmt: skip
+                        public_url=settings.public_url, state_dir=settings.state_dir)  # fmt: skip
     observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
                         interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
     requests = RunNowListener(settings, stop, wake)

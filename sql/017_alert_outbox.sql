@@ -10,6 +10,7 @@ CREATE TABLE alert_outbox (
     level TEXT NOT NULL,          -- 'error' | 'warning' | 'info'
     text TEXT NOT NULL,           -- the message people read
     fields JSONB NOT NULL DEFAULT '{}',  -- more of it for machines (the webhook's JSON body): spider, failure, ...
+    spool_key TEXT UNIQUE,        -- an alert that waited in the state directory: written once
     spider_run_id BIGINT,         -- the crawl that caused it: each kind of alert of a crawl is written once
     done_at TIMESTAMP WITH TIME ZONE  -- every chosen channel took it, or was given up on
 );

@@ -13,6 +13,7 @@ from tests.helpers import count, rows, utcnow, wait_for
 
 pytestmark = pytest.mark.faults
 
+TOKEN = "T0K3N-s3cr3t"
 DELIVERED = "SELECT count(*) FROM alert_deliveries WHERE delivered_at IS NOT NULL"
 
 
@@ -29,7 +30,7 @@ def failed_alerts(receiver: JsonReceiver) -> list[str]:
 
 def test_an_alert_pending_when_its_daemon_is_sigkilled_is_delivered_by_the_next(base_env, db, tmp_path, daemon_factory,
                                                                                 receiver):  # fmt: skip
-    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    config = write_config(tmp_path / "apprise.txt", receiver.url(f"/hook/{TOKEN}") + "\n")
     env = {**base_env, "SCHEDULER_SPIDERS": "boom", "SCHEDULER_RETRY_DELAY_MINUTES": "600",
            "SCHEDULER_NOTIFY_CONFIG": str(config)}  # fmt: skip
     receiver.status = 503
@@ -45,6 +46,9 @@ def test_an_alert_pending_when_its_daemon_is_sigkilled_is_delivered_by_the_next(
     second.signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
     assert len(failed_alerts(receiver)) == count(db, "status = 'failed'", "spider_runs") == 1  # once, none lost
+    assert '"alert_failed"' in first.output()  # the 503s were logged...
+    assert TOKEN not in first.output() + second.output()  # ...never with the URL's token
+    assert rows(db, "SELECT count(*) FROM alert_deliveries WHERE last_error LIKE %(t)s", {"t": f"%{TOKEN}%"}) == [(0,)]
 
 
 def test_a_crawl_failing_while_postgresql_is_down_is_alerted_after_the_replay(pg_server, base_env, db, tmp_path,

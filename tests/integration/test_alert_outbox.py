@@ -242,3 +242,30 @@ def test_the_page_reads_each_channels_undelivered_alerts_in_its_read_only_sessio
     finally:
         session.close()
     assert ov.undelivered == ((f"json://127.0.0.1:{receiver.port}", 1),)
+
+
+def test_an_alert_raised_while_postgresql_is_down_waits_in_the_state_directory_and_survives_a_restart(
+    pg_server, database, db, receiver, tmp_path
+):  # fmt: skip
+    from daemon.alert_spool import AlertSpool
+
+    def down():  # noqa: ANN202
+        raise psycopg2.OperationalError("connection refused")
+
+    post = Notifier(Secret(""), Secret(""), threading.Event())._post
+    config = NotifyConfig(None, Secret(receiver.url()))  # type: ignore[arg-type]
+    first = Outbox(down, config, Secret(""), lambda job: (), post, spool=AlertSpool(tmp_path))
+    first.add("overdue", "quotes", "warning", "Job quotes has had no successful run", datetime.now(timezone.utc), {})
+    assert first.step() == 0 and first.waiting == []
+    spooled = tmp_path / "alerts-pending.jsonl"
+    assert spooled.stat().st_mode & 0o777 == 0o600
+    left_behind = spooled.read_text()
+    # The daemon died; the next one starts with PostgreSQL back.
+    second = Outbox(lambda: pg_server.connect(database), config, Secret(""), lambda job: (), post,
+                    spool=AlertSpool(tmp_path))  # fmt: skip
+    assert second.step() == 1
+    assert receiver.messages() == ["Job quotes has had no successful run"] and not spooled.exists()
+    # A crash between writing them and removing the file: the same alerts again add nothing.
+    spooled.write_text(left_behind)
+    assert second.step() == 0 and len(receiver.posts) == 1
+    assert rows(db, "SELECT count(*) FROM alert_outbox") == [(1,)]
