@@ -113,11 +113,11 @@ SELECT min(requested_at) FROM run_requests
 # (spider_runs_running); a message is cut to what the page shows, stats and logs are left out.
 PAGE_CRAWLS = """
 SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
-       left(message, 1000), exit_code
+       left(message, 1000), exit_code, suspect
   FROM spider_runs WHERE job = ANY (%(jobs)s) AND started_at >= %(since)s
 UNION
 SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
-       left(message, 1000), exit_code
+       left(message, 1000), exit_code, suspect
   FROM spider_runs WHERE status = 'running' AND job = ANY (%(jobs)s)
  ORDER BY 6, 1
 """

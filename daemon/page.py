@@ -213,7 +213,7 @@ def _time(moment: datetime, tz: tzinfo) -> str:
 
 
 def _status(c: timeline.Crawl) -> str:
-    return c.status + (f" ({c.failure})" if c.failure else "")
+    return c.status + (f" ({c.failure})" if c.failure else "") + (f", suspect: {c.suspect}" if c.suspect else "")
 
 
 def _pairs(pairs: Iterable[tuple[str, Any]]) -> str:

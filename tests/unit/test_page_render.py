@@ -177,3 +177,13 @@ def test_the_overview_says_which_channels_have_undelivered_alerts_escaped():
     assert "<b>tgram</b>" not in html  # shown as text, never as markup
     assert "not yet delivered" not in page.overview_page(overview_of([(job("quotes"), [Planned(1 * H)])]), UTC,
                                                          failed_only=False)  # fmt: skip
+
+
+def test_a_suspect_crawl_says_so_and_why_in_the_crawls_table_escaped():
+    import dataclasses
+
+    ov = overview_of([(job("quotes"), [Planned(1 * H)])])
+    [crawl] = ov.latest
+    ov = dataclasses.replace(ov, latest=(dataclasses.replace(crawl, suspect="40 items; usual <b>1,000</b>"),))
+    html = page.overview_page(ov, UTC, failed_only=False)
+    assert "completed, suspect: 40 items; usual &lt;b&gt;1,000&lt;/b&gt;" in html
