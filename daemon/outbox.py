@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
+import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -90,7 +90,7 @@ class Outbox:
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
         self.waiting.append({"kind": kind, "job": job, "level": level, "text": text, "created_at": created_at,
-                             "fields": json.dumps(fields, default=str), "key": uuid.uuid4().hex})  # fmt: skip
+                             "fields": json.dumps(fields, default=str), "key": os.urandom(16).hex()})  # fmt: skip
 
     def step(self) -> int:
         """One pass; the number of deliveries tried. PostgreSQL down: nothing lost, tried next pass."""
