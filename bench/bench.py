@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from daemon.records import db, queries  # noqa: E402
 from daemon.settings.config import Settings  # noqa: E402
 from daemon.records.migrations import apply_migrations  # noqa: E402
-from tests.conftest import PG_BIN, PostgresServer, _Site  # noqa: E402
+from tests.conftest import PG_BIN, PostgresServer, _Site, free_port  # noqa: E402
 from free_slots import free_slots  # noqa: E402  (bench/free_slots.py, beside this script)
 from tests.helpers import SchedulerThread, insert_completed, json_lines, rows, wait_for  # noqa: E402
 
@@ -363,11 +363,24 @@ def idle_cost(world: World, seconds: int) -> dict[str, Any]:
     pinging_env = world.env(world.database(), SCHEDULER_SPIDERS="bench_000",
                             HEALTHCHECK_PING_URL=f"{receiver.url}/ping/bench")  # fmt: skip
     pinging_log = world.workdir / "idle-pings.log"
+    # A third: an Apprise configuration with a json:// channel to the same receiver (issue 22: the
+    # idle daemon must not grow with channels configured; Apprise lives in the sender process).
+    channels = world.workdir / "apprise.txt"
+    channels.write_text(f"oncall={receiver.url.replace('http://', 'json://')}/alerts\n")
+    channels.chmod(0o600)
+    alerting_db = world.database()
+    alerting_conn = world.pg.connect(alerting_db)
+    insert_completed(alerting_conn, ["bench_000"], datetime.now(timezone.utc) - timedelta(minutes=1))
+    alerting_conn.close()
+    alerting_env = world.env(alerting_db, SCHEDULER_SPIDERS="bench_000", SCHEDULER_NOTIFY_CONFIG=str(channels))
+    alerting_log = world.workdir / "idle-channels.log"
     ticks = os.sysconf("SC_CLK_TCK")
     try:
         with process([PYTHON, "-m", "daemon"], env, logfile) as proc, \
-                process([PYTHON, "-m", "daemon"], pinging_env, pinging_log) as pinging:  # fmt: skip
+                process([PYTHON, "-m", "daemon"], pinging_env, pinging_log) as pinging, \
+                process([PYTHON, "-m", "daemon"], alerting_env, alerting_log) as alerting:  # fmt: skip
             wait_event(logfile, "run_not_due", 60, proc)
+            wait_event(alerting_log, "run_not_due", 60, alerting)
             wait_event(pinging_log, "run_completed", 120, pinging)  # no history: it runs once
             wait_for(lambda: "/ping/bench" in receiver.paths, timeout=60, what="the success ping")
             time.sleep(5)  # start-up is not idling
@@ -377,6 +390,7 @@ def idle_cost(world: World, seconds: int) -> dict[str, Any]:
             cpu1, t1 = _cpu_ticks(proc.pid), time.monotonic()
             status = Path(f"/proc/{proc.pid}/status").read_text()
             pinging_status = Path(f"/proc/{pinging.pid}/status").read_text()
+            alerting_status = Path(f"/proc/{alerting.pid}/status").read_text()
             statements = rows(conn, "SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
                                     "(SELECT oid FROM pg_database WHERE datname = current_database()) "
                                     "AND query NOT LIKE %(mine)s", {"mine": "%pg_stat_statements%"})[0][0]  # fmt: skip
@@ -401,6 +415,11 @@ def idle_cost(world: World, seconds: int) -> dict[str, Any]:
             "rss_mib": round(field("VmRSS", pinging_status), 1),
             "rss_anon_mib": round(field("RssAnon", pinging_status), 1),
             "rss_file_mib": round(field("RssFile", pinging_status), 1),
+        },
+        "with_channels": {
+            "rss_mib": round(field("VmRSS", alerting_status), 1),
+            "rss_anon_mib": round(field("RssAnon", alerting_status), 1),
+            "rss_file_mib": round(field("RssFile", alerting_status), 1),
         },
     }
 
@@ -1079,6 +1098,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     if i:
         row("idle: resident memory (RSS)", i["rss_mib"], "MiB", 30.0)
         row("idle with pings: resident memory (RSS), after one run", i["with_pings"]["rss_mib"], "MiB", 30.0)
+        if "with_channels" in i:
+            row("idle with alert channels (SCHEDULER_NOTIFY_CONFIG): resident memory (RSS)",
+                i["with_channels"]["rss_mib"], "MiB", 30.0)  # fmt: skip
         row("idle: CPU per hour", i["cpu_s_per_hour"], "s/h", 2.0)
         row("idle: database statements per minute", i["db_statements_per_minute"], "/min", 2.0)
     o = results.get("overhead", {})

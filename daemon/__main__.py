@@ -84,7 +84,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     make_state_directory(settings)
     path = jobfile.resolve_path(str(settings.jobs_file or ""), settings.project_dir)
-    defaults = jobfile.JobDefaults.from_settings(settings)
+    # The channels' tags, which a job's `notify` must name (asked of Apprise in its own process, once).
+    defaults = jobfile.JobDefaults.from_settings(settings, notify_tags=notify_tags(settings))
     # A bad file is exit 2 at once, not after waiting for PostgreSQL.
     preloaded = jobrules.load(path, defaults) if path is not None else None
     db.answer_within_a_deadline()  # a frozen PostgreSQL never holds the loop (see db.py)
@@ -100,6 +101,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                            preloaded=preloaded)  # fmt: skip
     assemble(settings, catalog, stop=stop, force=force, wake=wake, reload=reload, conn=conn).run()
     return 0
+
+
+def notify_tags(settings: Settings) -> frozenset[str]:
+    """Every tag of SCHEDULER_NOTIFY_CONFIG's channels (none without it); exit 2 when Apprise cannot
+    read the file, naming its lines, never their text."""
+    if settings.notify_config is None:
+        return frozenset()
+    from daemon.telemetry.channels import ChannelsError, describe
+    from daemon.system.errors import ConfigError
+
+    try:
+        return frozenset(tag for channel in describe(settings.notify_config) for tag in channel.tags)
+    except ChannelsError as exc:
+        raise ConfigError([f"SCHEDULER_NOTIFY_CONFIG={str(settings.notify_config.path)!r} is not allowed: {exc}"]) from None
 
 
 def make_state_directory(settings: Settings) -> None:
@@ -169,7 +184,15 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "explain": (_command("explain"), "say in one paragraph why a job runs now, or when it will and why not sooner"),
     "logs": (_command("logs"), "show a job's latest crawl's output (--run ID: that "
              "crawl; --follow: until it ends)"),
+    "notify-test": (lambda settings, args: _notify_test(settings, args), "send one test alert to each channel "
+                    "(or to those of TAG) and say, per channel, delivered or why not; exit 1 if any failed"),
 }
+
+
+def _notify_test(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.telemetry.channels import notify_test
+
+    return notify_test(settings, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["logs"].add_argument("job", metavar="JOB")
     parsers["logs"].add_argument("--run", type=int, metavar="ID", help="that crawl (spider_runs.id), not the latest")
     parsers["logs"].add_argument("--follow", action="store_true", help="while it runs, print what it adds")
+    parsers["notify-test"].add_argument("tag", metavar="TAG", nargs="?", help="only the channels with this tag")
     return parser
 
 

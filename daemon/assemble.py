@@ -62,7 +62,11 @@ def assemble(
         defaults = JobDefaults.from_settings(settings)
         catalog = Catalog(None, defaults, lambda: list(jobs), jobs=default_jobs(jobs, defaults), spiders=list(jobs))
     metrics = Metrics.for_endpoint(bool(settings.http_port))
-    notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, stop)
+    notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, stop, channels=settings.notify_config,
+                        tags_of=lambda name: job.notify if (job := catalog.job(name)) else (),
+                        connect=lambda: db.connect(settings, application_name="persistent-scheduler-alerts"),
+                        metrics=metrics, alert_after_of=lambda name: job.alert_after if (job := catalog.job(name)) else 1,
+                        public_url=settings.public_url, state_dir=settings.state_dir)  # fmt: skip
     observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
                         interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
     requests = RunNowListener(settings, stop, wake)

@@ -41,6 +41,7 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
     plans = {p.spider: p for p in plan.spiders}
     latest = {row[0]: row for row in store.latest_job_runs(names)} if names else {}
     acted = audit.last_per_job(store.conn, names) if names else {}  # sql/018_actions.sql
+    suspects = store.latest_suspects(names) if names else {}
     rows = []
     for job in jobs:
         _, started, finished, status, failure, items, message = latest.get(job.name, (job.name,) + (None,) * 6)
@@ -50,6 +51,7 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
             "every": format_duration(job.every), "every_s": job.every.total_seconds(),
             "last_run": _iso(started, settings), "last_finished": _iso(finished, settings),
             "last_status": status, "failure": failure, "items": items, "message": message,
+            "suspect": suspects.get(job.name),  # a success that looks wrong against the job's baseline
             "next_due": None if p.paused and p.due_at is None else _iso(max(p.due_at or now, now), settings),
             "paused": c.paused, "paused_until": _iso(c.paused_until, settings),
             "paused_by": ("file" if job.paused else "command") if c.paused else None,
@@ -112,6 +114,8 @@ def render(report: dict[str, Any], as_json: bool) -> str:
         status = row["last_status"] or "-"
         if row["failure"]:
             status = f"{status} ({row['failure']})"
+        if row.get("suspect"):
+            status = f"{status}, suspect"
         name = row["job"] if row["job"] == row["spider"] else f"{row['job']} / {row['spider']}"
         jobs.append((
             _printable(name), _short_args(row["args"]), row["every"], _short(row["last_run"]) or "never", status,
@@ -119,6 +123,8 @@ def render(report: dict[str, Any], as_json: bool) -> str:
             "yes" if row["running"] else "no",
         ))  # fmt: skip
     text += _table(jobs)
+    text += [f"{_printable(row['job'])}: suspect: {_printable(row['suspect'])}" for row in report["spiders"]
+             if row.get("suspect")]  # fmt: skip
     timers = [("TIMER", "LAST RUN", "STATUS", "NEXT DUE", "RUNNING")]
     for timer in report["jobs"]:
         name = "runs" if timer["id"] == "spiders" else timer["id"]

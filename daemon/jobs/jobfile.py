@@ -24,6 +24,9 @@ The shape is a contract (users and tests depend on these names):
     # Calendar keys (daemon/jobs/calendar_keys.py): cron = "0 8 * * 1-5" (instead of every), timezone,
     # window = "Mon-Fri 07:00-22:00", catch_up_within = "12h". Checked, carried as `Job.calendar`;
     # refused by `jobrules.load` until the loop acts on them.
+    notify = ["oncall"]        # the tags of SCHEDULER_NOTIFY_CONFIG's channels its alerts go to
+    alert_after = 3            # a failure is alerted from the 3rd in a row (default 1: every one)
+    baseline = { items_below = 0.5, duration_above = 3.0 }   # or false: see README "Alerts"
 
 Layering, weakest first: the environment settings (the caller's `JobDefaults`), `[defaults]`, the
 job. `args` and `settings` of `[defaults]` are merged key by key with the job's (the job wins).
@@ -43,6 +46,10 @@ and what is allowed; every problem is reported at once, in one `JobsFileError`, 
   arrays, tables or dates; a string holds no NUL and at most 64 KiB; a number is finite. They are
   kept as the strings `scrapy crawl` receives: booleans as `True`/`False` (what Scrapy's `getbool`
   reads), numbers by their round-tripping `repr`.
+- `notify` is a list of tags that SCHEDULER_NOTIFY_CONFIG's channels carry (an unknown tag is an
+  error; without channels, every tag is); untagged channels get every alert anyway. `alert_after`
+  is a whole number from 1 to 1000. `baseline` is `false` or a table of `items_below` (a number
+  above 0 and at most 1) and `duration_above` (at least 1), each optional.
 - Durations are positive (jitter may be 0) and at most 100 years (jitter at most 1 day, as
   SCHEDULER_JITTER_MINUTES); `max_errors` and `min_items` are whole numbers from 0.
 
@@ -86,7 +93,12 @@ SHOWN_CHARS = 80
 DURATION_KEYS = ("every", "timeout", "retry_delay", "jitter")
 COUNT_KEYS = ("max_errors", "min_items")
 CALENDAR_KEYS = ("cron", "timezone", "window", "catch_up_within")  # daemon/jobs/calendar_keys.py
-JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", *CALENDAR_KEYS)
+JOB_KEYS = ("spider", "args", "settings", *DURATION_KEYS, *COUNT_KEYS, "paused", "notify", "alert_after", "baseline",
+            *CALENDAR_KEYS)
+# A success with fewer items than this times the job's usual (the median of its last 20 successes),
+# or a duration above this times its usual, is `suspect` (sql/017).
+BASELINE = (0.5, 3.0)
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 TOP_KEYS = ("defaults", "jobs")
 
 DURATION_ALLOWED = "a duration such as 90m, 4h, 1d, 1h30m, or a number of hours"
@@ -117,9 +129,15 @@ class JobDefaults:
     jitter: timedelta
     engine: str = "local"  # SCHEDULER_ENGINE: with scrapyd, the argument names Scrapyd swallows are refused
     timezone: ZoneInfo = ZoneInfo("UTC")  # SCHEDULER_TIMEZONE: a calendar job's zone unless it names one
+    notify: tuple[str, ...] = ()
+    alert_after: int = 1
+    baseline: tuple[float, float] | None = BASELINE  # (items_below, duration_above); None: off
+    # The tags of SCHEDULER_NOTIFY_CONFIG's channels that `notify` may name; None: not known here (a
+    # command reading the jobs without asking Apprise), every well-formed tag passes.
+    notify_tags: frozenset[str] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JobDefaults:
+    def from_settings(cls, settings: Settings, notify_tags: frozenset[str] | None = None) -> JobDefaults:
         """The environment's SCHEDULER_* settings, as every job had them before the jobs file."""
         return cls(
             every=settings.interval,
@@ -130,6 +148,7 @@ class JobDefaults:
             jitter=settings.jitter,
             engine=settings.engine,
             timezone=settings.timezone,
+            notify_tags=notify_tags,
         )
 
 
@@ -146,6 +165,9 @@ class Job:
     min_items: int
     jitter: timedelta
     paused: bool
+    notify: tuple[str, ...] = ()  # the tags choosing its alerts' channels
+    alert_after: int = 1  # failures in a row before one is alerted (and its recovery told)
+    baseline: tuple[float, float] | None = BASELINE  # (items_below, duration_above) of its verdicts; None: off
     calendar: Calendar | None = None  # cron, time zone, window, catch-up (None: an interval job, no window)
 
 
@@ -218,7 +240,7 @@ def make_job(
     **values: Any,
 ) -> Job:
     fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
-              if f.name not in ("engine", "timezone")} | values  # fmt: skip
+              if f.name not in ("engine", "timezone", "notify_tags")} | values  # fmt: skip
     return Job(
         name=name,
         spider=spider,

@@ -15,15 +15,34 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from daemon.jobs import alert_keys, calendar_keys
+from daemon.plan.calendar import CalendarError
 from daemon.settings.parsers import SPIDER_NAME
 from daemon.system.errors import JobsFileError
-from daemon.jobs import calendar_keys
-from daemon.plan.calendar import CalendarError
 from daemon.jobs.jobfile import (
-    ARG_NAME, COUNT_KEYS, DURATION_ALLOWED, DURATION_KEYS, JOB_KEYS, JOB_NAME, MAX_COUNT, MAX_DURATION,
-    MAX_FILE_BYTES, MAX_JITTER, MAX_VALUE_BYTES, RESERVED_ARGS, RESERVED_SETTINGS, SETTING_NAME, SHOWN_CHARS, SPIDER_ALLOWED,
-    TOP_KEYS, VALUE_ALLOWED, Job, JobDefaults, make_job, parse_duration,
-)  # fmt: skip
+    ARG_NAME,
+    COUNT_KEYS,
+    DURATION_ALLOWED,
+    DURATION_KEYS,
+    JOB_KEYS,
+    JOB_NAME,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_FILE_BYTES,
+    MAX_JITTER,
+    MAX_VALUE_BYTES,
+    RESERVED_ARGS,
+    RESERVED_SETTINGS,
+    SETTING_NAME,
+    SHOWN_CHARS,
+    SPIDER_ALLOWED,
+    TOP_KEYS,
+    VALUE_ALLOWED,
+    Job,
+    JobDefaults,
+    make_job,
+    parse_duration,
+)
 
 
 def load(path: Path, defaults: JobDefaults, known_spiders: Collection[str] | None = None) -> tuple[Job, ...]:
@@ -100,6 +119,7 @@ class _Checker:
         self.reserved_args = RESERVED_ARGS if engine == "scrapyd" else frozenset()
         self.known = None if known_spiders is None else frozenset(known_spiders)
         self.problems: list[str] = []
+        self.tags: frozenset[str] | None = None  # the channels' tags a job's `notify` may name
         self._values: dict[Any, Any] = {}  # each value once: equal values are shared by the jobs
 
     def _shared(self, value: Any) -> Any:
@@ -132,7 +152,11 @@ class _Checker:
         if "spider" in shared:
             self._known_spider(f"{self.source}: [defaults]", shared["spider"])
         default_spider_given = isinstance(document.get("defaults"), dict) and "spider" in document["defaults"]
-        layered = dataclasses.replace(env_defaults, **{k: shared[k] for k in DURATION_KEYS + COUNT_KEYS if k in shared})
+        self.tags = env_defaults.notify_tags
+        if "notify" in shared:
+            self._known_tags(f"{self.source}: [defaults]", shared["notify"])
+        keys = DURATION_KEYS + COUNT_KEYS + alert_keys.KEYS
+        layered = dataclasses.replace(env_defaults, **{k: shared[k] for k in keys if k in shared})
         jobs: list[Job] = []
         seen: dict[str, str] = {}
         for name, table in jobs_table.items():
@@ -156,6 +180,8 @@ class _Checker:
                 continue
             own = self._keys(where, table)
             self.problems += calendar_keys.table_problems(where, table, is_job=True)
+            if "notify" in own:
+                self._known_tags(where, own["notify"])
             if "spider" in own:
                 spider = own["spider"]
                 self._known_spider(where, spider)
@@ -185,7 +211,7 @@ class _Checker:
                     settings=self._pairs_shared({**shared.get("settings", {}), **own.get("settings", {})}),
                     paused=values.get("paused", False),
                     calendar=self._shared(calendar) if calendar is not None else None,
-                    **{k: self._shared(own[k]) for k in DURATION_KEYS + COUNT_KEYS if k in own},
+                    **{k: self._shared(own[k]) for k in keys if k in own},
                 )
             )
         return tuple(jobs)
@@ -224,12 +250,21 @@ class _Checker:
                     out[key] = calendar_keys.check(key, value)
                 except CalendarError as exc:
                     self._bad(where, key, value, str(exc))
+            elif key in alert_keys.KEYS:
+                parsed = alert_keys.PARSERS[key](value)
+                if parsed is alert_keys.INVALID:
+                    self._bad(where, key, value, alert_keys.ALLOWED[key])
+                else:
+                    out[key] = parsed
             elif key == "paused":
                 if isinstance(value, bool):
                     out[key] = value
                 else:
                     self._bad(where, key, value, "true or false")
         return out
+
+    def _known_tags(self, where: str, tags: tuple[str, ...]) -> None:
+        self.problems += [f"{where}: {problem}" for problem in alert_keys.unknown_tags(tags, self.tags)]
 
     def _duration(self, value: Any, *, zero_allowed: bool) -> timedelta | None:
         try:

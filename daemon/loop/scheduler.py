@@ -30,7 +30,7 @@ from daemon.loop.history import HistoryCopy
 from daemon.plan.jitter import Jitter
 from daemon.leadership.lease import Lease
 from daemon.telemetry.logs import Once
-from daemon.telemetry.observation import Heartbeat, Observer
+from daemon.telemetry.observation import Observer
 from daemon.loop.runs import POLL_SECONDS
 from daemon.plan.slots import take_slots, waiting
 from daemon.leadership.takeover import TakeOver

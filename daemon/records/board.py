@@ -52,6 +52,8 @@ class Board:
             "min_items": job.min_items, "jitter_s": job.jitter.total_seconds(), "paused": job.paused,
             "calendar": None if job.calendar is None else calendar.as_record(job.calendar),
             "schedule_since": None,
+            "baseline": False if job.baseline is None else {"items_below": job.baseline[0],
+                                                             "duration_above": job.baseline[1]},
         } for position, job in enumerate(jobs)]  # fmt: skip
         source = {"path": path, "error": error, "spiders": None if spiders is None else list(spiders),
                   "now": now, "owner": owner}  # fmt: skip
@@ -142,6 +144,12 @@ class Board:
         with self.conn.cursor() as cur:
             cur.execute(board_queries.LATEST_JOB_RUNS, {"jobs": list(jobs)})
             return cur.fetchall()
+
+    def latest_suspects(self, jobs: Sequence[str]) -> dict[str, str]:
+        """job -> why its latest crawl, a success, looks wrong against its baseline (sql/017)."""
+        with self.conn.cursor() as cur:
+            cur.execute(board_queries.LATEST_SUSPECTS, {"jobs": list(jobs)})
+            return dict(cur.fetchall())
 
     def latest_run(self) -> tuple[Any, ...] | None:
         with self.conn.cursor() as cur:

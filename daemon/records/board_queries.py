@@ -18,12 +18,12 @@ RETURNING id, spiders
 DELETE_JOBS = "DELETE FROM jobs"
 INSERT_JOBS = """
 INSERT INTO jobs (name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors,
-                  min_items, jitter_s, paused, calendar, schedule_since)
+                  min_items, jitter_s, paused, calendar, schedule_since, baseline)
 SELECT name, position, spider, args, settings, every_s, timeout_s, retry_delay_s, max_errors, min_items,
-       jitter_s, paused, calendar, schedule_since
+       jitter_s, paused, calendar, schedule_since, baseline
   FROM json_to_recordset(%(jobs)s::json) AS j (name text, position int, spider text, args json,
        settings json, every_s float8, timeout_s float8, retry_delay_s float8, max_errors int, min_items int,
-       jitter_s float8, paused boolean, calendar json, schedule_since timestamptz)
+       jitter_s float8, paused boolean, calendar json, schedule_since timestamptz, baseline jsonb)
 """
 # Each published calendar job's calendar and since when it is published as it is (sql/019), read
 # before the jobs are rewritten: an unchanged calendar keeps its moment.
@@ -117,11 +117,11 @@ SELECT min(requested_at) FROM run_requests
 # (spider_runs_running); a message is cut to what the page shows, stats and logs are left out.
 PAGE_CRAWLS = """
 SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
-       left(message, 1000), exit_code
+       left(message, 1000), exit_code, suspect
   FROM spider_runs WHERE job = ANY (%(jobs)s) AND started_at >= %(since)s
 UNION
 SELECT id, job, spider, status, failure, started_at, finished_at, items_scraped, error_count, finish_reason,
-       left(message, 1000), exit_code
+       left(message, 1000), exit_code, suspect
   FROM spider_runs WHERE status = 'running' AND job = ANY (%(jobs)s)
  ORDER BY 6, 1
 """
@@ -151,3 +151,9 @@ SELECT id, job, spider, status, started_at, finished_at, pid, log_tail FROM spid
  ORDER BY id DESC LIMIT 1
 """
 JOB_NAMES = "SELECT name FROM jobs ORDER BY position"
+LATEST_SUSPECTS = """
+SELECT j.job, r.suspect
+  FROM unnest(%(jobs)s::text[]) AS j (job)
+  JOIN LATERAL (SELECT suspect FROM spider_runs x WHERE x.job >= j.job AND x.job <= j.job
+                 ORDER BY x.job, x.id DESC LIMIT 1) r ON r.suspect IS NOT NULL  -- the range: see SPIDER_HISTORY
+"""

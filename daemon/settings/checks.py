@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.settings import addresses as a, parsers as p, probes as settings_probes
+from daemon.settings import addresses as a, notify_config, parsers as p, probes as settings_probes
 from daemon.settings.secret import Secret
 
 
@@ -89,3 +89,11 @@ def probe(values: dict[str, Any], texts: dict[str, str], problems: dict[str, str
             problems[name] = by_name[name].parser.problem(name, texts[name], detail)
         else:
             values[field] = Secret(line)
+    notify = by_name["SCHEDULER_NOTIFY_CONFIG"]
+    if values[notify.field] is not None and notify.name not in problems:
+        detail, text = notify_config.read_config(values[notify.field])
+        if detail is not None:
+            problems[notify.name] = notify.parser.problem(notify.name, texts[notify.name], detail)
+            values[notify.field] = None
+        else:
+            values[notify.field] = notify_config.NotifyConfig(values[notify.field], Secret(text))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon.settings import addresses as a, checks, parsers as p
+from daemon.settings import addresses as a, checks, notify_config, parsers as p
 from daemon.system import statedir
 from daemon.system.errors import ConfigError
 from daemon.settings.secret import Secret
@@ -227,6 +227,17 @@ class Settings:
         "ALERT_WEBHOOK_URL", a.url(), shown_default="unset", note="an error shows at most scheme, host and port",
         meaning="each alert is POSTed as JSON with a `text` field (Slack/Mattermost incoming webhooks show it); "
                 "never logged",
+    )  # fmt: skip
+    notify_config: Any = variable(
+        "SCHEDULER_NOTIFY_CONFIG", dataclasses.replace(p.password_file(), allowed=notify_config.ALLOWED),
+        shown_default="unset", note="read once at start; an error names the file and why, never its content",
+        meaning="the alert channels: an Apprise configuration file (Slack, Telegram, e-mail, ntfy, Discord, JSON "
+                "webhooks, ...; tags route a job's alerts, see [Alerts](#alerts)); its URLs are never logged or shown",
+    )  # fmt: skip
+    public_url: Secret = variable(
+        "SCHEDULER_PUBLIC_URL", a.url(query_allowed=False), shown_default="unset",
+        meaning="where people reach the page (e.g. `https://scheduler.example.com`, behind a proxy): each alert "
+                "about a job ends with the link to the job's page there",
     )  # fmt: skip
     # Pings append /start and /fail to it: a query or a fragment would swallow them.
     healthcheck_ping_url: Secret = variable(

@@ -52,6 +52,8 @@ class Metrics:
         self.job_failures = Gauge("scheduler_job_consecutive_failures",
                                   "The job's own failed crawls since its latest success", ["job", "spider"],
                                   registry=r)  # fmt: skip
+        self.alerts_undelivered = Gauge("scheduler_alerts_undelivered", "Alerts a channel failed to take and the outbox "
+                                        "retries with backoff (later ones waiting behind them not counted)", ["channel"], registry=r)  # fmt: skip
 
     @staticmethod
     def for_endpoint(enabled: bool) -> Metrics:

@@ -16,41 +16,74 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
 
 from daemon.settings.secret import Secret
 
+if TYPE_CHECKING:
+    from daemon.settings.notify_config import NotifyConfig
+    from daemon.telemetry.outbox import Outbox
+
 log = structlog.get_logger("daemon.notify")
 
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
 QUEUE_SIZE = 1000
+# How often the outbox is looked at when nothing woke it: for retries that came due and alerts
+# another daemon wrote. A run's end and an alert wake it at once (`wake`), so this only bounds the rest.
+OUTBOX_POLL_SECONDS = 15.0
 DEADLINE_SECONDS = 3 * TIMEOUT_SECONDS  # one attempt all told (TIMEOUT_SECONDS bounds each socket step)
 # -I: no PYTHON* variables, user site or script directory; -S: no site-packages, only the stdlib.
 SENDER = [sys.executable, "-I", "-S", str(Path(__file__).with_name("notify_send.py"))]
 
 
-def _where(url: str) -> str:
+def where(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 class Notifier:
-    def __init__(self, webhook: Secret, ping: Secret, stop: threading.Event) -> None:
+    """channels: SCHEDULER_NOTIFY_CONFIG's Apprise channels (daemon/telemetry/channels.py), sent to by their own
+    short-lived process; tags_of: a job's `notify` tags, which choose its alerts' channels."""
+
+    def __init__(self, webhook: Secret, ping: Secret, stop: threading.Event, *, channels: NotifyConfig | None = None,
+                 tags_of: Callable[[str], tuple[str, ...]] = lambda job: (),
+                 connect: Callable[[], Any] | None = None, metrics: Any = None,
+                 alert_after_of: Callable[[str], int] = lambda job: 1, public_url: Secret = Secret(""),
+                 state_dir: Path | None = None) -> None:  # fmt: skip
         self.webhook = webhook
         self.ping_url = ping
         self.stop = stop
+        self.channels = channels
+        self.tags_of = tags_of
         # None, queued by flush: everything queued before it has been handled.
-        self.queue: queue.Queue[tuple[str, Secret, bytes | None] | None] = queue.Queue(QUEUE_SIZE)
+        self.queue: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue(QUEUE_SIZE)
         self.thread = threading.Thread(target=self._work, name="notify", daemon=True)
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._closed = False
-        if webhook or ping:
+        # With a database (the daemon's): alerts go through the outbox (daemon/telemetry/outbox.py), never lost.
+        self.outbox: Outbox | None = None
+        if connect is not None and (webhook or channels is not None):
+            from daemon.telemetry.outbox import Outbox
+
+            from daemon.telemetry.alert_spool import AlertSpool
+
+            spool = AlertSpool(state_dir) if state_dir is not None else None
+            self.outbox = Outbox(connect, channels, webhook, tags_of, self._post, metrics, alert_after_of, public_url,
+                                 spool)  # fmt: skip
+        if webhook or ping or channels is not None:
             self.thread.start()
+
+    @classmethod
+    def post_once(cls, url: Secret, body: bytes) -> str | None:
+        """One POST of `body` to `url` now, by the sender process: None once taken, else what went wrong."""
+        return cls(Secret(""), Secret(""), threading.Event())._post(url.reveal(), body)
 
     def flush(self, timeout: float) -> None:
         """At shutdown (the stop event is set): give what is queued, e.g. the /fail ping of the run
@@ -71,34 +104,104 @@ class Notifier:
                 self._child.kill()
 
     def alert(self, kind: str, text: str, **fields: Any) -> None:
+        if self.outbox is not None:
+            if kind != "spider_failed":  # a failed crawl's alert is written with its record (sql/017's trigger)
+                more = {k: v for k, v in fields.items() if k not in ("job", "level")}
+                self._put("outbox", None, {"kind": kind, "job": fields.get("job"), "text": text, "fields": more,
+                                           "level": str(fields.get("level", "error")),
+                                           "created_at": datetime.now(timezone.utc)})  # fmt: skip
+            return
         if self.webhook:
             body = json.dumps({"text": text, "kind": kind, **fields}, default=str).encode()
             self._put("alert", self.webhook, body)
+        if self.channels is not None:
+            job = fields.get("job")
+            title = f"{job}: {kind}" if job else kind
+            tags = self.tags_of(str(job)) if job else ()
+            self._put("channels", None, {"kind": kind, "title": title, "body": text, "tags": tags,
+                                         "level": str(fields.get("level", "error"))})  # fmt: skip
+
+    def wake(self) -> None:
+        """A run ended: its crawls' alerts (written with their records) are due now, not at the next poll."""
+        if self.outbox is not None:
+            self._put("wake", None, None)
 
     def ping(self, suffix: str = "") -> None:
         """suffix: '/start' when a run starts, '' on success, '/fail' on failure."""
         if self.ping_url:
             self._put("ping", Secret(self.ping_url.reveal().rstrip("/") + suffix), b"")
 
-    def _put(self, what: str, url: Secret, body: bytes | None) -> None:
+    def _put(self, what: str, url: Secret | None, body: Any) -> None:
         try:
             self.queue.put_nowait((what, url, body))
         except queue.Full:
-            log.warning("notification_dropped", what=what, reason="queue full", to=_where(url.reveal()))
+            log.warning("notification_dropped", what=what, reason="queue full",
+                        to=where(url.reveal()) if url is not None else "channels")  # fmt: skip
 
     def _work(self) -> None:
+        if self.outbox is not None:
+            self.outbox.step()  # what a daemon before this one left undelivered
         while not self._closed:
             try:
-                item = self.queue.get(timeout=1.0)
+                item = self.queue.get(timeout=OUTBOX_POLL_SECONDS if self.outbox is not None else 1.0)
             except queue.Empty:
-                continue
+                item = ()
+            if self.outbox is not None and item != ():
+                if item is not None and item[0] == "wake":
+                    item = ()
+                elif item is not None and item[0] == "outbox":
+                    body = item[2]
+                    self.outbox.add(body["kind"], body["job"], body["level"], body["text"], body["created_at"],
+                                    body["fields"])  # fmt: skip
+                    item = ()
+            if self.outbox is not None and (item == () or item is None):
+                self.outbox.step()
             if item is None:
+                if self.outbox is not None:
+                    self.outbox.close()
                 return
+            if item == ():
+                continue
             what, url, body = item
             try:
-                self._send(what, url.reveal(), body)
+                if url is None:
+                    self._send_channels(body)
+                else:
+                    self._send(what, url.reveal(), body)
             except Exception as exc:  # whatever a receiver does, the sender lives on
-                log.error("notification_failed", what=what, to=_where(url.reveal()), error=type(exc).__name__)
+                log.error("notification_failed", what=what, to=where(url.reveal()) if url else "channels",
+                          error=type(exc).__name__)  # fmt: skip
+
+    def _send_channels(self, alert: dict[str, Any]) -> None:
+        """One alert to its Apprise channels; the failed ones tried again (only they: a channel that
+        took it never gets it twice), ATTEMPTS times in all."""
+        from daemon.telemetry.channels import send
+
+        assert self.channels is not None
+        only: tuple[int, ...] | None = None
+        delay = 1.0
+        for attempt in range(1, ATTEMPTS + 1):
+            if self._closed:
+                return
+            results = send(self.channels, alert["title"], alert["body"], tags=alert["tags"], level=alert["level"],
+                           only=only)  # fmt: skip
+            failed = tuple(r.channel for r in results if not r.ok)
+            if not results:  # the sender was cut, or found no channel for these tags: try it all again
+                log.warning("alert_failed", kind=alert["kind"], channel="channels", attempt=attempt,
+                            error="no answer from the sender")  # fmt: skip
+                failed = only or (-1,)
+            for r in results:
+                if r.ok:
+                    log.info("alert_delivered", kind=alert["kind"], channel=r.name, attempt=attempt)
+                else:
+                    log.warning("alert_failed", kind=alert["kind"], channel=r.name, attempt=attempt, error=r.why)
+            if not failed:
+                return
+            only = None if failed == (-1,) else failed
+            if self.stop.wait(delay):
+                break
+            delay *= 2
+        log.error("alert_given_up", kind=alert["kind"], channels=len(only or ()), attempts=ATTEMPTS)
 
     def _send(self, what: str, url: str, body: bytes | None) -> None:
         delay = 1.0
@@ -106,11 +209,11 @@ class Notifier:
             error = self._post(url, body or b"")
             if error is None:
                 return
-            log.warning("notification_failed", what=what, to=_where(url), attempt=attempt, error=error)
+            log.warning("notification_failed", what=what, to=where(url), attempt=attempt, error=error)
             if self.stop.wait(delay):
                 break
             delay *= 2
-        log.error("notification_given_up", what=what, to=_where(url), attempts=ATTEMPTS)
+        log.error("notification_given_up", what=what, to=where(url), attempts=ATTEMPTS)
 
     def _post(self, url: str, body: bytes) -> str | None:
         """One attempt, by a child process: None once the receiver took it, else what went wrong."""

@@ -87,6 +87,7 @@ class Observer:
         status = "completed" if ok else "failed"
         self.metrics.runs.labels(status).inc()
         self.notifier.ping("" if ok else "/fail")
+        self.notifier.wake()  # its crawls' alerts are in the outbox now
         self._job["last_status"] = status
         if ok:
             log.info("run_completed", message="Spider run completed successfully", run_id=run_id,

@@ -86,6 +86,9 @@ def overview_page(ov: Overview, tz: tzinfo, failed_only: bool, *, controls: Cont
     if ov.file_error:
         sentences.insert(0, "The jobs file has an error: the daemon keeps running its last good jobs until it "
                             f"is fixed ({ov.file_error.splitlines()[0] if ov.file_error.strip() else ''}).")  # fmt: skip
+    if ov.undelivered:
+        waiting = ", ".join(f"{name} ({count})" for name, count in ov.undelivered)
+        sentences.append(f"Alerts not yet delivered, retried with backoff: {waiting}.")
     answer = (f'<ul class="answer">{"".join(f"<li class=late>{esc(s)}</li>" for s in sentences)}</ul>' if sentences
               else f'<p class="answer"><span class="fine">{_all_fine(total)}</span></p>')  # fmt: skip
     standin = "" if ov.published else ('<p class="sub">No daemon has published its jobs yet: one job per spider '
@@ -220,7 +223,7 @@ def _time(moment: datetime, tz: tzinfo) -> str:
 
 
 def _status(c: timeline.Crawl) -> str:
-    return c.status + (f" ({c.failure})" if c.failure else "")
+    return c.status + (f" ({c.failure})" if c.failure else "") + (f", suspect: {c.suspect}" if c.suspect else "")
 
 
 def _pairs(pairs: Iterable[tuple[str, Any]]) -> str:

@@ -26,6 +26,7 @@ from daemon.web import timeline
 from daemon.settings.config import Settings
 from daemon.plan.decision import Plan, SpiderHistory, SpiderPlan
 from daemon.jobs.jobfile import Job
+from daemon.telemetry.outbox import UNDELIVERED
 from daemon.records.store import Store
 
 STATEMENT_TIMEOUT = "2s"
@@ -98,6 +99,7 @@ class Overview:
     latest: tuple[timeline.Crawl, ...]  # newest first
     file_error: str | None
     published: bool
+    undelivered: tuple[tuple[str, int], ...] = ()  # (channel name, alerts it has not taken): the outbox's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,9 +132,12 @@ def overview(store: Store, settings: Settings, now: datetime, days: int, *, job:
         crawls = [timeline.Crawl(*row) for row in cur.fetchall()]
         cur.execute(board_queries.PAGE_SUCCESSES_BEFORE, {"jobs": names, "since": since})
         before = dict(cur.fetchall())
-    return assemble(jobs, plan, histories, crawls, before, now=now, days=days, tick=settings.tick_seconds,
-                    tz=settings.timezone, failed_only=failed_only, file_error=source[2] if source else None,
-                    published=published)  # fmt: skip
+        cur.execute(UNDELIVERED)
+        undelivered = tuple((name, int(n)) for name, n in cur.fetchall())
+    ov = assemble(jobs, plan, histories, crawls, before, now=now, days=days, tick=settings.tick_seconds,
+                  tz=settings.timezone, failed_only=failed_only, file_error=source[2] if source else None,
+                  published=published)  # fmt: skip
+    return dataclasses.replace(ov, undelivered=undelivered)
 
 
 def assemble(jobs: Sequence[Job], plan: Plan, histories: Sequence[SpiderHistory], crawls: Sequence[timeline.Crawl],

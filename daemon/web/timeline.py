@@ -45,6 +45,7 @@ class Crawl:
     finish_reason: str | None = None
     message: str | None = None
     exit_code: int | None = None
+    suspect: str | None = None  # a success that looks wrong against the job's baseline: why (sql/017)
 
     @property
     def kind(self) -> str:

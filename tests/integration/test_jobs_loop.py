@@ -135,7 +135,7 @@ def test_a_spider_added_to_the_project_is_scheduled_after_sighup_without_a_resta
     project = tmp_path / "project"
     shutil.copytree(TEST_PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**base_env, "SCRAPY_PROJECT_DIR": str(project), "SCHEDULER_SPIDERS": ""}
-    for spider in ("args", "boom", "crash", "empty", "hang", "ok", "other", "segv", "slow", "slow2"):
+    for spider in ("args", "boom", "counted", "crash", "empty", "hang", "ok", "other", "segv", "slow", "slow2"):
         succeeded(db, spider, spider, utcnow())
     with SchedulerThread(env) as sched:
         time.sleep(1)

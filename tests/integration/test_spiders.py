@@ -9,7 +9,7 @@ from daemon.jobs.spiders import list_spiders, resolve_spiders
 from daemon.records.store import Store
 from tests.helpers import SchedulerThread, insert_completed, rows, utcnow, wait_for
 
-TEST_SPIDERS = ["args", "boom", "crash", "empty", "hang", "ok", "other", "segv", "slow", "slow2"]
+TEST_SPIDERS = ["args", "boom", "counted", "crash", "empty", "hang", "ok", "other", "segv", "slow", "slow2"]
 
 
 def test_with_no_subset_named_every_spider_scrapy_list_reports_is_kept_in_a_stable_order(base_env):

@@ -229,13 +229,13 @@ def test_jitter_may_be_zero_and_at_most_one_day():
         ], id="a misspelt [defaults]"),
         pytest.param("[defaults]\nintreval = '1h'\n[jobs.quotes]", [
             "schedule.toml: [defaults]: unknown key 'intreval' is not allowed: one of spider, args, settings, "
-            "every, timeout, retry_delay, jitter, max_errors, min_items, paused, cron, timezone, window, "
-            "catch_up_within",
+            "every, timeout, retry_delay, jitter, max_errors, min_items, paused, notify, alert_after, baseline, "
+            "cron, timezone, window, catch_up_within",
         ], id="an unknown key in [defaults]"),
         pytest.param("[jobs.quotes]\nevry = '1h'", [
             "schedule.toml: job 'quotes': unknown key 'evry' (did you mean every?) is not allowed: one of spider, "
-            "args, settings, every, timeout, retry_delay, jitter, max_errors, min_items, paused, cron, timezone, "
-            "window, catch_up_within",
+            "args, settings, every, timeout, retry_delay, jitter, max_errors, min_items, paused, notify, alert_after, "
+            "baseline, cron, timezone, window, catch_up_within",
         ], id="an unknown key in a job, with a guess"),
         pytest.param("[jobs.python-remote]\nspider = 'indeeed'", [
             "schedule.toml: job 'python-remote': spider='indeeed' is not allowed: a spider of the project "

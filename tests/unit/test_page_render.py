@@ -164,3 +164,26 @@ def test_a_crawls_page_escapes_its_stats_arguments_message_and_log(hostile):
     assert text.count(shown) >= 6 and "</pre><script>alert(3)</script>" in text
     assert {a["href"] for a in elements.named("a")} >= {"/runs/6", "/runs/8", page.job_href(hostile)}
     assert page.job_href(hostile).count("/") == 2  # the name is one path segment
+
+
+def test_the_overview_says_which_channels_have_undelivered_alerts_escaped():
+    import dataclasses
+
+    ov = dataclasses.replace(overview_of([(job("quotes"), [Planned(1 * H)])]),
+                             undelivered=(("json://127.0.0.1:8080", 3), ("<b>tgram</b>", 1)))  # fmt: skip
+    html = page.overview_page(ov, UTC, failed_only=False)
+    text = "".join(Elements(html).text)
+    assert "Alerts not yet delivered, retried with backoff: json://127.0.0.1:8080 (3), <b>tgram</b> (1)." in text
+    assert "<b>tgram</b>" not in html  # shown as text, never as markup
+    assert "not yet delivered" not in page.overview_page(overview_of([(job("quotes"), [Planned(1 * H)])]), UTC,
+                                                         failed_only=False)  # fmt: skip
+
+
+def test_a_suspect_crawl_says_so_and_why_in_the_crawls_table_escaped():
+    import dataclasses
+
+    ov = overview_of([(job("quotes"), [Planned(1 * H)])])
+    [crawl] = ov.latest
+    ov = dataclasses.replace(ov, latest=(dataclasses.replace(crawl, suspect="40 items; usual <b>1,000</b>"),))
+    html = page.overview_page(ov, UTC, failed_only=False)
+    assert "completed, suspect: 40 items; usual &lt;b&gt;1,000&lt;/b&gt;" in html

@@ -1,0 +1,155 @@
+"""Alerts are never lost (issue 22): a daemon SIGKILLed with an alert still undelivered leaves it to
+the next daemon, and a crawl that fails while PostgreSQL is down is alerted once the journal is
+replayed. Real daemons, a real PostgreSQL, a real json:// receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.alert_receivers import JsonReceiver, write_config
+from tests.helpers import count, rows, utcnow, wait_for
+
+pytestmark = pytest.mark.faults
+
+TOKEN = "T0K3N-s3cr3t"
+DELIVERED = "SELECT count(*) FROM alert_deliveries WHERE delivered_at IS NOT NULL"
+
+
+@pytest.fixture
+def receiver():
+    r = JsonReceiver()
+    yield r
+    r.close()
+
+
+def failed_alerts(receiver: JsonReceiver) -> list[str]:
+    return [m for m in receiver.messages() if m.startswith("Job boom failed")]
+
+
+def test_an_alert_pending_when_its_daemon_is_sigkilled_is_delivered_by_the_next(base_env, db, tmp_path, daemon_factory,
+                                                                                receiver):  # fmt: skip
+    config = write_config(tmp_path / "apprise.txt", receiver.url(f"/hook/{TOKEN}") + "\n")
+    env = {**base_env, "SCHEDULER_SPIDERS": "boom", "SCHEDULER_RETRY_DELAY_MINUTES": "600",
+           "SCHEDULER_NOTIFY_CONFIG": str(config)}  # fmt: skip
+    receiver.status = 503
+    first = daemon_factory(env).start()
+    wait_for(lambda: rows(db, "SELECT count(*) FROM alert_deliveries WHERE attempts >= 1") == [(1,)], timeout=90,
+             what="a first, failed attempt")  # fmt: skip
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert rows(db, DELIVERED) == [(0,)] and receiver.posts == []
+    receiver.status = 200
+    second = daemon_factory(env).start()
+    wait_for(lambda: failed_alerts(receiver), timeout=90, what="the alert, from the next daemon")
+    second.signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+    assert len(failed_alerts(receiver)) == count(db, "status = 'failed'", "spider_runs") == 1  # once, none lost
+    assert '"alert_failed"' in first.output()  # the 503s were logged...
+    assert TOKEN not in first.output() + second.output()  # ...never with the URL's token
+    assert rows(db, "SELECT count(*) FROM alert_deliveries WHERE last_error LIKE %(t)s", {"t": f"%{TOKEN}%"}) == [(0,)]
+
+
+def test_a_crawl_failing_while_postgresql_is_down_is_alerted_after_the_replay(pg_server, base_env, db, tmp_path,
+                                                                             daemon_factory, receiver):  # fmt: skip
+    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = {**base_env, "SCHEDULER_SPIDERS": "boom", "SCHEDULER_RETRY_DELAY_MINUTES": "0.05",
+           "SCHEDULER_INTERVAL_HOURS": "0.002", "DB_WAIT_TIMEOUT_SECONDS": "60",
+           "SCHEDULER_NOTIFY_CONFIG": str(config)}  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: failed_alerts(receiver), timeout=90, what="the first failure's alert")
+    state = tmp_path / "state"
+    db.close()
+    pg_server.stop("fast")
+    try:
+        wait_for(lambda: any('"kind": "end"' in p.read_text() for p in state.glob("journal-*.jsonl")), timeout=60,
+                 what="a failed run journaled while PostgreSQL is down")  # fmt: skip
+    finally:
+        pg_server.start()
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        replayed = ("SELECT count(*) FROM alert_outbox o JOIN spider_runs r ON r.id = o.spider_run_id "
+                    "JOIN scheduler_state s ON s.id = r.run_id JOIN alert_deliveries d ON d.alert_id = o.id "
+                    "WHERE s.journal_id IS NOT NULL AND d.delivered_at IS NOT NULL")  # fmt: skip
+        wait_for(lambda: rows(conn, replayed)[0][0] >= 1, timeout=90, what="the replayed failure's alert delivered")
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        # Each delivered alert arrived once: as many posts as delivered rows.
+        assert len(failed_alerts(receiver)) == rows(conn, DELIVERED)[0][0]
+    finally:
+        conn.close()
+
+
+BASELINE_JOBS = """
+[jobs.quotes]
+spider = "counted"
+args = {{ count_file = "{count_file}" }}
+every = "1s"
+{baseline}
+"""
+
+
+def test_a_crawl_with_40_items_after_1000s_is_marked_suspect_with_its_alert_yet_counts_as_a_success(
+    base_env, db, tmp_path, daemon_factory, receiver
+):  # fmt: skip
+    count_file = tmp_path / "count"
+    count_file.write_text("1000")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(BASELINE_JOBS.format(count_file=count_file, baseline=""))
+    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_NOTIFY_CONFIG": str(config),
+           "SCHEDULER_TICK_SECONDS": "0.5"}  # fmt: skip
+    d = daemon_factory(env).start()
+    successes = "SELECT count(*) FROM spider_runs WHERE status = 'completed'"
+    wait_for(lambda: rows(db, successes)[0][0] >= 5, timeout=180, what="five successes of 1,000 items")
+    assert rows(db, "SELECT count(*) FROM spider_runs WHERE suspect IS NOT NULL") == [(0,)]
+    count_file.write_text("40")
+    wait_for(lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE suspect IS NOT NULL")[0][0] >= 2, timeout=60,
+             what="two suspect crawls")  # fmt: skip
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+    [(status, suspect)] = rows(db, "SELECT status, suspect FROM spider_runs WHERE items_scraped = 40 ORDER BY id "
+                                   "LIMIT 1")  # fmt: skip
+    assert status == "completed" and suspect.startswith("40 items; usual 1,000 (median of ")
+    wait_for(lambda: [m for m in receiver.messages() if "looks wrong" in m], timeout=30, what="the suspect alert")
+    told = [m for m in receiver.messages() if "looks wrong" in m]
+    assert len(told) == 1 and told[0].startswith("Job quotes succeeded but looks wrong: 40 items; usual 1,000")
+
+
+def test_fewer_than_five_earlier_successes_judge_nothing_and_baseline_false_judges_nothing(pg_server, base_env, db,
+                                                                                       tmp_path):  # fmt: skip
+    from daemon.settings.config import Settings
+    from daemon.jobs.rules import parse
+    from daemon.jobs.jobfile import JobDefaults
+    from daemon.records.store import Store
+
+    settings = Settings.from_mapping(base_env)
+    store = Store(pg_server.connect(base_env["DB_NAME"]))
+
+    def publish(baseline: str) -> None:
+        jobs = parse(BASELINE_JOBS.format(count_file="x", baseline=baseline), "jobs.toml",
+                     JobDefaults.from_settings(settings))  # fmt: skip
+        store.publish_jobs(jobs, path="jobs.toml", error=None, spiders=None, now=utcnow(), owner="test")
+
+    def success(items: int) -> str | None:
+        [(run,)] = rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at) "
+                            "VALUES (now(), 1, 'completed', now()) RETURNING id")  # fmt: skip
+        [(suspect,)] = rows(db, "INSERT INTO spider_runs (run_id, spider, job, status, started_at, finished_at, "
+                                "items_scraped) VALUES (%(r)s, 'counted', 'quotes', 'completed', now(), now(), %(n)s) "
+                                "RETURNING suspect", {"r": run, "n": items})  # fmt: skip
+        return suspect
+
+    publish("")
+    assert [success(n) for n in (1000, 1000, 1000, 1000, 40)] == [None] * 5  # four earlier: nothing judged
+    assert success(1000) is None
+    assert success(40) == "40 items; usual 1,000 (median of 6)"
+    from daemon.ask import status
+
+    report = status.gather(store, settings, utcnow(), store.published_jobs(), None, True)
+    assert report["spiders"][0]["suspect"] == "40 items; usual 1,000 (median of 6)"
+    text = status.render(report, as_json=False)
+    assert "completed, suspect" in text and "quotes: suspect: 40 items; usual 1,000 (median of 6)" in text
+    publish("baseline = false")
+    assert success(40) is None
+    store.close()
