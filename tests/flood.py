@@ -26,10 +26,11 @@ HALF_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: flood\r\n"  # 
 REOPEN_AFTER_S = 1.0
 
 
-def fetch(port: int, path: str, auth: str | None = None) -> tuple[int, float]:
-    """A well-behaved client: one GET on a connection of its own; its status (0: no answer) and seconds."""
+def fetch(port: int, path: str, auth: str | None = None, source: str | None = None) -> tuple[int, float]:
+    """A well-behaved client: one GET on a connection of its own (from `source`, a loopback address,
+    when given); its status (0: no answer) and seconds."""
     started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0) if source else None)
     try:
         conn.request("GET", path, headers={"Authorization": auth} if auth else {})
         response = conn.getresponse()
