@@ -230,7 +230,10 @@ class OverdueAlerts:
     def check(self, store: Store, now: datetime) -> str:
         alerts = 0
         watched = self.watch()
+        running = store.running_jobs()
         for spider, last_success in store.last_successes(list(watched)):
+            if spider in running:
+                continue  # its crawl is under way: a success ends the episode, a failure is alerted as such
             limit = watched[spider]
             if last_success is not None and now - last_success <= limit:
                 self.overdue_alerted.pop(spider, None)

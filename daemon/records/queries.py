@@ -177,6 +177,8 @@ SELECT s.job, ok.started_at
                       ORDER BY r.job, r.id DESC LIMIT 1) ok ON true  -- the range: see SPIDER_HISTORY
  ORDER BY s.position
 """
+# Jobs with a crawl under way (at most one each: sql/016's index), which the overdue check leaves alone.
+RUNNING_JOBS = "SELECT job FROM spider_runs WHERE status = 'running'"
 FAILED_SPIDER_RUNS_SINCE = """
 SELECT id, job, failure, message, spider FROM spider_runs
  WHERE status = 'failed' AND id > %(after_id)s

@@ -195,6 +195,12 @@ class Store(Board, Ledger):
             cur.execute(queries.LAST_SUCCESSES, {"spiders": list(spiders)})
             return cur.fetchall()
 
+    def running_jobs(self) -> set[str]:
+        """The jobs with a crawl under way."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.RUNNING_JOBS)
+            return {row[0] for row in cur.fetchall()}
+
     def failed_spider_runs_since(self, after_id: int, since: datetime | None) -> list[tuple[int, str, str, str, str]]:
         """(id, job, failure, message, spider) of each failed crawl after `after_id` (and `since`)."""
         with self.conn.cursor() as cur:

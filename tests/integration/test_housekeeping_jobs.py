@@ -92,6 +92,25 @@ def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env,
         ("overdue", "ok"), ("overdue", "boom"), ("overdue", "empty")}  # fmt: skip
 
 
+def test_an_overdue_job_whose_crawl_is_under_way_is_alerted_only_if_that_crawl_does_not_succeed(base_env, db):
+    now = utcnow()
+    insert_completed(db, ["ok"], now - hours(20))  # overdue (limit 8 h), and its catch-up crawl runs now
+    [(run,)] = rows(db, "INSERT INTO scheduler_state (last_run_at, spider_count, status) VALUES (now(), 1, "
+                        "'running') RETURNING id")  # fmt: skip
+    rows(db, "INSERT INTO spider_runs (run_id, spider, status, started_at) VALUES (%(r)s, 'ok', 'running', now())",
+         {"r": run})  # fmt: skip
+    jobs = jobs_for({**base_env, "SCHEDULER_SPIDERS": "ok"}, db)
+    with capture_logs() as during:
+        jobs.alerts.check(Store(db), now)
+    assert [e for e in during if e["event"] == "alert"] == []
+    rows(db, "UPDATE spider_runs SET status = 'failed', failure = 'error', finished_at = now() WHERE run_id = %(r)s",
+         {"r": run})  # fmt: skip
+    with capture_logs() as after:
+        jobs.alerts.check(Store(db), now)
+    assert {(e["kind"], e["spider"]) for e in after if e["event"] == "alert"} == {("overdue", "ok"),
+                                                                                  ("spider_failed", "ok")}
+
+
 def test_a_spider_of_the_project_that_never_ran_is_reported_overdue(base_env, db):
     from daemon.jobs.spiders import list_spiders, resolve_spiders
 
