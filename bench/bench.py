@@ -463,6 +463,21 @@ def overhead(world: World, spiders: int, reps: int) -> dict[str, Any]:
     }
 
 
+def all_crawled(conn: Any, spiders: int) -> bool:
+    """Every one of `spiders` crawls recorded as ended, and no run under way."""
+    return rows(conn, "SELECT (SELECT count(*) FROM spider_runs WHERE status <> 'running') >= %(n)s "
+                      "AND NOT EXISTS (SELECT 1 FROM scheduler_state WHERE status = 'running')", {"n": spiders})[0][0]  # fmt: skip
+
+
+def runs_span(conn: Any) -> tuple[str, int, float]:
+    """(completed if every run did, crawls in them, seconds from the first run's start to the last one's end):
+    each decision's crawls are a run of their own (issue 20), several when the slots are fewer than the jobs."""
+    [(status, count, duration)] = rows(
+        conn, "SELECT CASE WHEN bool_and(status = 'completed') THEN 'completed' ELSE 'failed' END, sum(spider_count), "
+              "EXTRACT(EPOCH FROM max(finished_at) - min(last_run_at)) FROM scheduler_state")  # fmt: skip
+    return status, int(count), float(duration)
+
+
 def daemon_run(world: World, spiders: int, **extra: str) -> dict[str, Any]:
     """Every spider of the project crawled once through the daemon (empty history: all due at once).
     Each decision's crawls are a run of their own (issue 20), so with fewer slots than spiders there
@@ -470,14 +485,10 @@ def daemon_run(world: World, spiders: int, **extra: str) -> dict[str, Any]:
     db = world.database()
     env = world.env(db, spiders, **extra)
     conn = world.pg.connect(db)
-    over = lambda: rows(  # noqa: E731
-        conn, "SELECT (SELECT count(*) FROM spider_runs WHERE status <> 'running') >= %(n)s "
-              "AND NOT EXISTS (SELECT 1 FROM scheduler_state WHERE status = 'running')", {"n": spiders})[0][0]  # fmt: skip
+    over = lambda: all_crawled(conn, spiders)  # noqa: E731
     with process([PYTHON, "-m", "daemon"], env, world.workdir / f"run-{db}.log"):
         wait_for(over, timeout=spiders * 10 + 120, step=0.2, what="the runs to end")
-    [(status, count, duration)] = rows(
-        conn, "SELECT CASE WHEN bool_and(status = 'completed') THEN 'completed' ELSE 'failed' END, sum(spider_count), "
-              "EXTRACT(EPOCH FROM max(finished_at) - min(last_run_at)) FROM scheduler_state")  # fmt: skip
+    status, count, duration = runs_span(conn)
     [(completed, items, wrong)] = rows(
         conn, "SELECT count(*) FILTER (WHERE status = 'completed'), COALESCE(sum(items_scraped), 0), "
               "count(*) FILTER (WHERE status <> 'completed' OR items_scraped <> 15 OR finished_at IS NULL) "
@@ -969,7 +980,7 @@ def cluster_run(world: World, spiders: int, **extra: str) -> dict[str, Any]:
     dbname = world.database()
     env = world.env(dbname, spiders, **extra)
     conn = world.pg.connect(dbname)
-    over = lambda: rows(conn, "SELECT count(*) FROM scheduler_state WHERE status <> 'running'")[0][0] > 0  # noqa: E731
+    over = lambda: all_crawled(conn, spiders)  # noqa: E731
     logfile = world.workdir / f"cluster-{dbname}.log"
     with process([PYTHON, "-m", "daemon"], env, logfile) as proc:
         def ended() -> bool:
@@ -978,9 +989,7 @@ def cluster_run(world: World, spiders: int, **extra: str) -> dict[str, Any]:
             return over()
 
         wait_for(ended, timeout=spiders * 15 + 120, step=0.2, what="the run to end")
-    [(status, duration)] = rows(
-        conn, "SELECT status, EXTRACT(EPOCH FROM finished_at - last_run_at) FROM scheduler_state"
-    )
+    status, _, duration = runs_span(conn)
     crawl_s, launch_s, own_s, collect_s = [], [], [], []
     for started, finished, began, ended in rows(
             conn, "SELECT started_at, finished_at, stats->>'start_time', stats->>'finish_time' FROM spider_runs "
