@@ -71,8 +71,10 @@ GRANT SELECT, INSERT, DELETE ON job_runs TO scheduler_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON runner_holder TO scheduler_app;
 GRANT SELECT ON spiders_scraping_zero, jobs_scraping_zero TO scheduler_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON jobs, jobs_source, job_pauses, cancel_requests TO scheduler_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON alert_outbox, alert_deliveries TO scheduler_app;
+GRANT SELECT, INSERT, DELETE ON actions, job_slots TO scheduler_app;
 GRANT USAGE ON SEQUENCE scheduler_state_id_seq, spider_runs_id_seq, run_requests_id_seq, job_runs_id_seq,
-   cancel_requests_id_seq TO scheduler_app;
+   cancel_requests_id_seq, alert_outbox_id_seq, actions_id_seq TO scheduler_app;
 """
 
 
