@@ -38,7 +38,8 @@ NUMERIC = {
     "SCHEDULER_HTTP_IDLE_TIMEOUT_SECONDS",
 }  # fmt: skip
 CHOICES = {"SCHEDULER_ENABLED", "SCHEDULER_TIMEZONE", "SCHEDULER_MAX_INSTANCES", "LOG_LEVEL", "LOG_FORMAT",
-           "SCHEDULER_SPIDERS", "SCRAPY_PROJECT_DIR", "SCHEDULER_ENGINE"}  # fmt: skip
+           "SCHEDULER_SPIDERS", "SCRAPY_PROJECT_DIR", "SCHEDULER_ENGINE", "SCHEDULER_CRAWL_START",
+           "SCHEDULER_HTTP_READONLY"}  # fmt: skip
 
 # The free-text settings, each with values that must all be refused. "{tmp}" is a directory of
 # hostile files (see `hostile_files`); "T0K3N" and "canary" stand for what must never be shown.
@@ -89,6 +90,9 @@ FREE_TEXT = {
                               "{tmp}/huge", "{tmp}/loop", "{tmp}/\x01"],
     "SCRAPYD_PROJECT": ["0", "-p", "a b", "../etc", "a/b", "$(id)", "p" * 101, "\x00", "é", "p?x", "p#x"],
     "HEALTHCHECK_PING_URL": [*URLS, "https://hc-ping.com/T0K3N?rid=1", "https://hc-ping.com/T0K3N#x"],
+    "SCHEDULER_PUBLIC_URL": [*URLS, "https://scheduler.example.com/?T0K3N", "https://scheduler.example.com/#T0K3N"],
+    "SCHEDULER_NOTIFY_CONFIG": ["{tmp}/missing", "{tmp}/dir", "{tmp}/fifo", "/dev/null", "/dev/zero", "{tmp}/socket",
+                                "{tmp}/empty", "{tmp}/not-utf8", "{tmp}/huge", "{tmp}/loop", "{tmp}/\x01"],
 }  # fmt: skip
 SECRET_SHOWN_AS = {"DB_PASSWORD": "config error: DB_PASSWORD=<hidden> is not allowed",
                    "SCHEDULER_HTTP_PASSWORD": "config error: SCHEDULER_HTTP_PASSWORD=<hidden> is not allowed",
