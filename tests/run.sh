@@ -76,7 +76,7 @@ main() {
   export PATH="$VENV/bin:$PATH"
   local paths
   read -ra paths <<<"$(test_paths "$@")"
-  exec "$VENV/bin/python" -m pytest "${paths[@]}" -ra --timeout=600 "$@"
+  exec "$VENV/bin/python" -m pytest "${paths[@]}" -ra --timeout=600 --durations=25 "$@"
 }
 
 main "$@"
