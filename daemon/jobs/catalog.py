@@ -181,6 +181,7 @@ class Catalog:
             if text != self.error:
                 log.error("jobs_file_invalid", file=str(self.path), problems=exc.problems,
                           message="The jobs file is not valid; the last good jobs keep running")  # fmt: skip
+            if self.error is None:  # alerted once per episode: until a valid file ends it, not per edit
                 self.on_invalid(text)
             self.error = text
         changed = (self.jobs, self.error) != before

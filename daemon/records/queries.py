@@ -177,6 +177,11 @@ SELECT s.job, ok.started_at
                       ORDER BY r.job, r.id DESC LIMIT 1) ok ON true  -- the range: see SPIDER_HISTORY
  ORDER BY s.position
 """
+# When each job was last alerted overdue (the outbox, sql/017): an episode told before the job's last
+# success is over, one told after it still open, also for a daemon that did not tell it (issue 22).
+LAST_TOLD = """
+SELECT job, max(created_at) FROM alert_outbox WHERE kind = %(kind)s AND job = ANY(%(jobs)s) GROUP BY job
+"""
 # Jobs with a crawl under way (at most one each: sql/016's index), which the overdue check leaves alone.
 RUNNING_JOBS = "SELECT job FROM spider_runs WHERE status = 'running'"
 FAILED_SPIDER_RUNS_SINCE = """

@@ -195,6 +195,12 @@ class Store(Board, Ledger):
             cur.execute(queries.LAST_SUCCESSES, {"spiders": list(spiders)})
             return cur.fetchall()
 
+    def last_told(self, kind: str, jobs: Sequence[str]) -> dict[str, datetime]:
+        """When each of `jobs` was last alerted `kind` (the alerts' outbox), for those ever alerted."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LAST_TOLD, {"kind": kind, "jobs": list(jobs)})
+            return dict(cur.fetchall())
+
     def running_jobs(self) -> set[str]:
         """The jobs with a crawl under way."""
         with self.conn.cursor() as cur:

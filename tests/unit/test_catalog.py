@@ -110,7 +110,7 @@ def test_a_changed_file_is_reloaded_and_a_changed_interval_takes_effect(tmp_path
     assert catalog.dirty
 
 
-def test_a_bad_file_on_reload_keeps_the_last_good_jobs_and_tells_every_problem_once(tmp_path):
+def test_a_bad_file_on_reload_keeps_the_last_good_jobs_and_tells_each_episode_once(tmp_path):
     path = tmp_path / "schedule.toml"
     write(path, GOOD)
     told: list[str] = []
@@ -124,8 +124,15 @@ def test_a_bad_file_on_reload_keeps_the_last_good_jobs_and_tells_every_problem_o
     assert catalog.jobs == good
     assert catalog.error is not None and "every" in catalog.error and "surprise" in catalog.error
     assert [e["event"] for e in logs].count("jobs_file_invalid") == 1 and len(told) == 1
+    write(path, GOOD + '\n[jobs.bad]\nspider = "indeed"\nevery = "3x"\n')  # another mistake: logged, not told
+    with capture_logs() as logs:
+        assert catalog.refresh() is True
+    assert [e["event"] for e in logs].count("jobs_file_invalid") == 1 and len(told) == 1
     write(path, GOOD)
-    assert catalog.refresh() is True and catalog.error is None
+    assert catalog.refresh() is True and catalog.error is None  # the episode is over...
+    write(path, GOOD + "\n[jobs.bad]\n")
+    catalog.refresh()
+    assert len(told) == 2  # ...and the next one is told
 
 
 def test_a_job_removed_from_the_file_is_no_longer_in_the_catalog(tmp_path):
