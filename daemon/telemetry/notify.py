@@ -49,13 +49,14 @@ def where(url: str) -> str:
 
 class Notifier:
     """channels: SCHEDULER_NOTIFY_CONFIG's Apprise channels (daemon/telemetry/channels.py), sent to by their own
-    short-lived process; tags_of: a job's `notify` tags, which choose its alerts' channels."""
+    short-lived process; tags_of: a job's `notify` tags, which choose its alerts' channels; delivers:
+    whether this daemon delivers the outbox now (the daemon's: it holds the runner lock)."""
 
     def __init__(self, webhook: Secret, ping: Secret, stop: threading.Event, *, channels: NotifyConfig | None = None,
                  tags_of: Callable[[str], tuple[str, ...]] = lambda job: (),
                  connect: Callable[[], Any] | None = None, metrics: Any = None,
                  alert_after_of: Callable[[str], int] = lambda job: 1, public_url: Secret = Secret(""),
-                 state_dir: Path | None = None) -> None:  # fmt: skip
+                 state_dir: Path | None = None, delivers: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.webhook = webhook
         self.ping_url = ping
         self.stop = stop
@@ -76,7 +77,7 @@ class Notifier:
 
             spool = AlertSpool(state_dir) if state_dir is not None else None
             self.outbox = Outbox(connect, channels, webhook, tags_of, self._post, metrics, alert_after_of, public_url,
-                                 spool)  # fmt: skip
+                                 spool, delivers)  # fmt: skip
         if webhook or ping or channels is not None:
             self.thread.start()
 

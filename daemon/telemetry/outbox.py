@@ -17,6 +17,8 @@ now is delivered later, in order, and not again to a channel whose delivery was 
   commit leaves the alert open, and it is sent again once PostgreSQL answers. That window is the
   only way a channel gets an alert twice; an error on a later alert never undoes an earlier record.
 
+Delivered only by the daemon holding the runner lock (`delivers`): a standby writes the alerts it
+raises and leaves them to the holder; a new holder is woken at once and carries on from the rows.
 Owned by the notifier's thread (daemon/telemetry/notify.py), with its own connection: the loop never waits on
 a receiver. Channel names (scheme, host where it is a server's name) are all it ever logs.
 """
@@ -85,7 +87,8 @@ class Outbox:
     def __init__(self, connect: Callable[[], Any], channels: NotifyConfig | None, webhook: Secret,
                  tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None],
                  metrics: Any = None, alert_after_of: Callable[[str], int] = lambda job: 1,
-                 public_url: Secret = Secret(""), spool: AlertSpool | None = None) -> None:  # fmt: skip
+                 public_url: Secret = Secret(""), spool: AlertSpool | None = None,
+                 delivers: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.connect = connect
         self.config = channels
         self.webhook = webhook
@@ -99,6 +102,8 @@ class Outbox:
         self.public_url = public_url.reveal().rstrip("/")  # SCHEDULER_PUBLIC_URL: alerts link the job's page
         self._counted: set[str] = set()  # the channels whose count is on /metrics
         self.spool = spool  # where alerts wait while PostgreSQL is down (the state directory)
+        self.delivers = delivers  # the daemon's: it holds the runner lock (a standby only writes its alerts)
+        self._standing_by = False
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
         self.waiting.append({"kind": kind, "job": job, "level": level, "text": text, "created_at": created_at,
@@ -116,6 +121,14 @@ class Outbox:
                 self.waiting.clear()
                 if self.spool is not None:
                     self.spool.clear()
+            if not self.delivers():
+                if not self._standing_by:
+                    log.info("alert_delivery_left_to_lock_holder",
+                             message="Alerts are delivered by the scheduler holding the runner lock; this one "
+                                     "does not hold it (now)")  # fmt: skip
+                self._standing_by = True
+                return 0
+            self._standing_by = False
             tried = self._deliver(conn)
             if tried and self.metrics is not None and self.metrics.registry is not None:
                 self._count()

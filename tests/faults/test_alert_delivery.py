@@ -156,3 +156,33 @@ def test_fewer_than_five_earlier_successes_judge_nothing_and_baseline_false_judg
     publish("baseline = false")
     assert success(40) is None
     store.close()
+
+
+def test_a_standby_delivers_no_alert_and_takes_delivery_over_with_the_lock(base_env, db, tmp_path, daemon_factory,
+                                                                           receiver):  # fmt: skip
+    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = {**base_env, "SCHEDULER_SPIDERS": "boom", "SCHEDULER_RETRY_DELAY_MINUTES": "600",
+           "SCHEDULER_NOTIFY_CONFIG": str(config)}  # fmt: skip
+    receiver.status = 503
+    a = daemon_factory(env).start()
+    wait_for(lambda: rows(db, "SELECT count(*) FROM alert_deliveries WHERE attempts >= 1") == [(1,)], timeout=90,
+             what="a's first, failed attempt")  # fmt: skip
+    a.signal(signal.SIGSTOP)  # a holds the lock (its connection lives) but delivers nothing more
+    try:
+        receiver.status = 200
+        rows(db, "UPDATE alert_deliveries SET next_attempt_at = now()")  # due now, for whoever delivers
+        b = daemon_factory(env).start()
+        wait_for(lambda: '"standby"' in b.output(), timeout=30, what="b standing by")
+        # b's notifier made its first pass (at its start, the alert due) and left it to the holder.
+        wait_for(lambda: '"alert_delivery_left_to_lock_holder"' in b.output(), timeout=30, what="b's pass")
+        assert receiver.posts == [] and rows(db, DELIVERED) == [(0,)]
+        a.signal(signal.SIGKILL)
+    finally:
+        a.signal(signal.SIGCONT)
+    a.wait(timeout=10)
+    wait_for(lambda: '"runner_lock_acquired"' in b.output(), timeout=60, what="b taking the lock")
+    wait_for(lambda: failed_alerts(receiver), timeout=60, what="the alert, delivered by the new holder")
+    b.signal(signal.SIGTERM)
+    assert b.wait(timeout=30) == 0
+    assert len(failed_alerts(receiver)) == rows(db, DELIVERED)[0][0] == 1
+    assert '"alert_delivered"' in b.output() and '"alert_delivered"' not in a.output()
