@@ -79,7 +79,8 @@ def assemble(
                         connect=lambda: db.connect(settings, application_name="persistent-scheduler-alerts"),
                         metrics=metrics, alert_after_of=lambda name: job.alert_after if (job := catalog.job(name)) else 1,
                         public_url=settings.public_url, state_dir=settings.state_dir,
-                        delivers=lambda: lease.holds_lock)  # fmt: skip
+                        delivers=lambda: lease.holds_lock, on_tags=catalog.notify_tags,
+                        tags_in_use=lambda: frozenset(tag for job in catalog.jobs for tag in job.notify))  # fmt: skip
     observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
                         interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
     requests = RunNowListener(settings, stop, wake)

@@ -90,13 +90,14 @@ class Outbox:
                  public_url: Secret = Secret(""), spool: AlertSpool | None = None,
                  delivers: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.connect = connect
-        self.config = channels
+        # The configuration and its channels as one pair, replaced whole on a reload (`use`): a pass
+        # takes it once, so its channels' indexes always match the configuration it sends with.
+        self._channels_of: tuple[NotifyConfig | None, tuple[Channel, ...] | None] = (channels, None)
         self.webhook = webhook
         self.tags_of = tags_of
         self.post = post
         self.waiting: list[dict[str, Any]] = []  # alerts not yet written (PostgreSQL was down)
         self._conn: Any = None
-        self._channels: tuple[Channel, ...] | None = None
         self.metrics = metrics  # /metrics: scheduler_alerts_undelivered per channel
         self.alert_after_of = alert_after_of  # a job's `alert_after`: failures in a row before it is alerted
         self.public_url = public_url.reveal().rstrip("/")  # SCHEDULER_PUBLIC_URL: alerts link the job's page
@@ -160,14 +161,14 @@ class Outbox:
         self._drop_connection()
 
     # ----------------------------------------------------------------- one pass
-    def _targets(self) -> list[tuple[str, str, int | None, tuple[str, ...]]]:
+    def use(self, config: NotifyConfig, channels: tuple[Channel, ...]) -> None:
+        """A reloaded configuration (SIGHUP, or its file changed), already described: from the next alert on."""
+        self._channels_of = (config, channels)
+
+    def _targets(self, config: NotifyConfig | None,
+                 channels: tuple[Channel, ...]) -> list[tuple[str, str, int | None, tuple[str, ...]]]:  # fmt: skip
         """(key, name, index in the configuration or None for the webhook, tags) of every channel."""
-        if self._channels is None:
-            try:
-                self._channels = describe(self.config) if self.config is not None else ()
-            except ChannelsError:
-                self._channels = ()  # checked at start: a file Apprise cannot read never got this far
-        found = [(c.key, c.name, i, c.tags) for i, c in enumerate(self._channels)]
+        found = [(c.key, c.name, i, c.tags) for i, c in enumerate(channels)]
         if self.webhook:
             from daemon.telemetry.notify import where
 
@@ -182,16 +183,24 @@ class Outbox:
             alerts = cur.fetchall()
         if not alerts:
             return 0
-        targets = self._targets()
+        config, channels = self._channels_of
+        if channels is None:
+            try:
+                channels = describe(config) if config is not None else ()
+            except ChannelsError:
+                channels = ()  # checked at start: a file Apprise cannot read never got this far
+            if self._channels_of[0] is config:  # not replaced meanwhile
+                self._channels_of = (config, channels)
+        targets = self._targets(config, channels)
         blocked: set[str] = set()  # channels an earlier alert still waits for: later ones wait behind
         tried = 0
         for alert in alerts:
             with _transaction(conn) as cur:
-                tried += self._deliver_one(cur, alert, targets, blocked)
+                tried += self._deliver_one(cur, alert, config, targets, blocked)
         return tried
 
-    def _deliver_one(self, cur: Any, alert: tuple[Any, ...], targets: list[tuple[str, str, int | None, tuple[str, ...]]],
-                     blocked: set[str]) -> int:  # fmt: skip
+    def _deliver_one(self, cur: Any, alert: tuple[Any, ...], config: NotifyConfig | None,
+                     targets: list[tuple[str, str, int | None, tuple[str, ...]]], blocked: set[str]) -> int:  # fmt: skip
         """One alert, its row locked by `cur`'s transaction: the number of channels tried."""
         alert_id, kind, job, level, text, fields, too_old = alert
         tags = self.tags_of(job) if job else ()
@@ -220,7 +229,7 @@ class Outbox:
             due.append(target)
         if job and self.public_url:
             text = f"{text}\n{job_link(self.public_url, job)}"
-        results = self._send(due, kind, job, level, text, fields)
+        results = self._send(config, due, kind, job, level, text, fields)
         for (key, name, _, _), (ok, why) in zip(due, results):
             cur.execute(RECORD_ATTEMPT, {"alert_id": alert_id, "channel": key, "name": name, "ok": ok,
                                          "wait": RETRY_FIRST, "cap": RETRY_MAX, "give_up": not ok and too_old,
@@ -236,14 +245,14 @@ class Outbox:
             cur.execute(CLOSE_ALERT, {"id": alert_id})
         return len(due)
 
-    def _send(self, due: list[tuple[str, str, int | None, tuple[str, ...]]], kind: str, job: str | None, level: str,
-              text: str, fields: dict[str, Any]) -> list[tuple[bool, str]]:  # fmt: skip
+    def _send(self, config: NotifyConfig | None, due: list[tuple[str, str, int | None, tuple[str, ...]]], kind: str,
+              job: str | None, level: str, text: str, fields: dict[str, Any]) -> list[tuple[bool, str]]:  # fmt: skip
         """One attempt per due channel, in `due`'s order: (delivered, why not)."""
         title = f"{job}: {kind}" if job else kind
         indexes = tuple(t[2] for t in due if t[2] is not None)
         got = {}
-        if indexes and self.config is not None:
-            got = {d.channel: (d.ok, d.why) for d in send(self.config, title, text, level=level, only=indexes)}
+        if indexes and config is not None:
+            got = {d.channel: (d.ok, d.why) for d in send(config, title, text, level=level, only=indexes)}
         results = []
         for _, _, index, _ in due:
             if index is None:

@@ -163,3 +163,18 @@ def test_a_spider_name_resolves_to_all_its_jobs_and_pauses_make_cadences_paused(
     cadences = catalog.cadences({"data": None})
     assert cadences["quiet"].paused and cadences["data"].paused and not cadences["python-remote"].paused
     assert set(catalog.alert_limits({"data"}, timedelta(hours=8))) == {"python-remote"}
+
+
+def test_a_tag_of_the_reloaded_alert_channels_may_be_named_by_the_jobs_file_from_then_on(tmp_path):
+    import dataclasses
+
+    path = tmp_path / "schedule.toml"
+    write(path, GOOD)
+    catalog = open_catalog(path, dataclasses.replace(DEFAULTS, notify_tags=frozenset({"oncall"})), (), ["indeed"],
+                           Lister(["indeed"]), resolve)  # fmt: skip
+    write(path, GOOD.replace('every = "6h"', 'every = "6h"\nnotify = ["team"]'))
+    catalog.refresh()
+    assert catalog.error is not None and "notify='team'" in catalog.error
+    catalog.notify_tags(frozenset({"oncall", "team"}))  # the channels' file, reloaded, has it now
+    catalog.refresh(hup=True)
+    assert catalog.error is None and catalog.job("data").notify == ("team",)  # type: ignore[union-attr]
