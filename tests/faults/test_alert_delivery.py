@@ -153,6 +153,11 @@ def test_fewer_than_five_earlier_successes_judge_nothing_and_baseline_false_judg
     assert report["spiders"][0]["suspect"] == "40 items; usual 1,000 (median of 6)"
     text = status.render(report, as_json=False)
     assert "completed, suspect" in text and "quotes: suspect: 40 items; usual 1,000 (median of 6)" in text
+    from daemon.ask import explain as why
+    from daemon.ask.commands import explain_inputs
+
+    said = why.explain(*explain_inputs(store, settings, "quotes", utcnow()), utcnow(), settings.timezone).paragraph()
+    assert "That crawl succeeded but looks wrong against its baseline: 40 items; usual 1,000 (median of 6)" in said
     publish("baseline = false")
     assert success(40) is None
     store.close()
