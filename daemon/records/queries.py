@@ -124,7 +124,8 @@ SET_SPIDER_RUN_REMOTE = """
 UPDATE spider_runs SET node = %(node)s, remote_jobid = %(remote_jobid)s, log_url = %(log_url)s
  WHERE id = %(id)s AND status = 'running'
 """
-FINISH_SPIDER_RUN = _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND status = 'running'\n"
+# RETURNING the baseline's verdict on a success (sql/017's trigger judges it as it is written).
+FINISH_SPIDER_RUN = _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND status = 'running' RETURNING suspect\n"
 
 # Replaying the local journal (runs made while PostgreSQL was unreachable or refused writes).
 # A journaled end also replaces a 'stale' verdict: another daemon may have failed the run as
