@@ -100,7 +100,8 @@ def assemble(
     if settings.engine == "scrapyd":
         from daemon.engines.scrapyd.dispatch import ScrapydEngine, engine_settings  # its client and rules only when asked for
 
-        runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way)
+        runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way,
+                               on_node=notifier.node)  # fmt: skip
     else:
         runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ,
                              abort=lease.giving_way, wake=wake)  # fmt: skip

@@ -174,6 +174,17 @@ class Notifier:
             self._put("channels", None, {"kind": kind, "title": title, "body": text, "tags": tags,
                                          "level": str(fields.get("level", "error"))})  # fmt: skip
 
+    def node(self, name: str, up: bool, why: str) -> None:
+        """A Scrapyd node stopped answering (once per outage: the engine tells its first failure) or
+        answers again. `name` is the engine's (scheme, host and port: no credentials)."""
+        if up:
+            self.alert("node_back", f"Scrapyd node {name} answers again: it takes crawls again", level="info",
+                       node=name)  # fmt: skip
+        else:
+            why = why.removeprefix(f"scrapyd node {name}: ")  # the engine's error names the node already
+            self.alert("node_lost", f"Scrapyd node {name} does not answer ({why}): its crawls are lost if it stays "
+                       "away, and new crawls go to the other nodes", level="error", node=name)  # fmt: skip
+
     def wake(self) -> None:
         """A run ended: its crawls' alerts (written with their records) are due now, not at the next poll."""
         if self.outbox is not None:

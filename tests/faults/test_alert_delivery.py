@@ -9,6 +9,10 @@ import signal
 import pytest
 
 from tests.alert_receivers import JsonReceiver, write_config
+from tests.conftest import free_port
+from tests.e2e.test_http_endpoint import get, metric
+from tests.e2e.test_scrapyd import crawling
+from tests.faults.test_scrapyd_faults import cluster_env, make_node  # noqa: F401 (make_node: a fixture)
 from tests.helpers import count, rows, utcnow, wait_for
 
 pytestmark = pytest.mark.faults
@@ -101,15 +105,20 @@ def test_a_crawl_with_40_items_after_1000s_is_marked_suspect_with_its_alert_yet_
     jobs = tmp_path / "jobs.toml"
     jobs.write_text(BASELINE_JOBS.format(count_file=count_file, baseline=""))
     config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    port = free_port()
     env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_NOTIFY_CONFIG": str(config),
-           "SCHEDULER_TICK_SECONDS": "0.5"}  # fmt: skip
+           "SCHEDULER_TICK_SECONDS": "0.5", "SCHEDULER_HTTP_PORT": str(port)}  # fmt: skip
     d = daemon_factory(env).start()
     successes = "SELECT count(*) FROM spider_runs WHERE status = 'completed'"
     wait_for(lambda: rows(db, successes)[0][0] >= 5, timeout=180, what="five successes of 1,000 items")
     assert rows(db, "SELECT count(*) FROM spider_runs WHERE suspect IS NOT NULL") == [(0,)]
+    suspects = 'scheduler_suspect_crawls_total{job="quotes",spider="counted"}'
+    assert metric(get(port, "/metrics")[1], suspects) is None  # none judged suspect yet
     count_file.write_text("40")
     wait_for(lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE suspect IS NOT NULL")[0][0] >= 2, timeout=60,
              what="two suspect crawls")  # fmt: skip
+    # /metrics counts each suspect crawl (not each episode, as the alert does).
+    wait_for(lambda: (metric(get(port, "/metrics")[1], suspects) or 0) >= 2, timeout=30, what="counted suspect")
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
     [(status, suspect)] = rows(db, "SELECT status, suspect FROM spider_runs WHERE items_scraped = 40 ORDER BY id "
@@ -191,3 +200,24 @@ def test_a_standby_delivers_no_alert_and_takes_delivery_over_with_the_lock(base_
     assert b.wait(timeout=30) == 0
     assert len(failed_alerts(receiver)) == rows(db, DELIVERED)[0][0] == 1
     assert '"alert_delivered"' in b.output() and '"alert_delivered"' not in a.output()
+
+
+def test_a_scrapyd_node_killed_mid_crawl_is_alerted_once_naming_it(base_env, db, tmp_path, daemon_factory, make_node,
+                                                                  receiver):  # fmt: skip
+    doomed = make_node("a", max_proc=1, slow_seconds=60)
+    other = make_node("b", max_proc=1, slow_seconds=2)
+    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = cluster_env(base_env, [doomed, other], SCHEDULER_SPIDERS="slow", SCRAPYD_LOST_AFTER_SECONDS="2",
+                      SCHEDULER_RETRY_DELAY_MINUTES="0.02", SCHEDULER_NOTIFY_CONFIG=str(config))  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: crawling(doomed, "slow"), timeout=40, what="the crawl running on the first node")
+    doomed.kill_group()
+    wait_for(lambda: any(r[0] == "completed" for r in rows(db, "SELECT status FROM spider_runs")), timeout=60,
+             what="the job done on the other node")  # fmt: skip
+    name = doomed.url.split("//")[1]
+    wait_for(lambda: [m for m in receiver.messages() if m.startswith(f"Scrapyd node {name} does not answer")],
+             timeout=30, what="the node's alert")  # fmt: skip
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0
+    lost = [m for m in receiver.messages() if "does not answer" in m]
+    assert len(lost) == 1 and other.url.split("//")[1] not in lost[0]  # once for its outage, only that node
