@@ -13,7 +13,7 @@ from tests.conftest import free_port
 from tests.e2e.test_http_endpoint import get, metric
 from tests.e2e.test_scrapyd import crawling
 from tests.faults.test_scrapyd_faults import cluster_env, make_node  # noqa: F401 (make_node: a fixture)
-from tests.helpers import count, rows, utcnow, wait_for
+from tests.helpers import count, events, hours, insert_completed, json_lines, rows, utcnow, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -227,3 +227,32 @@ def test_a_scrapyd_node_killed_mid_crawl_is_alerted_once_naming_it(base_env, db,
     assert d.wait(timeout=30) == 0
     lost = [m for m in receiver.messages() if "does not answer" in m]
     assert len(lost) == 1 and other.url.split("//")[1] not in lost[0]  # once for its outage, only that node
+
+
+def test_an_overdue_job_is_told_once_across_many_checks_and_a_restart(base_env, db, tmp_path, daemon_factory,
+                                                                      receiver):  # fmt: skip
+    now = utcnow()
+    insert_completed(db, ["boom"], now - hours(20))  # overdue (limit 8 h)...
+    # ...and failed a minute ago: it waits for its retry (15 minutes), so nothing is due and the checks run.
+    rows(db, "WITH run AS (INSERT INTO scheduler_state (last_run_at, spider_count, status, finished_at) "
+             "VALUES (%(t)s, 1, 'failed', %(t)s) RETURNING id) "
+             "INSERT INTO spider_runs (run_id, spider, status, failure, started_at, finished_at, message) "
+             "SELECT id, 'boom', 'failed', 'error', %(t)s, %(t)s, 'logged 1 error(s)' FROM run",
+         {"t": now - hours(1 / 60)})  # fmt: skip
+    config = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = {**base_env, "SCHEDULER_SPIDERS": "boom", "SCHEDULER_NOTIFY_CONFIG": str(config),
+           "SCHEDULER_OVERDUE_CHECK_MINUTES": "0.02"}  # fmt: skip
+
+    def overdue() -> list[str]:
+        return [m for m in receiver.messages() if m.startswith("Job boom has had no successful run")]
+
+    def checks(d) -> int:  # noqa: ANN001
+        return len([e for e in events(json_lines(d.output()), "job_finished") if e["job"] == "overdue_check"])
+
+    for n in range(2):  # a daemon, then the next one
+        d = daemon_factory(env).start()
+        wait_for(lambda: overdue() and checks(d) >= 4, timeout=60, what="the alert and four checks")  # noqa: B023
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        assert len(overdue()) == 1, n  # once for the episode: not per check, not again after the restart
+    assert not [e for e in events(json_lines(d.output()), "alert") if e["kind"] == "overdue"]  # the next daemon's
