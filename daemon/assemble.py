@@ -62,28 +62,31 @@ def assemble(
         defaults = JobDefaults.from_settings(settings)
         catalog = Catalog(None, defaults, lambda: list(jobs), jobs=default_jobs(jobs, defaults), spiders=list(jobs))
     metrics = Metrics.for_endpoint(bool(settings.http_port))
-    notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, stop, channels=settings.notify_config,
-                        tags_of=lambda name: job.notify if (job := catalog.job(name)) else (),
-                        connect=lambda: db.connect(settings, application_name="persistent-scheduler-alerts"),
-                        metrics=metrics, alert_after_of=lambda name: job.alert_after if (job := catalog.job(name)) else 1,
-                        public_url=settings.public_url, state_dir=settings.state_dir)  # fmt: skip
-    observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
-                        interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
-    requests = RunNowListener(settings, stop, wake)
-    catalog.alert_with(lambda problems: notifier.alert("jobs_file_invalid", f"The jobs file is not valid; the last "
-                                                       f"good jobs keep running: {problems}", level="error"))
-    jitter = Jitter(lambda name: job.jitter if (job := catalog.job(name)) else settings.jitter)
 
     def new_term() -> None:
         requests.new_term()
         observer.new_term()
         jitter.new_term()
+        notifier.wake()  # the alerts' outbox is delivered by the lock holder: this one now
 
     def connect(timeout: float | None) -> Store:
         return Store(db.connect(settings) if timeout is None else db.connect(settings, connect_timeout=timeout))
 
     lease = Lease(connect, clock, store=Store(conn) if conn is not None else None, on_taken=new_term,
                   where={"host": settings.db_host, "port": settings.db_port})  # fmt: skip
+    notifier = Notifier(settings.alert_webhook_url, settings.healthcheck_ping_url, stop, channels=settings.notify_config,
+                        tags_of=lambda name: job.notify if (job := catalog.job(name)) else (),
+                        connect=lambda: db.connect(settings, application_name="persistent-scheduler-alerts"),
+                        metrics=metrics, alert_after_of=lambda name: job.alert_after if (job := catalog.job(name)) else 1,
+                        public_url=settings.public_url, state_dir=settings.state_dir,
+                        delivers=lambda: lease.holds_lock, on_tags=catalog.notify_tags,
+                        tags_in_use=lambda: frozenset(tag for job in catalog.jobs for tag in job.notify))  # fmt: skip
+    observer = Observer(metrics, notifier, clock, every_s=settings.interval.total_seconds(),
+                        interval_hours=settings.interval_hours, timezone=settings.timezone)  # fmt: skip
+    requests = RunNowListener(settings, stop, wake)
+    catalog.alert_with(lambda problems: notifier.alert("jobs_file_invalid", f"The jobs file is not valid; the last "
+                                                       f"good jobs keep running: {problems}", level="error"))
+    jitter = Jitter(lambda name: job.jitter if (job := catalog.job(name)) else settings.jitter)
     heartbeat = Heartbeat(settings.heartbeat_file, clock.monotonic)
 
     def during_run() -> None:
@@ -97,7 +100,8 @@ def assemble(
     if settings.engine == "scrapyd":
         from daemon.engines.scrapyd.dispatch import ScrapydEngine, engine_settings  # its client and rules only when asked for
 
-        runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way)
+        runner = ScrapydEngine(engine_settings(settings), clock, stop, on_poll=during_run, abort=lease.giving_way,
+                               on_node=notifier.node)  # fmt: skip
     else:
         runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ,
                              abort=lease.giving_way, wake=wake)  # fmt: skip

@@ -93,6 +93,7 @@ class Facts:
     paused_until: datetime | None = None  # `pause JOB --for`: until when (None: until resumed, or not so paused)
     file_error: str | None = None  # jobs_source.error: the jobs file's problems
     published: bool = True  # False: no daemon published its jobs yet; a stand-in job per spider
+    last_suspect: tuple[datetime, str] | None = None  # its latest crawl judged suspect (sql/017): started, why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +155,8 @@ class Explanation:
             },
             "file_problems": list(self.file_problems), "file_error": f.file_error is not None,
             "published": f.published,
+            "last_suspect": None if f.last_suspect is None else {
+                "started_at": iso(f.last_suspect[0]), "reason": f.last_suspect[1]},
         }  # fmt: skip
 
     def _iso(self, moment: datetime | None) -> str | None:

@@ -234,11 +234,22 @@ class _Paragraph:
         took = f" after {humanize(crawl.finished_at - crawl.started_at)}" if crawl.finished_at else ""
         if crawl.status == "completed":
             items = f" with {_count(crawl.items, 'item')}" if crawl.items is not None else ""
-            return [f"Its last crawl, started at {self.at(crawl.started_at)}, completed{items}{took}."]
+            return [f"Its last crawl, started at {self.at(crawl.started_at)}, completed{items}{took}.", *self.suspect()]
         why = f" ({oneline(crawl.failure, 40)})" if crawl.failure else ""
         message = f": {oneline(crawl.message)}" if crawl.message else ""
         return [f"Its last crawl, started at {self.at(crawl.started_at)}, {oneline(crawl.status, 40)}{why}{took}"
-                f"{message}" + ("" if message.endswith(".") else ".")]  # fmt: skip
+                f"{message}" + ("" if message.endswith(".") else "."), *self.suspect()]  # fmt: skip
+
+    def suspect(self) -> list[str]:
+        """The latest success that looked wrong against the job's own baseline, and why."""
+        e, suspect = self.e, self.e.facts.last_suspect
+        if suspect is None:
+            return []
+        started, why = suspect
+        last = e.facts.last_crawl is not None and e.facts.last_crawl.started_at == started
+        which = "That crawl" if last else f"Its last suspect crawl, started at {self.when(started)},"
+        return [f"{which} succeeded but looks wrong against its baseline: {oneline(why)} (it still counts as a "
+                "success for the schedule)."]  # fmt: skip
 
     def notes(self) -> list[str]:
         e = self.e

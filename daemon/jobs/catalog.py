@@ -11,6 +11,7 @@ running: the problem is logged (`jobs_file_invalid`), sent to the webhook once, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -68,6 +69,12 @@ class Catalog:
         self._signature = signature(path)
         self._listing: threading.Thread | None = None
         self._listed: list[str] | Exception | None = None
+
+    def notify_tags(self, tags: frozenset[str]) -> None:
+        """The alert channels' tags after their file was reloaded: what `notify` may name from the next
+        parse on (the file in use stays as it is; a tag gone was refused by the reload)."""
+        if self.defaults.notify_tags is not None:
+            self.defaults = dataclasses.replace(self.defaults, notify_tags=tags)
 
     def alert_with(self, on_invalid: Callable[[str], None]) -> None:
         """How a file that does not validate on reload is told (the webhook)."""
@@ -181,6 +188,7 @@ class Catalog:
             if text != self.error:
                 log.error("jobs_file_invalid", file=str(self.path), problems=exc.problems,
                           message="The jobs file is not valid; the last good jobs keep running")  # fmt: skip
+            if self.error is None:  # alerted once per episode: until a valid file ends it, not per edit
                 self.on_invalid(text)
             self.error = text
         changed = (self.jobs, self.error) != before

@@ -118,6 +118,11 @@ class Lease:
     def leading(self) -> bool:
         return self.role is Role.LEADING
 
+    @property
+    def holds_lock(self) -> bool:
+        """The runner lock is ours (leading or about to): only then are the alerts delivered."""
+        return self.role in HOLDS_LOCK
+
     def store(self) -> Store:
         """The connection, opened when there is none (a standby needs one to try the lock)."""
         if self._store is None:

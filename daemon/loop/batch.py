@@ -174,7 +174,7 @@ class Batches:
                 self.history.invalidate()
             self.observer.run_stopped()
         for r in recorder.results:
-            self.observer.crawl_finished(r.outcome, r.started_at)
+            self.observer.crawl_finished(r.outcome, r.started_at, r.suspect)
         if not self.lease.gave_way():
             return outcomes, False
         self.observer.gave_way()

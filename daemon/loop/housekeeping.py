@@ -223,30 +223,38 @@ class OverdueAlerts:
         self.seen_failures: int | None = None  # the highest spider_runs.id already alerted on
         self.anchor: datetime | None = None  # when the last recorded overdue_check ran (Postgres)
         self.seen_zero: set[tuple[str, object]] = set()
-        # Each overdue spider is alerted once, then again only after another SCHEDULER_ALERT_AFTER_HOURS
-        # (a webhook told every few minutes that nothing changed is a webhook people mute).
-        self.overdue_alerted: dict[str, datetime] = {}
+        # Each overdue job is alerted once per episode: told when it becomes overdue, then not again
+        # until a success ends the episode (a channel told every few hours that nothing changed is a
+        # channel people mute). The jobs told in an episode still open; a job told by an earlier
+        # daemon is found in the outbox (told after its last success), so a restart tells nothing again.
+        self.overdue_alerted: dict[str, datetime | None] = {}  # job -> its last success when told
 
     def check(self, store: Store, now: datetime) -> str:
         alerts = 0
         watched = self.watch()
         running = store.running_jobs()
+        overdue: list[tuple[str, datetime | None]] = []
         for spider, last_success in store.last_successes(list(watched)):
             if spider in running:
                 continue  # its crawl is under way: a success ends the episode, a failure is alerted as such
+            if last_success is not None and now - last_success <= watched[spider]:
+                self.overdue_alerted.pop(spider, None)  # the episode is over: the next one is told again
+            elif spider not in self.overdue_alerted or self.overdue_alerted[spider] != last_success:
+                overdue.append((spider, last_success))  # a new episode (a success since the last one's told)
+        for gone in self.overdue_alerted.keys() - watched.keys():  # removed or paused: its episode is forgotten
+            del self.overdue_alerted[gone]
+        told = store.last_told("overdue", [spider for spider, _ in overdue]) if overdue else {}
+        for spider, last_success in overdue:
+            self.overdue_alerted[spider] = last_success
+            if spider in told and (last_success is None or told[spider] > last_success):
+                continue  # told by an earlier daemon, and no success since: the same episode
+            alerts += 1
             limit = watched[spider]
-            if last_success is not None and now - last_success <= limit:
-                self.overdue_alerted.pop(spider, None)
-                continue
-            alerted = self.overdue_alerted.get(spider)
-            if alerted is None or now - alerted >= limit:
-                self.overdue_alerted[spider] = now
-                alerts += 1
-                hours = "never" if last_success is None else f"{(now - last_success).total_seconds() / 3600:.1f} h ago"
-                self._alert("warning", "overdue", spider,
-                            f"Job {spider} has had no successful run for more than "
-                            f"{limit.total_seconds() / 3600:g} hours (last success: {hours})",
-                            last_success=hours)  # fmt: skip
+            hours = "never" if last_success is None else f"{(now - last_success).total_seconds() / 3600:.1f} h ago"
+            self._alert("warning", "overdue", spider,
+                        f"Job {spider} has had no successful run for more than "
+                        f"{limit.total_seconds() / 3600:g} hours (last success: {hours})",
+                        last_success=hours)  # fmt: skip
         # On the first check, failures since the last recorded check count (or, with none, those of
         # the last period); after that, every new one.
         after_id = self.seen_failures if self.seen_failures is not None else 0

@@ -32,6 +32,7 @@ class Finished:
     started_at: datetime
     finished_at: datetime
     outcome: CrawlOutcome
+    suspect: str | None = None  # a success judged against the job's baseline as it was written (sql/017)
 
     def result(self) -> CrawlResult:
         o = self.outcome
@@ -109,7 +110,7 @@ class DatabaseRecorder:
         store = self.store()
         if store is not None:
             try:
-                store.finish_spider(spider_run_id, done.finished_at, outcome)
+                _, done.suspect = store.finish_spider(spider_run_id, done.finished_at, outcome)
                 return
             except psycopg2.Error as exc:
                 log.warning("record_deferred", message="Could not record a spider's result yet; will retry",
@@ -119,7 +120,7 @@ class DatabaseRecorder:
     def flush(self, store: Store) -> None:
         while self.unwritten:
             done = self.unwritten[0]
-            store.finish_spider(done.spider_run_id, done.finished_at, done.outcome)
+            _, done.suspect = store.finish_spider(done.spider_run_id, done.finished_at, done.outcome)
             self.unwritten.pop(0)
 
 

@@ -139,7 +139,7 @@ class OpenRuns:
         if not self.runs:
             self.observer.run_stopped()  # the `running` gauge and flag: until the last open run's crawls end
         for r in run.recorder.results:
-            self.observer.crawl_finished(r.outcome, r.started_at)
+            self.observer.crawl_finished(r.outcome, r.started_at, r.suspect)
         ok, error = self.verdict(run.due, run.outcomes)
         self.end(run.recorder, run.due, run.outcomes, ok, error)
 

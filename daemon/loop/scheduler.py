@@ -135,7 +135,9 @@ class Scheduler:
         settling = self.lease.settle_left()
         if settling > 0:
             return settling
-        if self.catalog.refresh(hup=self._hup()) or self.catalog.dirty:
+        hup = self._hup()
+        self.notifier.refresh(hup)  # the alert channels' file first: the jobs' `notify` name its tags
+        if self.catalog.refresh(hup=hup) or self.catalog.dirty:
             self.catalog.publish(store, now, self.lease.me)
         requested = self.requests.take(store, self.catalog.resolve, now)
         self.asked |= requested

@@ -151,6 +151,12 @@ class Board:
             cur.execute(board_queries.LATEST_SUSPECTS, {"jobs": list(jobs)})
             return dict(cur.fetchall())
 
+    def last_suspect(self, job: str) -> tuple[Any, str] | None:
+        """(started_at, why) of the job's latest crawl judged suspect against its baseline, if any."""
+        with self.conn.cursor() as cur:
+            cur.execute(board_queries.LAST_SUSPECT, {"job": job})
+            return cur.fetchone()
+
     def latest_run(self) -> tuple[Any, ...] | None:
         with self.conn.cursor() as cur:
             cur.execute(board_queries.LATEST_RUN)

@@ -151,6 +151,11 @@ SELECT id, job, spider, status, started_at, finished_at, pid, log_tail FROM spid
  ORDER BY id DESC LIMIT 1
 """
 JOB_NAMES = "SELECT name FROM jobs ORDER BY position"
+# explain JOB: the job's latest crawl judged suspect against its baseline (sql/017), and why.
+LAST_SUSPECT = """
+SELECT started_at, suspect FROM spider_runs WHERE job >= %(job)s AND job <= %(job)s AND suspect IS NOT NULL
+ ORDER BY job, id DESC LIMIT 1  -- the range: see SPIDER_HISTORY
+"""
 LATEST_SUSPECTS = """
 SELECT j.job, r.suspect
   FROM unnest(%(jobs)s::text[]) AS j (job)

@@ -124,7 +124,8 @@ SET_SPIDER_RUN_REMOTE = """
 UPDATE spider_runs SET node = %(node)s, remote_jobid = %(remote_jobid)s, log_url = %(log_url)s
  WHERE id = %(id)s AND status = 'running'
 """
-FINISH_SPIDER_RUN = _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND status = 'running'\n"
+# RETURNING the baseline's verdict on a success (sql/017's trigger judges it as it is written).
+FINISH_SPIDER_RUN = _SET_SPIDER_RUN_RESULT + " WHERE id = %(id)s AND status = 'running' RETURNING suspect\n"
 
 # Replaying the local journal (runs made while PostgreSQL was unreachable or refused writes).
 # A journaled end also replaces a 'stale' verdict: another daemon may have failed the run as
@@ -176,6 +177,11 @@ SELECT s.job, ok.started_at
                       WHERE r.job >= s.job AND r.job <= s.job AND r.status = 'completed'
                       ORDER BY r.job, r.id DESC LIMIT 1) ok ON true  -- the range: see SPIDER_HISTORY
  ORDER BY s.position
+"""
+# When each job was last alerted overdue (the outbox, sql/017): an episode told before the job's last
+# success is over, one told after it still open, also for a daemon that did not tell it (issue 22).
+LAST_TOLD = """
+SELECT job, max(created_at) FROM alert_outbox WHERE kind = %(kind)s AND job = ANY(%(jobs)s) GROUP BY job
 """
 # Jobs with a crawl under way (at most one each: sql/016's index), which the overdue check leaves alone.
 RUNNING_JOBS = "SELECT job FROM spider_runs WHERE status = 'running'"

@@ -140,7 +140,8 @@ class Store(Board, Ledger):
     def set_spider_pid(self, spider_run_id: int, pid: int) -> None:
         self._count(queries.SET_SPIDER_RUN_PID, {"id": spider_run_id, "pid": pid})
 
-    def finish_spider(self, spider_run_id: int, now: datetime, outcome: Any) -> bool:
+    def finish_spider(self, spider_run_id: int, now: datetime, outcome: Any) -> tuple[bool, str | None]:
+        """(written, the baseline's verdict: why the success looks wrong, or None)."""
         params = {
             "id": spider_run_id,
             "now": now,
@@ -155,7 +156,10 @@ class Store(Board, Ledger):
             "stats": json.dumps(outcome.stats, default=str) if outcome.stats is not None else None,
             "log_tail": _text(outcome.log_tail),
         }
-        return self._count(queries.FINISH_SPIDER_RUN, params) == 1
+        with self.conn.cursor() as cur:
+            cur.execute(queries.FINISH_SPIDER_RUN, params)
+            row = cur.fetchone()
+        return row is not None, row[0] if row is not None else None
 
     def crawl_for_log(self, job: str, run_id: int | None) -> tuple[Any, ...] | None:
         """(id, job, spider, status, started_at, finished_at, pid, log_tail) of a crawl of `job`."""
@@ -194,6 +198,12 @@ class Store(Board, Ledger):
         with self.conn.cursor() as cur:
             cur.execute(queries.LAST_SUCCESSES, {"spiders": list(spiders)})
             return cur.fetchall()
+
+    def last_told(self, kind: str, jobs: Sequence[str]) -> dict[str, datetime]:
+        """When each of `jobs` was last alerted `kind` (the alerts' outbox), for those ever alerted."""
+        with self.conn.cursor() as cur:
+            cur.execute(queries.LAST_TOLD, {"kind": kind, "jobs": list(jobs)})
+            return dict(cur.fetchall())
 
     def running_jobs(self) -> set[str]:
         """The jobs with a crawl under way."""

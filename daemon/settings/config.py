@@ -230,7 +230,8 @@ class Settings:
     )  # fmt: skip
     notify_config: Any = variable(
         "SCHEDULER_NOTIFY_CONFIG", dataclasses.replace(p.password_file(), allowed=notify_config.ALLOWED),
-        shown_default="unset", note="read once at start; an error names the file and why, never its content",
+        shown_default="unset", note="read at start, again on `SIGHUP` or a change (a bad new file keeps the last good one); an error "
+             "names the file and why, never its content",
         meaning="the alert channels: an Apprise configuration file (Slack, Telegram, e-mail, ntfy, Discord, JSON "
                 "webhooks, ...; tags route a job's alerts, see [Alerts](#alerts)); its URLs are never logged or shown",
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """SCHEDULER_NOTIFY_CONFIG's file: the rules it must meet (a secret: it holds the channels' tokens)
-and its text, read once at start like the other secret files; what the daemon asks of it is
+and its text, read at start like the other secret files, and again on SIGHUP or when it changes
+(`stamp`; daemon/telemetry/notify.py's `refresh`); what the daemon asks of it is
 daemon/telemetry/channels.py's."""
 
 from __future__ import annotations
@@ -54,3 +55,13 @@ def read_config(path: Path) -> tuple[str | None, str]:
     if not text.strip():
         return "it is empty", ""
     return None, text
+
+
+def stamp(path: Path) -> tuple[int, int, int]:
+    """What tells that the file changed (inode, size, modification time): a file replaced, as a
+    mounted secret is, or edited in place. Gone or unreadable: a change too, which reading explains."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (0, -1, 0)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)

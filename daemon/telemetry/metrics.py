@@ -20,6 +20,9 @@ class Metrics:
                             registry=r)  # fmt: skip
         self.spider_runs = Counter("scheduler_spider_runs", "Crawls by job, spider and status",
                                    ["job", "spider", "status"], registry=r)  # fmt: skip
+        self.suspect_crawls = Counter("scheduler_suspect_crawls", "Successful crawls judged suspect against the "
+                                      "job's own baseline (few items, or long), by job and spider", ["job", "spider"],
+                                      registry=r)  # fmt: skip
         self.items = Counter("scheduler_items_scraped", "Items scraped by job and spider", ["job", "spider"],
                              registry=r)  # fmt: skip
         self.last_success = Gauge("scheduler_last_success_timestamp_seconds",

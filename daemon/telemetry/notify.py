@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from daemon.settings.notify_config import NotifyConfig, read_config, stamp
 from daemon.settings.secret import Secret
 
 if TYPE_CHECKING:
-    from daemon.settings.notify_config import NotifyConfig
     from daemon.telemetry.outbox import Outbox
 
 log = structlog.get_logger("daemon.notify")
@@ -49,18 +49,25 @@ def where(url: str) -> str:
 
 class Notifier:
     """channels: SCHEDULER_NOTIFY_CONFIG's Apprise channels (daemon/telemetry/channels.py), sent to by their own
-    short-lived process; tags_of: a job's `notify` tags, which choose its alerts' channels."""
+    short-lived process; tags_of: a job's `notify` tags, which choose its alerts' channels; delivers:
+    whether this daemon delivers the outbox now (the daemon's: it holds the runner lock)."""
 
     def __init__(self, webhook: Secret, ping: Secret, stop: threading.Event, *, channels: NotifyConfig | None = None,
                  tags_of: Callable[[str], tuple[str, ...]] = lambda job: (),
                  connect: Callable[[], Any] | None = None, metrics: Any = None,
                  alert_after_of: Callable[[str], int] = lambda job: 1, public_url: Secret = Secret(""),
-                 state_dir: Path | None = None) -> None:  # fmt: skip
+                 state_dir: Path | None = None, delivers: Callable[[], bool] = lambda: True,
+                 tags_in_use: Callable[[], frozenset[str]] = frozenset,
+                 on_tags: Callable[[frozenset[str]], None] = lambda tags: None) -> None:  # fmt: skip
         self.webhook = webhook
         self.ping_url = ping
         self.stop = stop
         self.channels = channels
         self.tags_of = tags_of
+        self.tags_in_use = tags_in_use  # the tags the jobs' `notify` name: a reloaded file must have them all
+        self.on_tags = on_tags  # a reloaded file's tags, which the jobs file may name from then on
+        self._stamp = stamp(channels.path) if channels is not None else None
+        self.config_error: str | None = None  # why the file on disk will not do; None: it is in use
         # None, queued by flush: everything queued before it has been handled.
         self.queue: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue(QUEUE_SIZE)
         self.thread = threading.Thread(target=self._work, name="notify", daemon=True)
@@ -76,7 +83,7 @@ class Notifier:
 
             spool = AlertSpool(state_dir) if state_dir is not None else None
             self.outbox = Outbox(connect, channels, webhook, tags_of, self._post, metrics, alert_after_of, public_url,
-                                 spool)  # fmt: skip
+                                 spool, delivers)  # fmt: skip
         if webhook or ping or channels is not None:
             self.thread.start()
 
@@ -103,6 +110,52 @@ class Notifier:
             if self._child is not None:
                 self._child.kill()
 
+    def refresh(self, hup: bool) -> bool:
+        """SIGHUP, or SCHEDULER_NOTIFY_CONFIG's file changed: read it again, as the jobs file is (the
+        loop asks before the jobs file, whose `notify` may name a new tag). A file that will not do
+        (the secret file's rules, a line Apprise cannot read, a tag a job names gone) keeps the last
+        good channels: one log line per problem, one alert per episode. True when channels changed."""
+        if self.channels is None:
+            return False  # no file at start: a file needs a restart, as SCHEDULER_NOTIFY_CONFIG does
+        now = stamp(self.channels.path)
+        if not hup and now == self._stamp:
+            return False
+        self._stamp = now
+        from daemon.telemetry.channels import ChannelsError, describe
+
+        path = self.channels.path
+        why, text = read_config(path)
+        if why is None and text == self.channels.text.reveal():
+            self.config_error = None  # the file in use, again (or still)
+            return False
+        if why is None:
+            config = NotifyConfig(path, Secret(text))
+            try:
+                described = describe(config)
+            except ChannelsError as exc:
+                why = str(exc)
+            else:
+                tags = frozenset(tag for channel in described for tag in channel.tags)
+                gone = sorted(self.tags_in_use() - tags)
+                if gone:
+                    why = f"the jobs' `notify` name tag(s) no channel of it has: {', '.join(gone)}"
+        if why is not None:
+            if why != self.config_error:
+                log.error("notify_config_invalid", file=str(path), problem=why,
+                          message="The alert channels' file is not valid; the last good channels stay in use")  # fmt: skip
+            if self.config_error is None:  # alerted once per episode, to the channels still in use
+                self.alert("notify_config_invalid", f"The alert channels' file {path} is not valid; the last good "
+                           f"channels stay in use: {why}", level="error")  # fmt: skip
+            self.config_error = why
+            return False
+        self.config_error = None
+        self.channels = config
+        if self.outbox is not None:
+            self.outbox.use(config, described)
+        self.on_tags(tags)
+        log.info("notify_config_reloaded", file=str(path), channels=[channel.name for channel in described])
+        return True
+
     def alert(self, kind: str, text: str, **fields: Any) -> None:
         if self.outbox is not None:
             if kind != "spider_failed":  # a failed crawl's alert is written with its record (sql/017's trigger)
@@ -120,6 +173,17 @@ class Notifier:
             tags = self.tags_of(str(job)) if job else ()
             self._put("channels", None, {"kind": kind, "title": title, "body": text, "tags": tags,
                                          "level": str(fields.get("level", "error"))})  # fmt: skip
+
+    def node(self, name: str, up: bool, why: str) -> None:
+        """A Scrapyd node stopped answering (once per outage: the engine tells its first failure) or
+        answers again. `name` is the engine's (scheme, host and port: no credentials)."""
+        if up:
+            self.alert("node_back", f"Scrapyd node {name} answers again: it takes crawls again", level="info",
+                       node=name)  # fmt: skip
+        else:
+            why = why.removeprefix(f"scrapyd node {name}: ")  # the engine's error names the node already
+            self.alert("node_lost", f"Scrapyd node {name} does not answer ({why}): its crawls are lost if it stays "
+                       "away, and new crawls go to the other nodes", level="error", node=name)  # fmt: skip
 
     def wake(self) -> None:
         """A run ended: its crawls' alerts (written with their records) are due now, not at the next poll."""

@@ -75,8 +75,11 @@ class Observer:
         self._job["running"] = False
         self.metrics.run_duration.observe(self.clock.monotonic() - self._run_started_m)
 
-    def crawl_finished(self, outcome: CrawlOutcome, started_at: datetime) -> None:
+    def crawl_finished(self, outcome: CrawlOutcome, started_at: datetime, suspect: str | None = None) -> None:
+        """suspect: why the success looks wrong against the job's baseline (sql/017), or None."""
         self.metrics.spider_runs.labels(outcome.name, outcome.spider, outcome.status).inc()
+        if suspect is not None:
+            self.metrics.suspect_crawls.labels(outcome.name, outcome.spider).inc()
         self.metrics.items.labels(outcome.name, outcome.spider).inc(outcome.items_scraped or 0)
         if outcome.ok:
             self.metrics.last_success.labels(outcome.name, outcome.spider).set(started_at.timestamp())

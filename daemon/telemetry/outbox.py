@@ -1,16 +1,24 @@
 """The alerts' outbox in PostgreSQL (sql/017_alert_outbox.sql): an alert is a row before anyone is
 told, and each channel's delivery is a row with its attempts, so an alert that cannot be delivered
-now is delivered later, in order, and never twice to a channel that took it.
+now is delivered later, in order, and not again to a channel whose delivery was recorded.
 
 - A failed crawl's alert is written by a trigger on spider_runs, in the transaction that records the
   failure (the loop's, a take-over's, or the journal's replay after PostgreSQL was down).
 - Other alerts (overdue, zero items, the jobs file, the cache) are added here by the notifier; while
   PostgreSQL is down they wait in memory and are written when it answers again.
-- `step` is one pass: it writes what waits, then takes the open alerts (oldest first, `FOR UPDATE
-  SKIP LOCKED`: two daemons never hold the same alert) and sends each to its due channels. A channel
+- `step` is one pass: it writes what waits, then reads the open alerts (oldest first) and handles
+  each in a transaction of its own: it locks the alert's row (`FOR UPDATE SKIP LOCKED`: two daemons
+  never hold the same alert; one held elsewhere makes its channels' later alerts wait), sends it to
+  its due channels and records the attempts, then commits before the next alert is sent. A channel
   that fails waits, with backoff (RETRY_FIRST doubling up to RETRY_MAX), and the later alerts for it
   wait behind (order kept); after GIVE_UP_AFTER it is given up (at least 24 h of retries).
+- At least once, not exactly once: a delivery is recorded by the commit right after its send, so a
+  PostgreSQL that dies (or a connection that breaks) between a receiver's acknowledgement and that
+  commit leaves the alert open, and it is sent again once PostgreSQL answers. That window is the
+  only way a channel gets an alert twice; an error on a later alert never undoes an earlier record.
 
+Delivered only by the daemon holding the runner lock (`delivers`): a standby writes the alerts it
+raises and leaves them to the holder; a new holder is woken at once and carries on from the rows.
 Owned by the notifier's thread (daemon/telemetry/notify.py), with its own connection: the loop never waits on
 a receiver. Channel names (scheme, host where it is a server's name) are all it ever logs.
 """
@@ -47,11 +55,16 @@ ON CONFLICT (spool_key) DO NOTHING
 """
 OPEN_ALERTS = """
 SELECT id, kind, job, level, text, fields, created_at < now() - %(give_up)s FROM alert_outbox
- WHERE done_at IS NULL ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+ WHERE done_at IS NULL ORDER BY id LIMIT %(batch)s
 """
+# One alert's transaction begins here: no row when another daemon holds the alert, or closed it since.
+LOCK_ALERT = """
+SELECT id FROM alert_outbox WHERE id = %(id)s AND done_at IS NULL FOR UPDATE SKIP LOCKED
+"""
+IS_OPEN = "SELECT done_at IS NULL FROM alert_outbox WHERE id = %(id)s"
 DELIVERIES_OF = """
-SELECT alert_id, channel, delivered_at IS NOT NULL, given_up_at IS NOT NULL, next_attempt_at <= now()
-  FROM alert_deliveries WHERE alert_id = ANY(%(ids)s)
+SELECT channel, delivered_at IS NOT NULL, given_up_at IS NOT NULL, next_attempt_at <= now()
+  FROM alert_deliveries WHERE alert_id = %(id)s
 """
 RECORD_ATTEMPT = """
 INSERT INTO alert_deliveries AS d (alert_id, channel, name, attempts, last_attempt_at, next_attempt_at, delivered_at,
@@ -74,20 +87,24 @@ class Outbox:
     def __init__(self, connect: Callable[[], Any], channels: NotifyConfig | None, webhook: Secret,
                  tags_of: Callable[[str], tuple[str, ...]], post: Callable[[str, bytes], str | None],
                  metrics: Any = None, alert_after_of: Callable[[str], int] = lambda job: 1,
-                 public_url: Secret = Secret(""), spool: AlertSpool | None = None) -> None:  # fmt: skip
+                 public_url: Secret = Secret(""), spool: AlertSpool | None = None,
+                 delivers: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.connect = connect
-        self.config = channels
+        # The configuration and its channels as one pair, replaced whole on a reload (`use`): a pass
+        # takes it once, so its channels' indexes always match the configuration it sends with.
+        self._channels_of: tuple[NotifyConfig | None, tuple[Channel, ...] | None] = (channels, None)
         self.webhook = webhook
         self.tags_of = tags_of
         self.post = post
         self.waiting: list[dict[str, Any]] = []  # alerts not yet written (PostgreSQL was down)
         self._conn: Any = None
-        self._channels: tuple[Channel, ...] | None = None
         self.metrics = metrics  # /metrics: scheduler_alerts_undelivered per channel
         self.alert_after_of = alert_after_of  # a job's `alert_after`: failures in a row before it is alerted
         self.public_url = public_url.reveal().rstrip("/")  # SCHEDULER_PUBLIC_URL: alerts link the job's page
         self._counted: set[str] = set()  # the channels whose count is on /metrics
         self.spool = spool  # where alerts wait while PostgreSQL is down (the state directory)
+        self.delivers = delivers  # the daemon's: it holds the runner lock (a standby only writes its alerts)
+        self._standing_by = False
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
         self.waiting.append({"kind": kind, "job": job, "level": level, "text": text, "created_at": created_at,
@@ -105,8 +122,15 @@ class Outbox:
                 self.waiting.clear()
                 if self.spool is not None:
                     self.spool.clear()
-            with _transaction(conn) as cur:
-                tried = self._deliver(cur)
+            if not self.delivers():
+                if not self._standing_by:
+                    log.info("alert_delivery_left_to_lock_holder",
+                             message="Alerts are delivered by the scheduler holding the runner lock; this one "
+                                     "does not hold it (now)")  # fmt: skip
+                self._standing_by = True
+                return 0
+            self._standing_by = False
+            tried = self._deliver(conn)
             if tried and self.metrics is not None and self.metrics.registry is not None:
                 self._count()
             return tried
@@ -137,73 +161,98 @@ class Outbox:
         self._drop_connection()
 
     # ----------------------------------------------------------------- one pass
-    def _targets(self) -> list[tuple[str, str, int | None, tuple[str, ...]]]:
+    def use(self, config: NotifyConfig, channels: tuple[Channel, ...]) -> None:
+        """A reloaded configuration (SIGHUP, or its file changed), already described: from the next alert on."""
+        self._channels_of = (config, channels)
+
+    def _targets(self, config: NotifyConfig | None,
+                 channels: tuple[Channel, ...]) -> list[tuple[str, str, int | None, tuple[str, ...]]]:  # fmt: skip
         """(key, name, index in the configuration or None for the webhook, tags) of every channel."""
-        if self._channels is None:
-            try:
-                self._channels = describe(self.config) if self.config is not None else ()
-            except ChannelsError:
-                self._channels = ()  # checked at start: a file Apprise cannot read never got this far
-        found = [(c.key, c.name, i, c.tags) for i, c in enumerate(self._channels)]
+        found = [(c.key, c.name, i, c.tags) for i, c in enumerate(channels)]
         if self.webhook:
             from daemon.telemetry.notify import where
 
             found.append((WEBHOOK, f"webhook {where(self.webhook.reveal())}", None, ()))
         return found
 
-    def _deliver(self, cur: Any) -> int:
-        cur.execute(OPEN_ALERTS, {"give_up": GIVE_UP_AFTER, "batch": BATCH})
-        alerts = cur.fetchall()
+    def _deliver(self, conn: Any) -> int:
+        """Each open alert in a transaction of its own, committed right after its sends: an error on
+        one alert (or PostgreSQL gone) undoes nothing recorded for the alerts before it."""
+        with _transaction(conn) as cur:
+            cur.execute(OPEN_ALERTS, {"give_up": GIVE_UP_AFTER, "batch": BATCH})
+            alerts = cur.fetchall()
         if not alerts:
             return 0
-        cur.execute(DELIVERIES_OF, {"ids": [a[0] for a in alerts]})
-        rows = {(alert_id, key): (done, given_up, due) for alert_id, key, done, given_up, due in cur.fetchall()}
-        targets = self._targets()
+        config, channels = self._channels_of
+        if channels is None:
+            try:
+                channels = describe(config) if config is not None else ()
+            except ChannelsError:
+                channels = ()  # checked at start: a file Apprise cannot read never got this far
+            if self._channels_of[0] is config:  # not replaced meanwhile
+                self._channels_of = (config, channels)
+        targets = self._targets(config, channels)
         blocked: set[str] = set()  # channels an earlier alert still waits for: later ones wait behind
         tried = 0
-        for alert_id, kind, job, level, text, fields, too_old in alerts:
-            if held(kind, fields, self.alert_after_of(job) if job else 1):
-                cur.execute(CLOSE_ALERT, {"id": alert_id})
-                log.info("alert_held", alert_id=alert_id, kind=kind, job=job, failures=fields.get("failures"))
-                continue
-            tags = self.tags_of(job) if job else ()
-            mine = [t for t in targets if chosen(Channel(t[1], t[3]), tags)]
-            due = []
-            for target in mine:
-                done, given_up, ready = rows.get((alert_id, target[0]), (False, False, True))
-                if done or given_up:
-                    continue
-                if target[0] in blocked or not ready:
-                    blocked.add(target[0])
-                    continue
-                due.append(target)
-            if job and self.public_url:
-                text = f"{text}\n{job_link(self.public_url, job)}"
-            results = self._send(due, kind, job, level, text, fields)
-            tried += len(due)
-            for (key, name, _, _), (ok, why) in zip(due, results):
-                cur.execute(RECORD_ATTEMPT, {"alert_id": alert_id, "channel": key, "name": name, "ok": ok,
-                                             "wait": RETRY_FIRST, "cap": RETRY_MAX, "give_up": not ok and too_old,
-                                             "error": None if ok else why[:500]})  # fmt: skip
-                rows[(alert_id, key)] = (ok, not ok and too_old, False)
-                if ok:
-                    log.info("alert_delivered", alert_id=alert_id, kind=kind, job=job, channel=name)
-                else:
-                    blocked.add(key)
-                    log.warning("alert_failed", alert_id=alert_id, kind=kind, job=job, channel=name, error=why,
-                                given_up=too_old)  # fmt: skip
-            if all(any(rows.get((alert_id, t[0]), (False, False, True))[:2]) for t in mine):
-                cur.execute(CLOSE_ALERT, {"id": alert_id})
+        for alert in alerts:
+            with _transaction(conn) as cur:
+                tried += self._deliver_one(cur, alert, config, targets, blocked)
         return tried
 
-    def _send(self, due: list[tuple[str, str, int | None, tuple[str, ...]]], kind: str, job: str | None, level: str,
-              text: str, fields: dict[str, Any]) -> list[tuple[bool, str]]:  # fmt: skip
+    def _deliver_one(self, cur: Any, alert: tuple[Any, ...], config: NotifyConfig | None,
+                     targets: list[tuple[str, str, int | None, tuple[str, ...]]], blocked: set[str]) -> int:  # fmt: skip
+        """One alert, its row locked by `cur`'s transaction: the number of channels tried."""
+        alert_id, kind, job, level, text, fields, too_old = alert
+        tags = self.tags_of(job) if job else ()
+        mine = [t for t in targets if chosen(Channel(t[1], t[3]), tags)]
+        cur.execute(LOCK_ALERT, {"id": alert_id})
+        if cur.fetchone() is None:
+            cur.execute(IS_OPEN, {"id": alert_id})
+            still_open = cur.fetchone()
+            if still_open is not None and still_open[0]:  # another daemon is sending it: its channels wait
+                blocked.update(t[0] for t in mine)
+            return 0
+        if held(kind, fields, self.alert_after_of(job) if job else 1):
+            cur.execute(CLOSE_ALERT, {"id": alert_id})
+            log.info("alert_held", alert_id=alert_id, kind=kind, job=job, failures=fields.get("failures"))
+            return 0
+        cur.execute(DELIVERIES_OF, {"id": alert_id})
+        rows = {key: (done, given_up, due) for key, done, given_up, due in cur.fetchall()}
+        due = []
+        for target in mine:
+            done, given_up, ready = rows.get(target[0], (False, False, True))
+            if done or given_up:
+                continue
+            if target[0] in blocked or not ready:
+                blocked.add(target[0])
+                continue
+            due.append(target)
+        if job and self.public_url:
+            text = f"{text}\n{job_link(self.public_url, job)}"
+        results = self._send(config, due, kind, job, level, text, fields)
+        for (key, name, _, _), (ok, why) in zip(due, results):
+            cur.execute(RECORD_ATTEMPT, {"alert_id": alert_id, "channel": key, "name": name, "ok": ok,
+                                         "wait": RETRY_FIRST, "cap": RETRY_MAX, "give_up": not ok and too_old,
+                                         "error": None if ok else why[:500]})  # fmt: skip
+            rows[key] = (ok, not ok and too_old, False)
+            if ok:
+                log.info("alert_delivered", alert_id=alert_id, kind=kind, job=job, channel=name)
+            else:
+                blocked.add(key)
+                log.warning("alert_failed", alert_id=alert_id, kind=kind, job=job, channel=name, error=why,
+                            given_up=too_old)  # fmt: skip
+        if all(any(rows.get(t[0], (False, False, True))[:2]) for t in mine):
+            cur.execute(CLOSE_ALERT, {"id": alert_id})
+        return len(due)
+
+    def _send(self, config: NotifyConfig | None, due: list[tuple[str, str, int | None, tuple[str, ...]]], kind: str,
+              job: str | None, level: str, text: str, fields: dict[str, Any]) -> list[tuple[bool, str]]:  # fmt: skip
         """One attempt per due channel, in `due`'s order: (delivered, why not)."""
         title = f"{job}: {kind}" if job else kind
         indexes = tuple(t[2] for t in due if t[2] is not None)
         got = {}
-        if indexes and self.config is not None:
-            got = {d.channel: (d.ok, d.why) for d in send(self.config, title, text, level=level, only=indexes)}
+        if indexes and config is not None:
+            got = {d.channel: (d.ok, d.why) for d in send(config, title, text, level=level, only=indexes)}
         results = []
         for _, _, index, _ in due:
             if index is None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.alert_receivers import JsonReceiver, SmtpReceiver, write_config
 from tests.conftest import ROOT, free_port
-from tests.helpers import run_cli, wait_for
+from tests.helpers import events, json_lines, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +184,45 @@ def test_a_hostile_message_cannot_add_an_e_mail_header_or_a_recipient(tmp_path, 
     assert "victim@example.com" in text_of(mail)  # the message is the body's text, whole
     [(_, body)] = json_receiver.posts
     assert body["message"] == hostile  # JSON carries it as a string: the receiver escapes it as text
+
+
+def test_the_channels_file_is_read_again_on_sighup_and_a_bad_one_keeps_the_last_good_told_once(
+    base_env, tmp_path, daemon_factory
+):  # fmt: skip
+    first, second = JsonReceiver(), JsonReceiver()
+    try:
+        config = write_config(tmp_path / "apprise.txt", f"oncall={first.url('/' + TOKEN)}\n")
+        jobs = tmp_path / "jobs.toml"
+        jobs.write_text(JOBS.format(name="quotes"))
+        env = {**base_env, "SCHEDULER_NOTIFY_CONFIG": str(config), "SCHEDULER_JOBS_FILE": str(jobs)}
+        d = daemon_factory(env).start()
+        wait_for(lambda: first.messages(), timeout=90, what="the first failure's alert, to the first channel")
+
+        def failures(receiver: JsonReceiver) -> list[str]:
+            return [m for m in receiver.messages() if m.startswith("Job quotes failed")]
+
+        def reload(text: str, event: str, n: int) -> None:
+            write_config(config, text)
+            d.signal(signal.SIGHUP)
+            wait_for(lambda: len(events(json_lines(d.output()), event)) >= n, timeout=60, what=event)
+
+        reload(f"oncall={second.url('/' + TOKEN)}\n", "notify_config_reloaded", 1)
+        assert run_cli([sys.executable, "-m", "daemon", "run-now", "quotes"], env, tmp_path).returncode == 0
+        wait_for(lambda: failures(second), timeout=90, what="the next failure's alert, to the new channel")
+        assert len(failures(first)) == 1
+        # A file that will not do (the job's tag gone): the last good channels stay, and are told once...
+        reload(f"team={first.url('/' + TOKEN)}\n", "notify_config_invalid", 1)
+        wait_for(lambda: [m for m in second.messages() if "channels' file" in m], timeout=60, what="the alert")
+        # ...not again for another bad version (logged, not told).
+        reload(f"bogus://{TOKEN}\n", "notify_config_invalid", 2)
+        assert run_cli([sys.executable, "-m", "daemon", "run-now", "quotes"], env, tmp_path).returncode == 0
+        wait_for(lambda: len(failures(second)) == 2, timeout=90, what="a failure's alert, to the last good channel")
+        assert len([m for m in second.messages() if "channels' file" in m]) == 1
+        assert len(failures(first)) == 1 and not [m for m in first.messages() if "channels' file" in m]
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        assert TOKEN not in d.output()
+        assert "Apprise cannot read line(s) 1" in d.output() and "no channel of it has: oncall" in d.output()
+    finally:
+        first.close()
+        second.close()

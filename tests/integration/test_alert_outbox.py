@@ -95,6 +95,29 @@ def test_a_channel_that_took_an_alert_never_gets_it_again_while_another_is_retri
         down.close()
 
 
+def test_each_alert_s_delivery_is_committed_before_the_next_is_sent_so_a_later_error_undoes_nothing(
+    pg_server, database, db, receiver
+):  # fmt: skip
+    box = outbox(pg_server, database, [receiver])
+    fail_crawl(db, "first")
+    fail_crawl(db, "second")
+    [(second,)] = rows(db, "SELECT id FROM alert_outbox WHERE job = 'second'")
+    # A real database error while recording the second alert's delivery, after its send.
+    rows(db, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "RAISE EXCEPTION 'refused'; END; $$")  # fmt: skip
+    rows(db, f"CREATE TRIGGER refuse BEFORE INSERT ON alert_deliveries FOR EACH ROW "
+             f"WHEN (NEW.alert_id = {int(second)}) EXECUTE FUNCTION refuse()")  # fmt: skip
+    assert box.step() == 0  # the pass broke on the second alert
+    assert rows(db, "SELECT o.job, d.delivered_at IS NOT NULL, o.done_at IS NOT NULL FROM alert_outbox o "
+                    "LEFT JOIN alert_deliveries d ON d.alert_id = o.id ORDER BY o.id") == [
+        ("first", True, True), ("second", False, False)]  # fmt: skip
+    rows(db, "DROP TRIGGER refuse ON alert_deliveries")
+    box.step()
+    # The first is never sent again; the second was sent before its record failed: at least once.
+    assert [m.split(" ")[1] for m in receiver.messages()] == ["first", "second", "second"]
+    assert rows(db, "SELECT count(*) FROM alert_outbox WHERE done_at IS NULL") == [(0,)]
+
+
 def test_two_daemons_stepping_at_once_send_each_alert_once(pg_server, database, db, receiver):
     boxes = [outbox(pg_server, database, [receiver]) for _ in range(2)]
     for n in range(6):

@@ -85,11 +85,35 @@ def test_overdue_check_alerts_on_stale_spiders_failures_and_zero_items(base_env,
     with capture_logs() as again:
         jobs.alerts.check(Store(db), utcnow())
     assert [e for e in again if e["event"] == "alert"] == []
-    # ...until another SCHEDULER_ALERT_AFTER_HOURS has passed (by then empty is overdue too).
+    # Nor after another SCHEDULER_ALERT_AFTER_HOURS: once per episode (only empty, overdue by then, is new).
     with capture_logs() as later:
         jobs.alerts.check(Store(db), utcnow() + hours(8))
-    assert {(e["kind"], e["spider"]) for e in later if e["event"] == "alert"} == {
-        ("overdue", "ok"), ("overdue", "boom"), ("overdue", "empty")}  # fmt: skip
+    assert {(e["kind"], e["spider"]) for e in later if e["event"] == "alert"} == {("overdue", "empty")}
+    # A success ends ok's episode; overdue again, it is a new episode, told again.
+    insert_completed(db, ["ok"], utcnow() + hours(8))
+    with capture_logs() as recovered:
+        jobs.alerts.check(Store(db), utcnow() + hours(9))
+    assert [e for e in recovered if e["event"] == "alert"] == []
+    with capture_logs() as again_overdue:
+        jobs.alerts.check(Store(db), utcnow() + hours(17))
+    assert {(e["kind"], e["spider"]) for e in again_overdue if e["event"] == "alert"} == {("overdue", "ok")}
+
+
+def test_an_overdue_episode_told_before_a_restart_is_not_told_again_by_the_next_daemon(base_env, db):
+    now = utcnow()
+    insert_completed(db, ["ok", "other"], now - hours(9))  # both overdue (limit 8 h)
+    # The daemon before told ok (its row in the outbox); other was never told.
+    rows(db, "INSERT INTO alert_outbox (created_at, kind, job, level, text) "
+             "VALUES (%(t)s, 'overdue', 'ok', 'warning', 'Job ok has had no successful run')", {"t": now - hours(1)})  # fmt: skip
+    jobs = jobs_for({**base_env, "SCHEDULER_SPIDERS": "ok,other"}, db)
+    with capture_logs() as logs:
+        jobs.alerts.check(Store(db), now)
+    assert {(e["kind"], e["spider"]) for e in logs if e["event"] == "alert"} == {("overdue", "other")}
+    # A told episode that a success ended does not hold back the next one.
+    insert_completed(db, ["ok"], now)
+    with capture_logs() as later:
+        jobs_for({**base_env, "SCHEDULER_SPIDERS": "ok"}, db).alerts.check(Store(db), now + hours(9))
+    assert {(e["kind"], e["spider"]) for e in later if e["event"] == "alert"} == {("overdue", "ok")}
 
 
 def test_an_overdue_job_whose_crawl_is_under_way_is_alerted_only_if_that_crawl_does_not_succeed(base_env, db):

@@ -110,7 +110,7 @@ def test_a_changed_file_is_reloaded_and_a_changed_interval_takes_effect(tmp_path
     assert catalog.dirty
 
 
-def test_a_bad_file_on_reload_keeps_the_last_good_jobs_and_tells_every_problem_once(tmp_path):
+def test_a_bad_file_on_reload_keeps_the_last_good_jobs_and_tells_each_episode_once(tmp_path):
     path = tmp_path / "schedule.toml"
     write(path, GOOD)
     told: list[str] = []
@@ -124,8 +124,15 @@ def test_a_bad_file_on_reload_keeps_the_last_good_jobs_and_tells_every_problem_o
     assert catalog.jobs == good
     assert catalog.error is not None and "every" in catalog.error and "surprise" in catalog.error
     assert [e["event"] for e in logs].count("jobs_file_invalid") == 1 and len(told) == 1
+    write(path, GOOD + '\n[jobs.bad]\nspider = "indeed"\nevery = "3x"\n')  # another mistake: logged, not told
+    with capture_logs() as logs:
+        assert catalog.refresh() is True
+    assert [e["event"] for e in logs].count("jobs_file_invalid") == 1 and len(told) == 1
     write(path, GOOD)
-    assert catalog.refresh() is True and catalog.error is None
+    assert catalog.refresh() is True and catalog.error is None  # the episode is over...
+    write(path, GOOD + "\n[jobs.bad]\n")
+    catalog.refresh()
+    assert len(told) == 2  # ...and the next one is told
 
 
 def test_a_job_removed_from_the_file_is_no_longer_in_the_catalog(tmp_path):
@@ -156,3 +163,18 @@ def test_a_spider_name_resolves_to_all_its_jobs_and_pauses_make_cadences_paused(
     cadences = catalog.cadences({"data": None})
     assert cadences["quiet"].paused and cadences["data"].paused and not cadences["python-remote"].paused
     assert set(catalog.alert_limits({"data"}, timedelta(hours=8))) == {"python-remote"}
+
+
+def test_a_tag_of_the_reloaded_alert_channels_may_be_named_by_the_jobs_file_from_then_on(tmp_path):
+    import dataclasses
+
+    path = tmp_path / "schedule.toml"
+    write(path, GOOD)
+    catalog = open_catalog(path, dataclasses.replace(DEFAULTS, notify_tags=frozenset({"oncall"})), (), ["indeed"],
+                           Lister(["indeed"]), resolve)  # fmt: skip
+    write(path, GOOD.replace('every = "6h"', 'every = "6h"\nnotify = ["team"]'))
+    catalog.refresh()
+    assert catalog.error is not None and "notify='team'" in catalog.error
+    catalog.notify_tags(frozenset({"oncall", "team"}))  # the channels' file, reloaded, has it now
+    catalog.refresh(hup=True)
+    assert catalog.error is None and catalog.job("data").notify == ("team",)  # type: ignore[union-attr]

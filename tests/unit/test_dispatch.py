@@ -653,3 +653,23 @@ def test_a_crawl_whose_node_and_job_id_cannot_be_recorded_first_is_never_sent_an
     assert "could not be recorded" in outcomes[0].message
     assert h.started == ["first"]  # the second was not started: it stays due
     assert [e["spiders"] for e in logs if e["event"] == "spiders_not_started"] == [["second"]]
+
+
+def test_a_node_that_stops_answering_is_told_once_per_outage_and_again_when_it_answers():
+    a = FakeNode("http://a:6800")
+    h = Harness((a, 2))
+    h.hooks.append(runs_for(1))
+    told: list[tuple[str, bool, str]] = []
+    h.engine.on_node = lambda node, up, why: told.append((node, up, why))
+    a.down = True
+    for _ in range(3):  # asked again after each rest, still down: the same outage
+        h.run(job("first"))
+        h.clock.advance(LIMITS.node_retry_s + 1)
+    assert [(node, up) for node, up, _ in told] == [("a:6800", False)] and "Connection refused" in told[0][2]
+    a.down = False
+    h.run(job("first"))
+    assert [(node, up) for node, up, _ in told] == [("a:6800", False), ("a:6800", True)]
+    a.down = True  # a new outage is told again
+    h.clock.advance(LIMITS.node_retry_s + 1)
+    h.run(job("second"))
+    assert [(node, up) for node, up, _ in told][2:] == [("a:6800", False)]

@@ -232,3 +232,16 @@ def test_postgresql_unreachable_is_one_line_naming_the_fail_safe_and_the_journal
     assert "\n" not in line and line.startswith("PostgreSQL at 127.0.0.1:5 did not accept")
     assert "keeps running due jobs from its last read and journals them (the fail-safe)" in line
     assert (said in line) if said else ("journal file" not in line)
+
+
+def test_a_suspect_crawl_is_named_with_its_reason_whether_it_is_the_last_crawl_or_an_earlier_one():
+    reason = "40 items; usual 1,000 (median of 20)"
+    last = explained(SpiderHistory(NAME, T0 - H), why.Facts(last_crawl=ok(T0 - H, items=40),
+                                                             last_suspect=(T0 - H, reason)))  # fmt: skip
+    assert ("completed with 40 items after 10 min. That crawl succeeded but looks wrong against its baseline: "
+            "40 items; usual 1,000 (median of 20) (it still counts as a success for the schedule).") in last.paragraph()
+    earlier = explained(SpiderHistory(NAME, T0 - H), why.Facts(last_crawl=ok(T0 - H), last_suspect=(T0 - 9 * H, reason)))
+    assert ("Its last suspect crawl, started at 2026-11-30 22:00 (9 h ago), succeeded but looks wrong against its "
+            f"baseline: {reason}") in earlier.paragraph()
+    assert earlier.as_dict()["last_suspect"] == {"started_at": "2026-11-30T22:00:00-05:00", "reason": reason}
+    assert "suspect" not in explained(SpiderHistory(NAME, T0 - H), why.Facts(last_crawl=ok(T0 - H))).paragraph()

@@ -57,8 +57,8 @@ class Store:
         self.crawls += 1
         return self.crawls
 
-    def finish_spider(self, *args) -> None:
-        pass
+    def finish_spider(self, *args) -> tuple[bool, None]:
+        return True, None  # written; no baseline verdict
 
 
 class Lease:

@@ -62,8 +62,12 @@ class ScrapydEngine(Placement, Watching):
         on_poll: Callable[[], None] = lambda: None,
         abort: threading.Event | None = None,
         client_factory: Callable[[str], Any] | None = None,
+        on_node: Callable[[str, bool, str], None] = lambda node, up, why: None,
     ) -> None:
+        """on_node(node, up, why): a node stopped answering (up False: once per outage, with why) or
+        answers again (up True); the daemon alerts it."""
         self.settings = settings
+        self.on_node = on_node
         self.clock = clock
         self.stop = stop
         self.abort = abort or threading.Event()  # this daemon lost the runner lock: leave, at once
@@ -209,11 +213,13 @@ class ScrapydEngine(Placement, Watching):
             if node.failed_at is not None:
                 log.info("scrapyd_node_back", node=node.name)
                 node.failed_at = None
+                self.on_node(node.name, True, "")
         self._lost_came_back(now)
 
     def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None:
         if node.failed_at is None:
             log.warning("scrapyd_node_failed", node=node.name, error=str(exc), retry_after_s=self.limits.node_retry_s)
+            self.on_node(node.name, False, str(exc))
         node.failed_at = now
 
     def _step(self, crawl: _Crawl, now: float, finish: Callable[[_Crawl, CrawlOutcome], None],
