@@ -65,6 +65,9 @@ class Catalog:
         self.spiders: tuple[str, ...] | None = tuple(spiders) if spiders is not None else None
         self.error: str | None = None
         self.dirty = True  # to be published
+        # Each calendar job's name -> since when its schedule is published as it is (the board's
+        # schedule_since, read back at each publication): its slots are owed from then.
+        self.since: dict[str, datetime] = {}
         self._signature = signature(path)
         self._listing: threading.Thread | None = None
         self._listed: list[str] | Exception | None = None
@@ -108,6 +111,8 @@ class Catalog:
         """Write what this daemon runs to PostgreSQL (the `jobs` table), for the commands."""
         store.publish_jobs(self.jobs, path=str(self.path) if self.path else None, error=self.error,
                            spiders=self.spiders, now=now, owner=owner)  # fmt: skip
+        if any(job.calendar is not None for job in self.jobs):
+            self.since = store.schedules_since()
         self.dirty = False
         memory.release()  # the rows and the JSON of every job, just freed (daemon/system/memory.py)
 
@@ -116,11 +121,12 @@ class Catalog:
         The same dict while the jobs and the pauses stay the same (the history copy moves its last
         plan while they do), a new one when either changes; never to be changed in place."""
         made = getattr(self, "_cadences", None)
-        if made is not None and made[0] is self.jobs and made[1] == pauses:
+        if made is not None and made[0] is self.jobs and made[1] == pauses and made[3] is self.since:
             return made[2]
         same: dict[Cadence, Cadence] = {}  # one object per distinct cadence, shared by the jobs that have it
-        cadences = {job.name: same.setdefault(made, made) for job in self.jobs for made in (cadence(job, pauses),)}
-        self._cadences = (self.jobs, dict(pauses), cadences)
+        cadences = {job.name: same.setdefault(made, made) for job in self.jobs
+                    for made in (cadence(job, pauses, self.since.get(job.name)),)}  # fmt: skip
+        self._cadences = (self.jobs, dict(pauses), cadences, self.since)
         return cadences
 
     def resolve(self, names: Sequence[str] | None) -> set[str]:
@@ -226,11 +232,13 @@ def open_catalog(
     return catalog
 
 
-def cadence(job: Job, pauses: Mapping[str, datetime | None]) -> Cadence:
-    """A published job's cadence: its interval and retry delay, paused by the file (until it is
-    edited) or by `pause JOB` (until its time, or until resumed)."""
+def cadence(job: Job, pauses: Mapping[str, datetime | None], since: datetime | None = None) -> Cadence:
+    """A published job's cadence: its interval and retry delay (or its calendar, published as it is
+    since `since`), paused by the file (until it is edited) or by `pause JOB` (until its time, or
+    until resumed)."""
+    calendar = dict(calendar=job.calendar, published_at=since) if job.calendar is not None else {}
     if job.paused:
-        return Cadence(job.every, job.retry_delay, paused=True)
+        return Cadence(job.every, job.retry_delay, paused=True, **calendar)
     if job.name in pauses:
-        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name])
-    return Cadence(job.every, job.retry_delay)
+        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name], **calendar)
+    return Cadence(job.every, job.retry_delay, **calendar)

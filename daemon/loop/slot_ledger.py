@@ -1,0 +1,115 @@
+"""The loop's part of the freshness ledger (daemon/records/ledger.py, issue 21): when the loop starts
+a calendar job's crawl for a slot, the owed slots before it that no crawl will cover are written
+`missed`, each with the first cause that applies; a slot past catch_up_within is written `too_late`.
+The `kept` rows are the recorder's (daemon/loop/recording.py: a crawl for a slot that succeeded).
+Every row is written once whoever writes it (the table's primary key), so two daemons, or one
+deciding the same plan again, leave one row per slot.
+
+The cause of a missed slot (`missed_cause`, pure) is the first of: `daemon_down` (before this daemon
+began deciding), `db_down` (during a PostgreSQL outage this daemon saw), the job's own failure
+(`error`: a failure of the job ended after the slot), `busy` (the daemon was up: the slot waited for
+a free place or a crawl under way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import structlog
+
+from daemon.plan.decision import Plan, SpiderHistory
+from daemon.records.ledger import SlotRecord
+from daemon.records.store import Store
+
+log = structlog.get_logger("daemon.scheduler")
+
+OUTAGES_KEPT = 20  # the PostgreSQL outages remembered for the causes of missed slots
+
+
+def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence[tuple[datetime, datetime]],
+                 history: SpiderHistory | None) -> str:  # fmt: skip
+    """The first cause that applies to a missed slot (see the module's docstring)."""
+    if up_since is None or slot < up_since:
+        return "daemon_down"
+    if any(start <= slot < end for start, end in outages):
+        return "db_down"
+    if history is not None and history.consecutive_failures and history.last_failure_at is not None \
+            and history.last_failure_at >= slot:  # fmt: skip
+        return "error"
+    return "busy"
+
+
+def missed_rows(missed: Sequence[datetime], count: int, causes: Sequence[str]) -> list[tuple[SlotRecord, int]]:
+    """The ledger's rows for the missed slots a plan lists (`missed`, the earliest first, with their
+    `causes`) out of `count`: one row each, the last one standing for the slots not listed."""
+    rows = [(SlotRecord(slot, "missed", cause), 1) for slot, cause in zip(missed, causes)]
+    if rows and count > len(rows):
+        last, _ = rows[-1]
+        rows[-1] = (last, 1 + count - len(rows))
+    return rows
+
+
+class SlotLedger:
+    def __init__(self) -> None:
+        self.up_since: datetime | None = None  # the first decision this daemon made
+        self.outages: list[tuple[datetime, datetime]] = []
+        self._down_since: datetime | None = None
+        self._written: dict[str, datetime] = {}  # job -> the latest slot whose rows this daemon wrote
+        self._seen: object = None  # the plan's job plans last looked at for too_late slots
+
+    def deciding(self, now: datetime) -> None:
+        if self.up_since is None:
+            self.up_since = now
+        if self._down_since is not None:
+            self.outages = [*self.outages, (self._down_since, now)][-OUTAGES_KEPT:]
+            self._down_since = None
+
+    def database_down(self, now: datetime) -> None:
+        if self._down_since is None:
+            self._down_since = now
+
+    def starting(self, store: Store, plan: Plan, histories: Sequence[SpiderHistory], due: Sequence[str],
+                 now: datetime) -> dict[str, datetime]:  # fmt: skip
+        """The slot each due calendar job's crawl covers (for spider_runs.slot_at), its missed slots
+        written to the ledger first."""
+        wanted = set(due)
+        slots: dict[str, datetime] = {}
+        by_job = {h.spider: h for h in histories}
+        for p in plan.spiders:
+            if p.spider not in wanted or p.slot is None:
+                continue
+            slots[p.spider] = p.slot
+            if p.calendar is not None and p.calendar.missed and self._written.get(p.spider) != p.slot:
+                cp = p.calendar
+                causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider))
+                          for s in cp.missed]  # fmt: skip
+                self._write(store, p.spider, missed_rows(cp.missed, cp.missed_count, causes), now)
+            self._written[p.spider] = p.slot
+        return slots
+
+    def settled(self, store: Store, plan: Plan, histories: Sequence[SpiderHistory], now: datetime) -> None:
+        """The slots a plan gives up (too_late), with the missed ones before them; once per new plan."""
+        if plan.spiders is self._seen:
+            return
+        self._seen = plan.spiders
+        by_job: Mapping[str, SpiderHistory] | None = None
+        for p in plan.spiders:
+            cp = p.calendar
+            if cp is None or cp.too_late is None or self._written.get(p.spider) == cp.too_late:
+                continue
+            by_job = by_job if by_job is not None else {h.spider: h for h in histories}
+            causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider))
+                      for s in cp.missed]  # fmt: skip
+            rows = missed_rows(cp.missed, cp.missed_count, causes)
+            self._write(store, p.spider, [*rows, (SlotRecord(cp.too_late, "missed", "too_late"), 1)], now)
+            self._written[p.spider] = cp.too_late
+
+    def _write(self, store: Store, job: str, rows: list[tuple[SlotRecord, int]], now: datetime) -> None:
+        if not rows:
+            return
+        new = store.record_counted(job, rows, now)
+        if new:
+            log.info("slots_missed", message=f"{sum(n for _, n in rows)} slot(s) of {job} missed",
+                     job=job, slots=[r.slot_at.isoformat() for r, _ in rows[:5]], causes=sorted({r.cause for r, _ in rows}),
+                     new_rows=new)  # fmt: skip
