@@ -110,3 +110,20 @@ def test_a_published_calendar_reads_back_whole_and_its_schedule_keeps_its_first_
     store.publish_jobs([edited], path=None, error=None, spiders=None, now=first + timedelta(days=5), owner="b")
     assert store.published_jobs() == [edited]
     assert store.schedules_since() == {"news": first + timedelta(days=5)}
+
+
+def test_the_loop_recorder_starts_no_crawl_for_a_slot_another_crawl_covers_and_keeps_a_slot_it_covers(db):
+    from daemon.jobs.crawl import CrawlOutcome
+    from daemon.loop.recording import DatabaseRecorder
+    from tests.unit.fakes import FakeClock
+
+    store, clock = Store(db), FakeClock(SLOT + timedelta(seconds=42))
+    crawl_for_slot(db, "taken", SLOT, "running")  # another daemon's crawl for this slot
+    recorder = DatabaseRecorder(lambda: store, clock, new_run(db, status="running"), {"taken": SLOT, "news": SLOT})
+    assert recorder.started(job("taken")) is None  # refused by the unique index: not started, no crash
+    crawl_id = recorder.started(job("news"))
+    assert crawl_id is not None
+    assert rows(db, "SELECT slot_at, status FROM spider_runs WHERE id = %(i)s", {"i": crawl_id}) == [(SLOT, "running")]
+    recorder.finished(crawl_id, CrawlOutcome("news", True, None, "scraped 1 item(s)", 0, "finished", 1, 0, {}, 1.0))
+    assert rows(db, "SELECT job, slot_at, state, run_id, late_s FROM job_slots") == [("news", SLOT, "kept", crawl_id, 42.0)]
+    assert rows(db, "SELECT count(*) FROM spider_runs WHERE job = 'taken'") == [(1,)]
