@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -51,7 +52,8 @@ def missed_rows(missed: Sequence[datetime], count: int, causes: Sequence[str]) -
 
 
 class SlotLedger:
-    def __init__(self) -> None:
+    def __init__(self, observer: Any = None) -> None:
+        self.observer = observer  # told the missed slots this daemon wrote (/metrics)
         self.up_since: datetime | None = None  # the first decision this daemon made
         self.outages: list[tuple[datetime, datetime]] = []
         self._down_since: datetime | None = None
@@ -109,6 +111,12 @@ class SlotLedger:
         if not rows:
             return
         new = store.record_counted(job, rows, now)
+        if new and self.observer is not None:
+            causes: dict[str, int] = {}
+            for record, slots in rows:
+                causes[record.cause or ""] = causes.get(record.cause or "", 0) + slots
+            for cause, slots in causes.items():
+                self.observer.slots_missed(job, cause, slots)
         if new:
             log.info("slots_missed", message=f"{sum(n for _, n in rows)} slot(s) of {job} missed",
                      job=job, slots=[r.slot_at.isoformat() for r, _ in rows[:5]], causes=sorted({r.cause for r, _ in rows}),
