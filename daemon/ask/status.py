@@ -52,7 +52,8 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
         p, c = plans[job.name], cadences[job.name]
         rows.append({
             "job": job.name, "spider": job.spider, "args": dict(job.args), "settings": dict(job.settings),
-            "every": format_duration(job.every), "every_s": job.every.total_seconds(),
+            "every": f"cron {job.calendar.cron}" if job.calendar is not None and job.calendar.cron else format_duration(job.every),
+            "every_s": c.every.total_seconds(),  # a cron job's: the longest gap between its slots
             "last_run": _iso(started, settings), "last_finished": _iso(finished, settings),
             "last_status": status, "failure": failure, "items": items, "message": message,
             "suspect": suspects.get(job.name),  # a success that looks wrong against the job's baseline

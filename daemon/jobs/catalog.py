@@ -103,8 +103,10 @@ class Catalog:
 
     def alert_limits(self, pauses: Collection[str], alert_after: timedelta) -> dict[str, timedelta]:
         """The jobs to alert on when overdue (none paused), each after SCHEDULER_ALERT_AFTER_HOURS or
-        two of its own intervals, whichever is longer."""
-        return {job.name: max(alert_after, 2 * job.every) for job in self.jobs
+        two of its own intervals, whichever is longer. A calendar job's interval is the longest gap
+        between its slots (a weekday job: Friday to Monday); a window adds a day (it may hold a due
+        crawl overnight)."""
+        return {job.name: max(alert_after, 2 * _spacing(job)) for job in self.jobs
                 if not job.paused and job.name not in pauses}  # fmt: skip
 
     def publish(self, store: Any, now: datetime, owner: str) -> None:
@@ -232,13 +234,29 @@ def open_catalog(
     return catalog
 
 
+def _spacing(job: Job) -> timedelta:
+    """What the overdue alert counts as a job's interval (Catalog.alert_limits)."""
+    calendar = job.calendar
+    if calendar is None:
+        return job.every
+    every = job.every
+    if calendar.cron is not None:
+        from daemon.plan.calendar import longest_gap  # cronsim only for a calendar
+
+        every = longest_gap(calendar.cron, calendar.tz) or timedelta(days=366)
+    return every + (timedelta(days=1) if calendar.window is not None else timedelta(0))
+
+
 def cadence(job: Job, pauses: Mapping[str, datetime | None], since: datetime | None = None) -> Cadence:
     """A published job's cadence: its interval and retry delay (or its calendar, published as it is
     since `since`), paused by the file (until it is edited) or by `pause JOB` (until its time, or
     until resumed)."""
     calendar = dict(calendar=job.calendar, published_at=since) if job.calendar is not None else {}
+    # A cron job is decided by its slots; its `every` (for the overdue order and the interval on
+    # /metrics, which the overdue alert doubles) is the longest gap between them.
+    every = _spacing(job) if job.calendar is not None and job.calendar.cron is not None else job.every
     if job.paused:
-        return Cadence(job.every, job.retry_delay, paused=True, **calendar)
+        return Cadence(every, job.retry_delay, paused=True, **calendar)
     if job.name in pauses:
-        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name], **calendar)
-    return Cadence(job.every, job.retry_delay, **calendar)
+        return Cadence(every, job.retry_delay, paused=True, paused_until=pauses[job.name], **calendar)
+    return Cadence(every, job.retry_delay, **calendar)

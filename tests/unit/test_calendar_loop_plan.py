@@ -106,3 +106,17 @@ def test_missed_slots_the_plan_lists_are_one_row_each_and_the_last_stands_for_th
         (slots[0], "missed", "daemon_down", 1), (slots[1], "missed", "daemon_down", 1),
         (slots[2], "missed", "daemon_down", 8)]  # fmt: skip
     assert missed_rows([], 0, []) == []
+
+
+def test_the_overdue_alert_and_the_interval_on_metrics_take_a_cron_jobs_longest_gap_between_slots():
+    from daemon.jobs.catalog import Catalog, cadence
+    from tests.unit.test_calendar_jobfile import ENV
+    from daemon.jobs.jobfile import make_job
+
+    weekdays = make_job(name="news", spider="news", defaults=ENV, calendar=Calendar("0 8 * * 1-5", NY))
+    windowed = make_job(name="prices", spider="prices", defaults=ENV, every=timedelta(hours=2),
+                        calendar=Calendar(None, NY, Window(time(7), time(22))))  # fmt: skip
+    catalog = Catalog(None, ENV, lambda: [], jobs=[weekdays, windowed], spiders=None)
+    assert catalog.alert_limits((), timedelta(hours=1)) == {"news": timedelta(days=6), "prices": timedelta(hours=52)}
+    assert cadence(weekdays, {}).every == timedelta(days=3)  # Friday to Monday
+    assert cadence(windowed, {}).every == timedelta(hours=2)  # an interval job keeps its interval
