@@ -117,6 +117,8 @@ def test_the_overdue_alert_and_the_interval_on_metrics_take_a_cron_jobs_longest_
     windowed = make_job(name="prices", spider="prices", defaults=ENV, every=timedelta(hours=2),
                         calendar=Calendar(None, NY, Window(time(7), time(22))))  # fmt: skip
     catalog = Catalog(None, ENV, lambda: [], jobs=[weekdays, windowed], spiders=None)
-    assert catalog.alert_limits((), timedelta(hours=1)) == {"news": timedelta(days=6), "prices": timedelta(hours=52)}
-    assert cadence(weekdays, {}).every == timedelta(days=3)  # Friday to Monday
+    # Friday to Monday, an hour longer when the clocks fall back in between
+    assert catalog.alert_limits((), timedelta(hours=1)) == {"news": 2 * timedelta(days=3, hours=1),
+                                                             "prices": timedelta(hours=52)}  # fmt: skip
+    assert cadence(weekdays, {}).every == timedelta(days=3, hours=1)
     assert cadence(windowed, {}).every == timedelta(hours=2)  # an interval job keeps its interval
