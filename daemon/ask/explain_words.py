@@ -187,7 +187,8 @@ class _Paragraph:
         if timing in (DUE_CALENDAR, WAITING_CALENDAR):
             from daemon.ask.calendar_words import describe
 
-            schedule = describe(e.job.calendar).rstrip(".")
+            said = describe(e.job.calendar).rstrip(".")
+            schedule = said[:1].lower() + said[1:]  # "At 08:00 ..." inside a sentence
             if timing == DUE_CALENDAR:
                 return "is due now", f"its schedule is {schedule}"
             verdict = f"waits until {self.when(own.due_at)}" if own.due_at is not None else "waits"

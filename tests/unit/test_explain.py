@@ -156,7 +156,7 @@ CASES = [
     pytest.param(
         SpiderHistory(NAME, T0 - 24 * H), why.Facts(last_crawl=ok(T0 - 24 * H), schedule_since=T0 - 240 * H), HOLDER,
         {"calendar": Calendar("0 7 * * *", BOGOTA)}, ("due_calendar",),
-        ["python-remote is due now: its schedule is At 07:00 every day (America/Bogota)",
+        ["python-remote is due now: its schedule is at 07:00 every day (America/Bogota)",
          "Due for the slot of 2026-12-01 07:00 -05 (12:00 UTC)."],
         id="a calendar job due for its slot"),
     pytest.param(
@@ -168,7 +168,7 @@ CASES = [
     pytest.param(
         SpiderHistory(NAME, T0), why.Facts(last_crawl=ok(T0), schedule_since=T0 - 240 * H), HOLDER,
         {"calendar": Calendar("0 8 * * *", BOGOTA)}, ("waiting_calendar",),
-        ["python-remote waits until 2026-12-01 08:00 (in 1 h): its schedule is At 08:00 every day (America/Bogota)",
+        ["python-remote waits until 2026-12-01 08:00 (in 1 h): its schedule is at 08:00 every day (America/Bogota)",
          "Not due: its next slot is 2026-12-01 08:00 -05 (13:00 UTC)."],
         id="a calendar job waiting for its next slot"),
     pytest.param(
