@@ -154,12 +154,12 @@ class Scheduler:
         reattaching = self.batches.reattaching()
         if due or reattaching:
             self.asked -= set(due)
-            slots = self.ledger.starting(store, plan, histories, due, now)  # calendar jobs: the slot each covers
+            slots = self.ledger.starting(store, plan, histories, due, now, cadences)  # calendar jobs: the slot each covers
             # False: not one crawl could be recorded as started (a trigger or a constraint refuses the
             # row; a slot another daemon's crawl covers). The jobs stay due, but trying again at once
             # would spin and pile up runs.
             return 0 if self.batches.online(store, self.catalog.jobs_named(due), now, slots=slots) else tick
-        self.ledger.settled(store, plan, histories, now)
+        self.ledger.settled(store, plan, histories, now, cadences)
         if candidates and not held_until:
             return tick  # every slot is taken: a crawl's end wakes the loop
         # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.

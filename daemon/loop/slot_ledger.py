@@ -20,7 +20,8 @@ from typing import Any
 import structlog
 
 from daemon.plan.decision import Plan, SpiderHistory
-from daemon.records.ledger import SlotRecord
+from daemon.plan.calendar import is_open
+from daemon.records.ledger import CAUSES, SlotRecord
 from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
@@ -29,8 +30,11 @@ OUTAGES_KEPT = 20  # the PostgreSQL outages remembered for the causes of missed 
 
 
 def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence[tuple[datetime, datetime]],
-                 history: SpiderHistory | None) -> str:  # fmt: skip
-    """The first cause that applies to a missed slot (see the module's docstring)."""
+                 history: SpiderHistory | None, calendar: Any = None) -> str:  # fmt: skip
+    """The first cause that applies to a missed slot (see the module's docstring); `outside_window`
+    (excused) before them all when the job's window (`calendar.window`) was shut at the slot."""
+    if calendar is not None and calendar.window is not None and not is_open(calendar.window, calendar.tz, slot):
+        return "outside_window"
     if up_since is None or slot < up_since:
         return "daemon_down"
     if any(start <= slot < end for start, end in outages):
@@ -43,8 +47,11 @@ def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence
 
 def missed_rows(missed: Sequence[datetime], count: int, causes: Sequence[str]) -> list[tuple[SlotRecord, int]]:
     """The ledger's rows for the missed slots a plan lists (`missed`, the earliest first, with their
-    `causes`) out of `count`: one row each, the last one standing for the slots not listed."""
-    rows = [(SlotRecord(slot, "missed", cause), 1) for slot, cause in zip(missed, causes)]
+    `causes`) out of `count`: one row each, the last one standing for the slots not listed. A cause
+    `outside_window` makes the row `excused`: the job's window was shut at that slot, so it was
+    never to be crawled then (it is not owed in freshness)."""
+    rows = [(SlotRecord(slot, "excused" if cause in CAUSES["excused"] else "missed", cause), 1)
+            for slot, cause in zip(missed, causes)]  # fmt: skip
     if rows and count > len(rows):
         last, _ = rows[-1]
         rows[-1] = (last, 1 + count - len(rows))
@@ -72,10 +79,11 @@ class SlotLedger:
             self._down_since = now
 
     def starting(self, store: Store, plan: Plan, histories: Sequence[SpiderHistory], due: Sequence[str],
-                 now: datetime) -> dict[str, datetime]:  # fmt: skip
+                 now: datetime, cadences: Mapping[str, Any] | None = None) -> dict[str, datetime]:  # fmt: skip
         """The slot each due calendar job's crawl covers (for spider_runs.slot_at), its missed slots
         written to the ledger first."""
         wanted = set(due)
+        cadences = cadences or {}  # job -> its Cadence (its calendar's window excuses slots)
         slots: dict[str, datetime] = {}
         by_job = {h.spider: h for h in histories}
         for p in plan.spiders:
@@ -84,16 +92,18 @@ class SlotLedger:
             slots[p.spider] = p.slot
             if p.calendar is not None and p.calendar.missed and self._written.get(p.spider) != p.slot:
                 cp = p.calendar
-                causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider))
-                          for s in cp.missed]  # fmt: skip
+                causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),
+                                       calendar=getattr(cadences.get(p.spider), "calendar", None)) for s in cp.missed]  # fmt: skip
                 self._write(store, p.spider, missed_rows(cp.missed, cp.missed_count, causes), now)
             self._written[p.spider] = p.slot
         return slots
 
-    def settled(self, store: Store, plan: Plan, histories: Sequence[SpiderHistory], now: datetime) -> None:
+    def settled(self, store: Store, plan: Plan, histories: Sequence[SpiderHistory], now: datetime,
+                cadences: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         """The slots a plan gives up (too_late), with the missed ones before them; once per new plan."""
         if plan.spiders is self._seen:
             return
+        cadences = cadences or {}
         self._seen = plan.spiders
         by_job: Mapping[str, SpiderHistory] | None = None
         for p in plan.spiders:
@@ -101,8 +111,8 @@ class SlotLedger:
             if cp is None or cp.too_late is None or self._written.get(p.spider) == cp.too_late:
                 continue
             by_job = by_job if by_job is not None else {h.spider: h for h in histories}
-            causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider))
-                      for s in cp.missed]  # fmt: skip
+            causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),
+                                   calendar=getattr(cadences.get(p.spider), "calendar", None)) for s in cp.missed]  # fmt: skip
             rows = missed_rows(cp.missed, cp.missed_count, causes)
             self._write(store, p.spider, [*rows, (SlotRecord(cp.too_late, "missed", "too_late"), 1)], now)
             self._written[p.spider] = cp.too_late
@@ -114,7 +124,8 @@ class SlotLedger:
         if new and self.observer is not None:
             causes: dict[str, int] = {}
             for record, slots in rows:
-                causes[record.cause or ""] = causes.get(record.cause or "", 0) + slots
+                if record.state == "missed":  # an excused slot (its window was shut) is not counted missed
+                    causes[record.cause or ""] = causes.get(record.cause or "", 0) + slots
             for cause, slots in causes.items():
                 self.observer.slots_missed(job, cause, slots)
         if new:

@@ -122,3 +122,12 @@ def test_the_overdue_alert_and_the_interval_on_metrics_take_a_cron_jobs_longest_
                                                              "prices": timedelta(hours=52)}  # fmt: skip
     assert cadence(weekdays, {}).every == timedelta(days=3, hours=1)
     assert cadence(windowed, {}).every == timedelta(hours=2)  # an interval job keeps its interval
+
+
+def test_a_slot_while_the_window_was_shut_is_excused_not_missed():
+    hourly = Calendar("0 * * * *", ZoneInfo("UTC"), Window(time(7), time(22)))
+    night, day = datetime(2027, 1, 12, 3, tzinfo=UTC), datetime(2027, 1, 12, 9, tzinfo=UTC)
+    causes = [missed_cause(s, up_since=UP, outages=[], history=None, calendar=hourly) for s in (night, day)]
+    assert causes == ["outside_window", "daemon_down"]
+    rows = missed_rows([night, day], 2, causes)
+    assert [(r.state, r.cause) for r, _ in rows] == [("excused", "outside_window"), ("missed", "daemon_down")]
