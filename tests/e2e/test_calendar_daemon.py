@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.e2e.test_scrapyd_daemon import cluster_env, nodes  # noqa: F401  (a fixture: two one-slot nodes)
 from tests.helpers import rows, utcnow, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -146,4 +147,16 @@ def test_two_daemons_on_one_slot_make_one_crawl_and_one_ledger_row(faked, daemon
     stopped(one)
     stopped(two)
     assert [(slot_at, status) for _, status, _, slot_at in crawls(db)] == [(slot, "completed")]
+    assert ledger(db) == [(slot, "kept", None, 1)]
+
+
+def test_on_scrapyd_nodes_a_slot_is_decided_and_recorded_the_same_way(faked, daemon_factory, db, base_env, nodes):
+    slot = at("2027-01-12 13:00")
+    env = {**faked(DAILY_8_NEW_YORK, slot - LEAD), **cluster_env(base_env, nodes)}
+    d = daemon_factory(env).start()
+    until(d, lambda: covered(db, slot), what="the slot's crawl on a node")
+    until(d, lambda: ledger(db), what="the slot kept in the ledger")
+    stopped(d)
+    assert [(slot_at, status) for _, status, _, slot_at in crawls(db)] == [(slot, "completed")]
+    assert rows(db, "SELECT node IS NOT NULL FROM spider_runs") == [(True,)]
     assert ledger(db) == [(slot, "kept", None, 1)]
