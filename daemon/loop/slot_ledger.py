@@ -108,7 +108,7 @@ class SlotLedger:
         by_job: Mapping[str, SpiderHistory] | None = None
         for p in plan.spiders:
             cp = p.calendar
-            if cp is None or cp.too_late is None or self._written.get(p.spider) == cp.too_late:
+            if cp is None or p.paused or cp.too_late is None or self._written.get(p.spider) == cp.too_late:
                 continue
             by_job = by_job if by_job is not None else {h.spider: h for h in histories}
             causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),

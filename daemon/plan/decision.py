@@ -55,7 +55,8 @@ class Cadence:
 class SpiderPlan:
     spider: str  # the job's name (a spider's, for a job named after it)
     due_at: datetime | None  # None: no history, due at once (or, paused: until resumed)
-    reason: str  # never_run | interval | retry | clock_skew | paused
+    reason: str  # never_run | interval | retry | clock_skew | paused; with a calendar (calendar_decision.py):
+    # slot | waiting_slot | waiting_retry | waiting_window | too_late | no_slot | never_open
     clock_skew: bool = False
     every: timedelta | None = None  # the job's interval: how overdue it is counts against this
     # A calendar job's (daemon/plan/calendar_decision.py): the slot a crawl started now covers, and

@@ -159,7 +159,9 @@ def assemble(jobs: Sequence[Job], plan: Plan, histories: Sequence[SpiderHistory]
     plans = {p.spider: p for p in plan.spiders}
     lanes = tuple(
         JobLane(j, plans[j.name], h, timeline.lane(
-            j.name, by_job[j.name], history=h, plan=plans[j.name], every=j.every, retry_delay=j.retry_delay,
+            # plan.every: a cron job's longest gap between slots (its inherited `every` means nothing)
+            j.name, by_job[j.name], history=h, plan=plans[j.name], every=plans[j.name].every or j.every,
+            retry_delay=j.retry_delay,
             grace=j.jitter + timedelta(seconds=tick) + timeline.LATE_SLACK, success_before=before.get(j.name),
             since=since, now=now, tz=tz))
         for j, h in zip(jobs, histories, strict=True)
