@@ -145,6 +145,7 @@ class Scheduler:
         running = self.batches.running()  # a crawl under way, or re-attached next: never started twice
         plan, histories = self.history.plan(store, now, jobs, cadences, fresh=bool(requested), running=running)
         self.ledger.deciding(now)
+        self.ledger.watch_pauses(cadences, now)
         self.observer.planned(plan, histories, self.catalog.spider_of)
         paused = {p.spider for p in plan.spiders if p.paused}
         self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot

@@ -30,9 +30,13 @@ OUTAGES_KEPT = 20  # the PostgreSQL outages remembered for the causes of missed 
 
 
 def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence[tuple[datetime, datetime]],
-                 history: SpiderHistory | None, calendar: Any = None) -> str:  # fmt: skip
-    """The first cause that applies to a missed slot (see the module's docstring); `outside_window`
-    (excused) before them all when the job's window (`calendar.window`) was shut at the slot."""
+                 history: SpiderHistory | None, calendar: Any = None,
+                 paused: Sequence[tuple[datetime, datetime]] = ()) -> str:  # fmt: skip
+    """The first cause that applies to a missed slot (see the module's docstring); before them all,
+    the excused ones: `paused` (in a pause of the job this daemon saw) and `outside_window` (the
+    job's window, `calendar.window`, was shut at the slot)."""
+    if any(start <= slot < end for start, end in paused):
+        return "paused"
     if calendar is not None and calendar.window is not None and not is_open(calendar.window, calendar.tz, slot):
         return "outside_window"
     if up_since is None or slot < up_since:
@@ -66,6 +70,9 @@ class SlotLedger:
         self._down_since: datetime | None = None
         self._written: dict[str, datetime] = {}  # job -> the latest slot whose rows this daemon wrote
         self._seen: object = None  # the plan's job plans last looked at for too_late slots
+        self._cadences: object = None  # the cadences last looked at for pauses
+        self._paused_since: dict[str, datetime] = {}  # calendar job -> since when this daemon saw it paused
+        self.pauses: dict[str, list[tuple[datetime, datetime]]] = {}  # calendar job -> the pauses it saw end
 
     def deciding(self, now: datetime) -> None:
         if self.up_since is None:
@@ -73,6 +80,18 @@ class SlotLedger:
         if self._down_since is not None:
             self.outages = [*self.outages, (self._down_since, now)][-OUTAGES_KEPT:]
             self._down_since = None
+
+    def watch_pauses(self, cadences: Mapping[str, Any], now: datetime) -> None:
+        """Note when calendar jobs are paused and resumed (the slots in between are excused). Looked
+        at only when the cadences change (a pause, a resume or a reload gives new ones)."""
+        if cadences is self._cadences:
+            return
+        self._cadences = cadences
+        paused = {job for job, c in cadences.items() if c.calendar is not None and c.paused}
+        for job in paused - self._paused_since.keys():
+            self._paused_since[job] = now
+        for job in self._paused_since.keys() - paused:
+            self.pauses[job] = [*self.pauses.get(job, []), (self._paused_since.pop(job), now)][-OUTAGES_KEPT:]
 
     def database_down(self, now: datetime) -> None:
         if self._down_since is None:
@@ -93,7 +112,8 @@ class SlotLedger:
             if p.calendar is not None and p.calendar.missed and self._written.get(p.spider) != p.slot:
                 cp = p.calendar
                 causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),
-                                       calendar=getattr(cadences.get(p.spider), "calendar", None)) for s in cp.missed]  # fmt: skip
+                                       calendar=getattr(cadences.get(p.spider), "calendar", None),
+                                   paused=self.pauses.get(p.spider, ())) for s in cp.missed]  # fmt: skip
                 self._write(store, p.spider, missed_rows(cp.missed, cp.missed_count, causes), now)
             self._written[p.spider] = p.slot
         return slots
@@ -112,7 +132,8 @@ class SlotLedger:
                 continue
             by_job = by_job if by_job is not None else {h.spider: h for h in histories}
             causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),
-                                   calendar=getattr(cadences.get(p.spider), "calendar", None)) for s in cp.missed]  # fmt: skip
+                                   calendar=getattr(cadences.get(p.spider), "calendar", None),
+                                   paused=self.pauses.get(p.spider, ())) for s in cp.missed]  # fmt: skip
             rows = missed_rows(cp.missed, cp.missed_count, causes)
             self._write(store, p.spider, [*rows, (SlotRecord(cp.too_late, "missed", "too_late"), 1)], now)
             self._written[p.spider] = cp.too_late

@@ -131,3 +131,17 @@ def test_a_slot_while_the_window_was_shut_is_excused_not_missed():
     assert causes == ["outside_window", "daemon_down"]
     rows = missed_rows([night, day], 2, causes)
     assert [(r.state, r.cause) for r, _ in rows] == [("excused", "outside_window"), ("missed", "daemon_down")]
+
+
+def test_the_slots_of_a_pause_the_daemon_saw_are_excused_and_so_are_only_they():
+    from daemon.loop.slot_ledger import SlotLedger
+
+    ledger, daily = SlotLedger(), cron()
+    ledger.watch_pauses({"news": daily, "prices": Cadence(H4, RETRY, paused=True)}, SLOT_10 - DAY)
+    ledger.watch_pauses({"news": cron(paused=True)}, SLOT_10 + DAY)
+    ledger.watch_pauses({"news": daily}, SLOT_10 + 3 * DAY)
+    assert ledger.pauses == {"news": [(SLOT_10 + DAY, SLOT_10 + 3 * DAY)]}  # an interval job's pause: not watched
+    causes = [missed_cause(slot, up_since=UP - 9 * DAY, outages=[], history=None, paused=ledger.pauses["news"])
+              for slot in (SLOT_10, SLOT_10 + 2 * DAY, SLOT_10 + 3 * DAY)]  # fmt: skip
+    assert causes == ["busy", "paused", "busy"]
+    assert [r.state for r, _ in missed_rows([SLOT_10 + 2 * DAY], 1, ["paused"])] == ["excused"]
