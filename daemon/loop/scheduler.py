@@ -144,7 +144,7 @@ class Scheduler:
         jobs, cadences = self.catalog.names(), self.catalog.cadences(self.requests.pauses)
         running = self.batches.running()  # a crawl under way, or re-attached next: never started twice
         plan, histories = self.history.plan(store, now, jobs, cadences, fresh=bool(requested), running=running)
-        self.ledger.deciding(now)
+        self.ledger.deciding(now, self.clock.monotonic())
         self.ledger.watch_pauses(cadences, now)
         self.observer.planned(plan, histories, self.catalog.spider_of)
         paused = {p.spider for p in plan.spiders if p.paused}

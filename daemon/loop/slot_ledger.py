@@ -7,14 +7,14 @@ deciding the same plan again, leave one row per slot.
 
 The cause of a missed slot (`missed_cause`, pure) is the first of: `daemon_down` (before this daemon
 began deciding), `db_down` (during a PostgreSQL outage this daemon saw), the job's own failure
-(`error`: a failure of the job ended after the slot), `busy` (the daemon was up: the slot waited for
-a free place or a crawl under way).
+(`error`: a failure of the job ended after the slot), `clock_jump` (the wall clock jumped over it, or
+the machine slept), `busy` (the daemon was up: the slot waited for a free place or a crawl under way).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,12 +26,14 @@ from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
 
-OUTAGES_KEPT = 20  # the PostgreSQL outages remembered for the causes of missed slots
+OUTAGES_KEPT = 20  # the PostgreSQL outages (pauses, clock jumps) remembered for the causes of missed slots
+JUMP_TOLERANCE = timedelta(minutes=1)  # as daemon.plan.decision.CLOCK_SKEW_TOLERANCE: NTP steps are not jumps
 
 
 def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence[tuple[datetime, datetime]],
                  history: SpiderHistory | None, calendar: Any = None,
-                 paused: Sequence[tuple[datetime, datetime]] = ()) -> str:  # fmt: skip
+                 paused: Sequence[tuple[datetime, datetime]] = (),
+                 jumps: Sequence[tuple[datetime, datetime]] = ()) -> str:  # fmt: skip
     """The first cause that applies to a missed slot (see the module's docstring); before them all,
     the excused ones: `paused` (in a pause of the job this daemon saw) and `outside_window` (the
     job's window, `calendar.window`, was shut at the slot)."""
@@ -46,6 +48,8 @@ def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence
     if history is not None and history.consecutive_failures and history.last_failure_at is not None \
             and history.last_failure_at >= slot:  # fmt: skip
         return "error"
+    if any(start < slot <= end for start, end in jumps):
+        return "clock_jump"
     return "busy"
 
 
@@ -70,11 +74,21 @@ class SlotLedger:
         self._down_since: datetime | None = None
         self._written: dict[str, datetime] = {}  # job -> the latest slot whose rows this daemon wrote
         self._seen: object = None  # the plan's job plans last looked at for too_late slots
+        self._last: tuple[datetime, float] | None = None  # the last decision's wall and monotonic times
+        self.jumps: list[tuple[datetime, datetime]] = []  # wall-clock jumps forward (a suspend too)
         self._cadences: object = None  # the cadences last looked at for pauses
         self._paused_since: dict[str, datetime] = {}  # calendar job -> since when this daemon saw it paused
         self.pauses: dict[str, list[tuple[datetime, datetime]]] = {}  # calendar job -> the pauses it saw end
 
-    def deciding(self, now: datetime) -> None:
+    def deciding(self, now: datetime, monotonic: float | None = None) -> None:
+        """Each decision: the first one's time, the end of an outage, and a wall-clock jump (the wall
+        clock moved more than JUMP_TOLERANCE further than monotonic time since the last decision)."""
+        if monotonic is not None and self._last is not None:
+            wall, mono = self._last
+            if (now - wall).total_seconds() - (monotonic - mono) > JUMP_TOLERANCE.total_seconds():
+                self.jumps = [*self.jumps, (wall, now)][-OUTAGES_KEPT:]
+        if monotonic is not None:
+            self._last = (now, monotonic)
         if self.up_since is None:
             self.up_since = now
         if self._down_since is not None:
@@ -113,7 +127,8 @@ class SlotLedger:
                 cp = p.calendar
                 causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),
                                        calendar=getattr(cadences.get(p.spider), "calendar", None),
-                                   paused=self.pauses.get(p.spider, ())) for s in cp.missed]  # fmt: skip
+                                   paused=self.pauses.get(p.spider, ()), jumps=self.jumps)
+                          for s in cp.missed]  # fmt: skip
                 self._write(store, p.spider, missed_rows(cp.missed, cp.missed_count, causes), now)
             self._written[p.spider] = p.slot
         return slots
@@ -133,7 +148,8 @@ class SlotLedger:
             by_job = by_job if by_job is not None else {h.spider: h for h in histories}
             causes = [missed_cause(s, up_since=self.up_since, outages=self.outages, history=by_job.get(p.spider),
                                    calendar=getattr(cadences.get(p.spider), "calendar", None),
-                                   paused=self.pauses.get(p.spider, ())) for s in cp.missed]  # fmt: skip
+                                   paused=self.pauses.get(p.spider, ()), jumps=self.jumps)
+                          for s in cp.missed]  # fmt: skip
             rows = missed_rows(cp.missed, cp.missed_count, causes)
             self._write(store, p.spider, [*rows, (SlotRecord(cp.too_late, "missed", "too_late"), 1)], now)
             self._written[p.spider] = cp.too_late

@@ -145,3 +145,18 @@ def test_the_slots_of_a_pause_the_daemon_saw_are_excused_and_so_are_only_they():
               for slot in (SLOT_10, SLOT_10 + 2 * DAY, SLOT_10 + 3 * DAY)]  # fmt: skip
     assert causes == ["busy", "paused", "busy"]
     assert [r.state for r, _ in missed_rows([SLOT_10 + 2 * DAY], 1, ["paused"])] == ["excused"]
+
+
+def test_a_wall_clock_jump_or_a_sleep_over_a_slot_is_its_cause_and_an_ntp_step_is_not_a_jump():
+    from daemon.loop.slot_ledger import SlotLedger
+
+    ledger = SlotLedger()
+    ledger.deciding(UP, 100.0)
+    ledger.deciding(UP + timedelta(seconds=30), 130.5)  # an NTP step of half a second
+    ledger.deciding(UP + 2 * DAY, 131.0)  # two days on the wall clock, half a second of monotonic time
+    assert ledger.jumps == [(UP + timedelta(seconds=30), UP + 2 * DAY)]
+    slot = UP + DAY
+    assert missed_cause(slot, up_since=UP, outages=[], history=None, jumps=ledger.jumps) == "clock_jump"
+    assert missed_cause(slot, up_since=UP, outages=[], history=None) == "busy"
+    assert missed_cause(slot, up_since=UP, outages=[], history=None, jumps=ledger.jumps,
+                        paused=[(UP, UP + 3 * DAY)]) == "paused"  # fmt: skip
