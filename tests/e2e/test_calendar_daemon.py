@@ -6,6 +6,7 @@ asserts a duration: only which crawls ran, for which slot, and what the ledger s
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,9 @@ def at(text: str) -> datetime:
 def faked(base_env: dict[str, str], tmp_path: Path):
     """env(jobs file text, wall-clock moment) -> a daemon's settings with its clock at that moment."""
     if not LIBFAKETIME.exists() or shutil.which("faketime") is None:
+        if os.environ.get("REQUIRE_DOCKER") == "1" or os.environ.get("CI"):
+            pytest.fail("libfaketime is missing, and CI must run the calendar's end-to-end tests (tests/run.sh "
+                        "installs Debian's faketime package)")  # fmt: skip
         pytest.skip("libfaketime is missing (Debian's faketime package; tests/run.sh installs it)")
     jobs = tmp_path / "schedule.toml"
 
