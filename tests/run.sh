@@ -30,6 +30,8 @@ ensure_system_packages() {
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   command -v runuser >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)  # the TLS test makes a certificate
+  # The calendar's end-to-end tests set daemons' wall clocks with libfaketime (LD_PRELOAD).
+  command -v faketime >/dev/null || missing+=(faketime)
   # The page's browser tests: Playwright drives Debian's chromium (it downloads no browser itself).
   command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi

@@ -218,6 +218,7 @@ def explain_inputs(store: Store, settings: Settings, name: str, now: Any) -> tup
         file_error=source[2] if source else None,
         published=published,
         last_suspect=store.last_suspect(job.name),
+        schedule_since=store.schedules_since().get(job.name) if job.calendar is not None else None,
     )  # fmt: skip
     return job, plan, history, facts, why.Holder(*store.runner_holder())
 

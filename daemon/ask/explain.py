@@ -34,11 +34,11 @@ import re
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from daemon.plan.decision import Cadence, SpiderHistory, SpiderPlan, plan_job, retry_backoff
+from daemon.plan.decision import NEVER_DUE, Cadence, SpiderHistory, SpiderPlan, plan_job, retry_backoff
 from daemon.ask.explain_words import (  # the rule codes, and how each is said
-    DUE_CATCH_UP, DUE_CLOCK_SKEW, DUE_FIRST_RUN, DUE_INTERVAL, DUE_RETRY, DUE_RUN_NOW, FILE_ERROR, NO_RUNNER,
-    PAUSED, RULES, RUNNING, WAITING_BACKOFF, WAITING_INTERVAL, WAITING_RUN, WAITING_SLOT, humanize, oneline,
-    paused_by, sentences, unreachable,
+    DUE_CALENDAR, DUE_CATCH_UP, DUE_CLOCK_SKEW, DUE_FIRST_RUN, DUE_INTERVAL, DUE_RETRY, DUE_RUN_NOW, FILE_ERROR,
+    NO_RUNNER, PAUSED, RULES, RUNNING, WAITING_BACKOFF, WAITING_CALENDAR, WAITING_INTERVAL, WAITING_RUN,
+    WAITING_SLOT, humanize, oneline, paused_by, sentences, unreachable,
 )  # fmt: skip
 from daemon.jobs.jobfile import Job
 
@@ -94,6 +94,7 @@ class Facts:
     file_error: str | None = None  # jobs_source.error: the jobs file's problems
     published: bool = True  # False: no daemon published its jobs yet; a stand-in job per spider
     last_suspect: tuple[datetime, str] | None = None  # its latest crawl judged suspect (sql/017): started, why
+    schedule_since: datetime | None = None  # a calendar job's: since when its schedule is published as it is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +117,7 @@ class Explanation:
     @property
     def due(self) -> bool:
         """Due by its own cadence (paused or not)."""
-        return self.own.due_at is None or self.own.due_at <= self.now
+        return self.own.reason not in NEVER_DUE and (self.own.due_at is None or self.own.due_at <= self.now)
 
     @property
     def backoff(self) -> timedelta:
@@ -157,6 +158,7 @@ class Explanation:
             "published": f.published,
             "last_suspect": None if f.last_suspect is None else {
                 "started_at": iso(f.last_suspect[0]), "reason": f.last_suspect[1]},
+            "slot": iso(self.own.slot), "next_slot": iso(self.own.calendar.next_slot) if self.own.calendar else None,
         }  # fmt: skip
 
     def _iso(self, moment: datetime | None) -> str | None:
@@ -167,9 +169,10 @@ def explain(job: Job, plan: SpiderPlan, history: SpiderHistory, facts: Facts, ho
             timezone: tzinfo) -> Explanation:  # fmt: skip
     """Why `job` runs now or when it will: `plan` is its plan from decision.decide_jobs (with its
     pause), `history` the history it was decided from."""
-    own = plan_job(history, now, Cadence(job.every, job.retry_delay))
-    timing = _timing(own, holder, now)
-    due = own.due_at is None or own.due_at <= now
+    calendar = dict(calendar=job.calendar, published_at=facts.schedule_since) if job.calendar is not None else {}
+    own = plan_job(history, now, Cadence(job.every, job.retry_delay, **calendar))
+    timing = _timing(own, holder, now, calendar=job.calendar is not None)
+    due = own.reason not in NEVER_DUE and (own.due_at is None or own.due_at <= now)
     crawl = facts.last_crawl
     if crawl is not None and crawl.status == "running":
         rules: tuple[str, ...] = (RUNNING,)
@@ -180,8 +183,13 @@ def explain(job: Job, plan: SpiderPlan, history: SpiderHistory, facts: Facts, ho
     return Explanation(job, rules, timing, own, plan, history, facts, holder, now, timezone)
 
 
-def _timing(own: SpiderPlan, holder: Holder, now: datetime) -> str:
+def _timing(own: SpiderPlan, holder: Holder, now: datetime, *, calendar: bool = False) -> str:
     """The rule of the job's own cadence: its plan's reason, and whether it is due by `now`."""
+    if own.reason == "clock_skew":
+        return DUE_CLOCK_SKEW
+    if calendar and (own.calendar is not None or own.reason in ("waiting_window", "never_open")):
+        due = own.reason not in NEVER_DUE and own.due_at is not None and own.due_at <= now
+        return DUE_CALENDAR if due else WAITING_CALENDAR
     if own.reason == "never_run":
         return DUE_FIRST_RUN
     if own.reason == "clock_skew" or own.due_at is None:

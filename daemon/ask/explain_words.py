@@ -22,8 +22,11 @@ DUE_CATCH_UP = "due_catch_up"
 DUE_INTERVAL = "due_interval"
 WAITING_BACKOFF = "waiting_backoff"
 WAITING_INTERVAL = "waiting_interval"
+DUE_CALENDAR = "due_calendar"  # a calendar job due for a slot (or its retry)
+WAITING_CALENDAR = "waiting_calendar"  # a calendar job waiting: its next slot, its retry, its window
 RULES = (RUNNING, FILE_ERROR, PAUSED, NO_RUNNER, DUE_RUN_NOW, WAITING_SLOT, WAITING_RUN, DUE_FIRST_RUN,
-         DUE_CLOCK_SKEW, DUE_RETRY, DUE_CATCH_UP, DUE_INTERVAL, WAITING_BACKOFF, WAITING_INTERVAL)  # fmt: skip
+         DUE_CLOCK_SKEW, DUE_RETRY, DUE_CATCH_UP, DUE_INTERVAL, WAITING_BACKOFF, WAITING_INTERVAL, DUE_CALENDAR,
+         WAITING_CALENDAR)  # fmt: skip
 
 MESSAGE_SHOWN = 200  # characters of a crawl's message or a file problem in the paragraph (--json: whole)
 
@@ -181,6 +184,15 @@ class _Paragraph:
             latest = max(t for t in (h.last_success_at, h.last_failure_at) if t is not None)
             return "is due now", (f"its latest crawl is recorded at {self.at(latest)}, in the future (the clock was "
                                   "set back), so the daemon does not wait for it")  # fmt: skip
+        if timing in (DUE_CALENDAR, WAITING_CALENDAR):
+            from daemon.ask.calendar_words import describe
+
+            said = describe(e.job.calendar).rstrip(".")
+            schedule = said[:1].lower() + said[1:]  # "At 08:00 ..." inside a sentence
+            if timing == DUE_CALENDAR:
+                return "is due now", f"its schedule is {schedule}"
+            verdict = f"waits until {self.when(own.due_at)}" if own.due_at is not None else "waits"
+            return verdict, f"its schedule is {schedule}"
         assert own.due_at is not None
         if timing in (DUE_RETRY, WAITING_BACKOFF):
             verdict = f"has been due since {self.when(own.due_at)}" if timing == DUE_RETRY else \
@@ -253,7 +265,7 @@ class _Paragraph:
 
     def notes(self) -> list[str]:
         e = self.e
-        out = []
+        out = self.calendar()
         if e.facts.file_error and not e.file_problems:
             out.append("The jobs file has an error elsewhere: the daemon keeps running its last good jobs until it "
                        "is fixed (python -m daemon status shows it).")  # fmt: skip
@@ -261,6 +273,25 @@ class _Paragraph:
             out.append(f"No daemon has published its jobs yet: {self.name} stands in for spider "
                        f"{oneline(e.job.spider, 100)} with the environment's interval.")  # fmt: skip
         return out
+
+
+    def calendar(self) -> list[str]:
+        """A calendar job's sentences: the slot it is due for or waits for, missed slots, catch-up,
+        the window, a retry, DST (daemon/ask/calendar_words.py)."""
+        e = self.e
+        cal = e.job.calendar
+        if cal is None:
+            return []
+        from daemon.ask.calendar_words import describe_window, explain_plan, when
+
+        if e.own.calendar is not None:
+            return explain_plan(cal, e.own.calendar)
+        if e.own.reason == "waiting_window" and cal.window is not None and e.own.due_at is not None:
+            return [f"It {describe_window(cal.window)} ({cal.tz.key}): it waits for its window to open at "
+                    f"{when(e.own.due_at, cal.tz)}."]  # fmt: skip
+        if e.own.reason == "never_open":
+            return ["Its window never opens: it never runs."]
+        return []
 
 
 def unreachable(problem: str, journal_files: int, journal_runs: int) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daemon.records import audit
+from daemon.ask.calendar_status import calendar_report, lines as calendar_lines
 from daemon.jobs.catalog import cadence
 from daemon.settings.config import Settings
 from daemon.plan.decision import Cadence, Plan, SpiderHistory, decide_jobs
@@ -27,7 +28,8 @@ def plan_jobs(store: Store, settings: Settings, now: datetime,
     pause as PostgreSQL has them; with the histories and cadences it was decided from. `status` and
     the page both ask here, so they cannot disagree."""
     pauses = store.pauses(now)
-    cadences = {job.name: cadence(job, pauses) for job in jobs}
+    since = store.schedules_since() if any(job.calendar is not None for job in jobs) else {}
+    cadences = {job.name: cadence(job, pauses, since.get(job.name)) for job in jobs}
     histories = store.histories([job.name for job in jobs])
     return decide_jobs(histories, now, cadences, Cadence(settings.interval, settings.retry_delay)), histories, cadences
 
@@ -42,13 +44,16 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
     latest = {row[0]: row for row in store.latest_job_runs(names)} if names else {}
     acted = audit.last_per_job(store.conn, names) if names else {}  # sql/018_actions.sql
     suspects = store.latest_suspects(names) if names else {}
+    running = [name for name, row in latest.items() if row[3] == "running"]
+    calendars = calendar_report(store, jobs, plans, now, running) if names else {}
     rows = []
     for job in jobs:
         _, started, finished, status, failure, items, message = latest.get(job.name, (job.name,) + (None,) * 6)
         p, c = plans[job.name], cadences[job.name]
         rows.append({
             "job": job.name, "spider": job.spider, "args": dict(job.args), "settings": dict(job.settings),
-            "every": format_duration(job.every), "every_s": job.every.total_seconds(),
+            "every": f"cron {job.calendar.cron}" if job.calendar is not None and job.calendar.cron else format_duration(job.every),
+            "every_s": c.every.total_seconds(),  # a cron job's: the longest gap between its slots
             "last_run": _iso(started, settings), "last_finished": _iso(finished, settings),
             "last_status": status, "failure": failure, "items": items, "message": message,
             "suspect": suspects.get(job.name),  # a success that looks wrong against the job's baseline
@@ -57,6 +62,7 @@ def gather(store: Store, settings: Settings, now: datetime, jobs: Sequence[Job],
             "paused_by": ("file" if job.paused else "command") if c.paused else None,
             "running": status == "running",
             "last_action": acted[job.name].as_dict(settings.timezone) if job.name in acted else None,
+            "calendar": calendars.get(job.name),  # None: an interval job without a window
         })  # fmt: skip
     run = store.latest_run()
     waiting = [p.due_at or now for p in plan.spiders if not (p.paused and p.due_at is None)]
@@ -125,6 +131,11 @@ def render(report: dict[str, Any], as_json: bool) -> str:
     text += _table(jobs)
     text += [f"{_printable(row['job'])}: suspect: {_printable(row['suspect'])}" for row in report["spiders"]
              if row.get("suspect")]  # fmt: skip
+    calendars = [row for row in report["spiders"] if row.get("calendar")]
+    if calendars:
+        text.append("")
+        for row in calendars:
+            text += [_printable(line) for line in calendar_lines(row["job"], row["calendar"])]
     timers = [("TIMER", "LAST RUN", "STATUS", "NEXT DUE", "RUNNING")]
     for timer in report["jobs"]:
         name = "runs" if timer["id"] == "spiders" else timer["id"]

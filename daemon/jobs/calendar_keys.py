@@ -96,15 +96,3 @@ def table_problems(where: str, table: Mapping[str, Any], *, is_job: bool) -> lis
         problems.append(f"{where}: {CATCH_UP_ONLY_WITH_CRON}")
     return problems
 
-
-def unwired(jobs: Any, source: str) -> str | None:
-    """The one line refusing a jobs file whose calendar keys the loop does not act on yet (None: it
-    uses none of them)."""
-    using = [job.name for job in jobs if job.calendar is not None]
-    if not using:
-        return None
-    more = f" (and {len(using) - 1} more)" if len(using) > 1 else ""
-    return (
-        f"{source}: job {using[0]!r}{more}: cron, window and catch_up_within are not allowed yet: this version "
-        "checks them but does not schedule by them; use every until calendar schedules are enabled"
-    )

@@ -66,6 +66,9 @@ class Catalog:
         self.spiders: tuple[str, ...] | None = tuple(spiders) if spiders is not None else None
         self.error: str | None = None
         self.dirty = True  # to be published
+        # Each calendar job's name -> since when its schedule is published as it is (the board's
+        # schedule_since, read back at each publication): its slots are owed from then.
+        self.since: dict[str, datetime] = {}
         self._signature = signature(path)
         self._listing: threading.Thread | None = None
         self._listed: list[str] | Exception | None = None
@@ -107,14 +110,18 @@ class Catalog:
 
     def alert_limits(self, pauses: Collection[str], alert_after: timedelta) -> dict[str, timedelta]:
         """The jobs to alert on when overdue (none paused), each after SCHEDULER_ALERT_AFTER_HOURS or
-        two of its own intervals, whichever is longer."""
-        return {job.name: max(alert_after, 2 * job.every) for job in self.jobs
+        two of its own intervals, whichever is longer. A calendar job's interval is the longest gap
+        between its slots (a weekday job: Friday to Monday); a window adds a day (it may hold a due
+        crawl overnight)."""
+        return {job.name: max(alert_after, 2 * _spacing(job)) for job in self.jobs
                 if not job.paused and job.name not in pauses}  # fmt: skip
 
     def publish(self, store: Any, now: datetime, owner: str) -> None:
         """Write what this daemon runs to PostgreSQL (the `jobs` table), for the commands."""
         store.publish_jobs(self.jobs, path=str(self.path) if self.path else None, error=self.error,
                            spiders=self.spiders, now=now, owner=owner)  # fmt: skip
+        if any(job.calendar is not None for job in self.jobs):
+            self.since = store.schedules_since()
         self.dirty = False
         memory.release()  # the rows and the JSON of every job, just freed (daemon/system/memory.py)
 
@@ -123,11 +130,12 @@ class Catalog:
         The same dict while the jobs and the pauses stay the same (the history copy moves its last
         plan while they do), a new one when either changes; never to be changed in place."""
         made = getattr(self, "_cadences", None)
-        if made is not None and made[0] is self.jobs and made[1] == pauses:
+        if made is not None and made[0] is self.jobs and made[1] == pauses and made[3] is self.since:
             return made[2]
         same: dict[Cadence, Cadence] = {}  # one object per distinct cadence, shared by the jobs that have it
-        cadences = {job.name: same.setdefault(made, made) for job in self.jobs for made in (cadence(job, pauses),)}
-        self._cadences = (self.jobs, dict(pauses), cadences)
+        cadences = {job.name: same.setdefault(made, made) for job in self.jobs
+                    for made in (cadence(job, pauses, self.since.get(job.name)),)}  # fmt: skip
+        self._cadences = (self.jobs, dict(pauses), cadences, self.since)
         return cadences
 
     def resolve(self, names: Sequence[str] | None) -> set[str]:
@@ -234,11 +242,29 @@ def open_catalog(
     return catalog
 
 
-def cadence(job: Job, pauses: Mapping[str, datetime | None]) -> Cadence:
-    """A published job's cadence: its interval and retry delay, paused by the file (until it is
-    edited) or by `pause JOB` (until its time, or until resumed)."""
+def _spacing(job: Job) -> timedelta:
+    """What the overdue alert counts as a job's interval (Catalog.alert_limits)."""
+    calendar = job.calendar
+    if calendar is None:
+        return job.every
+    every = job.every
+    if calendar.cron is not None:
+        from daemon.plan.calendar import longest_gap  # cronsim only for a calendar
+
+        every = longest_gap(calendar.cron, calendar.tz) or timedelta(days=366)
+    return every + (timedelta(days=1) if calendar.window is not None else timedelta(0))
+
+
+def cadence(job: Job, pauses: Mapping[str, datetime | None], since: datetime | None = None) -> Cadence:
+    """A published job's cadence: its interval and retry delay (or its calendar, published as it is
+    since `since`), paused by the file (until it is edited) or by `pause JOB` (until its time, or
+    until resumed)."""
+    calendar = dict(calendar=job.calendar, published_at=since) if job.calendar is not None else {}
+    # A cron job is decided by its slots; its `every` (for the overdue order and the interval on
+    # /metrics, which the overdue alert doubles) is the longest gap between them.
+    every = _spacing(job) if job.calendar is not None and job.calendar.cron is not None else job.every
     if job.paused:
-        return Cadence(job.every, job.retry_delay, paused=True)
+        return Cadence(every, job.retry_delay, paused=True, **calendar)
     if job.name in pauses:
-        return Cadence(job.every, job.retry_delay, paused=True, paused_until=pauses[job.name])
-    return Cadence(job.every, job.retry_delay)
+        return Cadence(every, job.retry_delay, paused=True, paused_until=pauses[job.name], **calendar)
+    return Cadence(every, job.retry_delay, **calendar)

@@ -68,10 +68,7 @@ def load(path: Path, defaults: JobDefaults, known_spiders: Collection[str] | Non
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise JobsFileError([f"{source}: is not UTF-8 text (line {line})"]) from None
-    jobs = parse(text, source, defaults, known_spiders)
-    if refusal := calendar_keys.unwired(jobs, source):  # the loop does not act on them yet
-        raise JobsFileError([refusal])
-    return jobs
+    return parse(text, source, defaults, known_spiders)
 
 
 def parse(

@@ -9,7 +9,7 @@ What differs is only where the run's start and end are written.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import psycopg2
@@ -102,18 +102,19 @@ class Batches:
         if self.open is not None:
             self.open.drain(wake)
 
-    def online(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
+    def online(self, store: Store, due: Sequence[Job], now: datetime,
+               slots: Mapping[str, datetime] | None = None) -> bool:  # fmt: skip
         """One run of `due`, recorded in PostgreSQL, together with the remote crawls a former daemon
         left running (`find_left_running`): those are re-attached, never sent again. False when not
-        one of its crawls could be started."""
+        one of its crawls could be started. `slots`: job -> the calendar slot its crawl covers."""
         if self.open is not None:
-            return self.open.start(store, due, now)
+            return self.open.start(store, due, now, slots)
         left, self._left = self._left, []
         runs = [run for run, _ in left]
         log.info("run_started", message=f"Starting spider run for {len(due) + len(runs)} spider(s)",
                  spiders=_names(due), spider_count=len(due) + len(runs), reattach=[r.job.name for r in runs])  # fmt: skip
         run_id = store.start_run(now, len(due) + len(runs), self.lease.me)
-        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
+        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id, slots)
         if not runs:
             return self._run(recorder, due, now, lambda: self.runner.run(
                 due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))

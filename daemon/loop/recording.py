@@ -6,12 +6,13 @@ canonical line of each spider run, wherever its record goes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg2
+import psycopg2.errors
 import structlog
 
 from daemon.records import db
@@ -20,6 +21,7 @@ from daemon.jobs.crawl import CrawlOutcome
 from daemon.plan.decision import CrawlResult
 from daemon.jobs.jobfile import Job
 from daemon.records.journal import Journal
+from daemon.records.ledger import SlotRecord
 from daemon.telemetry.narration import log_spider_outcome
 from daemon.records.store import Store
 
@@ -58,10 +60,13 @@ class DatabaseRecorder:
     """Writes each spider's row as it starts and finishes. A finish that cannot be written now
     (the connection is being replaced) is kept for the end of the run."""
 
-    def __init__(self, store: Callable[[], Store | None], clock: Clock, run_id: int) -> None:
+    def __init__(self, store: Callable[[], Store | None], clock: Clock, run_id: int,
+                 slots: Mapping[str, datetime] | None = None) -> None:  # fmt: skip
         self.store = store  # the current store, or None while the runner lock is not ours
         self.clock = clock
         self.run_id = run_id
+        self.slots = slots or {}  # job -> the calendar slot its crawl covers (spider_runs.slot_at)
+        self.slot_of: dict[int, tuple[str, datetime]] = {}  # crawl -> (job, slot), for its ledger row
         self.started_at: dict[int, datetime] = {}
         self.unwritten: list[Finished] = []
         self.results: list[Finished] = []
@@ -71,14 +76,23 @@ class DatabaseRecorder:
         if store is None:
             return None
         now = self.clock.now()
+        slot = self.slots.get(job.name)
         try:
             spider_run_id = store.start_spider(run_id=self.run_id, spider=job.spider, now=now, job=job.name,
-                                               args=dict(job.args), settings=dict(job.settings))  # fmt: skip
+                                               args=dict(job.args), settings=dict(job.settings), slot_at=slot)  # fmt: skip
+        except psycopg2.errors.UniqueViolation:
+            # spider_runs_one_crawl_per_slot: another crawl (another daemon's) covers or is covering
+            # this slot. Not an error: nothing starts, and the next decision reads that crawl.
+            log.info("slot_already_covered", message="Another crawl already covers this slot; not starting it",
+                     job=job.name, slot_at=slot.isoformat() if slot else None)  # fmt: skip
+            return None
         except psycopg2.Error as exc:
             log.error("record_failed", message="Could not record a spider's start; not starting it",
                       spider=job.spider, job=job.name, error=db.first_line(exc))  # fmt: skip
             return None
         self.started_at[spider_run_id] = now
+        if slot is not None:
+            self.slot_of[spider_run_id] = (job.name, slot)
         return spider_run_id
 
     def spawned(self, spider_run_id: int, pid: int) -> None:
@@ -111,6 +125,7 @@ class DatabaseRecorder:
         if store is not None:
             try:
                 _, done.suspect = store.finish_spider(spider_run_id, done.finished_at, outcome)
+                self._kept(store, spider_run_id, done)
                 return
             except psycopg2.Error as exc:
                 log.warning("record_deferred", message="Could not record a spider's result yet; will retry",
@@ -121,7 +136,16 @@ class DatabaseRecorder:
         while self.unwritten:
             done = self.unwritten[0]
             _, done.suspect = store.finish_spider(done.spider_run_id, done.finished_at, done.outcome)
+            self._kept(store, done.spider_run_id, done)
             self.unwritten.pop(0)
+
+    def _kept(self, store: Store, spider_run_id: int, done: Finished) -> None:
+        """A calendar crawl that succeeded keeps its slot: its ledger row (written once)."""
+        if not done.outcome.ok or spider_run_id not in self.slot_of:
+            return
+        job, slot = self.slot_of[spider_run_id]
+        late = max(0.0, (done.started_at - slot).total_seconds())
+        store.record_slots(job, [SlotRecord(slot, "kept", run_id=spider_run_id, late_s=late)], done.finished_at)
 
 
 class JournalRecorder:

@@ -15,7 +15,7 @@ runner to fail, as a blocking run did.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -90,13 +90,16 @@ class OpenRuns:
         return max(0, self.slots - self.runner.busy)
 
     # ----------------------------------------------------------------- a run's life
-    def start(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
+    def start(self, store: Store, due: Sequence[Job], now: datetime,
+              slots: Mapping[str, datetime] | None = None) -> bool:  # fmt: skip
         """One run of `due` (at most the free slots), its crawls started now; False when not one
-        could be recorded as started (the run is then ended at once, failed)."""
+        could be recorded as started (the run is then ended at once, failed). `slots`: job -> the
+        calendar slot its crawl covers."""
         log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)",
                  spiders=[job.name for job in due], spider_count=len(due),
                  under_way=sorted(self.running()))  # fmt: skip
-        run = OpenRun(DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, len(due), self.lease.me)),
+        run = OpenRun(DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, len(due), self.lease.me),
+                                       slots),
                       list(due))  # fmt: skip
         self.runs.append(run)
         self._lease_runs()

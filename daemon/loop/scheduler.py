@@ -33,6 +33,7 @@ from daemon.telemetry.logs import Once
 from daemon.telemetry.observation import Observer
 from daemon.loop.runs import POLL_SECONDS
 from daemon.plan.slots import take_slots, waiting
+from daemon.loop.slot_ledger import SlotLedger
 from daemon.leadership.takeover import TakeOver
 
 log = structlog.get_logger("daemon.scheduler")
@@ -58,6 +59,7 @@ class Scheduler:
         self.db_failures = 0
         self.notices = Once(log)
         self.asked: set[str] = set()  # jobs asked for with run-now, until a slot is theirs
+        self.ledger = SlotLedger(observer)  # calendar jobs' missed slots (their kept ones: the recorder)
 
     def run(self) -> None:
         log.info("scheduler_started", message=f"Starting scheduler with {self.settings.interval_hours:g} hour interval",
@@ -144,6 +146,8 @@ class Scheduler:
         jobs, cadences = self.catalog.names(), self.catalog.cadences(self.requests.pauses)
         running = self.batches.running()  # a crawl under way, or re-attached next: never started twice
         plan, histories = self.history.plan(store, now, jobs, cadences, fresh=bool(requested), running=running)
+        self.ledger.deciding(now, self.clock.monotonic())
+        self.ledger.watch_pauses(cadences, now)
         self.observer.planned(plan, histories, self.catalog.spider_of)
         paused = {p.spider for p in plan.spiders if p.paused}
         self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot
@@ -153,9 +157,12 @@ class Scheduler:
         reattaching = self.batches.reattaching()
         if due or reattaching:
             self.asked -= set(due)
+            slots = self.ledger.starting(store, plan, histories, due, now, cadences)  # calendar jobs: the slot each covers
             # False: not one crawl could be recorded as started (a trigger or a constraint refuses the
-            # row). The jobs stay due, but trying again at once would spin and pile up runs.
-            return 0 if self.batches.online(store, self.catalog.jobs_named(due), now) else tick
+            # row; a slot another daemon's crawl covers). The jobs stay due, but trying again at once
+            # would spin and pile up runs.
+            return 0 if self.batches.online(store, self.catalog.jobs_named(due), now, slots=slots) else tick
+        self.ledger.settled(store, plan, histories, now, cadences)
         if candidates and not held_until:
             return tick  # every slot is taken: a crawl's end wakes the loop
         # Housekeeping only when no spider is due: a catch-up never waits behind a cleanup.
@@ -165,6 +172,7 @@ class Scheduler:
 
     def _database_failed(self, exc: psycopg2.Error, now: datetime) -> float:
         self.db_failures += 1
+        self.ledger.database_down(now)
         self.observer.database_reachable(False)
         if self.batches.busy and self.lease.leading:
             # Between two polls of runs under way: as when the lease's probe finds it, the crawls

@@ -24,6 +24,7 @@ occurrence. The days name the local date the window opens on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
@@ -171,6 +172,25 @@ def slots_after(cron: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
 def next_slot(cron: str, tz: ZoneInfo, after: datetime) -> datetime | None:
     """The first slot strictly after `after` (None: none within 50 years)."""
     return next(slots_after(cron, tz, after), None)
+
+
+GAP_SPAN = timedelta(days=400)  # longest_gap looks at the slots of this span (a yearly job: one gap)
+GAP_SLOTS = 1000  # ...or this many slots, whichever ends first
+
+
+@functools.lru_cache(maxsize=4096)
+def longest_gap(cron: str, tz: ZoneInfo, since: datetime = datetime(2025, 1, 1, tzinfo=UTC)) -> timedelta | None:
+    """The longest time between two slots over a reference year (from `since`): what the overdue
+    alert allows a calendar job, twice over (a weekday job's Friday to Monday). None: fewer than two."""
+    longest: timedelta | None = None
+    previous: datetime | None = None
+    for n, slot in enumerate(slots_after(cron, tz, since)):
+        if previous is not None:
+            longest = max(longest or timedelta(0), slot - previous)
+        if n >= GAP_SLOTS or slot - since > GAP_SPAN:
+            break
+        previous = slot
+    return longest
 
 
 def latest_slot(cron: str, tz: ZoneInfo, after: datetime, until: datetime) -> datetime | None:

@@ -21,7 +21,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from daemon.plan.calendar import Calendar, next_slot, open_at, owed_slots
-from daemon.plan.decision import CLOCK_SKEW_TOLERANCE, retry_backoff
+from daemon.plan.decision import CLOCK_SKEW_TOLERANCE, Cadence, SpiderHistory, SpiderPlan, plan_spider, retry_backoff
 
 MISSED_ROWS = 100  # the ledger's rows per job and tick; the rest is one summary row (missed_count)
 
@@ -112,3 +112,38 @@ def interval_start(calendar: Calendar | None, due_at: datetime) -> tuple[datetim
         return due_at, "interval"
     opens = open_at(calendar.window, calendar.tz, due_at)
     return opens, "interval" if opens == due_at else "waiting_window"
+
+
+def plan_calendar_job(history: SpiderHistory, now: datetime, cadence: Cadence) -> SpiderPlan:
+    """The loop's plan of a job with a calendar (`cadence.calendar`), as daemon.plan.decision.plan_job
+    gives it before pauses (which it applies). A cron job by `decide_calendar`: due with the slot its
+    crawl covers; else due_at is when to decide again (`wake_at`). An interval job with a window: by
+    today's rules, then held until the window opens (`interval_start`).
+
+    A calendar job whose schedule was never published (`published_at` None) is owed slots from `now`:
+    it waits for its next one (the loop publishes before deciding, so only a daemon that never could)."""
+    calendar: Calendar = cadence.calendar
+    if calendar.cron is None:
+        plan = plan_spider(history, now, cadence.every, cadence.retry_delay, cadence.every)
+        if plan.clock_skew:
+            return plan
+        due = plan.due_at if plan.due_at is not None and plan.due_at > now else now  # the window, then
+        start, why = interval_start(calendar, due)
+        if start is None:
+            return SpiderPlan(history.spider, None, "never_open", every=cadence.every)
+        if why == "waiting_window" and start > now:
+            return SpiderPlan(history.spider, start, "waiting_window", every=cadence.every)
+        return plan
+    cp = decide_calendar(
+        calendar, now, published_at=cadence.published_at or now, last_success_at=history.last_success_at,
+        failures=history.consecutive_failures, last_failure_at=history.last_failure_at,
+        retry_delay=cadence.retry_delay,
+    )  # fmt: skip
+    if cp.due:
+        return SpiderPlan(history.spider, cp.due_at, cp.reason, clock_skew=cp.reason == "clock_skew",
+                          every=cadence.every, slot=cp.slot, calendar=cp)  # fmt: skip
+    wake = cp.wake_at
+    if wake is not None and wake <= now:  # too_late with the window open now: look again at the next slot
+        wake = cp.next_slot
+    reason = cp.reason if wake is not None else "no_slot"
+    return SpiderPlan(history.spider, wake, reason, every=cadence.every, calendar=cp)

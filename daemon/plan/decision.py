@@ -14,11 +14,16 @@ import functools
 import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 # A last-run time this far in the future (the wall clock was set back) is not trusted: the spider
 # is treated as due, so a backward jump never pushes a run further than one interval away. Smaller
 # steps, such as NTP corrections, are within this tolerance and change nothing.
 CLOCK_SKEW_TOLERANCE = timedelta(minutes=1)
+
+# Plans whose due time None means "not until something changes", not "due at once": a pause until
+# resumed, a calendar that has no slot left or a window that never opens.
+NEVER_DUE = ("paused", "no_slot", "never_open")
 
 
 # The per-job records (a history, a plan, a cadence each, at 10,000 jobs) keep their fields in slots:
@@ -40,15 +45,24 @@ class Cadence:
     retry_delay: timedelta
     paused: bool = False
     paused_until: datetime | None = None
+    # A calendar job's schedule (daemon/plan/calendar.py; None: an interval job without a window) and
+    # since when it is published as it is: its slots are owed from then (issue 21).
+    calendar: Any = None
+    published_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpiderPlan:
     spider: str  # the job's name (a spider's, for a job named after it)
     due_at: datetime | None  # None: no history, due at once (or, paused: until resumed)
-    reason: str  # never_run | interval | retry | clock_skew | paused
+    reason: str  # never_run | interval | retry | clock_skew | paused; with a calendar (calendar_decision.py):
+    # slot | waiting_slot | waiting_retry | waiting_window | too_late | no_slot | never_open
     clock_skew: bool = False
     every: timedelta | None = None  # the job's interval: how overdue it is counts against this
+    # A calendar job's (daemon/plan/calendar_decision.py): the slot a crawl started now covers, and
+    # the whole CalendarPlan (missed slots, too_late) for the ledger. None for interval jobs.
+    slot: datetime | None = None
+    calendar: Any = None
 
     @property
     def paused(self) -> bool:
@@ -81,7 +95,7 @@ class Plan:
         return tuple(p.spider for p in sorted(due, key=lambda p: -p.overdue(self.now)))
 
     def _is_due(self, p: SpiderPlan) -> bool:
-        return not p.paused and (p.due_at is None or p.due_at <= self.now)
+        return p.reason not in NEVER_DUE and (p.due_at is None or p.due_at <= self.now)
 
     @functools.cached_property
     def next_due_at(self) -> datetime | None:
@@ -119,15 +133,21 @@ def plan_spider(history: SpiderHistory, now: datetime, interval: timedelta, retr
 
 
 def plan_job(history: SpiderHistory, now: datetime, cadence: Cadence) -> SpiderPlan:
-    """A job's plan: as a spider's by its own interval and retry delay, unless it is paused."""
-    plan = plan_spider(history, now, cadence.every, cadence.retry_delay, cadence.every)
+    """A job's plan: as a spider's by its own interval and retry delay (or by its calendar, and
+    within its window: daemon/plan/calendar_decision.py), unless it is paused."""
+    if cadence.calendar is not None:
+        from daemon.plan.calendar_decision import plan_calendar_job  # only a calendar loads cronsim
+
+        plan = plan_calendar_job(history, now, cadence)
+    else:
+        plan = plan_spider(history, now, cadence.every, cadence.retry_delay, cadence.every)
     if not cadence.paused or (cadence.paused_until is not None and cadence.paused_until <= now):
         return plan
     if cadence.paused_until is None:
-        return SpiderPlan(history.spider, None, "paused", every=cadence.every)
+        return SpiderPlan(history.spider, None, "paused", every=cadence.every, calendar=plan.calendar)
     # Paused until a time: due then, or later by its own rule.
     resume = max(cadence.paused_until, plan.due_at) if plan.due_at is not None else cadence.paused_until
-    return SpiderPlan(history.spider, resume, "paused", every=cadence.every)
+    return SpiderPlan(history.spider, resume, "paused", every=cadence.every, calendar=plan.calendar)
 
 
 def decide(histories: Sequence[SpiderHistory], now: datetime, interval: timedelta, retry_delay: timedelta) -> Plan:

@@ -79,10 +79,15 @@ class Ledger:
     def record_slots(self, job: str, records: Sequence[SlotRecord], now: datetime) -> int:
         """Write `job`'s ledger rows (bounded); returns how many were new (a slot already written by
         this or another daemon is left as it was)."""
+        return self.record_counted(job, bounded(records), now)
+
+    def record_counted(self, job: str, counted: Sequence[tuple[SlotRecord, int]], now: datetime) -> int:
+        """As record_slots, with each row's count given (a summary row stands for that many slots):
+        the loop's missed slots after a downtime, of which the decision counts more than it lists."""
         rows = [
             {"job": job, "slot_at": record.slot_at.isoformat(), "state": record.state, "cause": record.cause,
              "run_id": record.run_id, "late_s": record.late_s, "slots": slots}
-            for record, slots in bounded(records)
+            for record, slots in counted
         ]  # fmt: skip
         if not rows:
             return 0

@@ -114,8 +114,8 @@ UPDATE spider_runs
 FINISH_RUN = _SET_RUN_END + " WHERE id = %(run_id)s AND status = 'running'\n"
 
 INSERT_SPIDER_RUN = """
-INSERT INTO spider_runs (run_id, job, spider, args, settings, status, started_at)
-VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, 'running', %(now)s)
+INSERT INTO spider_runs (run_id, job, spider, args, settings, status, started_at, slot_at)
+VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, 'running', %(now)s, %(slot_at)s)
 RETURNING id
 """
 SET_SPIDER_RUN_PID = "UPDATE spider_runs SET pid = %(pid)s WHERE id = %(id)s"

@@ -118,12 +118,14 @@ class Store(Board, Ledger):
         job: str | None = None,
         args: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         settings: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        slot_at: datetime | None = None,
     ) -> int:
         """A crawl of `job` (default: the job named after `spider`) with the arguments and settings
-        it runs with, recorded as running."""
+        it runs with, recorded as running; `slot_at`: the calendar slot it covers (PostgreSQL refuses
+        a second crawl for one slot: psycopg2.errors.UniqueViolation)."""
         return int(self._one(queries.INSERT_SPIDER_RUN, {
             "run_id": run_id, "job": job or spider, "spider": spider, "now": now,
-            "args": _json_object(args), "settings": _json_object(settings),
+            "args": _json_object(args), "settings": _json_object(settings), "slot_at": slot_at,
         }))  # fmt: skip
 
     def set_spider_remote(self, spider_run_id: int, node: str, remote_jobid: str, log_url: str) -> bool:

@@ -19,6 +19,18 @@ log = structlog.get_logger("daemon.scheduler")
 UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
+# What a job that is not due waits for, by its plan's reason (a calendar's: daemon/plan/calendar_decision.py).
+WAITING_PHRASES = {
+    "retry": "Failed job waiting for its retry backoff",
+    "waiting_retry": "Failed job waiting for its retry backoff",
+    "waiting_slot": "Calendar job waiting for its next slot",
+    "waiting_window": "Job waiting for its window to open",
+    "too_late": "Calendar job's slot missed by more than catch_up_within; waiting for its next slot",
+    "no_slot": "Calendar job with no slot ahead",
+    "never_open": "Job whose window never opens",
+}
+
+
 def say_every(every: timedelta) -> str:
     """An interval in the largest unit that divides it: 15 seconds, 4 hours, 1 day, 90 seconds."""
     seconds = every.total_seconds()
@@ -31,7 +43,8 @@ def say_every(every: timedelta) -> str:
 
 def own_cadences(plan: Plan, interval: timedelta) -> bool:
     """Some job has an interval of its own (a jobs file): the lines are told per job."""
-    return any(p.every is not None and p.every != interval for p in plan.spiders)
+    return any((p.every is not None and p.every != interval) or p.reason in WAITING_PHRASES or p.calendar is not None
+               for p in plan.spiders)  # fmt: skip
 
 
 def log_job_decisions(plan: Plan, histories: Sequence[SpiderHistory], tz: ZoneInfo) -> None:
@@ -57,7 +70,7 @@ def log_job_decisions(plan: Plan, histories: Sequence[SpiderHistory], tz: ZoneIn
         return
     first = next(p for p in plan.spiders if p.due_at == next_due and p.spider not in due)
     local = next_due.astimezone(tz).isoformat(timespec="seconds")
-    phrase = ("Failed job waiting for its retry backoff" if first.reason == "retry" else "Recent run detected")
+    phrase = WAITING_PHRASES.get(first.reason, "Recent run detected")
     every = say_every(first.every) if first.every is not None else "its interval"
     log.info("run_not_due",
              message=f"{phrase} for {first.spider} (required: {every}), skipping immediate execution; "

@@ -55,6 +55,13 @@ class Metrics:
         self.job_failures = Gauge("scheduler_job_consecutive_failures",
                                   "The job's own failed crawls since its latest success", ["job", "spider"],
                                   registry=r)  # fmt: skip
+        # Calendar jobs (issue 21): the ledger's missed slots this daemon wrote, by cause, and each
+        # calendar job's next slot.
+        self.slots_missed = Counter("scheduler_slots_missed", "Slots of calendar jobs recorded missed in the "
+                                    "freshness ledger (by the daemon that wrote them), by job and cause",
+                                    ["job", "cause"], registry=r)  # fmt: skip
+        self.next_slot = Gauge("scheduler_next_slot_timestamp_seconds", "Each calendar job's next slot (Unix time)",
+                               ["job"], registry=r)  # fmt: skip
         self.alerts_undelivered = Gauge("scheduler_alerts_undelivered", "Alerts a channel failed to take and the outbox "
                                         "retries with backoff (later ones waiting behind them not counted)", ["channel"], registry=r)  # fmt: skip
 

@@ -39,6 +39,7 @@ class Observer:
         self._run_started_m = 0.0
         self._decision_key: object = None  # the decision logged last: each is logged once
         self._exported: dict[str, str] = {}  # job -> spider: the per-job series on /metrics
+        self._next_slots: dict[str, datetime] = {}  # calendar job -> its next slot, on /metrics
         self._exported_from: object = None  # what those series were last set from
 
     # ----------------------------------------------------------------- events
@@ -57,6 +58,10 @@ class Observer:
         waiting = not plan.due and next_due is not None
         self.metrics.until_next_due.set((next_due - plan.now).total_seconds() if waiting else 0.0)  # type: ignore[operator]
         self._job["next_due"] = next_due.isoformat() if waiting else plan.now.isoformat()  # type: ignore[union-attr]
+
+    def slots_missed(self, job: str, cause: str, slots: int) -> None:
+        """Missed slots of a calendar job this daemon wrote to the ledger."""
+        self.metrics.slots_missed.labels(job, cause).inc(slots)
 
     def database_reachable(self, reachable: bool) -> None:
         """The loop's latest statements to PostgreSQL succeeded (True), or failed (False)."""
@@ -134,6 +139,13 @@ class Observer:
                     gauge.remove(job, spider)
             if job not in exported:
                 self.metrics.job_paused.remove(job)
+        slots = {p.spider: p.calendar.next_slot for p in plan.spiders
+                 if p.calendar is not None and p.calendar.next_slot is not None}  # fmt: skip
+        for job in self._next_slots.keys() - slots.keys():
+            self.metrics.next_slot.remove(job)
+        for job, slot in slots.items():
+            self.metrics.next_slot.labels(job).set(slot.timestamp())
+        self._next_slots = slots
         failures = {h.spider: h.consecutive_failures for h in histories}
         for p in plan.spiders:
             if p.every is not None:

@@ -119,7 +119,7 @@ def job_page(ov: Overview, tz: tzinfo, failed_only: bool, paragraph: str | None,
             f'<span class="chip {esc(jl.lane.chip.state)}">{esc(jl.lane.chip.text)}</span></h1>{_when(ov, tz)}'
             f"{banner}{controls(jl) if controls else ''}{sentence}{said}<h2>The last {_days(ov.days)}</h2>{_day_links(href, ov.days, failed_only)}"
             f"{_lanes(ov.lanes, ov, tz)}<h2>Crawls</h2>{_filter(href, ov.days, failed_only)}"
-            f"{_table(ov.latest, ov.now, tz)}<h2>Definition</h2>{definition}"
+            f"{_table(ov.latest, ov.now, tz)}{_schedule(ov.calendars.get(name))}<h2>Definition</h2>{definition}"
             f"{'<h2>Actions</h2>' + audit if audit else ''}")  # fmt: skip
     return document(f"{name} · persistent scheduler", body)
 
@@ -211,6 +211,27 @@ def _filter(path: str, days: int, failed_only: bool) -> str:
     return (f'<form method="get" action="{esc(path)}"><input type="hidden" name="days" value="{days}">'
             f'<label><input type="checkbox" name="failed" value="1"{" checked" if failed_only else ""}> '
             f"failures only</label> <button>Show</button> {other}</form>")  # fmt: skip
+
+
+def _schedule(cal: Any) -> str:
+    """A calendar job's schedule, next slot, state, last kept slot, missed slots and freshness
+    (daemon/ask/calendar_status.py), every value escaped; nothing for a job without a calendar."""
+    if not cal:
+        return ""
+    kept, fresh = cal["last_kept"], cal["freshness_month"]
+    pairs = [
+        ("schedule", cal["sentence"]), ("expression", cal["cron"] or "-"), ("time zone", cal["timezone"]),
+        ("window", cal["window"] or "none: crawls start at any time"),
+        ("next slot", f"{cal['next_slot_text']}, {cal['next_slot_in']}" if cal["next_slot_text"] else "-"),
+        ("this slot", cal["state"]),
+        ("last kept slot", f"{kept['slot_text']} (crawl {kept['crawl']})" if kept else "none yet"),
+        ("freshness this month", f"{fresh['kept']} of {fresh['owed']} slots kept"),
+    ]  # fmt: skip
+    missed = "".join(f"<li>{esc(m['slot_text'])}: {esc(m['cause'])}"
+                     + (f" (and {esc(m['slots'] - 1)} more)" if m["slots"] > 1 else "") + "</li>"
+                     for m in cal["missed_30d"])  # fmt: skip
+    listed = f"<h3>Missed slots, last 30 days</h3><ul>{missed}</ul>" if missed else "<p>No slot missed in 30 days.</p>"
+    return f"<h2>Schedule</h2>{_dl(pairs)}{listed}"
 
 
 def _dl(pairs: Iterable[tuple[str, Any]], raw: bool = False) -> str:

@@ -100,6 +100,8 @@ class Overview:
     file_error: str | None
     published: bool
     undelivered: tuple[tuple[str, int], ...] = ()  # (channel name, alerts it has not taken): the outbox's
+    # job -> its calendar as status shows it (daemon/ask/calendar_status.py); only a job's own page reads it
+    calendars: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +139,12 @@ def overview(store: Store, settings: Settings, now: datetime, days: int, *, job:
     ov = assemble(jobs, plan, histories, crawls, before, now=now, days=days, tick=settings.tick_seconds,
                   tz=settings.timezone, failed_only=failed_only, file_error=source[2] if source else None,
                   published=published)  # fmt: skip
-    return dataclasses.replace(ov, undelivered=undelivered)
+    calendars: Mapping[str, Any] = {}
+    if job is not None:
+        from daemon.ask.calendar_status import calendar_report
+
+        calendars = calendar_report(store, jobs, {p.spider: p for p in plan.spiders}, now)
+    return dataclasses.replace(ov, undelivered=undelivered, calendars=calendars)
 
 
 def assemble(jobs: Sequence[Job], plan: Plan, histories: Sequence[SpiderHistory], crawls: Sequence[timeline.Crawl],
@@ -152,7 +159,9 @@ def assemble(jobs: Sequence[Job], plan: Plan, histories: Sequence[SpiderHistory]
     plans = {p.spider: p for p in plan.spiders}
     lanes = tuple(
         JobLane(j, plans[j.name], h, timeline.lane(
-            j.name, by_job[j.name], history=h, plan=plans[j.name], every=j.every, retry_delay=j.retry_delay,
+            # plan.every: a cron job's longest gap between slots (its inherited `every` means nothing)
+            j.name, by_job[j.name], history=h, plan=plans[j.name], every=plans[j.name].every or j.every,
+            retry_delay=j.retry_delay,
             grace=j.jitter + timedelta(seconds=tick) + timeline.LATE_SLACK, success_before=before.get(j.name),
             since=since, now=now, tz=tz))
         for j, h in zip(jobs, histories, strict=True)

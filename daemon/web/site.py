@@ -115,6 +115,7 @@ class Site:
                 return self._error(404, f"no job named {name!r}", api)
             if api:
                 return self._json({**self._overview_json(ov), "explain": why.as_dict() if why else None,
+                                   "calendar": ov.calendars.get(name),
                                    "actions": [a.as_dict(self.tz) for a in acted]})  # fmt: skip
             return self._html(page.job_page(ov, self.tz, failed, why.paragraph() if why else None,
                                             controls=self._controls(now, "job"), banner=banner,

@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from daemon.jobs.jobfile import JobDefaults, make_job
+from daemon.plan.calendar import Calendar
+from daemon.records.store import Store
+from daemon.settings.config import Settings
 from tests.conftest import free_port
-from tests.helpers import wait_for
+from tests.helpers import utcnow, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -85,20 +92,34 @@ def test_each_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not():
             name = None
     names = alert_names()
     assert sorted(names) == sorted(["SchedulerDown", "SchedulerAbsent", "SchedulerDatabaseUnreachable",
-                                    "SchedulerJobOverdue", "SchedulerJobFailingRepeatedly"])  # fmt: skip
+                                    "SchedulerJobOverdue", "SchedulerJobFailingRepeatedly",
+                                    "SchedulerJobSlotsMissed"])  # fmt: skip
     assert fires == set(names) and quiet == set(names)
 
 
-def test_every_metric_and_label_the_rules_read_is_exported_by_a_real_daemon(base_env, daemon_factory):
+def test_every_metric_and_label_the_rules_read_is_exported_by_a_real_daemon(base_env, daemon_factory, db, tmp_path):
     used = set(re.findall(r"\bscheduler_[a-z_]+\b", expressions()))
     grouped = re.findall(r"by \(([\w, ]+)\) \((scheduler_[a-z_]+)\)", expressions())
     assert used and grouped  # the patterns still find what the rules say
     port = free_port()
-    env = {**base_env, "SCHEDULER_SPIDERS": "ok", "SCHEDULER_HTTP_PORT": str(port), "SCHEDULER_TICK_SECONDS": "1"}
+    # Beside the interval job, a calendar job whose schedule was published three minutes ago: the
+    # daemon owes it three slots, crawls the latest and records two missed (scheduler_slots_missed).
+    jobs = tmp_path / "schedule.toml"
+    jobs.write_text('[jobs.ok]\nspider = "ok"\n\n[jobs.minutely]\nspider = "ok"\ncron = "* * * * *"\n')
+    minutely = make_job(name="minutely", spider="ok", defaults=JobDefaults.from_settings(Settings.from_mapping(base_env)),
+                        calendar=Calendar("* * * * *", ZoneInfo("UTC")))  # fmt: skip
+    Store(db).publish_jobs([minutely], path=None, error=None, spiders=None, now=utcnow() - timedelta(minutes=3),
+                           owner="earlier")  # fmt: skip
+    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_HTTP_PORT": str(port), "SCHEDULER_TICK_SECONDS": "1"}
     d = daemon_factory(env).start()
     wait_for(lambda: '"run_completed"' in d.output(), timeout=60, what="a run")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    text = wait_for(lambda: next((t for t in [metrics()] if "scheduler_slots_missed_total{" in t), None),
+                    what="the missed slots counted")
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
     labels: dict[str, set[str]] = {}
@@ -113,3 +134,6 @@ def test_every_metric_and_label_the_rules_read_is_exported_by_a_real_daemon(base
     assert 'scheduler_job_paused{job="ok"} 0.0' in text
     assert 'scheduler_job_consecutive_failures{job="ok",spider="ok"} 0.0' in text
     assert "scheduler_database_up 1.0" in text
+    # Two slots missed, or three when a minute turned while the daemon started.
+    assert re.search(r'^scheduler_slots_missed_total\{cause="daemon_down",job="minutely"\} [23]\.0$', text, re.M)
+    assert 'scheduler_next_slot_timestamp_seconds{job="minutely"}' in text

@@ -4,6 +4,7 @@ the moment its schedule was first published, kept while it stays the same."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -110,3 +111,65 @@ def test_a_published_calendar_reads_back_whole_and_its_schedule_keeps_its_first_
     store.publish_jobs([edited], path=None, error=None, spiders=None, now=first + timedelta(days=5), owner="b")
     assert store.published_jobs() == [edited]
     assert store.schedules_since() == {"news": first + timedelta(days=5)}
+
+
+def test_the_loop_recorder_starts_no_crawl_for_a_slot_another_crawl_covers_and_keeps_a_slot_it_covers(db):
+    from daemon.jobs.crawl import CrawlOutcome
+    from daemon.loop.recording import DatabaseRecorder
+    from tests.unit.fakes import FakeClock
+
+    store, clock = Store(db), FakeClock(SLOT + timedelta(seconds=42))
+    crawl_for_slot(db, "taken", SLOT, "running")  # another daemon's crawl for this slot
+    recorder = DatabaseRecorder(lambda: store, clock, new_run(db, status="running"), {"taken": SLOT, "news": SLOT})
+    assert recorder.started(job("taken")) is None  # refused by the unique index: not started, no crash
+    crawl_id = recorder.started(job("news"))
+    assert crawl_id is not None
+    assert rows(db, "SELECT slot_at, status FROM spider_runs WHERE id = %(i)s", {"i": crawl_id}) == [(SLOT, "running")]
+    recorder.finished(crawl_id, CrawlOutcome("news", True, None, "scraped 1 item(s)", 0, "finished", 1, 0, {}, 1.0))
+    assert rows(db, "SELECT job, slot_at, state, run_id, late_s FROM job_slots") == [("news", SLOT, "kept", crawl_id, 42.0)]
+    assert rows(db, "SELECT count(*) FROM spider_runs WHERE job = 'taken'") == [(1,)]
+
+
+def test_status_shows_a_calendar_jobs_schedule_next_slot_state_last_kept_missed_slots_and_freshness(
+        db, pg_server, database):  # fmt: skip
+    from daemon.ask import status
+    from daemon.loop.slot_ledger import missed_rows
+    from daemon.settings.config import Settings
+    from tests.conftest import TEST_PROJECT
+
+    settings = Settings.from_mapping({**pg_server.env(database), "SCRAPY_PROJECT_DIR": str(TEST_PROJECT)})
+    store = Store(db)
+    ny = Calendar("0 8 * * *", ZoneInfo("America/New_York"))
+    kept = datetime(2027, 1, 10, 13, tzinfo=timezone.utc)  # 08:00 EST
+    store.publish_jobs([job("news", calendar=ny), job("prices")], path=None, error=None, spiders=None,
+                       now=kept - timedelta(days=2), owner="a")  # fmt: skip
+    crawl_for_slot(db, "news", kept, "completed")
+    rows(db, "UPDATE spider_runs SET started_at = %(t)s, finished_at = %(t)s", {"t": kept})
+    store.record_slots("news", [SlotRecord(kept, "kept", run_id=1, late_s=0.0)], kept)
+    store.record_counted("news", missed_rows([kept - timedelta(days=1)], 1, ["daemon_down"]), kept)
+    now = kept + timedelta(hours=21)  # 05:00 EST the next day: the next slot in 3 h
+    report = status.gather(store, settings, now, *status.current_jobs(store, settings))
+    news, prices = report["spiders"]
+    assert prices["calendar"] is None
+    cal = news["calendar"]
+    assert (cal["cron"], cal["wording"], cal["timezone"]) == ("0 8 * * *", "At 08:00 every day", "America/New_York")
+    assert (cal["next_slot"], cal["next_slot_utc"], cal["next_slot_in"]) == (
+        "2027-01-11T08:00:00-05:00", "2027-01-11T13:00:00+00:00", "in 3 h")
+    assert cal["state"] == "waiting for its next slot"
+    assert cal["last_kept"]["slot"] == "2027-01-10T08:00:00-05:00"
+    assert [(m["slot"], m["cause"]) for m in cal["missed_30d"]] == [("2027-01-09T08:00:00-05:00", "daemon_down")]
+    assert (cal["freshness_month"]["kept"], cal["freshness_month"]["owed"]) == (1, 2)
+    text = status.render(report, as_json=False)
+    assert "news: At 08:00 every day (America/New_York)" in text
+    assert "next slot 2027-01-11 08:00 EST (13:00 UTC), in 3 h; now waiting for its next slot" in text
+    assert "freshness this month 1/2 slots kept" in text and "2027-01-09 08:00 EST (13:00 UTC) daemon_down" in text
+    assert json.loads(status.render(report, as_json=True))["spiders"][0]["calendar"] == cal
+    from daemon.web import page, pagedata
+
+    ov = pagedata.overview(store, settings, now, 7, job="news")
+    html = page.job_page(ov, ZoneInfo("UTC"), False, None)
+    assert "<h2>Schedule</h2>" in html and "<dd>At 08:00 every day (America/New_York).</dd>" in html
+    assert "2027-01-11 08:00 EST (13:00 UTC), in 3 h" in html and "<dd>1 of 2 slots kept</dd>" in html
+    assert "<li>2027-01-09 08:00 EST (13:00 UTC): daemon_down</li>" in html
+    assert "<h2>Schedule</h2>" not in page.job_page(pagedata.overview(store, settings, now, 7, job="prices"),
+                                                    ZoneInfo("UTC"), False, None)  # fmt: skip

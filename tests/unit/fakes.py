@@ -167,7 +167,7 @@ class FakeBatches:
         self.under_way: list[str] = []
         self.drained = False
 
-    def online(self, store: Any, due: Any, now: datetime) -> bool:
+    def online(self, store: Any, due: Any, now: datetime, slots: Any = None) -> bool:
         self.online_runs.append(tuple(job.name for job in due))
         self.reattached.append(tuple(sorted(self.left)))
         self.left = set()

@@ -122,26 +122,32 @@ def test_every_problem_of_a_file_is_told_at_once_defaults_included():
     assert [line.split(": ")[1] for line in found] == ["[defaults]", "job 'a'", "job 'b'"]
 
 
-def test_the_daemon_refuses_a_file_using_calendar_keys_in_one_line_until_the_loop_acts_on_them(tmp_path):
+def test_the_daemon_loads_the_issue_example_with_each_job_carrying_its_calendar(tmp_path):
     path = tmp_path / "schedule.toml"
     path.write_text(ISSUE_EXAMPLE)
-    with pytest.raises(JobsFileError) as caught:
-        load(path, ENV)
-    assert caught.value.lines() == [
-        f"config error: {path}: job 'news-morning' (and 1 more): cron, window and catch_up_within are not allowed "
-        "yet: this version checks them but does not schedule by them; use every until calendar schedules are enabled"
-    ]
-    path.write_text('[defaults]\ntimezone = "America/Bogota"\n[jobs.prices]\nspider = "prices"\nevery = "2h"\n')
-    assert [job.name for job in load(path, ENV)] == ["prices"]  # a zone alone is harmless: not refused
+    jobs = load(path, ENV)
+    assert [job.name for job in jobs] == ["news-morning", "prices"]
+    assert all(job.calendar is not None for job in jobs)
+    assert jobs[0].calendar.cron == "0 8 * * 1-5" and jobs[1].calendar.cron is None
 
 
-def test_a_reload_to_a_file_using_cron_keeps_the_last_good_jobs_running(tmp_path):
+def test_a_reload_to_a_file_with_a_bad_cron_keeps_the_last_good_jobs_running(tmp_path):
     path = tmp_path / "schedule.toml"
     path.write_text('[jobs.prices]\nspider = "prices"\nevery = "2h"\n')
     told = []
     catalog = Catalog(path, ENV, lambda: ["prices"], jobs=load(path, ENV), spiders=["prices"], on_invalid=told.append)
-    path.write_text('[jobs.prices]\nspider = "prices"\ncron = "0 8 * * *"\n')
+    path.write_text('[jobs.prices]\nspider = "prices"\ncron = "0 8 * * * *"\n')
     catalog.refresh(hup=True)
     assert [job.every for job in catalog.jobs] == [timedelta(hours=2)] and catalog.jobs[0].calendar is None
-    assert catalog.error is not None and "cron, window and catch_up_within are not allowed yet" in catalog.error
+    assert catalog.error is not None and "cron='0 8 * * * *' is not allowed: 6 fields" in catalog.error
     assert told == [catalog.error]
+
+
+def test_a_reload_to_a_file_using_cron_runs_the_job_by_its_calendar(tmp_path):
+    path = tmp_path / "schedule.toml"
+    path.write_text('[jobs.prices]\nspider = "prices"\nevery = "2h"\n')
+    catalog = Catalog(path, ENV, lambda: ["prices"], jobs=load(path, ENV), spiders=["prices"])
+    path.write_text('[jobs.prices]\nspider = "prices"\ncron = "0 8 * * *"\n')
+    catalog.refresh(hup=True)
+    assert catalog.error is None and catalog.jobs[0].calendar.cron == "0 8 * * *"
+    assert catalog.cadences({})["prices"].calendar == catalog.jobs[0].calendar

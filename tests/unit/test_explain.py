@@ -5,12 +5,13 @@ T0 is 2026-12-01 12:00 UTC, 07:00 in America/Bogota (UTC-5), where every time be
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from daemon.ask import explain as why
+from daemon.plan.calendar import Calendar, Window
 from daemon.plan.decision import Cadence, SpiderHistory, decide_jobs
 from daemon.jobs.jobfile import Job
 from tests.unit.fakes import T0
@@ -152,12 +153,36 @@ CASES = [
         HOLDER, {}, ("file_error", "due_interval"),
         ["problem with python-remote", "every='soon' is not allowed", "As last loaded, python-remote has been due"],
         id="the jobs file has a problem with this job"),
+    pytest.param(
+        SpiderHistory(NAME, T0 - 24 * H), why.Facts(last_crawl=ok(T0 - 24 * H), schedule_since=T0 - 240 * H), HOLDER,
+        {"calendar": Calendar("0 7 * * *", BOGOTA)}, ("due_calendar",),
+        ["python-remote is due now: its schedule is at 07:00 every day (America/Bogota)",
+         "Due for the slot of 2026-12-01 07:00 -05 (12:00 UTC)."],
+        id="a calendar job due for its slot"),
+    pytest.param(
+        SpiderHistory(NAME, T0 - 72 * H + H), why.Facts(schedule_since=T0 - 240 * H), HOLDER,
+        {"calendar": Calendar("0 8 * * *", BOGOTA)}, ("due_calendar",),
+        ["Due for the slot of 2026-11-30 08:00 -05 (13:00 UTC).",
+         "1 earlier slot was missed (the first 2026-11-29 08:00 -05 (13:00 UTC)); one crawl covers the latest."],
+        id="a calendar job after a downtime: one crawl for the latest slot"),
+    pytest.param(
+        SpiderHistory(NAME, T0), why.Facts(last_crawl=ok(T0), schedule_since=T0 - 240 * H), HOLDER,
+        {"calendar": Calendar("0 8 * * *", BOGOTA)}, ("waiting_calendar",),
+        ["python-remote waits until 2026-12-01 08:00 (in 1 h): its schedule is at 08:00 every day (America/Bogota)",
+         "Not due: its next slot is 2026-12-01 08:00 -05 (13:00 UTC)."],
+        id="a calendar job waiting for its next slot"),
+    pytest.param(
+        SpiderHistory(NAME, T0 - 40 * H), why.Facts(), HOLDER,
+        {"calendar": Calendar(None, BOGOTA, Window(time(8), time(20)))}, ("waiting_calendar",),
+        ["waits until 2026-12-01 08:00 (in 1 h)", "starts crawls only 08:00-20:00 every day (America/Bogota): it "
+         "waits for its window to open at 2026-12-01 08:00 -05 (13:00 UTC)."],
+        id="an interval job due outside its window"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("history", "facts", "holder", "setup", "rules", "phrases"), CASES)
 def test_each_rule_is_named_and_its_paragraph_names_the_numbers(history, facts, holder, setup, rules, phrases):
-    the_job = job(**{k: v for k, v in setup.items() if k in ("jitter", "paused")})
+    the_job = job(**{k: v for k, v in setup.items() if k in ("jitter", "paused", "calendar")})
     cadence = None
     if "cadence_until" in setup:
         cadence = Cadence(the_job.every, the_job.retry_delay, paused=True, paused_until=setup["cadence_until"])
@@ -245,3 +270,17 @@ def test_a_suspect_crawl_is_named_with_its_reason_whether_it_is_the_last_crawl_o
             f"baseline: {reason}") in earlier.paragraph()
     assert earlier.as_dict()["last_suspect"] == {"started_at": "2026-11-30T22:00:00-05:00", "reason": reason}
     assert "suspect" not in explained(SpiderHistory(NAME, T0 - H), why.Facts(last_crawl=ok(T0 - H))).paragraph()
+
+
+def test_explain_says_where_dst_moved_a_slot_that_does_not_exist():
+    ny = ZoneInfo("America/New_York")
+    now = datetime(2027, 3, 14, 6, tzinfo=timezone.utc)  # 01:00 EST, the night the clocks spring forward
+    the_job = job(calendar=Calendar("30 2 * * *", ny))
+    history = SpiderHistory(NAME, datetime(2027, 3, 13, 7, 30, tzinfo=timezone.utc))  # the day before's 02:30 EST
+    cadence = Cadence(the_job.every, the_job.retry_delay, calendar=the_job.calendar, published_at=now - 240 * H)
+    [plan] = decide_jobs([history], now, {NAME: cadence}, Cadence(4 * H, 15 * M)).spiders
+    e = why.explain(the_job, plan, history, why.Facts(schedule_since=now - 240 * H), HOLDER, now, ny)
+    assert e.rules == ("waiting_calendar",)
+    text = e.paragraph()
+    assert "02:30 does not exist on 2027-03-14 in America/New_York: this slot is at 03:00 EDT." in text, text
+    assert "Not due: its next slot is 2027-03-14 03:00 EDT (07:00 UTC)." in text, text
