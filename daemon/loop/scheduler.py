@@ -59,7 +59,7 @@ class Scheduler:
         self.db_failures = 0
         self.notices = Once(log)
         self.asked: set[str] = set()  # jobs asked for with run-now, until a slot is theirs
-        self.ledger = SlotLedger(observer)  # calendar jobs' missed slots (their kept ones: the recorder)
+        self.ledger = SlotLedger(observer, getattr(notifier, "alert", None))  # calendar jobs' missed slots (their kept ones: the recorder)
 
     def run(self) -> None:
         log.info("scheduler_started", message=f"Starting scheduler with {self.settings.interval_hours:g} hour interval",

@@ -13,7 +13,7 @@ the machine slept), `busy` (the daemon was up: the slot waited for a free place 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,8 +67,10 @@ def missed_rows(missed: Sequence[datetime], count: int, causes: Sequence[str]) -
 
 
 class SlotLedger:
-    def __init__(self, observer: Any = None) -> None:
+    def __init__(self, observer: Any = None, alert: Callable[..., None] | None = None) -> None:
         self.observer = observer  # told the missed slots this daemon wrote (/metrics)
+        self.alert = alert  # the notifier's: missed slots are told once per episode (issue 22)
+        self._told: dict[str, datetime | None] = {}  # job -> its last kept slot when its missed slots were told
         self.up_since: datetime | None = None  # the first decision this daemon made
         self.outages: list[tuple[datetime, datetime]] = []
         self._down_since: datetime | None = None
@@ -169,3 +171,23 @@ class SlotLedger:
             log.info("slots_missed", message=f"{sum(n for _, n in rows)} slot(s) of {job} missed",
                      job=job, slots=[r.slot_at.isoformat() for r, _ in rows[:5]], causes=sorted({r.cause for r, _ in rows}),
                      new_rows=new)  # fmt: skip
+        if new and self.alert is not None and any(r.state == "missed" for r, _ in rows):
+            self._tell(store, job, rows)
+
+    def _tell(self, store: Store, job: str, rows: list[tuple[SlotRecord, int]]) -> None:
+        """Missed slots are alerted once per episode: an episode ends when the job keeps a slot
+        again, so a job missing slot after slot is told once, not per slot. Kept in memory: a daemon
+        started anew tells an episode still open once more."""
+        kept = store.last_kept_slot(job)
+        since = kept[0] if kept is not None else None
+        if job in self._told and self._told[job] == since:
+            return
+        self._told[job] = since
+        missed = [(r, n) for r, n in rows if r.state == "missed"]
+        count = sum(n for _, n in missed)
+        causes = sorted({r.cause or "" for r, _ in missed})
+        first = min(r.slot_at for r, _ in missed)
+        last_kept = f"its last kept slot was {since:%Y-%m-%d %H:%M} UTC" if since else "it has kept no slot yet"
+        self.alert("slots_missed", f"Job {job} missed {count} slot(s) ({', '.join(causes)}) since "
+                   f"{first:%Y-%m-%d %H:%M} UTC; {last_kept}", job=job, level="warning", slots=count,
+                   causes=causes, first_missed=first.isoformat())  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.alert_receivers import JsonReceiver, write_config
 from tests.conftest import ROOT
 from tests.e2e.test_scrapyd_daemon import cluster_env, nodes  # noqa: F401  (a fixture: two one-slot nodes)
 from tests.helpers import rows, utcnow, wait_for
@@ -85,16 +86,26 @@ DAILY_8_NEW_YORK = '[jobs.news]\nspider = "ok"\ncron = "0 8 * * *"\ntimezone = "
 
 
 def test_a_daemon_stopped_three_days_runs_one_crawl_for_the_latest_slot_and_records_two_missed(
-        faked, daemon_factory, db):  # fmt: skip
+        faked, daemon_factory, db, tmp_path):  # fmt: skip
     first = at("2027-01-10 13:00")  # 08:00 EST
     d = daemon_factory(faked(DAILY_8_NEW_YORK, first - LEAD)).start()
     until(d, lambda: covered(db, first), what="the first slot's crawl")
     stopped(d)
     latest = first + timedelta(days=3)
-    d = daemon_factory(faked(DAILY_8_NEW_YORK, latest + timedelta(seconds=30))).start()
-    until(d, lambda: covered(db, latest), what="one crawl for the latest slot")
-    until(d, lambda: len(ledger(db)) == 4, what="the ledger's rows")
-    stopped(d)
+    receiver = JsonReceiver()
+    channels = write_config(tmp_path / "apprise.txt", receiver.url() + "\n")
+    env = {**faked(DAILY_8_NEW_YORK, latest + timedelta(seconds=30)), "SCHEDULER_NOTIFY_CONFIG": str(channels)}
+    try:
+        d = daemon_factory(env).start()
+        until(d, lambda: covered(db, latest), what="one crawl for the latest slot")
+        until(d, lambda: len(ledger(db)) == 4, what="the ledger's rows")
+        told = "Job news missed 2 slot(s) (daemon_down) since 2027-01-11 13:00 UTC; its last kept slot was 2027-01-10"
+        until(d, lambda: any(m.startswith(told) for m in receiver.messages()), what="the missed slots' alert")
+        stopped(d)
+        assert [m for m in receiver.messages() if "missed" in m and "slot" in m] == [
+            m for m in receiver.messages() if m.startswith(told)][:1]  # told once
+    finally:
+        receiver.close()
     assert [(slot, status) for _, status, _, slot in crawls(db)] == [(first, "completed"), (latest, "completed")]
     assert ledger(db) == [
         (first, "kept", None, 1),
