@@ -7,7 +7,8 @@ deciding the same plan again, leave one row per slot.
 
 The cause of a missed slot (`missed_cause`, pure) is the first of: `daemon_down` (before this daemon
 began deciding), `db_down` (during a PostgreSQL outage this daemon saw), the job's own failure
-(`error`: a failure of the job ended after the slot), `clock_jump` (the wall clock jumped over it, or
+(its kind: `error`, `timeout`, `too_few_items`, `cancelled`, `process_died`; a failure of the job ended
+after the slot), `clock_jump` (the wall clock jumped over it, or
 the machine slept), `busy` (the daemon was up: the slot waited for a free place or a crawl under way).
 """
 
@@ -47,7 +48,7 @@ def missed_cause(slot: datetime, *, up_since: datetime | None, outages: Sequence
         return "db_down"
     if history is not None and history.consecutive_failures and history.last_failure_at is not None \
             and history.last_failure_at >= slot:  # fmt: skip
-        return "error"
+        return history.last_failure_kind if history.last_failure_kind in CAUSES["missed"] else "error"
     if any(start < slot <= end for start, end in jumps):
         return "clock_jump"
     return "busy"

@@ -34,6 +34,7 @@ class SpiderHistory:
     last_success_at: datetime | None = None
     consecutive_failures: int = 0  # the spider's own failures (error, timeout) since that success
     last_failure_at: datetime | None = None  # when the latest of those failures finished
+    last_failure_kind: str | None = None  # its kind (COUNTED_FAILURES): a missed slot's cause (issue 21)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -263,5 +264,6 @@ def fold(histories: Sequence[SpiderHistory], results: Sequence[CrawlResult]) -> 
         if r.ok:
             by_spider[r.spider] = SpiderHistory(r.spider, r.started_at, 0, None)
         elif r.failure in COUNTED_FAILURES:
-            by_spider[r.spider] = SpiderHistory(r.spider, h.last_success_at, h.consecutive_failures + 1, r.finished_at)
+            by_spider[r.spider] = SpiderHistory(r.spider, h.last_success_at, h.consecutive_failures + 1, r.finished_at,
+                                              r.failure)
     return [by_spider[h.spider] for h in histories]

@@ -18,8 +18,8 @@ import psycopg2.extensions
 ROWS_PER_TICK = 100  # a job's ledger rows written by one tick at most; the rest become one summary row
 STATES = ("kept", "missed", "excused")
 CAUSES = {
-    "missed": ("daemon_down", "db_down", "error", "timeout", "too_few_items", "cancelled", "interrupted", "stale",
-               "lost", "busy", "too_late", "clock_jump"),
+    "missed": ("daemon_down", "db_down", "error", "timeout", "too_few_items", "cancelled", "process_died",
+               "interrupted", "stale", "lost", "busy", "too_late", "clock_jump"),
     "excused": ("paused", "outside_window"),
 }  # fmt: skip
 

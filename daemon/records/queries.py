@@ -68,7 +68,7 @@ SELECT s.spider, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
 # daemon.plan.decision.COUNTED_FAILURES, spelled out so that the index spider_runs_job_failures
 # (sql/015_remote_runs.sql, the same list) is provably usable. SPIDER_HISTORY stays for bench/.
 JOB_HISTORY = """
-SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
+SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at, bad.last_failure_kind
   FROM unnest(%(jobs)s::text[]) WITH ORDINALITY AS j (job, position)
   LEFT JOIN LATERAL (
         SELECT r.id, r.started_at FROM spider_runs r
@@ -76,7 +76,8 @@ SELECT j.job, ok.started_at, COALESCE(bad.failures, 0), bad.last_failure_at
          ORDER BY r.job, r.id DESC LIMIT 1) ok ON true
   LEFT JOIN LATERAL (
         SELECT count(*) AS failures,
-               max(COALESCE(f.finished_at, f.started_at)) AS last_failure_at
+               max(COALESCE(f.finished_at, f.started_at)) AS last_failure_at,
+               (array_agg(f.failure ORDER BY f.id DESC))[1] AS last_failure_kind
           FROM spider_runs f
          WHERE f.job = j.job AND f.status = 'failed'
            AND f.failure IN ('error', 'timeout', 'too_few_items', 'cancelled', 'process_died')

@@ -90,7 +90,7 @@ class Store(Board, Ledger):
         """Each job's history, in the order asked (the first field holds the job's name)."""
         with self.conn.cursor() as cur:
             cur.execute(queries.JOB_HISTORY, {"jobs": list(jobs)})
-            return [SpiderHistory(r[0], r[1], int(r[2]), r[3]) for r in cur.fetchall()]
+            return [SpiderHistory(r[0], r[1], int(r[2]), r[3], r[4]) for r in cur.fetchall()]
 
     def start_run(self, now: datetime, spider_count: int, owner: str) -> int:
         return int(self._one(queries.INSERT_RUN, {"now": now, "spider_count": spider_count, "owner": owner}))

@@ -88,6 +88,7 @@ def test_failures_before_the_jobs_newest_success_no_longer_count(db):
     crawl(db, "j", "ok", "failed", "timeout", started=now - hours(1))
     [history] = Store(db).histories(["j"])
     assert history.consecutive_failures == 2
+    assert history.last_failure_kind == "timeout"  # the newest failure's kind: a missed slot's cause (issue 21)
 
 
 # ------------------------------------------------------------------------------ recording crawls

@@ -86,7 +86,10 @@ OUTAGE = (datetime(2027, 1, 14, tzinfo=UTC), datetime(2027, 1, 14, 18, tzinfo=UT
     [
         (UP - DAY, history(), "daemon_down"),
         (OUTAGE[0] + timedelta(hours=13), history(), "db_down"),
-        (UP + 2 * DAY, history(None, 2, UP + 2 * DAY + timedelta(minutes=3)), "error"),
+        (UP + 2 * DAY, history(None, 2, UP + 2 * DAY + timedelta(minutes=3)), "error"),  # the kind unknown
+        (UP + 2 * DAY, SpiderHistory("news", None, 1, UP + 2 * DAY + timedelta(minutes=3), "timeout"), "timeout"),
+        (UP + 2 * DAY, SpiderHistory("news", None, 1, UP + 2 * DAY + timedelta(minutes=3), "too_few_items"),
+         "too_few_items"),
         (UP + 2 * DAY, history(None, 2, UP + 2 * DAY - timedelta(minutes=3)), "busy"),  # failed before it
         (UP + 2 * DAY, history(), "busy"),
     ],

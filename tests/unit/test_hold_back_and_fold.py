@@ -53,11 +53,11 @@ def failed(spider, kind, started, finished):
     [
         ([], SpiderHistory("s", T0 - 5 * H, 0, None)),
         ([ok("s", T0, T0 + M)], SpiderHistory("s", T0, 0, None)),
-        ([failed("s", "error", T0, T0 + M)], SpiderHistory("s", T0 - 5 * H, 1, T0 + M)),
-        ([failed("s", "timeout", T0, T0 + M)], SpiderHistory("s", T0 - 5 * H, 1, T0 + M)),
+        ([failed("s", "error", T0, T0 + M)], SpiderHistory("s", T0 - 5 * H, 1, T0 + M, "error")),
+        ([failed("s", "timeout", T0, T0 + M)], SpiderHistory("s", T0 - 5 * H, 1, T0 + M, "timeout")),
         ([failed("s", "interrupted", T0, T0 + M)], SpiderHistory("s", T0 - 5 * H, 0, None)),
         ([failed("s", "error", T0, T0 + M), failed("s", "error", T0 + 20 * M, T0 + 21 * M)],
-         SpiderHistory("s", T0 - 5 * H, 2, T0 + 21 * M)),  # fmt: skip
+         SpiderHistory("s", T0 - 5 * H, 2, T0 + 21 * M, "error")),  # fmt: skip
         ([failed("s", "error", T0, T0 + M), ok("s", T0 + 20 * M, T0 + 21 * M)], SpiderHistory("s", T0 + 20 * M, 0, None)),
         ([ok("gone", T0, T0 + M)], SpiderHistory("s", T0 - 5 * H, 0, None)),  # not in the history: ignored
     ],
