@@ -162,7 +162,8 @@ def _lanes(job_lanes: Iterable[JobLane], ov: Overview, tz: tzinfo, controls: Con
         name, chip = jl.job.name, jl.lane.chip
         rows.append(f'<div class="row" id="lane-{esc(quote(name, safe=""))}"><div class="name">'
                     f'<a href="{esc(job_href(name))}">{esc(name)}</a><br>'
-                    f'<span class="chip {esc(chip.state)}">{esc(chip.text)}</span>{controls(jl) if controls else ""}</div>'
+                    f'<span class="chip {esc(chip.state)}">{esc(chip.text)}</span>{_calendar_line(jl)}'
+                    f'{controls(jl) if controls else ""}</div>'
                     f"{lanes.lane_svg(jl.lane, scale, tz, esc, run_href)}</div>")  # fmt: skip
     legend = ('<p class="legend sub"><span>✓ <b style="background:#2e7d32"></b> completed</span>'
               '<span>✗ <b style="background:repeating-linear-gradient(45deg,#c62828 0 2px,#fff 2px 3px)"></b> '
@@ -211,6 +212,18 @@ def _filter(path: str, days: int, failed_only: bool) -> str:
     return (f'<form method="get" action="{esc(path)}"><input type="hidden" name="days" value="{days}">'
             f'<label><input type="checkbox" name="failed" value="1"{" checked" if failed_only else ""}> '
             f"failures only</label> <button>Show</button> {other}</form>")  # fmt: skip
+
+
+def _calendar_line(jl: JobLane) -> str:
+    """Under a calendar job's name in the overview: its schedule in words and its next slot."""
+    calendar = jl.job.calendar
+    if calendar is None:
+        return ""
+    from daemon.ask.calendar_words import describe, when
+
+    upcoming = jl.plan.calendar.next_slot if jl.plan.calendar is not None else None
+    said = f"next slot {when(upcoming, calendar.tz)}" if upcoming is not None else "no slot ahead"
+    return f'<br><span class="sub schedule">{esc(describe(calendar))} {esc(said)}</span>'
 
 
 def _schedule(cal: Any) -> str:

@@ -171,5 +171,8 @@ def test_status_shows_a_calendar_jobs_schedule_next_slot_state_last_kept_missed_
     assert "<h2>Schedule</h2>" in html and "<dd>At 08:00 every day (America/New_York).</dd>" in html
     assert "2027-01-11 08:00 EST (13:00 UTC), in 3 h" in html and "<dd>1 of 2 slots kept</dd>" in html
     assert "<li>2027-01-09 08:00 EST (13:00 UTC): daemon_down</li>" in html
+    overview = page.overview_page(pagedata.overview(store, settings, now, 7), ZoneInfo("UTC"), False)
+    assert ('<span class="sub schedule">At 08:00 every day (America/New_York). next slot 2027-01-11 08:00 EST '
+            "(13:00 UTC)</span>") in overview and overview.count('class="sub schedule"') == 1  # news only
     assert "<h2>Schedule</h2>" not in page.job_page(pagedata.overview(store, settings, now, 7, job="prices"),
                                                     ZoneInfo("UTC"), False, None)  # fmt: skip
