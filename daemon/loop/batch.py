@@ -59,8 +59,7 @@ def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome], *, left_runnin
 
 class Batches:
     def __init__(self, runner: Engine, lease: Lease, journal: Journal, history: HistoryCopy,
-                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event, *,
-                 slots: int = 1) -> None:  # fmt: skip
+                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
         self.journal = journal
@@ -70,12 +69,13 @@ class Batches:
         self.clock = clock
         self.stop = stop
         self._left: list[tuple[RemoteRun, datetime]] = []  # remote crawls to re-attach, and their starts
-        # An engine that overlaps its crawls (the local runner): runs under way at once, the loop
-        # never waiting for one (daemon/loop/runs.py). None: each run is crawled to its end by `online`.
+        # An engine that overlaps its crawls (both do): runs under way at once, the loop never
+        # waiting for one (daemon/loop/runs.py). None: each run is crawled to its end by `online`.
         self.open: OpenRuns | None = None
         if runner.overlaps:
-            self.open = OpenRuns(runner, lease, history, observer, clock, stop, slots=slots,  # type: ignore[arg-type]
-                                 verdict=lambda due, outcomes: verdict(due, outcomes, why_not_started=runner.not_started),
+            self.open = OpenRuns(runner, lease, history, observer, clock, stop,  # type: ignore[arg-type]
+                                 verdict=lambda due, outcomes, left, why: verdict(due, outcomes, left_running=left,
+                                                                                  why_not_started=why),
                                  end=self._end_online)  # fmt: skip
 
     # ----------------------------------------------------------------- runs under way (overlapping)
@@ -106,9 +106,9 @@ class Batches:
         """One run of `due`, recorded in PostgreSQL, together with the remote crawls a former daemon
         left running (`find_left_running`): those are re-attached, never sent again. False when not
         one of its crawls could be started."""
-        if self.open is not None:
-            return self.open.start(store, due, now)
         left, self._left = self._left, []
+        if self.open is not None:
+            return self.open.start(store, due, now, left)
         runs = [run for run, _ in left]
         log.info("run_started", message=f"Starting spider run for {len(due) + len(runs)} spider(s)",
                  spiders=_names(due), spider_count=len(due) + len(runs), reattach=[r.job.name for r in runs])  # fmt: skip

@@ -1,4 +1,4 @@
-"""Runs under way at once, on an engine that overlaps them (the local runner; issue 20).
+"""Runs under way at once, on an engine that overlaps them (both engines; issue 20).
 
 A run is the crawls started by one decision: one `scheduler_state` row, its crawls' `spider_runs`
 rows, a verdict once its last crawl has ended. The loop never waits for a run: when a slot frees it
@@ -6,10 +6,13 @@ decides again and gives the slot to the most overdue due job, as a new run besid
 PostgreSQL refuses two crawls of one job 'running' at once (sql/016_runs_overlap.sql); this object
 also never starts a job that has a crawl under way (`running`).
 
-`OpenRuns` owns the runs under way: it starts them (`start`), hears each crawl's end from the
-engine (`collect`), and ends a run (its verdict, its row) once its crawls are over. A daemon that
-gives way (another took the runner lock) kills its crawls and leaves every open run to the new
-runner to fail, as a blocking run did.
+`OpenRuns` owns the runs under way: it starts them (`start`, re-attaching the remote crawls a
+former daemon left running as part of the run), hears each crawl's end from the engine (`collect`),
+and ends a run (its verdict, its row) once its crawls are over. A daemon that gives way (another
+took the runner lock) kills its crawls, or leaves its remote crawls on their nodes, and leaves every
+open run to the new runner to fail, as a blocking run did. A daemon that stops leaves its remote
+crawls on their nodes for the next daemon: each run whose crawls were left so is ended failed,
+saying so, its crawls' rows still 'running' for the next daemon to re-attach.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from daemon.records.db import first_line
 
 from daemon.system.clock import Clock
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.engines.engine import OverlappingEngine
+from daemon.engines.engine import OverlappingEngine, RemoteRun
 from daemon.loop.history import HistoryCopy
 from daemon.jobs.jobfile import Job
 from daemon.leadership.lease import Lease
@@ -42,7 +45,8 @@ POLL_SECONDS = 0.1
 
 # (recorder, due, outcomes, ok, error) -> the run's row written (daemon.loop.batch.Batches._end_online)
 EndRun = Callable[[DatabaseRecorder, Sequence[Job], list[CrawlOutcome], bool, "str | None"], bool]
-Verdict = Callable[[Sequence[Job], Sequence[CrawlOutcome]], "tuple[bool, str | None]"]
+# (due, outcomes, left_running, why_not_started) -> (ok, error) (daemon.loop.batch.verdict)
+Verdict = Callable[[Sequence[Job], Sequence[CrawlOutcome], int, "str | None"], "tuple[bool, str | None]"]
 
 
 @dataclass
@@ -51,6 +55,7 @@ class OpenRun:
     due: list[Job]
     started: list[str] = field(default_factory=list)  # the jobs whose crawl began
     outcomes: list[CrawlOutcome] = field(default_factory=list)
+    why_not_started: str | None = None  # what the engine said of the jobs it did not start (None: stopping)
 
     @property
     def crawling(self) -> int:
@@ -59,14 +64,13 @@ class OpenRun:
 
 class OpenRuns:
     def __init__(self, runner: OverlappingEngine, lease: Lease, history: HistoryCopy, observer: Observer, clock: Clock,
-                 stop: threading.Event, *, slots: int, verdict: Verdict, end: EndRun) -> None:  # fmt: skip
+                 stop: threading.Event, *, verdict: Verdict, end: EndRun) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
         self.history = history
         self.observer = observer
         self.clock = clock
         self.stop = stop
-        self.slots = slots
         self.verdict = verdict
         self.end = end
         self.runs: list[OpenRun] = []
@@ -86,30 +90,41 @@ class OpenRuns:
         return frozenset(names)
 
     def free(self) -> int:
-        """Slots free now (SCHEDULER_CONCURRENCY less the crawls under way)."""
-        return max(0, self.slots - self.runner.busy)
+        """Slots free now: the engine's (SCHEDULER_CONCURRENCY less the crawls under way; a Scrapyd
+        node's slots not taken, by our crawls or others')."""
+        return self.runner.free()
 
     # ----------------------------------------------------------------- a run's life
-    def start(self, store: Store, due: Sequence[Job], now: datetime) -> bool:
-        """One run of `due` (at most the free slots), its crawls started now; False when not one
-        could be recorded as started (the run is then ended at once, failed)."""
-        log.info("run_started", message=f"Starting spider run for {len(due)} spider(s)",
-                 spiders=[job.name for job in due], spider_count=len(due),
-                 under_way=sorted(self.running()))  # fmt: skip
-        run = OpenRun(DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, len(due), self.lease.me)),
-                      list(due))  # fmt: skip
+    def start(self, store: Store, due: Sequence[Job], now: datetime,
+              left: Sequence[tuple[RemoteRun, datetime]] = ()) -> bool:  # fmt: skip
+        """One run of `due` (at most the free slots), its crawls started now, and of `left` (remote
+        crawls a former daemon left running, and their starts: re-attached, never sent again);
+        False when not one could be recorded as started (the run is then ended at once, failed)."""
+        count = len(due) + len(left)
+        log.info("run_started", message=f"Starting spider run for {count} spider(s)", spiders=[job.name for job in due],
+                 spider_count=count, under_way=sorted(self.running()),
+                 **({"reattach": [r.job.name for r, _ in left]} if left else {}))  # fmt: skip
+        run = OpenRun(DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, count, self.lease.me)),
+                      [*(r.job for r, _ in left), *due])  # fmt: skip
         self.runs.append(run)
         self._lease_runs()
         self.observer.run_started(now)
+        for remote, started_at in left:
+            run.recorder.started_at[remote.token] = started_at
+            self.runner.attach(remote, lambda token, outcome, run=run: self._ended(run, token, outcome),
+                               run.recorder.dispatched)  # fmt: skip
+            run.started.append(remote.job.name)
         for job in due:
             if self.stop.is_set() or self.lease.giving_way.is_set():
                 log.info("spiders_not_started", spiders=[j.name for j in due if j.name not in run.started],
                          reason="lock_lost" if self.lease.giving_way.is_set() else "stopping")  # fmt: skip
                 break
             if not self.runner.launch(job, run.recorder.started, lambda token, outcome, run=run: self._ended(run, token, outcome),
-                                      run.recorder.spawned):  # fmt: skip
-                log.warning("spiders_not_started", spiders=[j.name for j in due if j.name not in run.started],
-                            reason="record_failed")  # fmt: skip
+                                      run.recorder.spawned, run.recorder.dispatched):  # fmt: skip
+                run.why_not_started = self.runner.not_started or "their records could not be written"
+                if self.runner.not_started is None:  # the engine says its own reason
+                    log.warning("spiders_not_started", spiders=[j.name for j in due if j.name not in run.started],
+                                reason="record_failed")  # fmt: skip
                 break
             run.started.append(job.name)
         if not run.started:
@@ -129,7 +144,9 @@ class OpenRuns:
             if not self.runner.busy and self.runs:
                 self._give_way()
             return ended
-        for run in [r for r in self.runs if r.crawling == 0]:
+        # The engine holds no crawl: those of a run not ended were left on their nodes (a stop).
+        left = not self.runner.busy
+        for run in [r for r in self.runs if r.crawling == 0 or left]:
             self.runs.remove(run)  # before its end is written: a refusal raises, and it is not ended twice
             self._lease_runs()
             self._end(run)
@@ -140,7 +157,7 @@ class OpenRuns:
             self.observer.run_stopped()  # the `running` gauge and flag: until the last open run's crawls end
         for r in run.recorder.results:
             self.observer.crawl_finished(r.outcome, r.started_at)
-        ok, error = self.verdict(run.due, run.outcomes)
+        ok, error = self.verdict(run.due, run.outcomes, run.crawling, run.why_not_started)
         self.end(run.recorder, run.due, run.outcomes, ok, error)
 
     def _give_way(self) -> None:

@@ -147,7 +147,8 @@ class Scheduler:
         self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot
         candidates = waiting(plan, running, [j for j in jobs if j in self.asked] if self.asked else ())
         due, held_until = self.jitter.hold_back(plan, candidates, self.asked)
-        due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
+        if due:  # the free slots asked only then: a Scrapyd engine asks its nodes
+            due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
         reattaching = self.batches.reattaching()
         if due or reattaching:
             self.asked -= set(due)

@@ -115,8 +115,6 @@ def test_a_long_crawl_never_holds_the_quick_job_past_its_interval_nor_the_failin
 
 
 @pytest.mark.timeout(LONG_S + 180)
-@pytest.mark.xfail(strict=True, reason="the Scrapyd engine still watches a run's crawls to their end before the "
-                                       "loop decides again (ScrapydEngine.overlaps is False): issue 20's second half")
 def test_the_same_on_two_scrapyd_nodes(base_env, db, tmp_path, daemon_factory, nodes):
     env = {**scenario_env(base_env, tmp_path), **cluster_env(base_env, nodes)}
     done, quick, flaky = scenario(env, db, daemon_factory)

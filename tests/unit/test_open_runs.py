@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from daemon.engines.engine import RemoteRun
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.jobs.jobfile import JobDefaults, default_jobs
 from daemon.loop.runs import OpenRuns
@@ -24,7 +25,9 @@ class Engine:
         self.under_way: dict[str, tuple[Any, Any]] = {}  # job -> (token, on_finish)
         self.ending: list[tuple[str, bool]] = []
 
-    def launch(self, job, on_start, on_finish, on_spawn=lambda token, pid: None) -> bool:
+    not_started = None
+
+    def launch(self, job, on_start, on_finish, on_spawn=lambda token, pid: None, on_dispatch=None) -> bool:
         token = on_start(job)
         if token is None:
             return False
@@ -34,6 +37,9 @@ class Engine:
     @property
     def busy(self) -> int:
         return len(self.under_way)
+
+    def free(self) -> int:
+        return 2 - len(self.under_way)
 
     def poll(self) -> int:
         ended, self.ending = self.ending, []
@@ -87,8 +93,8 @@ class History:
 def open_runs():
     engine, store = Engine(), Store()
     lease, ended = Lease(store), []
-    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(), slots=2,  # type: ignore[arg-type]
-                    verdict=lambda due, outcomes: (all(o.ok for o in outcomes) and len(outcomes) == len(due), None),
+    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(),  # type: ignore[arg-type]
+                    verdict=lambda due, outcomes, left, why: (all(o.ok for o in outcomes) and len(outcomes) == len(due), None),
                     end=lambda recorder, due, outcomes, ok, error: ended.append((recorder.run_id, ok)) or True)  # fmt: skip
     return runs, engine, store, lease, ended
 
@@ -122,7 +128,8 @@ def test_a_daemon_that_gives_way_drops_every_open_run_once_its_crawls_are_killed
 def test_a_run_none_of_whose_crawls_could_be_recorded_is_ended_at_once():
     runs, engine, store, lease, ended = open_runs()
     store.start_spider = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    runs.runner = type("Refusing", (Engine,), {"launch": lambda self, job, on_start, on_finish, on_spawn=None: False})()
+    refusing = {"launch": lambda self, job, on_start, on_finish, on_spawn=None, on_dispatch=None: False}
+    runs.runner = type("Refusing", (Engine,), refusing)()
     assert runs.start(store, [JOBS["quick"]], FakeClock().now()) is False  # type: ignore[arg-type]
     assert ended == [(1, False)] and not runs.busy
 
@@ -137,3 +144,37 @@ def test_the_running_flag_stays_up_until_the_last_open_runs_crawls_end():
     engine.ending = [("long", True)]
     runs.collect()
     assert runs.observer.named("run_stopped") == [()]  # type: ignore[attr-defined]
+
+
+def test_a_stop_that_leaves_remote_crawls_on_their_nodes_ends_each_open_run_saying_how_many_were_left():
+    runs, engine, store, lease, ended = open_runs()
+    verdicts: list[tuple[int, int]] = []
+    runs.verdict = lambda due, outcomes, left, why: verdicts.append((len(outcomes), left)) or (False, None)
+    runs.start(store, [JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    runs.start(store, [JOBS["quick"], JOBS["flaky"]], FakeClock().now())  # type: ignore[arg-type]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert runs.busy and verdicts == []
+    engine.under_way.clear()  # the Scrapyd engine's stop: every crawl left on its node, none told ended
+    runs.collect()
+    assert not runs.busy and sorted(verdicts) == [(0, 1), (1, 1)] and sorted(ended) == [(1, False), (2, False)]
+
+
+def test_the_remote_crawls_a_former_daemon_left_are_re_attached_as_part_of_the_next_run_beside_its_new_crawls():
+    runs, engine, store, lease, ended = open_runs()
+    attached: list[Any] = []
+
+    def attach(run, on_finish, on_dispatch=None) -> None:
+        attached.append(run.jobid)
+        engine.under_way[run.job.name] = (run.token, on_finish)
+
+    engine.attach = attach  # type: ignore[attr-defined]
+    left = RemoteRun(77, JOBS["long"], "http://a:6800", "long-1", 5.0)
+    assert runs.start(store, [JOBS["quick"]], FakeClock().now(), [(left, FakeClock().now())])  # type: ignore[arg-type]
+    assert attached == ["long-1"] and runs.running() == {"long", "quick"} and store.crawls == 1  # one new row
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert ended == [] and runs.running() == {"long"}
+    engine.ending = [("long", True)]
+    runs.collect()
+    assert ended == [(1, True)] and not runs.busy
