@@ -4,9 +4,10 @@ on Scrapyd nodes); a Kubernetes Jobs engine would be a third. `SCHEDULER_ENGINE`
 (daemon/assemble.py); daemon/loop/batch.py and daemon/loop/runs.py are its callers.
 
 Both overlap their crawls: the loop launches each crawl as a slot frees and polls them, each
-crawl's end told to its run's callback (daemon/loop/runs.py). Both also run a batch blocking
-(`run`, the offline fail-safe): start its crawls (at most `concurrency` at once), poll them, stop
-those over their timeout or cancelled, and return when the last has ended or the daemon stops.
+crawl's end told to its run's callback (daemon/loop/runs.py), online and offline alike. Both also
+still run a batch blocking (`run`, `reconcile`; the loop no longer does, the engine tests do):
+start its crawls (at most `concurrency` at once), poll them, stop those over their timeout or
+cancelled, and return when the last has ended or the daemon stops.
 The callbacks are the recorder's (daemon/loop/recording.py): `on_start(job)` writes the crawl's row and
 returns its token (None: not written, so not started); `on_dispatch(token, node, jobid, log_url)`
 writes where a remote crawl goes before it is sent (False: not written, so not sent); `on_spawn`

@@ -1,9 +1,8 @@
 """Runs: the crawls started by one decision, recorded as they happen.
 
-Online, both engines overlap their runs (daemon/loop/runs.py: the loop never waits for one); the
-run's end is written here (`_end_online`), to PostgreSQL or, when it does not take it, to the
-journal. Offline (the fail-safe while PostgreSQL is unreachable) a run is still crawled to its end
-(`offline`), recorded in the journal: the loop starts nothing beside it until it has ended.
+Both engines overlap their runs (daemon/loop/runs.py: the loop never waits for one), online and
+offline alike. A run's end is written here (`_end`): to PostgreSQL or, when it does not take it,
+to the journal; a run of the offline fail-safe (PostgreSQL unreachable) to the journal.
 """
 
 from __future__ import annotations
@@ -28,11 +27,10 @@ from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Observer
 from daemon.loop.recording import DatabaseRecorder, JournalRecorder
 from daemon.loop.runs import OpenRuns
+from daemon.plan.slots import take_slots, waiting
 from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
-
-GAVE_WAY_MESSAGE = "another daemon took the runner lock; this daemon killed its crawls (never two runners)"
 
 
 def unreachable(exc: psycopg2.Error) -> bool:
@@ -70,10 +68,10 @@ class Batches:
         self.stop = stop
         self._left: list[tuple[RemoteRun, datetime]] = []  # remote crawls to re-attach, and their starts
         # Runs under way at once, the loop never waiting for one (daemon/loop/runs.py).
-        self.open = OpenRuns(runner, lease, history, observer, clock, stop,
+        self.open = OpenRuns(runner, lease, history, observer, clock, stop, journal,
                              verdict=lambda due, outcomes, left, why: verdict(due, outcomes, left_running=left,
                                                                               why_not_started=why),
-                             end=self._end_online)  # fmt: skip
+                             end=self._end)  # fmt: skip
 
     # ----------------------------------------------------------------- runs under way
     @property
@@ -105,39 +103,17 @@ class Batches:
         return self.open.start(store, due, now, left)
 
     def offline(self, now: datetime, cadences: dict[str, Cadence]) -> bool:
-        """The fail-safe: run what is due by the last history read, recording into the journal,
-        crawled to its end (the engine's blocking `run`; the lease probes for PostgreSQL meanwhile)."""
+        """The fail-safe: run what is due by the last history read (most overdue first, into the
+        free slots, never a job under way), recorded in the journal, beside the fail-safe's runs
+        under way. Nothing beside runs recorded in PostgreSQL: they are collected first (their ends
+        journaled). False when nothing started."""
         plan = self.history.offline_plan(now, cadences)
-        due = self.catalog.jobs_named(plan.most_overdue_first) if plan is not None else []
-        if not due or self.stop.is_set() or self.busy:
-            # Runs under way when PostgreSQL went away are collected first (their ends journaled).
+        if plan is None or self.stop.is_set() or self.open.online:
             return False
-        log.warning("run_started", message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is "
-                    "unreachable (recorded in the local journal)", spiders=_names(due), spider_count=len(due),
-                    offline=True)  # fmt: skip
-        recorder = JournalRecorder(self.journal, self.clock, self.journal.start_run(now, _names(due), self.lease.me))
-        self.lease.run_began(None)
-        self.observer.run_started(now)
-        try:
-            outcomes = self.runner.run(due, recorder.started, recorder.finished, recorder.spawned,
-                                       on_dispatch=recorder.dispatched)  # fmt: skip
-        finally:
-            self.lease.run_ended()
-            self.observer.run_stopped()
-        for r in recorder.results:
-            self.observer.crawl_finished(r.outcome, r.started_at)
-        if self.lease.gave_way():
-            self.observer.gave_way()
-            # Its end is journaled as a failure, so the replay does not read it as a run whose
-            # daemon died.
-            self.journal.end_run(recorder.run, self.clock.now(), False, GAVE_WAY_MESSAGE)
-            return True
-        ok, error = verdict(due, outcomes, left_running=len(self.runner.detached),
-                            why_not_started=self.runner.not_started)  # fmt: skip
-        self.journal.end_run(recorder.run, self.clock.now(), ok, error)
-        self.history.fold([r.result() for r in recorder.results])
-        self.observer.run_ended(None, due, outcomes, ok, error)
-        return True
+        due = waiting(plan, self.running())
+        if due:
+            due = take_slots(due, self.free())
+        return bool(due) and self.open.start_offline(self.catalog.jobs_named(due), now)
 
     def find_left_running(self, store: Store, now: datetime) -> None:
         """After taking the runner lock (SCHEDULER_ENGINE=scrapyd): the remote crawls a daemon left
@@ -161,6 +137,17 @@ class Batches:
         if job is not None:
             return job
         return make_job(name=name, spider=spider, defaults=self.catalog.defaults)
+
+    def _end(self, recorder: DatabaseRecorder | JournalRecorder, due: Sequence[Job], outcomes: list[CrawlOutcome],
+             ok: bool, error: str | None) -> bool:  # fmt: skip
+        """Record the end of a run: a fail-safe run's in the journal (and the history copy learns its
+        crawls, else the fail-safe would run them again), a database run's in PostgreSQL."""
+        if isinstance(recorder, DatabaseRecorder):
+            return self._end_online(recorder, due, outcomes, ok, error)
+        self.journal.end_run(recorder.run, self.clock.now(), ok, error)
+        self.history.fold([r.result() for r in recorder.results])
+        self.observer.run_ended(None, due, outcomes, ok, error)
+        return bool(outcomes)
 
     def _end_online(self, recorder: DatabaseRecorder, due: Sequence[Job], outcomes: list[CrawlOutcome], ok: bool,
                     error: str | None) -> bool:  # fmt: skip
@@ -190,7 +177,3 @@ class Batches:
             return bool(outcomes)
         self.observer.run_ended(run_id, due, outcomes, ok, error)
         return bool(outcomes)
-
-
-def _names(jobs: Sequence[Job]) -> list[str]:
-    return [job.name for job in jobs]

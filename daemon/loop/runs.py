@@ -13,6 +13,12 @@ took the runner lock) kills its crawls, or leaves its remote crawls on their nod
 open run to the new runner to fail, as a blocking run did. A daemon that stops leaves its remote
 crawls on their nodes for the next daemon: each run whose crawls were left so is ended failed,
 saying so, its crawls' rows still 'running' for the next daemon to re-attach.
+
+While PostgreSQL is unreachable the fail-safe's runs overlap too (`start_offline`): recorded in the
+journal, each started into the slots free then, the lease probing for PostgreSQL meanwhile. Runs of
+both kinds are never open at once: the fail-safe starts nothing beside runs recorded in PostgreSQL
+(their ends are journaled when it does not take them), and the lock's holder starts nothing new
+before the journal is replayed (after the offline runs' ends).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from daemon.loop.history import HistoryCopy
 from daemon.jobs.jobfile import Job
 from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Observer
-from daemon.loop.recording import DatabaseRecorder
+from daemon.loop.recording import DatabaseRecorder, JournalRecorder
+from daemon.records.journal import Journal
 from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
@@ -43,15 +50,17 @@ log = structlog.get_logger("daemon.scheduler")
 # probe). A crawl's end wakes the loop at once (its process's exit); this only bounds the rest.
 POLL_SECONDS = 0.1
 
-# (recorder, due, outcomes, ok, error) -> the run's row written (daemon.loop.batch.Batches._end_online)
-EndRun = Callable[[DatabaseRecorder, Sequence[Job], list[CrawlOutcome], bool, "str | None"], bool]
+GAVE_WAY_MESSAGE = "another daemon took the runner lock; this daemon killed its crawls (never two runners)"
+
+# (recorder, due, outcomes, ok, error) -> the run's end written (daemon.loop.batch.Batches._end)
+EndRun = Callable[["DatabaseRecorder | JournalRecorder", Sequence[Job], list[CrawlOutcome], bool, "str | None"], bool]
 # (due, outcomes, left_running, why_not_started) -> (ok, error) (daemon.loop.batch.verdict)
 Verdict = Callable[[Sequence[Job], Sequence[CrawlOutcome], int, "str | None"], "tuple[bool, str | None]"]
 
 
 @dataclass
 class OpenRun:
-    recorder: DatabaseRecorder
+    recorder: DatabaseRecorder | JournalRecorder  # the journal's: a run of the offline fail-safe
     due: list[Job]
     started: list[str] = field(default_factory=list)  # the jobs whose crawl began
     outcomes: list[CrawlOutcome] = field(default_factory=list)
@@ -64,9 +73,10 @@ class OpenRun:
 
 class OpenRuns:
     def __init__(self, runner: OverlappingEngine, lease: Lease, history: HistoryCopy, observer: Observer, clock: Clock,
-                 stop: threading.Event, *, verdict: Verdict, end: EndRun) -> None:  # fmt: skip
+                 stop: threading.Event, journal: Journal, *, verdict: Verdict, end: EndRun) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
+        self.journal = journal
         self.history = history
         self.observer = observer
         self.clock = clock
@@ -80,6 +90,11 @@ class OpenRuns:
     def busy(self) -> bool:
         """Some run is under way (its crawls, or its end still to write)."""
         return bool(self.runs)
+
+    @property
+    def online(self) -> bool:
+        """Some run recorded in PostgreSQL is under way (the fail-safe starts nothing beside it)."""
+        return any(run.recorder.run_id is not None for run in self.runs)
 
     def running(self) -> frozenset[str]:
         """The jobs with a crawl under way: never started again until it has ended."""
@@ -104,16 +119,32 @@ class OpenRuns:
         log.info("run_started", message=f"Starting spider run for {count} spider(s)", spiders=[job.name for job in due],
                  spider_count=count, under_way=sorted(self.running()),
                  **({"reattach": [r.job.name for r, _ in left]} if left else {}))  # fmt: skip
-        run = OpenRun(DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, count, self.lease.me)),
-                      [*(r.job for r, _ in left), *due])  # fmt: skip
+        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, store.start_run(now, count, self.lease.me))
+        run = self._open(OpenRun(recorder, [*(r.job for r, _ in left), *due]), now)
+        for remote, started_at in left:
+            recorder.started_at[remote.token] = started_at
+            self.runner.attach(remote, lambda token, outcome, run=run: self._ended(run, token, outcome),
+                               recorder.dispatched)  # fmt: skip
+            run.started.append(remote.job.name)
+        return self._launch(run, due)
+
+    def start_offline(self, due: Sequence[Job], now: datetime) -> bool:
+        """One run of the fail-safe (PostgreSQL unreachable): `due` (at most the free slots), its
+        crawls started now and recorded in the journal; False when not one could be started."""
+        names = [job.name for job in due]
+        log.warning("run_started", message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is "
+                    "unreachable (recorded in the local journal)", spiders=names, spider_count=len(due),
+                    under_way=sorted(self.running()), offline=True)  # fmt: skip
+        recorder = JournalRecorder(self.journal, self.clock, self.journal.start_run(now, names, self.lease.me))
+        return self._launch(self._open(OpenRun(recorder, list(due)), now), due)
+
+    def _open(self, run: OpenRun, now: datetime) -> OpenRun:
         self.runs.append(run)
         self._lease_runs()
         self.observer.run_started(now)
-        for remote, started_at in left:
-            run.recorder.started_at[remote.token] = started_at
-            self.runner.attach(remote, lambda token, outcome, run=run: self._ended(run, token, outcome),
-                               run.recorder.dispatched)  # fmt: skip
-            run.started.append(remote.job.name)
+        return run
+
+    def _launch(self, run: OpenRun, due: Sequence[Job]) -> bool:
         for job in due:
             if self.stop.is_set() or self.lease.giving_way.is_set():
                 log.info("spiders_not_started", spiders=[j.name for j in due if j.name not in run.started],
@@ -162,8 +193,12 @@ class OpenRuns:
 
     def _give_way(self) -> None:
         """Another daemon took the runner lock: every crawl is killed; the open runs and their rows
-        are the new runner's to fail."""
+        are the new runner's to fail. A fail-safe run's end is journaled as a failure, so the
+        replay does not read it as a run whose daemon died."""
         self.observer.run_stopped()
+        for run in self.runs:
+            if isinstance(run.recorder, JournalRecorder):
+                self.journal.end_run(run.recorder.run, self.clock.now(), False, GAVE_WAY_MESSAGE)
         self.runs.clear()
         self._lease_runs()
         self.history.invalidate()

@@ -109,6 +109,8 @@ class Scheduler:
             wait = self._step(now)
         except psycopg2.Error as exc:
             return self._database_failed(exc, now)
+        if self.lease.may_run_offline:
+            return wait  # runs under way beside an unreachable PostgreSQL: not a sign it answers
         self.db_failures = 0
         self.observer.database_reachable(True)
         return wait
@@ -120,7 +122,11 @@ class Scheduler:
             return tick
         if self.batches.busy and not self.lease.leading:
             # Runs under way while the lock's connection is re-taken (the lease's probe does it) or
-            # while this daemon gives way: their crawls are collected, nothing new starts.
+            # while this daemon gives way: their crawls are collected, nothing new starts. Beside
+            # the fail-safe's own runs (PostgreSQL unreachable; the lease probes for it), the
+            # fail-safe gives each freed slot to the most overdue due job.
+            if self.lease.may_run_offline and self.batches.offline(now, self.catalog.cadences(self.requests.pauses)):
+                return 0
             return POLL_SECONDS
         store = self.lease.store()
         if not self.lease.take(store):

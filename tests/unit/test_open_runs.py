@@ -93,7 +93,7 @@ class History:
 def open_runs():
     engine, store = Engine(), Store()
     lease, ended = Lease(store), []
-    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(),  # type: ignore[arg-type]
+    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(), None,  # type: ignore[arg-type]
                     verdict=lambda due, outcomes, left, why: (all(o.ok for o in outcomes) and len(outcomes) == len(due), None),
                     end=lambda recorder, due, outcomes, ok, error: ended.append((recorder.run_id, ok)) or True)  # fmt: skip
     return runs, engine, store, lease, ended
@@ -178,3 +178,44 @@ def test_the_remote_crawls_a_former_daemon_left_are_re_attached_as_part_of_the_n
     engine.ending = [("long", True)]
     runs.collect()
     assert ended == [(1, True)] and not runs.busy
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.lines: list[tuple] = []
+
+    def start_run(self, now, names, owner) -> str:
+        self.lines.append(("run", tuple(names)))
+        return f"j-{len(self.lines)}"
+
+    def spider(self, run, started_at, finished_at, outcome, **kwargs) -> None:
+        self.lines.append(("spider", run, outcome.name))
+
+    def end_run(self, run, finished_at, ok, error) -> None:
+        self.lines.append(("end", run, ok, error))
+
+
+def test_the_fail_safes_runs_overlap_too_each_recorded_in_the_journal_and_ended_by_its_own_crawls():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    ends: list[tuple] = []
+    runs.end = lambda recorder, due, outcomes, ok, error: ends.append((recorder.run, ok)) or True  # type: ignore[assignment]
+    assert runs.start_offline([JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    assert runs.start_offline([JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    assert runs.running() == {"long", "quick"} and not runs.online and lease.open[-1] == [None, None]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert ends == [("j-2", True)] and runs.running() == {"long"} and store.crawls == 0  # nothing in PostgreSQL
+    assert ("spider", "j-2", "quick") in runs.journal.lines  # type: ignore[attr-defined]
+
+
+def test_a_fail_safe_run_under_way_when_this_daemon_gives_way_is_journaled_failed_never_left_open():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    runs.start_offline([JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    lease.giving_way.set()
+    engine.ending = [("long", False)]
+    runs.collect()
+    assert not runs.busy and lease.gave == 1
+    [(_, run, ok, error)] = [line for line in runs.journal.lines if line[0] == "end"]  # type: ignore[attr-defined]
+    assert (run, ok) == ("j-1", False) and "another daemon took the runner lock" in error

@@ -4,7 +4,7 @@ It has the local runner's contract (daemon/engines/local.py): crawls launched on
 those under way (`launch`, `attach` for one a former daemon left), each crawl's end told to its own
 run at the poll that sees it (`poll`, at most every `poll_s` however often the loop calls it), so
 the loop gives a node's freed slot to the most overdue due job within one poll and never waits for
-a run; `run` and `reconcile` crawl a batch to its end (the offline fail-safe). At most
+a run; `run` and `reconcile` crawl a batch to its end (the engine tests'). At most
 `concurrency` crawls at a time, each job's timeout enforced, the stop and abort events honoured.
 What differs is where a crawl runs and what the daemon can know of it; the facts it rests on are
 in docs/scrapyd-facts.md.
@@ -158,7 +158,7 @@ class ScrapydEngine(Placement, Watching):
         self.on_poll()
         return told
 
-    # The blocking interface: the offline fail-safe's runs ------------------------------------------
+    # The blocking interface (a batch crawled to its end) ---------------------------------------------
 
     def run(
         self,
