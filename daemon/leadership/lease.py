@@ -212,14 +212,6 @@ class Lease:
         self._store = None
 
     # ----------------------------------------------------------------- during a run
-    def run_began(self, run_id: int | None) -> None:
-        """A run starts: a database run (its id), or an offline one (None)."""
-        self._run_id, self._offline_run = run_id, run_id is None
-        self._last_probe = self.clock.monotonic()
-
-    def run_ended(self) -> None:
-        self._run_id, self._also, self._offline_run = None, (), False
-
     def runs_open(self, run_ids: Sequence[int | None]) -> None:
         """The runs under way at once (daemon/loop/runs.py): each database run is probed, the oldest
         re-taken; runs of the offline fail-safe only (None each): PostgreSQL is probed for."""

@@ -140,12 +140,11 @@ class Batches:
 
     def _end(self, recorder: DatabaseRecorder | JournalRecorder, due: Sequence[Job], outcomes: list[CrawlOutcome],
              ok: bool, error: str | None) -> bool:  # fmt: skip
-        """Record the end of a run: a fail-safe run's in the journal (and the history copy learns its
-        crawls, else the fail-safe would run them again), a database run's in PostgreSQL."""
+        """Record the end of a run: a fail-safe run's in the journal (the history copy learned each of
+        its crawls as it ended: daemon/loop/runs.py), a database run's in PostgreSQL."""
         if isinstance(recorder, DatabaseRecorder):
             return self._end_online(recorder, due, outcomes, ok, error)
         self.journal.end_run(recorder.run, self.clock.now(), ok, error)
-        self.history.fold([r.result() for r in recorder.results])
         self.observer.run_ended(None, due, outcomes, ok, error)
         return bool(outcomes)
 

@@ -165,7 +165,12 @@ class OpenRuns:
     def _ended(self, run: OpenRun, token: object, outcome: CrawlOutcome) -> None:
         run.recorder.finished(token, outcome)
         run.outcomes.append(outcome)
-        self.history.invalidate()  # the next decision reads this crawl's row
+        if isinstance(run.recorder, JournalRecorder):
+            # The fail-safe's next decision reads the history copy: it learns this crawl now, not
+            # at its run's end, else a crawl ended beside another of its run would run again.
+            self.history.fold([run.recorder.results[-1].result()])
+        else:
+            self.history.invalidate()  # the next decision reads this crawl's row
 
     def collect(self) -> int:
         """Hear the crawls that ended and end the runs whose crawls are all over; how many crawls

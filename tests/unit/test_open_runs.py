@@ -86,8 +86,14 @@ class Lease:
 
 
 class History:
+    def __init__(self) -> None:
+        self.folded: list[str] = []
+
     def invalidate(self) -> None:
         pass
+
+    def fold(self, results) -> None:
+        self.folded += [r.spider for r in results]
 
 
 def open_runs():
@@ -219,3 +225,13 @@ def test_a_fail_safe_run_under_way_when_this_daemon_gives_way_is_journaled_faile
     assert not runs.busy and lease.gave == 1
     [(_, run, ok, error)] = [line for line in runs.journal.lines if line[0] == "end"]  # type: ignore[attr-defined]
     assert (run, ok) == ("j-1", False) and "another daemon took the runner lock" in error
+
+
+def test_the_fail_safe_learns_each_crawl_as_it_ends_not_at_its_runs_end_so_it_never_runs_it_again_meanwhile():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    runs.end = lambda recorder, due, outcomes, ok, error: True  # type: ignore[assignment]
+    runs.start_offline([JOBS["long"], JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert runs.history.folded == ["quick"] and runs.running() == {"long"}  # type: ignore[attr-defined]
