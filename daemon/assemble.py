@@ -119,7 +119,7 @@ def assemble(
     return Scheduler(
         settings, catalog, clock=clock, stop=stop, wake=wake, reload=reload or threading.Event(), lease=lease,
         takeover=TakeOver(journal, keep_remote=runner.reattaches), history=history, jitter=jitter, requests=requests,
-        batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop, slots=settings.concurrency),
+        batches=Batches(runner, lease, journal, history, observer, catalog, clock, stop),
         observer=observer,
         housekeeping=housekeeping, heartbeat=heartbeat, notifier=notifier, http=http,
     )  # fmt: skip

@@ -287,3 +287,50 @@ class DaemonProcess:
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), **env}
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def held_back(crawls: Sequence[tuple], cadences: dict[str, tuple[timedelta, timedelta]], *, slots: int,
+              grace: timedelta, until: datetime,
+              quiet: Sequence[tuple[datetime, datetime]] = ()) -> list[tuple[str, datetime, float]]:  # fmt: skip
+    """The jobs held back (issue 20), read from the records: each time a job was due by its own
+    history (daemon.plan.decision's rule, on its (interval, retry delay) in `cadences`) and was not
+    started for longer than `grace` while fewer than `slots` crawls were under way, outside the
+    `quiet` windows (a fault and the recovery after it). `crawls`: (job, status, failure,
+    started_at, finished_at), oldest first; the count starts at the first crawl's start (before
+    it the daemon was starting). One (job, since when, seconds) per time it was held."""
+    from itertools import pairwise
+
+    from daemon.plan.decision import COUNTED_FAILURES, SpiderHistory, plan_spider
+
+    if not crawls:
+        return []
+    since = min(c[3] for c in crawls)
+    spans = [(c[3], c[4] or until) for c in crawls]
+    edges = sorted({since, until, *(t for span in spans for t in span), *(t for window in quiet for t in window)})
+
+    def free(at: datetime) -> bool:
+        return sum(1 for s, e in spans if s <= at < e) < slots and not any(a <= at < b for a, b in quiet)
+
+    held: list[tuple[str, datetime, float]] = []
+    for job, (every, retry) in cadences.items():
+        history, due_from = SpiderHistory(job), since
+        ends = (job, None, None, until, None)  # the records' end: still due then, it was held until there
+        for _, status, failure, started, finished in [*(c for c in crawls if c[0] == job), ends]:
+            points = [due_from, *(e for e in edges if due_from < e < started), started] if due_from < started else []
+            free_from = None
+            for a, b in pairwise([*points, None]):
+                if b is not None and free(a + (b - a) / 2):
+                    free_from = a if free_from is None else free_from
+                    continue
+                if free_from is not None and a - free_from > grace:
+                    held.append((job, free_from, (a - free_from).total_seconds()))
+                free_from = None
+            if finished is None:
+                break  # under way until the end
+            if status == "completed":
+                history = SpiderHistory(job, started)
+            elif failure in COUNTED_FAILURES:
+                history = SpiderHistory(job, history.last_success_at, history.consecutive_failures + 1, finished)
+            plan = plan_spider(history, finished, every, retry)
+            due_from = max(finished, plan.due_at or finished)
+    return held

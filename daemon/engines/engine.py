@@ -1,10 +1,13 @@
 """What the loop asks of an engine, the part that runs crawls. Two implementations: the local runner
 (daemon/engines/local.py: `scrapy crawl` subprocesses) and the Scrapyd engine (daemon/engines/scrapyd/dispatch.py: crawls
 on Scrapyd nodes); a Kubernetes Jobs engine would be a third. `SCHEDULER_ENGINE` picks one
-(daemon/assemble.py); daemon/loop/batch.py is its only caller.
+(daemon/assemble.py); daemon/loop/batch.py and daemon/loop/runs.py are its callers.
 
-Both run a batch the same way: start its crawls (at most `concurrency` at once), poll them, stop
-those over their timeout or cancelled, and return when the last has ended or the daemon stops.
+Both overlap their crawls: the loop launches each crawl as a slot frees and polls them, each
+crawl's end told to its run's callback (daemon/loop/runs.py), online and offline alike. Both also
+still run a batch blocking (`run`, `reconcile`; the loop no longer does, the engine tests do):
+start its crawls (at most `concurrency` at once), poll them, stop those over their timeout or
+cancelled, and return when the last has ended or the daemon stops.
 The callbacks are the recorder's (daemon/loop/recording.py): `on_start(job)` writes the crawl's row and
 returns its token (None: not written, so not started); `on_dispatch(token, node, jobid, log_url)`
 writes where a remote crawl goes before it is sent (False: not written, so not sent); `on_spawn`
@@ -68,12 +71,23 @@ class Engine(Protocol):
 class OverlappingEngine(Engine, Protocol):
     """An engine whose `overlaps` is True: the loop starts crawls one by one beside those under way."""
 
-    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = ...) -> bool:
-        """Start `job`'s crawl now beside those under way; False: `on_start` refused it."""
+    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = ...,
+               on_dispatch: OnDispatch = ...) -> bool:  # fmt: skip
+        """Start `job`'s crawl now beside those under way; False: not started (`on_start` refused
+        it, or the engine found no free slot after all: `not_started` says why)."""
+        ...
+
+    def attach(self, run: RemoteRun, on_finish: OnFinish, on_dispatch: OnDispatch = ...) -> None:
+        """Watch beside those under way a crawl a former daemon left running (`reattaches` only)."""
         ...
 
     def poll(self) -> int:
-        """Enforce timeouts and stops, tell each ended crawl to its `on_finish`; how many ended."""
+        """Enforce timeouts and stops, tell each ended crawl to its `on_finish`; how many ended.
+        A remote engine's stop leaves its crawls on their nodes (`detached`): none is told ended."""
+        ...
+
+    def free(self) -> int:
+        """How many crawls could start now (the slots not taken)."""
         ...
 
     @property

@@ -173,8 +173,16 @@ class CrawlRunner:
         """How many crawls run now (each holds one of SCHEDULER_CONCURRENCY's slots)."""
         return len(self._active)
 
-    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish,
-               on_spawn: OnSpawn = lambda token, pid: None) -> bool:  # fmt: skip
+    def free(self) -> int:
+        """SCHEDULER_CONCURRENCY's slots not taken by a crawl under way."""
+        return max(0, self.settings.concurrency - len(self._active))
+
+    def attach(self, run: Any, on_finish: OnFinish, on_dispatch: OnDispatch | None = None) -> None:
+        """Nothing to re-attach to: a local crawl dies with its daemon."""
+        raise ValueError("the local runner has no crawls to re-attach to")
+
+    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = lambda token, pid: None,
+               on_dispatch: OnDispatch | None = None) -> bool:  # fmt: skip
         """Start `job`'s crawl now, beside those under way; `on_finish` hears its outcome from a
         later `poll`. False when `on_start` could not record it (then it is not started)."""
         statedir.make_directory(self.settings.state_dir)

@@ -217,20 +217,14 @@ class Lease:
         self._store = None
 
     # ----------------------------------------------------------------- during a run
-    def run_began(self, run_id: int | None) -> None:
-        """A run starts: a database run (its id), or an offline one (None)."""
-        self._run_id, self._offline_run = run_id, run_id is None
-        self._last_probe = self.clock.monotonic()
-
-    def run_ended(self) -> None:
-        self._run_id, self._also, self._offline_run = None, (), False
-
     def runs_open(self, run_ids: Sequence[int | None]) -> None:
-        """The database runs under way at once (daemon/loop/runs.py): each is probed, the oldest re-taken."""
+        """The runs under way at once (daemon/loop/runs.py): each database run is probed, the oldest
+        re-taken; runs of the offline fail-safe only (None each): PostgreSQL is probed for."""
         ids = [run_id for run_id in run_ids if run_id is not None]
         if ids and self._run_id is None:
             self._last_probe = self.clock.monotonic()
-        self._run_id, self._also, self._offline_run = (ids[0] if ids else None), tuple(ids[1:]), False
+        self._run_id, self._also = (ids[0] if ids else None), tuple(ids[1:])
+        self._offline_run = not ids and bool(run_ids)
 
     def keep(self) -> None:
         """Called many times a second while crawls run: prove the lock still ours, at most every

@@ -1,15 +1,14 @@
-"""A run: one batch of due spiders, crawled by the runner and recorded as it happens.
+"""Runs: the crawls started by one decision, recorded as they happen.
 
-Online and offline runs share one skeleton (`_run`): log the start, run the crawls with a recorder
-(the database's, or the journal's while PostgreSQL is unreachable), observe the results, and then
-either give way (another daemon took over mid-run) or give the verdict and record the run's end.
-What differs is only where the run's start and end are written.
+Both engines overlap their runs (daemon/loop/runs.py: the loop never waits for one), online and
+offline alike. A run's end is written here (`_end`): to PostgreSQL or, when it does not take it,
+to the journal; a run of the offline fail-safe (PostgreSQL unreachable) to the journal.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import psycopg2
@@ -19,20 +18,19 @@ from daemon.records import db
 from daemon.system.clock import Clock
 from daemon.jobs.catalog import Catalog
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.engines.engine import Engine, RemoteRun
+from daemon.engines.engine import OverlappingEngine, RemoteRun
 from daemon.plan.decision import Cadence
 from daemon.loop.history import HistoryCopy
 from daemon.jobs.jobfile import Job, make_job
 from daemon.records.journal import Journal
 from daemon.leadership.lease import Lease
 from daemon.telemetry.observation import Observer
-from daemon.loop.recording import DatabaseRecorder, JournalRecorder, Recorder
+from daemon.loop.recording import DatabaseRecorder, JournalRecorder
 from daemon.loop.runs import OpenRuns
+from daemon.plan.slots import take_slots, waiting
 from daemon.records.store import Store
 
 log = structlog.get_logger("daemon.scheduler")
-
-GAVE_WAY_MESSAGE = "another daemon took the runner lock; this daemon killed its crawls (never two runners)"
 
 
 def unreachable(exc: psycopg2.Error) -> bool:
@@ -58,9 +56,8 @@ def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome], *, left_runnin
 
 
 class Batches:
-    def __init__(self, runner: Engine, lease: Lease, journal: Journal, history: HistoryCopy,
-                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event, *,
-                 slots: int = 1) -> None:  # fmt: skip
+    def __init__(self, runner: OverlappingEngine, lease: Lease, journal: Journal, history: HistoryCopy,
+                 observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease
         self.journal = journal
@@ -70,73 +67,54 @@ class Batches:
         self.clock = clock
         self.stop = stop
         self._left: list[tuple[RemoteRun, datetime]] = []  # remote crawls to re-attach, and their starts
-        # An engine that overlaps its crawls (the local runner): runs under way at once, the loop
-        # never waiting for one (daemon/loop/runs.py). None: each run is crawled to its end by `online`.
-        self.open: OpenRuns | None = None
-        if runner.overlaps:
-            self.open = OpenRuns(runner, lease, history, observer, clock, stop, slots=slots,  # type: ignore[arg-type]
-                                 verdict=lambda due, outcomes: verdict(due, outcomes, why_not_started=runner.not_started),
-                                 end=self._end_online)  # fmt: skip
+        # Runs under way at once, the loop never waiting for one (daemon/loop/runs.py).
+        self.open = OpenRuns(runner, lease, history, observer, clock, stop, journal,
+                             verdict=lambda due, outcomes, left, why: verdict(due, outcomes, left_running=left,
+                                                                              why_not_started=why),
+                             end=self._end)  # fmt: skip
 
-    # ----------------------------------------------------------------- runs under way (overlapping)
+    # ----------------------------------------------------------------- runs under way
     @property
     def busy(self) -> bool:
-        """Runs are under way beside the loop (an overlapping engine)."""
-        return self.open is not None and self.open.busy
+        """Runs are under way beside the loop."""
+        return self.open.busy
 
     def running(self) -> frozenset[str]:
         """The jobs not to start now: a crawl of theirs is under way, or is re-attached next."""
-        under_way = self.open.running() if self.open is not None else frozenset()
-        return under_way | self.reattaching()
+        return self.open.running() | self.reattaching()
 
-    def free(self) -> int | None:
-        """Slots free for a new run now; None: the engine places a run's crawls itself (blocking)."""
-        return self.open.free() if self.open is not None else None
+    def free(self) -> int:
+        """Slots free for a new run now."""
+        return self.open.free()
 
     def collect(self) -> int:
         """The crawls that ended since the last call, their runs ended when all are over."""
-        return self.open.collect() if self.open is not None else 0
+        return self.open.collect()
 
     def drain(self, wake: threading.Event) -> None:
         """At shutdown: every crawl stopped, every run under way ended and recorded."""
-        if self.open is not None:
-            self.open.drain(wake)
+        self.open.drain(wake)
 
     def online(self, store: Store, due: Sequence[Job], now: datetime,
                slots: Mapping[str, datetime] | None = None) -> bool:  # fmt: skip
         """One run of `due`, recorded in PostgreSQL, together with the remote crawls a former daemon
         left running (`find_left_running`): those are re-attached, never sent again. False when not
         one of its crawls could be started. `slots`: job -> the calendar slot its crawl covers."""
-        if self.open is not None:
-            return self.open.start(store, due, now, slots)
         left, self._left = self._left, []
-        runs = [run for run, _ in left]
-        log.info("run_started", message=f"Starting spider run for {len(due) + len(runs)} spider(s)",
-                 spiders=_names(due), spider_count=len(due) + len(runs), reattach=[r.job.name for r in runs])  # fmt: skip
-        run_id = store.start_run(now, len(due) + len(runs), self.lease.me)
-        recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id, slots)
-        if not runs:
-            return self._run(recorder, due, now, lambda: self.runner.run(
-                due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
-        recorder.started_at.update({run.token: started_at for run, started_at in left})
-        return self._run(recorder, [*(r.job for r in runs), *due], now, lambda: self.runner.reconcile(
-            runs, recorder.finished, recorder.dispatched, jobs=due, on_start=recorder.started))
+        return self.open.start(store, due, now, slots=slots, left=left)
 
     def offline(self, now: datetime, cadences: dict[str, Cadence]) -> bool:
-        """The fail-safe: run what is due by the last history read, recording into the journal."""
+        """The fail-safe: run what is due by the last history read (most overdue first, into the
+        free slots, never a job under way), recorded in the journal, beside the fail-safe's runs
+        under way. Nothing beside runs recorded in PostgreSQL: they are collected first (their ends
+        journaled). False when nothing started."""
         plan = self.history.offline_plan(now, cadences)
-        due = self.catalog.jobs_named(plan.most_overdue_first) if plan is not None else []
-        if not due or self.stop.is_set() or self.busy:
-            # Runs under way when PostgreSQL went away are collected first (their ends journaled).
+        if plan is None or self.stop.is_set() or self.open.online:
             return False
-        log.warning("run_started", message=f"Starting spider run for {len(due)} spider(s) while PostgreSQL is "
-                    "unreachable (recorded in the local journal)", spiders=_names(due), spider_count=len(due),
-                    offline=True)  # fmt: skip
-        run = self.journal.start_run(now, _names(due), self.lease.me)
-        recorder = JournalRecorder(self.journal, self.clock, run)
-        self._run(recorder, due, now, lambda: self.runner.run(
-            due, recorder.started, recorder.finished, recorder.spawned, on_dispatch=recorder.dispatched))
-        return True
+        due = waiting(plan, self.running())
+        if due:
+            due = take_slots(due, self.free())
+        return bool(due) and self.open.start_offline(self.catalog.jobs_named(due), now)
 
     def find_left_running(self, store: Store, now: datetime) -> None:
         """After taking the runner lock (SCHEDULER_ENGINE=scrapyd): the remote crawls a daemon left
@@ -161,43 +139,15 @@ class Batches:
             return job
         return make_job(name=name, spider=spider, defaults=self.catalog.defaults)
 
-    def _crawl(self, recorder: Recorder, now: datetime, crawls: Callable[[], list[CrawlOutcome]]
-               ) -> tuple[list[CrawlOutcome], bool]:  # fmt: skip
-        """The crawls of a run, under the lease and observed: (their outcomes, whether this daemon
-        gave way meanwhile, so that the run and its rows are the new runner's to fail)."""
-        self.lease.run_began(recorder.run_id)
-        self.observer.run_started(now)
-        try:
-            outcomes = crawls()
-        finally:
-            self.lease.run_ended()
-            if recorder.run_id is not None:
-                self.history.invalidate()
-            self.observer.run_stopped()
-        for r in recorder.results:
-            self.observer.crawl_finished(r.outcome, r.started_at, r.suspect)
-        if not self.lease.gave_way():
-            return outcomes, False
-        self.observer.gave_way()
-        return outcomes, True
-
-    def _run(self, recorder: Recorder, due: Sequence[Job], now: datetime,
-             crawls: Callable[[], list[CrawlOutcome]]) -> bool:  # fmt: skip
-        outcomes, gave_way = self._crawl(recorder, now, crawls)
-        if gave_way:
-            if recorder.run_id is None:
-                # Its end is journaled as a failure, so the replay does not read it as a run whose
-                # daemon died.
-                self.journal.end_run(recorder.run, self.clock.now(), False, GAVE_WAY_MESSAGE)  # type: ignore[attr-defined]
-            return True
-        ok, error = verdict(due, outcomes, left_running=len(self.runner.detached),
-                            why_not_started=self.runner.not_started)  # fmt: skip
-        if recorder.run_id is None:
-            self.journal.end_run(recorder.run, self.clock.now(), ok, error)  # type: ignore[attr-defined]
-            self.history.fold([r.result() for r in recorder.results])
-            self.observer.run_ended(None, due, outcomes, ok, error)
-            return True
-        return self._end_online(recorder, due, outcomes, ok, error)  # type: ignore[arg-type]
+    def _end(self, recorder: DatabaseRecorder | JournalRecorder, due: Sequence[Job], outcomes: list[CrawlOutcome],
+             ok: bool, error: str | None) -> bool:  # fmt: skip
+        """Record the end of a run: a fail-safe run's in the journal (the history copy learned each of
+        its crawls as it ended: daemon/loop/runs.py), a database run's in PostgreSQL."""
+        if isinstance(recorder, DatabaseRecorder):
+            return self._end_online(recorder, due, outcomes, ok, error)
+        self.journal.end_run(recorder.run, self.clock.now(), ok, error)
+        self.observer.run_ended(None, due, outcomes, ok, error)
+        return bool(outcomes)
 
     def _end_online(self, recorder: DatabaseRecorder, due: Sequence[Job], outcomes: list[CrawlOutcome], ok: bool,
                     error: str | None) -> bool:  # fmt: skip
@@ -227,7 +177,3 @@ class Batches:
             return bool(outcomes)
         self.observer.run_ended(run_id, due, outcomes, ok, error)
         return bool(outcomes)
-
-
-def _names(jobs: Sequence[Job]) -> list[str]:
-    return [job.name for job in jobs]

@@ -111,6 +111,8 @@ class Scheduler:
             wait = self._step(now)
         except psycopg2.Error as exc:
             return self._database_failed(exc, now)
+        if self.lease.may_run_offline:
+            return wait  # runs under way beside an unreachable PostgreSQL: not a sign it answers
         self.db_failures = 0
         self.observer.database_reachable(True)
         return wait
@@ -122,7 +124,11 @@ class Scheduler:
             return tick
         if self.batches.busy and not self.lease.leading:
             # Runs under way while the lock's connection is re-taken (the lease's probe does it) or
-            # while this daemon gives way: their crawls are collected, nothing new starts.
+            # while this daemon gives way: their crawls are collected, nothing new starts. Beside
+            # the fail-safe's own runs (PostgreSQL unreachable; the lease probes for it), the
+            # fail-safe gives each freed slot to the most overdue due job.
+            if self.lease.may_run_offline and self.batches.offline(now, self.catalog.cadences(self.requests.pauses)):
+                return 0
             return POLL_SECONDS
         store = self.lease.store()
         if not self.lease.take(store):
@@ -153,7 +159,8 @@ class Scheduler:
         self.asked = {j for j in self.asked if j in jobs and j not in paused}  # a request waits for a slot
         candidates = waiting(plan, running, [j for j in jobs if j in self.asked] if self.asked else ())
         due, held_until = self.jitter.hold_back(plan, candidates, self.asked)
-        due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
+        if due:  # the free slots asked only then: a Scrapyd engine asks its nodes
+            due = take_slots(due, self.batches.free())  # most overdue first: the rest wait for a freed slot
         reattaching = self.batches.reattaching()
         if due or reattaching:
             self.asked -= set(due)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,61 @@ def test_a_crawl_cut_by_a_daemon_killed_offline_is_recorded_as_stale(pg_server, 
         assert started <= recorded, f"crawls missing from the records: {started - recorded}"
     finally:
         conn.close()
+
+
+def test_while_postgres_is_down_a_long_crawl_of_the_fail_safe_never_holds_a_quick_job(pg_server, base_env, db,
+                                                                                       daemon_factory, tmp_path):  # fmt: skip
+    """Issue 20 offline: the fail-safe's runs overlap like the others. Its long crawl (hung until
+    its 20 s timeout) runs while the quick job's crawls keep their 4 s interval in the other slot,
+    each recorded in the journal and written once PostgreSQL is back."""
+    hang = tmp_path / "hang-long"
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text('[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "4s"\n\n'
+                    '[jobs.long]\nspider = "slow"\nevery = "12s"\ntimeout = "20s"\n')  # fmt: skip
+    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_CONCURRENCY": "2", "SLOW_SECONDS": "1",
+           "SPIDER_HANG_FILE": str(hang), "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: count(db, "job = 'long' AND status = 'completed'", "spider_runs") == 1, timeout=60,
+             what="long's first crawl")  # fmt: skip
+    db.close()
+    pg_server.stop("fast")
+    down = time.time()
+    hang.touch()
+    try:
+        wait_for(lambda: any(r.get("job") == "long" for r in _journal_lines(env) if r["kind"] == "spider"),
+                 timeout=90, what="long's offline crawl journaled")  # fmt: skip
+        journaled = _journal_lines(env)  # read before PostgreSQL is back: the replay removes it
+    finally:
+        hang.unlink()
+        pg_server.start()
+    side = side_channel(Path(env["SPIDER_SIDE_CHANNEL"]))
+    [long_start] = [at for kind, at, _, spider in side if kind == "start" and spider == "long" and at > down]
+    [long_end] = [r["finished_at"] for r in journaled if r["kind"] == "spider" and r.get("job") == "long"]
+    long_end_at = datetime.fromisoformat(long_end).timestamp()
+    beside = [at for kind, at, _, job in side if kind == "start" and job == "quick" and long_start < at < long_end_at]
+    figure(f"offline, issue 20: quick crawled {len(beside)} times beside long's {long_end_at - long_start:.1f} s "
+           "fail-safe crawl (interval 4 s)")
+    assert len(beside) >= 3
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        wait_for(lambda: not journals(env), timeout=60, what="the journal replayed")
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        assert count(conn, "status = 'running'", "spider_runs") == 0 and count(conn, "status = 'running'") == 0
+        assert rows(conn, "SELECT status, failure FROM spider_runs WHERE job = 'long' ORDER BY id")[1] == ("failed",
+                                                                                                      "timeout")
+        spans = rows(conn, "SELECT job, started_at, finished_at FROM spider_runs ORDER BY job, started_at")
+        for (job_a, _, end), (job_b, start, _) in zip(spans, spans[1:]):
+            assert job_a != job_b or end <= start, "two crawls of one job at once"
+        # Nothing lost: every quick crawl that started (online, offline, or cut by the stop) has its row.
+        started = [pid for kind, _, pid, job in side_channel(Path(env["SPIDER_SIDE_CHANNEL"]))
+                   if kind == "start" and job == "quick"]  # fmt: skip
+        assert count(conn, "job = 'quick'", "spider_runs") == len(started)
+    finally:
+        conn.close()
+
+
+def _journal_lines(env) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in journal_text(env).splitlines() if line.strip()]

@@ -18,7 +18,7 @@ from daemon.engines.local import CrawlRunner
 from tests.unit.test_dispatch import job
 
 MEMBERS = ("reattaches", "detached", "not_started", "overlaps", "run", "reconcile", "cancel")
-OVERLAPPING = ("launch", "poll", "busy")
+OVERLAPPING = ("launch", "attach", "poll", "free", "busy")
 
 
 @pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
@@ -30,14 +30,15 @@ def test_each_engine_offers_every_member_of_the_interface_with_its_parameters(en
         assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
 
 
-def test_the_local_runner_overlaps_its_crawls_and_offers_the_members_that_need():
+@pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
+def test_both_engines_overlap_their_crawls_and_offer_the_members_that_need(engine):
     declared = {name for name in vars(OverlappingEngine) if not name.startswith("_")}
     assert declared == set(OVERLAPPING)
-    assert CrawlRunner.overlaps is True and ScrapydEngine.overlaps is False
-    for name in ("launch", "poll"):
+    assert engine.overlaps is True
+    for name in ("launch", "attach", "poll", "free"):
         wanted = list(inspect.signature(getattr(OverlappingEngine, name)).parameters)
-        assert list(inspect.signature(getattr(CrawlRunner, name)).parameters) == wanted, name
-    assert isinstance(inspect.getattr_static(CrawlRunner, "busy"), property)
+        assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
+    assert isinstance(inspect.getattr_static(engine, "busy"), property)
 
 
 def test_only_the_scrapyd_engine_has_crawls_that_outlive_the_daemon():

@@ -197,10 +197,10 @@ def test_a_runner_whose_run_was_failed_by_another_daemon_gives_way_mid_run_and_s
     loop = Loop(store)
 
     def poll() -> None:
-        loop.lease.run_began(41)
+        loop.lease.runs_open([41])
         loop.clock.advance(2)
         loop.lease.keep()
-        loop.lease.run_ended()
+        loop.lease.runs_open([])
 
     loop.batches.during = poll
     loop.step()

@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from daemon.engines.engine import RemoteRun
 from daemon.jobs.crawl import CrawlOutcome
 from daemon.jobs.jobfile import JobDefaults, default_jobs
 from daemon.loop.runs import OpenRuns
@@ -24,7 +25,9 @@ class Engine:
         self.under_way: dict[str, tuple[Any, Any]] = {}  # job -> (token, on_finish)
         self.ending: list[tuple[str, bool]] = []
 
-    def launch(self, job, on_start, on_finish, on_spawn=lambda token, pid: None) -> bool:
+    not_started = None
+
+    def launch(self, job, on_start, on_finish, on_spawn=lambda token, pid: None, on_dispatch=None) -> bool:
         token = on_start(job)
         if token is None:
             return False
@@ -34,6 +37,9 @@ class Engine:
     @property
     def busy(self) -> int:
         return len(self.under_way)
+
+    def free(self) -> int:
+        return 2 - len(self.under_way)
 
     def poll(self) -> int:
         ended, self.ending = self.ending, []
@@ -80,15 +86,21 @@ class Lease:
 
 
 class History:
+    def __init__(self) -> None:
+        self.folded: list[str] = []
+
     def invalidate(self) -> None:
         pass
+
+    def fold(self, results) -> None:
+        self.folded += [r.spider for r in results]
 
 
 def open_runs():
     engine, store = Engine(), Store()
     lease, ended = Lease(store), []
-    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(), slots=2,  # type: ignore[arg-type]
-                    verdict=lambda due, outcomes: (all(o.ok for o in outcomes) and len(outcomes) == len(due), None),
+    runs = OpenRuns(engine, lease, History(), Counter(), FakeClock(), threading.Event(), None,  # type: ignore[arg-type]
+                    verdict=lambda due, outcomes, left, why: (all(o.ok for o in outcomes) and len(outcomes) == len(due), None),
                     end=lambda recorder, due, outcomes, ok, error: ended.append((recorder.run_id, ok)) or True)  # fmt: skip
     return runs, engine, store, lease, ended
 
@@ -122,7 +134,8 @@ def test_a_daemon_that_gives_way_drops_every_open_run_once_its_crawls_are_killed
 def test_a_run_none_of_whose_crawls_could_be_recorded_is_ended_at_once():
     runs, engine, store, lease, ended = open_runs()
     store.start_spider = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    runs.runner = type("Refusing", (Engine,), {"launch": lambda self, job, on_start, on_finish, on_spawn=None: False})()
+    refusing = {"launch": lambda self, job, on_start, on_finish, on_spawn=None, on_dispatch=None: False}
+    runs.runner = type("Refusing", (Engine,), refusing)()
     assert runs.start(store, [JOBS["quick"]], FakeClock().now()) is False  # type: ignore[arg-type]
     assert ended == [(1, False)] and not runs.busy
 
@@ -137,3 +150,88 @@ def test_the_running_flag_stays_up_until_the_last_open_runs_crawls_end():
     engine.ending = [("long", True)]
     runs.collect()
     assert runs.observer.named("run_stopped") == [()]  # type: ignore[attr-defined]
+
+
+def test_a_stop_that_leaves_remote_crawls_on_their_nodes_ends_each_open_run_saying_how_many_were_left():
+    runs, engine, store, lease, ended = open_runs()
+    verdicts: list[tuple[int, int]] = []
+    runs.verdict = lambda due, outcomes, left, why: verdicts.append((len(outcomes), left)) or (False, None)
+    runs.start(store, [JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    runs.start(store, [JOBS["quick"], JOBS["flaky"]], FakeClock().now())  # type: ignore[arg-type]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert runs.busy and verdicts == []
+    engine.under_way.clear()  # the Scrapyd engine's stop: every crawl left on its node, none told ended
+    runs.collect()
+    assert not runs.busy and sorted(verdicts) == [(0, 1), (1, 1)] and sorted(ended) == [(1, False), (2, False)]
+
+
+def test_the_remote_crawls_a_former_daemon_left_are_re_attached_as_part_of_the_next_run_beside_its_new_crawls():
+    runs, engine, store, lease, ended = open_runs()
+    attached: list[Any] = []
+
+    def attach(run, on_finish, on_dispatch=None) -> None:
+        attached.append(run.jobid)
+        engine.under_way[run.job.name] = (run.token, on_finish)
+
+    engine.attach = attach  # type: ignore[attr-defined]
+    left = RemoteRun(77, JOBS["long"], "http://a:6800", "long-1", 5.0)
+    assert runs.start(store, [JOBS["quick"]], FakeClock().now(), left=[(left, FakeClock().now())])  # type: ignore[arg-type]
+    assert attached == ["long-1"] and runs.running() == {"long", "quick"} and store.crawls == 1  # one new row
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert ended == [] and runs.running() == {"long"}
+    engine.ending = [("long", True)]
+    runs.collect()
+    assert ended == [(1, True)] and not runs.busy
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.lines: list[tuple] = []
+
+    def start_run(self, now, names, owner) -> str:
+        self.lines.append(("run", tuple(names)))
+        return f"j-{len(self.lines)}"
+
+    def spider(self, run, started_at, finished_at, outcome, **kwargs) -> None:
+        self.lines.append(("spider", run, outcome.name))
+
+    def end_run(self, run, finished_at, ok, error) -> None:
+        self.lines.append(("end", run, ok, error))
+
+
+def test_the_fail_safes_runs_overlap_too_each_recorded_in_the_journal_and_ended_by_its_own_crawls():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    ends: list[tuple] = []
+    runs.end = lambda recorder, due, outcomes, ok, error: ends.append((recorder.run, ok)) or True  # type: ignore[assignment]
+    assert runs.start_offline([JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    assert runs.start_offline([JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    assert runs.running() == {"long", "quick"} and not runs.online and lease.open[-1] == [None, None]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert ends == [("j-2", True)] and runs.running() == {"long"} and store.crawls == 0  # nothing in PostgreSQL
+    assert ("spider", "j-2", "quick") in runs.journal.lines  # type: ignore[attr-defined]
+
+
+def test_a_fail_safe_run_under_way_when_this_daemon_gives_way_is_journaled_failed_never_left_open():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    runs.start_offline([JOBS["long"]], FakeClock().now())  # type: ignore[arg-type]
+    lease.giving_way.set()
+    engine.ending = [("long", False)]
+    runs.collect()
+    assert not runs.busy and lease.gave == 1
+    [(_, run, ok, error)] = [line for line in runs.journal.lines if line[0] == "end"]  # type: ignore[attr-defined]
+    assert (run, ok) == ("j-1", False) and "another daemon took the runner lock" in error
+
+
+def test_the_fail_safe_learns_each_crawl_as_it_ends_not_at_its_runs_end_so_it_never_runs_it_again_meanwhile():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    runs.end = lambda recorder, due, outcomes, ok, error: True  # type: ignore[assignment]
+    runs.start_offline([JOBS["long"], JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    engine.ending = [("quick", True)]
+    runs.collect()
+    assert runs.history.folded == ["quick"] and runs.running() == {"long"}  # type: ignore[attr-defined]

@@ -1,9 +1,13 @@
 """Dispatching crawls to Scrapyd nodes: the engine behind SCHEDULER_ENGINE=scrapyd.
 
-`ScrapydEngine.run` has the local runner's contract (daemon/engines/local.py): blocking, at most
-`concurrency` crawls at a time, each job's timeout enforced, the stop and abort events honoured,
-the outcomes of the crawls started returned. What differs is where a crawl runs and what the daemon
-can know of it; the facts it rests on are in docs/scrapyd-facts.md.
+It has the local runner's contract (daemon/engines/local.py): crawls launched one by one beside
+those under way (`launch`, `attach` for one a former daemon left), each crawl's end told to its own
+run at the poll that sees it (`poll`, at most every `poll_s` however often the loop calls it), so
+the loop gives a node's freed slot to the most overdue due job within one poll and never waits for
+a run; `run` and `reconcile` crawl a batch to its end (the engine tests'). At most
+`concurrency` crawls at a time, each job's timeout enforced, the stop and abort events honoured.
+What differs is where a crawl runs and what the daemon can know of it; the facts it rests on are
+in docs/scrapyd-facts.md.
 
 - Write ahead: `on_dispatch(token, node, jobid, log_url)` is called before schedule.json is sent,
   with our own job id, so a daemon that dies at any point finds the crawl again.
@@ -51,7 +55,9 @@ class ScrapydEngine(Placement, Watching):
     """The Scrapyd engine (daemon/engines/engine.py): each crawl a job on a Scrapyd node."""
 
     reattaches = True  # a remote crawl outlives its daemon: the next one re-attaches to it
-    overlaps = False  # not yet: a run's crawls are watched to their end by `run` (issue 20's second half)
+    # Crawls are launched one by one beside those under way (`launch`, `attach`) and each one's end
+    # is told at the poll that sees it (`poll`): the loop gives a node's freed slot at once.
+    overlaps = True
 
     def __init__(
         self,
@@ -81,11 +87,82 @@ class ScrapydEngine(Placement, Watching):
         self.concurrency = settings.concurrency or sum(node.slots for node in settings.nodes)
         self.detached: list[RemoteRun] = []  # left running at the last stop, for the next daemon
         self.not_started: str | None = None  # why the last run left jobs not started (None: stopping)
-        self._active: list[_Crawl] = []
+        self._active: list[_Crawl] = []  # the crawls under way on the nodes, of every run
+        self._again: collections.deque[_Crawl] = collections.deque()  # recorded crawls to (re)send first
+        self._ended: list[tuple[_Crawl, CrawlOutcome]] = []  # ended, to be told to their runs
+        self._polled_at = float("-inf")  # when the nodes running our crawls were last asked
+        self._all_asked_at = float("-inf")  # when every node was last asked (for its free slots)
         self._former_nodes: list[_Node] = []  # nodes no longer configured that still have our crawls
         self._lost: collections.deque[tuple[_Node, str, str]] = collections.deque(maxlen=LOST_REMEMBERED)
 
-    # The runner's interface ----------------------------------------------------------------------
+    # The runner's interface: crawls one by one, beside those under way ----------------------------
+
+    @property
+    def busy(self) -> int:
+        """Our crawls under way (each holds a node's slot), to be sent again, or ended and not yet told."""
+        return len(self._active) + len(self._again) + len(self._ended)
+
+    def free(self) -> int:
+        """How many crawls could be launched now: the nodes' free slots (every node asked at most
+        a poll ago, whoever's crawls fill them), at most `concurrency` of ours. When no node answers,
+        the slots are offered anyway: the launch then says why nothing started."""
+        now = self.clock.monotonic()
+        self._ask_all(now)
+        ours = self.concurrency - len(self._active) - len(self._again)
+        room = self._room(now)
+        return max(0, ours if room < 0 else min(ours, room))
+
+    def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = lambda token, pid: None,
+               on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None) -> bool:  # fmt: skip
+        """Send `job`'s crawl now to the node `free` found room on, recorded first (`on_start`, then
+        `on_dispatch`); `on_finish` hears its outcome from a later `poll`. False when it was not
+        started: no node has a free slot (`not_started` says why) or `on_start` refused it."""
+        now = self.clock.monotonic()
+        self.not_started = None
+        self._ask_all(now)
+        node = self._choose(now, avoid=self._lost_on(job.name))
+        if node is None or len(self._active) + len(self._again) >= self.concurrency:
+            self.not_started = "every Scrapyd node's slots are taken" if self._answering(now) else self._none_answered()
+            log.warning("spiders_not_started", spiders=[job.name], reason="no_node",
+                        nodes=[n.name for n in self.nodes])  # fmt: skip
+            return False
+        token = on_start(job)
+        if token is None:
+            return False
+        self._send(_Crawl(job, token, now, on_finish, on_dispatch), node, now)
+        return True
+
+    def _ask_all(self, now: float) -> None:
+        """Every node asked for its jobs, unless that was done less than a poll ago."""
+        if now - self._all_asked_at >= self.settings.poll_s:
+            self._observe(wanted=True, now=now)
+
+    def attach(self, run: RemoteRun, on_finish: OnFinish,
+               on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None) -> None:  # fmt: skip
+        """Re-attach to a crawl a former daemon recorded and did not see end (at start-up, after a
+        take-over), beside those under way: asked after at the next poll and `classify`'d like the
+        others (watched to its end, sent again if it never started, judged if gone)."""
+        self._active.append(self._attached(run, self.clock.monotonic(), on_finish, on_dispatch))
+
+    def poll(self) -> int:
+        """At most every poll: ask the nodes after our crawls, act on each (`classify`: collect,
+        stop, send again, give up), send again what must be; then tell each crawl that ended to its
+        run's `on_finish` and call `on_poll` (the lease's probe, cancels, the heartbeat). The daemon
+        stopping or giving way leaves every crawl on its node (`detached`), cancelling nothing. How
+        many crawls were told ended."""
+        now = self.clock.monotonic()
+        if self.stop.is_set() or self.abort.is_set():
+            told = self._tell()
+            self._leave(collections.deque(), now)
+            return told
+        if now - self._polled_at >= self.settings.poll_s:
+            self._poll_nodes(now)
+            self._place(now)
+        told = self._tell()
+        self.on_poll()
+        return told
+
+    # The blocking interface (a batch crawled to its end) ---------------------------------------------
 
     def run(
         self,
@@ -100,7 +177,7 @@ class ScrapydEngine(Placement, Watching):
         a token (None: not recorded, nothing more starts). `on_dispatch(token, node, jobid, log_url)`
         records where it goes before it is sent (False: not recorded, so not sent: that crawl fails
         and nothing more starts). `on_spawn` is never called: a remote crawl has no local pid."""
-        return self._drive(collections.deque(jobs), [], on_start, on_finish, on_dispatch)
+        return self._drive(collections.deque(jobs), (), on_start, on_finish, on_dispatch)
 
     def reconcile(
         self,
@@ -111,22 +188,10 @@ class ScrapydEngine(Placement, Watching):
         jobs: Sequence[Job] = (),
         on_start: OnStart = lambda job: None,
     ) -> list[CrawlOutcome]:
-        """Re-attach to remote crawls a daemon recorded and did not see end (at start-up, after a
-        take-over): each is asked after and `classify`'d like the crawls of a run; those that run
-        are watched to their end, those that never started are dispatched again (on_dispatch), those
-        gone are judged. `jobs` (due meanwhile) are dispatched beside them as `run` would, so no
-        job waits for a re-attached crawl of another. Blocking like `run`; the outcomes of those
-        that ended."""
-        now = self.clock.monotonic()
-        active = []
-        for run in runs:
-            crawl = _Crawl(run.job, run.token, now - max(0.0, run.age_s))
-            node = self._node_for(run.node)
-            crawl.sent(node, run.jobid, node.client.log_url(self.settings.project, run.job.spider, run.jobid),
-                       crawl.dispatched_at)  # fmt: skip
-            log.info("spider_reattaching", spider=run.job.spider, job=run.job.name, node=node.name, jobid=run.jobid)
-            active.append(crawl)
-        return self._drive(collections.deque(jobs), active, on_start, on_finish, on_dispatch)
+        """`attach` each of `runs` and dispatch `jobs` (due meanwhile) beside them as `run` would,
+        so no job waits for a re-attached crawl of another. Blocking like `run`; the outcomes of
+        those that ended."""
+        return self._drive(collections.deque(jobs), tuple(runs), on_start, on_finish, on_dispatch)
 
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: cancel.json to its node (SIGTERM), signal=KILL after the grace; its verdict
@@ -140,37 +205,66 @@ class ScrapydEngine(Placement, Watching):
 
     # The loop --------------------------------------------------------------------------------------
 
-    def _drive(self, pending: collections.deque[Job], active: list[_Crawl], on_start: OnStart,
+    def _drive(self, pending: collections.deque[Job], runs: Sequence[RemoteRun], on_start: OnStart,
                on_finish: OnFinish, on_dispatch: OnDispatch) -> list[CrawlOutcome]:  # fmt: skip
-        again: collections.deque[_Crawl] = collections.deque()  # recorded crawls to (re)send first
+        """A blocking run: `pending` placed as slots free, `runs` re-attached, all watched to their
+        end (or left on their nodes at a stop)."""
         outcomes: list[CrawlOutcome] = []
-        self._active = active
+
+        def told(token: Any, outcome: CrawlOutcome) -> None:
+            outcomes.append(outcome)
+            on_finish(token, outcome)
+
+        def start(job: Job, now: float) -> _Crawl | None:
+            token = on_start(job)
+            return None if token is None else _Crawl(job, token, now, told, on_dispatch)
+
         self.detached = []
         self.not_started = None
-
-        def finish(crawl: _Crawl, outcome: CrawlOutcome) -> None:
-            if crawl in active:
-                active.remove(crawl)
-            outcomes.append(outcome)
-            on_finish(crawl.token, outcome)
-
-        while pending or again or active:
+        now = self.clock.monotonic()
+        self._active.extend(self._attached(run, now, told, on_dispatch) for run in runs)
+        while pending or self.busy:
             now = self.clock.monotonic()
             if self.stop.is_set() or self.abort.is_set():
-                self._leave(pending, again, active, now)
+                self._leave(pending, now)
                 break
-            self._observe(active, wanted=bool(pending or again), now=now)
-            for crawl in list(active):
-                self._step(crawl, now, finish, again)
-            self._place(pending, again, active, on_start, on_dispatch, finish, now)
+            self._poll_nodes(now, wanted=bool(pending))
+            self._place(now, pending, start)
+            self._tell()
             self.on_poll()
-            if pending or again or active:
+            if pending or self.busy:
                 self.clock.wait(self.stop, self.settings.poll_s)  # a stop is heard at once
-        self._active = []
         return outcomes
 
-    def _leave(self, pending: collections.deque[Job], again: collections.deque[_Crawl], active: list[_Crawl],
-               now: float) -> None:  # fmt: skip
+    def _poll_nodes(self, now: float, wanted: bool = False) -> None:
+        """Ask the nodes (every one when crawls wait for a slot: `wanted`, or one to send again), act
+        on each crawl under way as `classify` says."""
+        self._polled_at = now
+        self._observe(wanted=wanted or bool(self._again), now=now)
+        for crawl in list(self._active):
+            self._step(crawl, now)
+
+    def _attached(self, run: RemoteRun, now: float, on_finish: OnFinish, on_dispatch: OnDispatch) -> _Crawl:
+        crawl = _Crawl(run.job, run.token, now - max(0.0, run.age_s), on_finish, on_dispatch)
+        node = self._node_for(run.node)
+        crawl.sent(node, run.jobid, node.client.log_url(self.settings.project, run.job.spider, run.jobid),
+                   crawl.dispatched_at)  # fmt: skip
+        log.info("spider_reattaching", spider=run.job.spider, job=run.job.name, node=node.name, jobid=run.jobid)
+        return crawl
+
+    def _finish(self, crawl: _Crawl, outcome: CrawlOutcome) -> None:
+        """`crawl` has ended: out of the crawls under way, its outcome told at the end of this poll."""
+        if crawl in self._active:
+            self._active.remove(crawl)
+        self._ended.append((crawl, outcome))
+
+    def _tell(self) -> int:
+        ended, self._ended = self._ended, []
+        for crawl, outcome in ended:
+            crawl.on_finish(crawl.token, outcome)
+        return len(ended)
+
+    def _leave(self, pending: collections.deque[Job], now: float) -> None:
         """The daemon stops (or gives way): nothing more is sent, nothing is cancelled."""
         reason = "lock_lost" if self.abort.is_set() else "stopping"
         if pending:
@@ -178,23 +272,23 @@ class ScrapydEngine(Placement, Watching):
             pending.clear()
         # A recorded crawl waiting to be sent (again) is left like the others: the next daemon finds
         # it unknown to its node, without a log, and sends it.
-        active.extend(again)
-        again.clear()
-        if active:
+        left = [*self._active, *self._again]
+        self._active.clear()
+        self._again.clear()
+        if left:
             self.detached = [
                 RemoteRun(c.token, c.job, c.node.spec.url if c.node else "", c.jobid, now - c.dispatched_at)
-                for c in active
+                for c in left
             ]
             log.info("remote_crawls_left_running", reason=reason,
                      crawls=[{"job": c.job.name, "node": c.node.name if c.node else None, "jobid": c.jobid}
-                             for c in active])  # fmt: skip
-            active.clear()
+                             for c in left])  # fmt: skip
 
-    def _observe(self, active: list[_Crawl], wanted: bool, now: float) -> None:
+    def _observe(self, wanted: bool, now: float) -> None:
         """Ask each node that matters this poll for its jobs: those running our crawls, those that
         lost one (`Watching._lost_came_back`), and, when a crawl waits for a slot, those not resting
         after a failure."""
-        asked = {id(c.node): c.node for c in active if c.node is not None}
+        asked = {id(c.node): c.node for c in self._active if c.node is not None}
         others = [*self.nodes] if wanted else []
         for node in [*others, *self._asked_after_lost()]:
             if not node.cooling(now, self.limits.node_retry_s):
@@ -214,6 +308,8 @@ class ScrapydEngine(Placement, Watching):
                 log.info("scrapyd_node_back", node=node.name)
                 node.failed_at = None
                 self.on_node(node.name, True, "")
+        # The nodes not asked hold no answer now: `free` asks them all again before it counts.
+        self._all_asked_at = now if wanted else float("-inf")
         self._lost_came_back(now)
 
     def _node_failed(self, node: _Node, exc: ScrapydError, now: float) -> None:
@@ -222,8 +318,7 @@ class ScrapydEngine(Placement, Watching):
             self.on_node(node.name, False, str(exc))
         node.failed_at = now
 
-    def _step(self, crawl: _Crawl, now: float, finish: Callable[[_Crawl, CrawlOutcome], None],
-              again: collections.deque[_Crawl]) -> None:  # fmt: skip
+    def _step(self, crawl: _Crawl, now: float) -> None:
         node = crawl.node
         assert node is not None
         state = node.jobs.state(crawl.jobid) if node.jobs is not None else "unreachable"
@@ -260,17 +355,17 @@ class ScrapydEngine(Placement, Watching):
             except ScrapydError as exc:
                 self._node_failed(node, exc, now)  # read again next poll
                 return
-            finish(crawl, outcome)
+            self._finish(crawl, outcome)
         elif action is Action.LOST:
             log.warning("remote_crawl_lost", **fields, reason=reason, after_s=self.limits.lost_after_s)
             self._gave_up(crawl)
-            finish(crawl, lost_outcome(crawl.job, reason, now - crawl.dispatched_at, node.name,
-                                       self.limits.lost_after_s))  # fmt: skip
+            self._finish(crawl, lost_outcome(crawl.job, reason, now - crawl.dispatched_at, node.name,
+                                             self.limits.lost_after_s))  # fmt: skip
         else:  # Action.DISPATCH_AGAIN
             log.warning("remote_crawl_never_started", **fields, after_s=self.limits.never_started_after_s)
             if crawl in self._active:
                 self._active.remove(crawl)
-            again.append(crawl)
+            self._again.append(crawl)
 
     # Placing crawls on nodes ---------------------------------------------------------------------------
 

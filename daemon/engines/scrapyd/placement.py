@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.engines.engine import OnDispatch, OnStart
+from daemon.engines.engine import OnDispatch, OnFinish
 from daemon.jobs.jobfile import Job
 from daemon.engines.scrapyd.rules import EngineSettings, Limits, choose_node, new_jobid, node_settings, remote_outcome
 from daemon.settings.addresses import Node
@@ -41,9 +41,12 @@ class _Node:
 
 
 class _Crawl:
-    def __init__(self, job: Job, token: Any, dispatched_at: float) -> None:
+    def __init__(self, job: Job, token: Any, dispatched_at: float, on_finish: OnFinish,
+                 on_dispatch: OnDispatch) -> None:  # fmt: skip
         self.job = job
         self.token = token
+        self.on_finish = on_finish  # its run's: told its outcome at the poll that sees it end
+        self.on_dispatch = on_dispatch  # its run's: records where it goes, before each sending
         self.dispatched_at = dispatched_at  # the first dispatch: the job's timeout counts from here
         self.node: _Node | None = None
         self.jobid = ""
@@ -75,26 +78,31 @@ class Placement:
     nodes: list[_Node]
     concurrency: int
     not_started: str | None
+    _active: list[_Crawl]  # the crawls under way, of every run
+    _again: collections.deque[_Crawl]  # recorded crawls to (re)send first, to a node that answers
 
     _node_failed: Callable[[_Node, ScrapydError, float], None]  # the engine's (daemon/engines/scrapyd/dispatch.py)
+    _finish: Callable[[_Crawl, CrawlOutcome], None]  # the engine's: the crawl has ended, its outcome told next
 
     _lost_on: Callable[[str], set[int]]  # the engine's (daemon/engines/scrapyd/watching.py): nodes that lost a crawl of a job
 
-    def _place(self, pending: collections.deque[Job], again: collections.deque[_Crawl], active: list[_Crawl],
-               on_start: OnStart, on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None],
-               now: float) -> None:  # fmt: skip
-        while (pending or again) and len(active) < self.concurrency:
-            node = self._choose(active, now, avoid=self._lost_on(again[0].job.name if again else pending[0].name))
+    def _place(self, now: float, pending: collections.deque[Job] | None = None,
+               start: Callable[[Job, float], _Crawl | None] | None = None) -> None:  # fmt: skip
+        """Send the recorded crawls waiting to be sent again, then start `pending`'s (`start` records
+        one and makes its crawl; None: not recorded), while slots are free."""
+        pending = pending if pending is not None else collections.deque()
+        while (pending or self._again) and len(self._active) < self.concurrency:
+            node = self._choose(now, avoid=self._lost_on(self._again[0].job.name if self._again else pending[0].name))
             if node is None:
-                if not any(not n.cooling(now, self.limits.node_retry_s) for n in self.nodes):
-                    self._no_node(pending, again, finish, now)
+                if not self._answering(now):
+                    self._no_node(pending, now)
                 return
-            if again:
-                crawl = again.popleft()
+            if self._again:
+                crawl = self._again.popleft()
             else:
                 job = pending.popleft()
-                token = on_start(job)
-                if token is None:
+                made = start(job, now) if start is not None else None
+                if made is None:
                     # Its record could not be written: a crawl nobody could account for. It and
                     # the rest stay due; the crawls under way go on.
                     log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
@@ -102,8 +110,8 @@ class Placement:
                     self.not_started = "their records could not be written"
                     pending.clear()
                     return
-                crawl = _Crawl(job, token, now)
-            if not self._send(crawl, node, active, again, on_dispatch, finish, now):
+                crawl = made
+            if not self._send(crawl, node, now):
                 # Its node and job id could not be recorded first: the jobs not started stay due,
                 # the crawls under way go on.
                 if pending:
@@ -112,45 +120,60 @@ class Placement:
                     pending.clear()
                 return
 
-    def _choose(self, active: list[_Crawl], now: float, avoid: set[int]) -> _Node | None:
+    def _answering(self, now: float) -> bool:
+        """Some node is not resting after a failure."""
+        return any(not n.cooling(now, self.limits.node_retry_s) for n in self.nodes)
+
+    def _room(self, now: float) -> int:
+        """Free slots on the nodes as last asked, ours and others' crawls counted (-1: no node answers)."""
+        usable = self._usable(now)
+        return sum(max(0, slots - load) for load, slots in self._loads(usable)) if usable else -1
+
+    def _usable(self, now: float) -> list[_Node]:
+        return [n for n in self.nodes if n.jobs is not None and not n.cooling(now, self.limits.node_retry_s)]
+
+    def _loads(self, usable: list[_Node]) -> list[tuple[int, int]]:
+        """(load, slots) of each node: what it said it holds, what was sent to it since, and our
+        crawls it forgot (a restarted node), which still occupy its slots."""
+        forgotten = collections.Counter(id(c.node) for c in self._active if c.state == "unknown")
+        return [(n.jobs.load + n.added + forgotten[id(n)], n.spec.slots) for n in usable]
+
+    def _choose(self, now: float, avoid: set[int]) -> _Node | None:
         """The node for the next crawl; `avoid`: nodes that lost a crawl of its job (ids)."""
-        usable = [n for n in self.nodes if n.jobs is not None and not n.cooling(now, self.limits.node_retry_s)]
-        # Our crawls a restarted node forgot still occupy its slots.
-        forgotten = collections.Counter(id(c.node) for c in active if c.state == "unknown")
-        index = choose_node([(n.jobs.load + n.added + forgotten[id(n)], n.spec.slots) for n in usable],
-                            avoid={i for i, n in enumerate(usable) if id(n) in avoid},
+        usable = self._usable(now)
+        index = choose_node(self._loads(usable), avoid={i for i, n in enumerate(usable) if id(n) in avoid},
                             last_sent=[n.last_sent_at for n in usable])  # fmt: skip
         return usable[index] if index is not None else None
 
-    def _no_node(self, pending: collections.deque[Job], again: collections.deque[_Crawl],
-                 finish: Callable[[_Crawl, CrawlOutcome], None], now: float) -> None:  # fmt: skip
+    def _no_node(self, pending: collections.deque[Job], now: float) -> None:
         """Every node failed recently: the jobs not started stay due (the loop tries again later);
         a recorded crawl that could not be sent anywhere fails."""
         if pending:
             log.warning("spiders_not_started", spiders=[job.name for job in pending], reason="no_node",
                         nodes=[n.name for n in self.nodes])  # fmt: skip
-            self.not_started = "no Scrapyd node answered: " + ", ".join(n.name for n in self.nodes)
+            self.not_started = self._none_answered()
             pending.clear()
-        while again:
-            crawl = again.popleft()
-            names = ", ".join(n.name for n in self.nodes)
-            finish(crawl, self._not_sent(crawl, now, f"no Scrapyd node answered: {names}"))
+        while self._again:
+            crawl = self._again.popleft()
+            self._finish(crawl, self._not_sent(crawl, now, self._none_answered()))
 
-    def _send(self, crawl: _Crawl, node: _Node, active: list[_Crawl], again: collections.deque[_Crawl],
-              on_dispatch: OnDispatch, finish: Callable[[_Crawl, CrawlOutcome], None], now: float) -> bool:  # fmt: skip
+    def _none_answered(self) -> str:
+        return "no Scrapyd node answered: " + ", ".join(n.name for n in self.nodes)
+
+    def _send(self, crawl: _Crawl, node: _Node, now: float) -> bool:
         """Send one crawl to `node`, its node and job id recorded first. False when that record could
         not be written (`on_dispatch` returned False): then nothing was sent and the crawl has failed."""
         job, project = crawl.job, self.settings.project
         jobid = new_jobid(job)
         crawl.sent(node, jobid, node.client.log_url(project, job.spider, jobid), now)
-        if on_dispatch(crawl.token, node.spec.url, jobid, crawl.log_url) is False:  # write ahead
-            finish(crawl, self._not_sent(crawl, now, "its node and job id could not be recorded first"))
+        if crawl.on_dispatch(crawl.token, node.spec.url, jobid, crawl.log_url) is False:  # write ahead
+            self._finish(crawl, self._not_sent(crawl, now, "its node and job id could not be recorded first"))
             return False
         fields = {"spider": job.spider, "job": job.name, "node": node.name, "jobid": jobid}
         try:
             node.client.schedule(project, job.spider, jobid, job.args, node_settings(job))
         except ValueError as exc:  # arguments Scrapyd cannot pass: it was never sent
-            finish(crawl, self._not_sent(crawl, now, str(exc)))
+            self._finish(crawl, self._not_sent(crawl, now, str(exc)))
             return True
         except ScrapydError as exc:
             if exc.maybe_delivered:
@@ -162,18 +185,18 @@ class Placement:
                     state = "unreachable"
                 log.warning("scrapyd_schedule_unconfirmed", **fields, error=str(exc), state=state)
                 crawl.state = state
-                active.append(crawl)
+                self._active.append(crawl)
                 node.added += 1
                 return True
             if exc.node_failed:  # not taken (no connection, refused credentials): another node
                 self._node_failed(node, exc, now)
-                again.appendleft(crawl)
+                self._again.appendleft(crawl)
                 return True
-            finish(crawl, self._not_sent(crawl, now, str(exc)))  # the node refused this crawl
+            self._finish(crawl, self._not_sent(crawl, now, str(exc)))  # the node refused this crawl
             return True
         log.info("spider_dispatched", **fields)
         crawl.state = "pending"
-        active.append(crawl)
+        self._active.append(crawl)
         node.added += 1
         node.last_sent_at = now
         return True
