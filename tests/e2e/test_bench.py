@@ -14,7 +14,9 @@ import pytest
 from tests.conftest import ROOT, figure
 from tests.e2e.test_compose_stack import docker_answers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.bench]
+# Its own bound, above the suite's 600 s: the quick run takes about 5 minutes here, and a slower
+# machine must not fail it for being slow (its figures are printed, never asserted).
+pytestmark = [pytest.mark.e2e, pytest.mark.bench, pytest.mark.timeout(1500)]
 
 SECTIONS = ["catch_up_local", "catch_up_container", "precision", "clock_jump", "idle", "overhead", "scale",
             "fast_catch_up", "commands", "many_jobs", "cluster", "http_flood", "crawl_starts", "free_slots"]
@@ -25,7 +27,7 @@ def test_the_quick_benchmark_runs_through_and_reports_every_figure(tmp_path):
     argv = [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--json", str(out)]
     if not docker_answers() and os.environ.get("REQUIRE_DOCKER") != "1":
         argv.append("--no-docker")
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1400)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["mode"] == "quick" and list(report["results"]) == SECTIONS

@@ -89,7 +89,7 @@ def test_a_killed_lock_connection_never_lets_a_second_runner_overlap(pg_server, 
 def test_two_daemons_started_and_failed_over_again_and_again_never_overlap(base_env, db, daemon_factory):
     seed = int(os.environ.get("FAULT_SEED", random.randrange(10**6)))
     rng = random.Random(seed)
-    failovers = int(os.environ.get("FAULT_FAILOVERS", "50"))
+    failovers = int(os.environ.get("FAULT_FAILOVERS", "30"))
     env = {**base_env, "SCHEDULER_SPIDERS": "ok,slow", "SLOW_SECONDS": "1", "SCHEDULER_INTERVAL_HOURS": "0.0005"}
     daemons = [daemon_factory(env).start()]
     time.sleep(rng.uniform(0, 1))

@@ -1,5 +1,5 @@
 """The chaos soak: two daemons, interval 10 s, and a random fault every ~20 s. Bounded: SOAK_SECONDS
-(default 240 s; 1800+ for the long form). It prints the figures the README's Reliability section
+(default 150 s; 1800+ for the long form). It prints the figures the README's Reliability section
 quotes and asserts only the invariants: no overlap, no row left running, no record lost, no job
 held back (issue 20: a job due by its records and not started while a slot was free, for longer
 than the grace, outside a fault and the recovery after it).
@@ -7,7 +7,7 @@ than the grace, outside a fault and the recovery after it).
 Its cluster mode (`test_chaos_soak_cluster`): the same two daemons with SCHEDULER_ENGINE=scrapyd on
 three real Scrapyd nodes (1, 2 and 1 slots), the nodes' faults among the daemons': a whole node
 killed and restarted, Scrapyd alone killed (its crawls live on as orphans) and restarted, a crawl
-killed with -9. Bounded by SOAK_CLUSTER_SECONDS (default 150 s).
+killed with -9. Bounded by SOAK_CLUSTER_SECONDS (default 100 s).
 
     SOAK_SECONDS=1800 bash tests/run.sh tests/faults/test_soak.py -s -k "not cluster"
     SOAK_CLUSTER_SECONDS=1800 bash tests/run.sh tests/faults/test_soak.py -s -k cluster
@@ -165,7 +165,7 @@ class Chaos:
             self.hang()
 
 def test_chaos_soak(pg_server, base_env, db, daemon_factory):
-    seconds = float(os.environ.get("SOAK_SECONDS", "240"))
+    seconds = float(os.environ.get("SOAK_SECONDS", "150"))
     seed = int(os.environ.get("FAULT_SEED", random.randrange(10**6)))
     rng = random.Random(seed)
     env = {
@@ -431,7 +431,7 @@ class ClusterChaos(Chaos):
 
 
 def test_chaos_soak_cluster(pg_server, base_env, db, daemon_factory, site, tmp_path):
-    seconds = float(os.environ.get("SOAK_CLUSTER_SECONDS", "150"))
+    seconds = float(os.environ.get("SOAK_CLUSTER_SECONDS", "100"))
     seed = int(os.environ.get("FAULT_SEED", random.randrange(10**6)))
     rng = random.Random(seed)
     nodes = [SoakNode(tmp_path / "nodes", name, site, max_proc=slots, jobs_to_keep=100_000, slow_seconds=2)
