@@ -192,7 +192,9 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
 def _notify_test(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.telemetry.channels import notify_test
 
-    return notify_test(settings, args)
+    code, lines = notify_test(settings, args)
+    print("\n".join(lines))
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

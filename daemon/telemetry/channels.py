@@ -91,9 +91,10 @@ def chosen(channel: Channel, tags: tuple[str, ...]) -> bool:
     return not tags or not channel.tags or bool(set(channel.tags) & set(tags))
 
 
-def notify_test(settings: Any, args: Any) -> int:
-    """`python -m daemon notify-test [TAG]`: one test alert to each channel (or to TAG's), one line
-    each, delivered or why not; 1 if any failed (or none was chosen), else 0."""
+def notify_test(settings: Any, args: Any) -> tuple[int, list[str]]:
+    """`python -m daemon notify-test [TAG]`: one test alert to each channel (or to TAG's). Returns
+    the exit code (1 if any failed, or none was chosen; else 0) and one line per channel, delivered
+    or why not, for daemon/__main__.py to print."""
     from daemon.system.errors import ConfigError
     from daemon.telemetry.notify import Notifier, where
 
@@ -119,9 +120,8 @@ def notify_test(settings: Any, args: Any) -> int:
                                    json.dumps({"text": f"{title}: {body}", "kind": "notify_test"}).encode())
         results.append((f"ALERT_WEBHOOK_URL {where(settings.alert_webhook_url.reveal())}", error is None, error or ""))
     if not results:
-        print(f"no channel has the tag {tag!r}" if tag else
-              "no channel: set SCHEDULER_NOTIFY_CONFIG (an Apprise configuration file) or ALERT_WEBHOOK_URL")
-        return 1
-    for name, ok, why in results:
-        print(f"{name}: delivered" if ok else f"{name}: not delivered: {why or 'no reason given'}")
-    return 0 if all(ok for _, ok, _ in results) else 1
+        return 1, [f"no channel has the tag {tag!r}" if tag else
+                   "no channel: set SCHEDULER_NOTIFY_CONFIG (an Apprise configuration file) or ALERT_WEBHOOK_URL"]  # fmt: skip
+    lines = [f"{name}: delivered" if ok else f"{name}: not delivered: {why or 'no reason given'}"
+             for name, ok, why in results]  # fmt: skip
+    return (0 if all(ok for _, ok, _ in results) else 1), lines
