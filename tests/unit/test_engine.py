@@ -15,6 +15,7 @@ from daemon.engines.engine import Engine, OverlappingEngine, RemoteRun
 from daemon.engines.scrapyd.rules import EngineSettings
 from daemon.settings.addresses import Node
 from daemon.engines.local import CrawlRunner
+from tests.helpers import crawl_to_end
 from tests.unit.test_dispatch import job
 
 MEMBERS = ("reattaches", "detached", "not_started", "overlaps", "run", "reconcile", "cancel")
@@ -50,8 +51,8 @@ def test_the_local_runner_refuses_to_re_attach_to_a_crawl_and_runs_an_empty_batc
                                project_dir=tmp_path)  # an empty batch starts no warm parent
     runner = CrawlRunner(settings, SystemClock(), threading.Event(), threading.Event(), environ={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no crawls to re-attach"):
-        runner.reconcile([RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0)], lambda t, o: None)
-    assert runner.reconcile([], lambda t, o: None) == [] and runner.detached == ()
+        runner.attach(RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0), lambda t, o: None)
+    assert crawl_to_end(runner, [], lambda job: None, lambda t, o: None) == [] and runner.detached == ()
     assert runner._starts is None  # no crawl: neither a warm parent nor its client
 
 
