@@ -434,7 +434,6 @@ def test_a_connection_dropped_after_the_node_took_the_job_is_asked_about_never_s
 def test_scrapyd_killed_alone_leaves_an_orphan_that_the_next_daemon_waits_for_then_collects(own_nodes):
     node = own_nodes("orphan", slow_seconds=6)
     stop = threading.Event()
-    client = node.client()
 
     def kill_scrapyd_and_stop_once_running() -> None:
         if not stop.is_set() and crawling(node, "orphan"):
