@@ -32,6 +32,36 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, step: float = 0.
         time.sleep(step)
 
 
+def crawl_to_end(engine: Any, jobs: Sequence[Any], on_start: Callable, on_finish: Callable, *,
+                 on_spawn: Callable | None = None, on_dispatch: Callable | None = None, attach: Sequence[Any] = (),
+                 poll_s: float = 0.1) -> list:  # fmt: skip
+    """Drive an engine as the loop does (daemon/loop/runs.py): `attach` the remote crawls a former
+    daemon left (RemoteRun), launch `jobs` one by one as its slots free, poll every `poll_s` (on the
+    engine's clock) until it holds no crawl; the outcomes told, in the order they ended. A launch
+    refused leaves the rest not started, as the loop does; a stop leaves them not started too."""
+    outcomes: list = []
+
+    def told(token: Any, outcome: Any) -> None:
+        outcomes.append(outcome)
+        on_finish(token, outcome)
+
+    given = {"on_spawn": on_spawn, "on_dispatch": on_dispatch}
+    callbacks = {name: callback for name, callback in given.items() if callback is not None}
+    for run in attach:
+        engine.attach(run, told, **{k: v for k, v in callbacks.items() if k == "on_dispatch"})
+    pending = list(jobs)
+    never = threading.Event()  # the wait between polls is the whole `poll_s`, as the loop's
+    while True:
+        while pending and not engine.stop.is_set() and engine.free() > 0:
+            if not engine.launch(pending.pop(0), on_start, told, **callbacks):
+                pending.clear()
+        if not engine.busy and (not pending or engine.stop.is_set()):
+            return outcomes
+        engine.poll()
+        if engine.busy or pending:
+            engine.clock.wait(never, poll_s)
+
+
 def alive(pid: int) -> bool:
     """Whether a process runs (a zombie only waits for its parent to reap it: dead for us)."""
     try:

@@ -3,11 +3,9 @@
 on Scrapyd nodes); a Kubernetes Jobs engine would be a third. `SCHEDULER_ENGINE` picks one
 (daemon/assemble.py); daemon/loop/batch.py and daemon/loop/runs.py are its callers.
 
-Both overlap their crawls: the loop launches each crawl as a slot frees and polls them, each
-crawl's end told to its run's callback (daemon/loop/runs.py), online and offline alike. Both also
-still run a batch blocking (`run`, `reconcile`; the loop no longer does, the engine tests do):
-start its crawls (at most `concurrency` at once), poll them, stop those over their timeout or
-cancelled, and return when the last has ended or the daemon stops.
+Both overlap their crawls: the loop launches each crawl as a slot frees (`launch`, `free`), polls
+them (`poll`: timeouts, cancels, the daemon's stop) and hears each crawl's end through its run's
+callback (daemon/loop/runs.py), online and offline alike; it never waits for a run.
 The callbacks are the recorder's (daemon/loop/recording.py): `on_start(job)` writes the crawl's row and
 returns its token (None: not written, so not started); `on_dispatch(token, node, jobid, log_url)`
 writes where a remote crawl goes before it is sent (False: not written, so not sent); `on_spawn`
@@ -17,7 +15,7 @@ gives a local crawl's pid; `on_finish(token, outcome)` writes its outcome.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from daemon.jobs.crawl import CrawlOutcome
@@ -41,35 +39,15 @@ class RemoteRun:
 
 
 class Engine(Protocol):
+    """Crawls started one by one beside those under way; each one's end told at the poll that sees it."""
+
     # Crawls outlive the daemon (remote ones): a crawl left 'running' is re-attached by the next
-    # daemon (`reconcile`) instead of failed as stale.
+    # daemon (`attach`) instead of failed as stale.
     reattaches: bool
     # The crawls the last stop left running (remote ones), for the next daemon: not failures.
     detached: Sequence[Any]
-    # Why the last run left some jobs not started (None: the daemon was stopping).
+    # Why the last launch did not start its job (None: `on_start` refused it, or the daemon was stopping).
     not_started: str | None
-    # Crawls are started one by one while others run (`launch`, `poll`, `busy`): the loop gives a
-    # freed slot at once and never waits for a run. False: a run is crawled to its end by `run`.
-    overlaps: bool
-
-    def run(self, jobs: Sequence[Job], on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = ...,
-            on_dispatch: OnDispatch = ...) -> list[CrawlOutcome]:  # fmt: skip
-        """Run `jobs`' crawls to their end (blocking); the outcomes of those that ended."""
-        ...
-
-    def reconcile(self, runs: Iterable[Any], on_finish: OnFinish, on_dispatch: OnDispatch = ..., *,
-                  jobs: Sequence[Job] = (), on_start: OnStart = ...) -> list[CrawlOutcome]:  # fmt: skip
-        """Watch to their end the crawls a former daemon left running (RemoteRun),
-        beside `jobs` run as `run` would; the outcomes of those that ended."""
-        ...
-
-    def cancel(self, name: str) -> bool:
-        """`cancel JOB`: stop its crawl under way (its verdict: cancelled); False if none runs."""
-        ...
-
-
-class OverlappingEngine(Engine, Protocol):
-    """An engine whose `overlaps` is True: the loop starts crawls one by one beside those under way."""
 
     def launch(self, job: Job, on_start: OnStart, on_finish: OnFinish, on_spawn: OnSpawn = ...,
                on_dispatch: OnDispatch = ...) -> bool:  # fmt: skip
@@ -94,3 +72,11 @@ class OverlappingEngine(Engine, Protocol):
     def busy(self) -> int:
         """The crawls under way, each holding a slot."""
         ...
+
+    def cancel(self, name: str) -> bool:
+        """`cancel JOB`: stop its crawl under way (its verdict: cancelled); False if none runs."""
+        ...
+
+
+# The name daemon/loop used while a blocking interface stood beside this one (issue 20).
+OverlappingEngine = Engine

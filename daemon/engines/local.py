@@ -1,4 +1,4 @@
-"""Running a batch of crawls as subprocesses: concurrency, timeouts, stopping, and their output.
+"""Running crawls as subprocesses: concurrency, timeouts, stopping, and their output.
 
 Each crawl runs in its own process group, so a timeout or a shutdown reaches the whole tree
 (SIGTERM, then SIGKILL after the grace period) and no crawl process outlives its turn. Each line a
@@ -9,7 +9,6 @@ starts cold (`python -m scrapy crawl`) or forked from the warm parent (daemon/en
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import ctypes
 import functools
@@ -19,7 +18,7 @@ import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,9 +33,6 @@ from daemon.engines.engine import OnDispatch, OnFinish, OnSpawn, OnStart
 from daemon.jobs.jobfile import Job, crawl_arguments
 
 log = structlog.get_logger("daemon.runner")
-
-POLL_SECONDS = 0.1  # how often running crawls are checked; small next to any crawl
-
 
 
 PR_SET_PDEATHSIG = 1
@@ -93,7 +89,6 @@ class CrawlRunner:
     in a process group of its own, that dies with it."""
 
     reattaches = False  # a local crawl never outlives its daemon: one left 'running' is stale
-    overlaps = True  # crawls started one by one (`launch`) while others run: the loop never waits for a run
     detached: tuple[()] = ()
     not_started: str | None = None
 
@@ -124,49 +119,6 @@ class CrawlRunner:
         self._wake = wake or threading.Event()
         self._active: list[_Crawl] = []  # the crawls under way, of every run
         self._starts: Any = None  # daemon.engines.warm.CrawlStarts, made at the first crawl (the idle daemon never loads it)
-
-    def run(
-        self,
-        jobs: Sequence[Job],
-        on_start: OnStart,
-        on_finish: OnFinish,
-        on_spawn: OnSpawn = lambda token, pid: None,
-        on_dispatch: OnDispatch | None = None,  # the Scrapyd engine's write-ahead; a local crawl has none
-    ) -> list[CrawlOutcome]:
-        """Run `jobs`' crawls, at most `concurrency` at a time; return the outcomes of those started.
-
-        `on_start(job)` records the start and returns a token for `on_finish`, or None when
-        the record could not be written (then nothing more is started). Spiders not started get
-        no outcome: they are simply still due next time.
-        """
-        pending = collections.deque(jobs)
-        outcomes: list[CrawlOutcome] = []
-
-        def finished(token: Any, outcome: CrawlOutcome) -> None:
-            outcomes.append(outcome)
-            on_finish(token, outcome)
-
-        while pending or self._active:
-            if (self.stop.is_set() or self.abort.is_set()) and pending:
-                reason = "lock_lost" if self.abort.is_set() else "stopping"
-                log.info("spiders_not_started", spiders=[job.name for job in pending], reason=reason)
-                pending.clear()
-            while pending and len(self._active) < self.settings.concurrency:
-                job = pending.popleft()
-                if not self.launch(job, on_start, finished, on_spawn):
-                    # Its record could not be written: starting it would be a crawl nobody can
-                    # account for. It and the rest stay due; the crawls under way finish.
-                    log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
-                                reason="record_failed")  # fmt: skip
-                    pending.clear()
-                    break
-            ended = self.poll()
-            if ended and pending:
-                continue  # a slot just freed: the next crawl starts now, not a poll later
-            if pending or self._active:
-                self._wake.clear()
-                self.clock.wait(self._wake, POLL_SECONDS)
-        return outcomes
 
     @property
     def busy(self) -> int:
@@ -246,13 +198,6 @@ class CrawlRunner:
         elif crawl.term_sent_at is not None and now - crawl.term_sent_at >= grace and not crawl.killed:
             log.warning("spider_killed", spider=crawl.spider, job=crawl.job.name, after_grace_s=grace)
             crawl.kill()
-
-    def reconcile(self, runs: Iterable[Any], on_finish: OnFinish, on_dispatch: OnDispatch | None = None, *,
-                  jobs: Sequence[Job] = (), on_start: OnStart = lambda job: None) -> list[CrawlOutcome]:  # fmt: skip
-        """Nothing to re-attach to (a local crawl dies with its daemon): `jobs` run as `run` runs them."""
-        if any(True for _ in runs):
-            raise ValueError("the local runner has no crawls to re-attach to")
-        return self.run(jobs, on_start, on_finish)
 
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: stop its running crawl (SIGTERM to its group, SIGKILL after the grace); its

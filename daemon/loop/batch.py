@@ -18,7 +18,7 @@ from daemon.records import db
 from daemon.system.clock import Clock
 from daemon.jobs.catalog import Catalog
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.engines.engine import OverlappingEngine, RemoteRun
+from daemon.engines.engine import Engine, RemoteRun
 from daemon.plan.decision import Cadence
 from daemon.loop.history import HistoryCopy
 from daemon.jobs.jobfile import Job, make_job
@@ -56,7 +56,7 @@ def verdict(due: Sequence[Job], outcomes: Sequence[CrawlOutcome], *, left_runnin
 
 
 class Batches:
-    def __init__(self, runner: OverlappingEngine, lease: Lease, journal: Journal, history: HistoryCopy,
+    def __init__(self, runner: Engine, lease: Lease, journal: Journal, history: HistoryCopy,
                  observer: Observer, catalog: Catalog, clock: Clock, stop: threading.Event) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease

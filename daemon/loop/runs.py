@@ -35,7 +35,7 @@ from daemon.records.db import first_line
 
 from daemon.system.clock import Clock
 from daemon.jobs.crawl import CrawlOutcome
-from daemon.engines.engine import OverlappingEngine, RemoteRun
+from daemon.engines.engine import Engine, RemoteRun
 from daemon.loop.history import HistoryCopy
 from daemon.jobs.jobfile import Job
 from daemon.leadership.lease import Lease
@@ -72,7 +72,7 @@ class OpenRun:
 
 
 class OpenRuns:
-    def __init__(self, runner: OverlappingEngine, lease: Lease, history: HistoryCopy, observer: Observer, clock: Clock,
+    def __init__(self, runner: Engine, lease: Lease, history: HistoryCopy, observer: Observer, clock: Clock,
                  stop: threading.Event, journal: Journal, *, verdict: Verdict, end: EndRun) -> None:  # fmt: skip
         self.runner = runner
         self.lease = lease

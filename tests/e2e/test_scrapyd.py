@@ -35,7 +35,7 @@ from daemon.settings.addresses import Node
 from daemon.jobs.jobfile import Job, make_job
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, TEST_PROJECT, free_port
-from tests.helpers import alive, wait_for
+from tests.helpers import alive, crawl_to_end, wait_for
 from tests.unit.test_jobfile import ENV, HOSTILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -287,8 +287,8 @@ def test_crawls_are_spread_over_the_nodes_recorded_before_they_are_sent_and_neve
     jobs = [job(f"spread-{i}", "slow") for i in range(4)]
 
     with capture_logs() as logs:
-        outcomes = engine([(a.url, 1), (b.url, 1)]).run(jobs, records.on_start, records.on_finish,
-                                                        on_dispatch=records.on_dispatch)  # fmt: skip
+        outcomes = crawl_to_end(engine([(a.url, 1), (b.url, 1)]), jobs, records.on_start, records.on_finish,
+                                on_dispatch=records.on_dispatch)  # fmt: skip
 
     assert sorted(o.name for o in outcomes) == sorted(j.name for j in jobs)
     assert all(o.ok and o.items_scraped == 5 for o in outcomes), [o.message for o in outcomes]
@@ -311,8 +311,8 @@ def test_a_node_down_at_dispatch_is_skipped_and_the_crawl_goes_to_one_that_answe
     down = f"http://127.0.0.1:{free_port()}"
     records = Records()
     with capture_logs() as logs:
-        [outcome] = engine([(down, 4), (a.url, 1)]).run([job("ok")], records.on_start, records.on_finish,
-                                                         on_dispatch=records.on_dispatch)  # fmt: skip
+        [outcome] = crawl_to_end(engine([(down, 4), (a.url, 1)]), [job("ok")], records.on_start, records.on_finish,
+                                 on_dispatch=records.on_dispatch)  # fmt: skip
     assert outcome.ok, outcome.message
     assert [node for _, node, _, _ in records.dispatched] == [a.url]
     failed = [e for e in logs if e["event"] == "scrapyd_node_failed"]
@@ -332,8 +332,8 @@ def test_a_crawl_killed_with_kill_9_on_its_node_is_failed_not_a_success(cluster)
             killed.append(pid)
 
     records = Records()
-    [outcome] = engine([(a.url, 1)], on_poll=kill_it_once_crawling).run(
-        [job("killed", "hang")], records.on_start, records.on_finish, on_dispatch=records.on_dispatch)
+    [outcome] = crawl_to_end(engine([(a.url, 1)], on_poll=kill_it_once_crawling), [job("killed", "hang")],
+                             records.on_start, records.on_finish, on_dispatch=records.on_dispatch)  # fmt: skip
     assert killed
     assert not outcome.ok and outcome.failure == "process_died", outcome
     assert outcome.exit_code is None and outcome.stats is None
@@ -343,8 +343,8 @@ def test_a_crawl_over_its_timeout_is_cancelled_then_killed_after_the_grace(clust
     a = cluster[0]
     records = Records()
     with capture_logs() as logs:
-        [outcome] = engine([(a.url, 1)], grace=1).run([job("deaf", "hang", timeout=timedelta(seconds=3))],
-                                                      records.on_start, records.on_finish)  # fmt: skip
+        [outcome] = crawl_to_end(engine([(a.url, 1)], grace=1), [job("deaf", "hang", timeout=timedelta(seconds=3))],
+                                 records.on_start, records.on_finish)  # fmt: skip
     assert outcome.failure == "timeout", outcome
     events = [e["event"] for e in logs if e["event"] in ("spider_stopping", "spider_killed")]
     assert events == ["spider_stopping", "spider_killed"]  # `hang` ignores SIGTERM: only KILL ends it
@@ -360,7 +360,7 @@ def test_cancel_stops_a_remote_crawl_and_its_verdict_is_cancelled(cluster):
             cancelled.append(runner.cancel("to-cancel"))
 
     runner = engine([(a.url, 1)], on_poll=cancel_when_running, grace=5)
-    [outcome] = runner.run([job("to-cancel", "slow")], records.on_start, records.on_finish)
+    [outcome] = crawl_to_end(runner, [job("to-cancel", "slow")], records.on_start, records.on_finish)
     assert cancelled == [True]
     assert outcome.failure == "cancelled", outcome
     assert crawling(a, "to-cancel") == []  # SIGTERM ended it (its spider closed): no KILL needed
@@ -419,8 +419,8 @@ def test_a_connection_dropped_after_the_node_took_the_job_is_asked_about_never_s
     records = Records()
     try:
         with capture_logs() as logs:
-            [outcome] = engine([(proxy.url, 1)]).run([job("dropped", "ok")], records.on_start, records.on_finish,
-                                                     on_dispatch=records.on_dispatch)  # fmt: skip
+            [outcome] = crawl_to_end(engine([(proxy.url, 1)]), [job("dropped", "ok")], records.on_start,
+                                     records.on_finish, on_dispatch=records.on_dispatch)  # fmt: skip
     finally:
         proxy.close()
     assert outcome.ok, outcome.message
@@ -434,7 +434,6 @@ def test_a_connection_dropped_after_the_node_took_the_job_is_asked_about_never_s
 def test_scrapyd_killed_alone_leaves_an_orphan_that_the_next_daemon_waits_for_then_collects(own_nodes):
     node = own_nodes("orphan", slow_seconds=6)
     stop = threading.Event()
-    client = node.client()
 
     def kill_scrapyd_and_stop_once_running() -> None:
         if not stop.is_set() and crawling(node, "orphan"):
@@ -443,8 +442,8 @@ def test_scrapyd_killed_alone_leaves_an_orphan_that_the_next_daemon_waits_for_th
 
     first = engine([(node.url, 1)], stop=stop, on_poll=kill_scrapyd_and_stop_once_running)
     records = Records()
-    assert first.run([job("orphan", "slow")], records.on_start, records.on_finish,
-                     on_dispatch=records.on_dispatch) == []  # fmt: skip
+    assert crawl_to_end(first, [job("orphan", "slow")], records.on_start, records.on_finish,
+                        on_dispatch=records.on_dispatch) == []  # fmt: skip
     [left] = first.detached
     [(_, _, jobid, _)] = records.dispatched
     assert left.jobid == jobid and left.node == node.url
@@ -454,7 +453,8 @@ def test_scrapyd_killed_alone_leaves_an_orphan_that_the_next_daemon_waits_for_th
     node.start()  # the restarted Scrapyd knows nothing of it
     assert node.client().status(jobid) == "unknown"
     with capture_logs() as logs:
-        [outcome] = engine([(node.url, 1)]).reconcile([left], records.on_finish, records.on_dispatch)
+        [outcome] = crawl_to_end(engine([(node.url, 1)]), (), records.on_start, records.on_finish,
+                                 on_dispatch=records.on_dispatch, attach=[left])  # fmt: skip
     assert outcome.ok and outcome.items_scraped == 5, outcome.message
     assert len(records.dispatched) == 1  # re-attached, never sent again
     assert [kind for kind, *_ in node.crawls()] == ["start", "end"]
@@ -470,8 +470,9 @@ def test_a_node_killed_whole_makes_its_crawl_lost_after_the_limit(own_nodes):
 
     records = Records()
     with capture_logs() as logs:
-        [outcome] = engine([(node.url, 1)], on_poll=kill_the_node_once_running,
-                           limits=Limits(lost_after_s=2, never_started_after_s=10, node_retry_s=30)).run(
+        [outcome] = crawl_to_end(
+            engine([(node.url, 1)], on_poll=kill_the_node_once_running,
+                   limits=Limits(lost_after_s=2, never_started_after_s=10, node_retry_s=30)),
             [job("doomed", "hang")], records.on_start, records.on_finish)  # fmt: skip
     assert outcome.failure == "lost" and "did not answer" in outcome.message, outcome
     assert [e["reason"] for e in logs if e["event"] == "remote_crawl_lost"] == ["node_unreachable"]
@@ -491,7 +492,7 @@ def test_stats_read_from_the_log_when_their_file_is_gone_and_lost_when_the_log_w
     records = Records()
     run = RemoteRun(token="first", job=job("ok"), node=node.url, jobid="ok-first", age_s=5)
     with capture_logs() as logs:
-        [from_log] = engine([(node.url, 1)]).reconcile([run], records.on_finish)
+        [from_log] = crawl_to_end(engine([(node.url, 1)]), (), records.on_start, records.on_finish, attach=[run])
     assert from_log.ok and from_log.items_scraped == 15 and from_log.stats is not None, from_log.message
     assert from_log.stats["finish_reason"] == "finished" and from_log.stats["finish_time"].startswith("20")
     assert [e["stats_from"] for e in logs if e["event"] == "remote_crawl_collected"] == ["log"]
@@ -501,5 +502,5 @@ def test_stats_read_from_the_log_when_their_file_is_gone_and_lost_when_the_log_w
         crawl(later)
     assert not (directory / "ok-second.log").exists()
     gone = RemoteRun(token="second", job=job("ok"), node=node.url, jobid="ok-second", age_s=5)
-    [rotated] = engine([(node.url, 1)]).reconcile([gone], records.on_finish)
+    [rotated] = crawl_to_end(engine([(node.url, 1)]), (), records.on_start, records.on_finish, attach=[gone])
     assert not rotated.ok and rotated.failure == "lost" and "jobs_to_keep" in rotated.message

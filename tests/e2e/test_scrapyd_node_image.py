@@ -20,7 +20,7 @@ from daemon.jobs.jobfile import make_job
 from daemon.engines.scrapyd.client import ScrapydClient, ScrapydError
 from tests.conftest import ROOT, free_port
 from tests.e2e.test_compose_stack import require_docker
-from tests.helpers import wait_for
+from tests.helpers import crawl_to_end, wait_for
 from tests.unit.test_jobfile import ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -62,8 +62,8 @@ def test_the_node_image_serves_its_project_as_default_and_its_crawls_leave_their
     job = make_job(name="quotes-here", spider="quotes", defaults=ENV, args={"start_url": f"{site}/"})
     settings = EngineSettings(nodes=(Node(node, 1),), username="scheduler", password=Secret(PASSWORD), poll_s=0.2)
     finished = {}
-    [outcome] = ScrapydEngine(settings, SystemClock(), threading.Event()).run(
-        [job], lambda job: "token", lambda token, outcome: finished.update({token: outcome}))
+    [outcome] = crawl_to_end(ScrapydEngine(settings, SystemClock(), threading.Event()), [job], lambda job: "token",
+                             lambda token, outcome: finished.update({token: outcome}))  # fmt: skip
     assert outcome.ok and outcome.stats is not None, outcome.message
     assert outcome.stats["finish_reason"] == "finished" and outcome.stats["response_received_count"] >= 1
     assert finished == {"token": outcome}

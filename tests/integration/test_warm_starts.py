@@ -25,7 +25,7 @@ from daemon.jobs.jobfile import Job
 from daemon.engines.local import CrawlRunner
 from daemon.engines.warm import CrawlStarts, WarmCrawl
 from tests.conftest import TEST_PROJECT, figure
-from tests.helpers import alive, process_tree, survivors, until_empty, wait_for
+from tests.helpers import alive, crawl_to_end, process_tree, survivors, until_empty, wait_for
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,\d]*|0x[0-9a-f]+|\d+(\.\d+)?(e-?\d+)?")
 
@@ -285,7 +285,8 @@ def test_through_the_runner_timeout_cancel_and_the_stop_grace_act_on_forked_craw
 
     threading.Thread(target=cancel_then_stop, daemon=True).start()
     with structlog.testing.capture_logs() as logs:
-        outcomes = runner.run(jobs, lambda j: j.name, lambda t, o: None, lambda t, pid: pids.append(pid))
+        outcomes = crawl_to_end(runner, jobs, lambda j: j.name, lambda t, o: None,
+                                on_spawn=lambda t, pid: pids.append(pid))  # fmt: skip
     by_job = {o.name: o for o in outcomes}
     assert [e["start"] for e in logs if e["event"] == "spider_started"] == ["warm"] * 3
     assert (by_job["timed"].failure, by_job["timed"].finish_reason) == ("timeout", "shutdown")

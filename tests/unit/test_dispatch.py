@@ -29,6 +29,7 @@ from daemon.engines.engine import RemoteRun
 from daemon.settings.addresses import Node, parse_nodes
 from daemon.jobs.jobfile import Job, make_job
 from daemon.engines.scrapyd.client import Jobs, ScrapydClient, ScrapydError
+from tests.helpers import crawl_to_end
 from tests.unit.fakes import FakeClock
 from tests.unit.test_jobfile import ENV
 
@@ -347,7 +348,7 @@ class Harness:
         self.finished[token] = outcome
 
     def run(self, *jobs: Job) -> list[CrawlOutcome]:
-        return self.engine.run(jobs, self.on_start, self.on_finish, on_dispatch=self.on_dispatch)
+        return crawl_to_end(self.engine, jobs, self.on_start, self.on_finish, on_dispatch=self.on_dispatch)
 
     def jobid_of(self, name: str) -> str:
         return [jobid for _, _, jobid, _ in self.dispatched if jobid.startswith(name + "-")][-1]
@@ -539,7 +540,9 @@ def test_with_every_node_down_nothing_is_started_and_the_jobs_stay_due():
         assert h.run(job("first"), job("second")) == []
     assert h.started == [] and a.sent() == []
     [not_started] = [e for e in logs if e["event"] == "spiders_not_started"]
-    assert not_started["reason"] == "no_node" and not_started["spiders"] == ["first", "second"]
+    # The engine speaks of the job it was asked to launch; the loop leaves the rest due (runs.py).
+    assert not_started["reason"] == "no_node" and not_started["spiders"] == ["first"]
+    assert h.engine.not_started == "no Scrapyd node answered: a:6800"
 
 
 def test_the_daemons_stop_leaves_remote_crawls_running_for_the_next_daemon_and_cancels_nothing():
@@ -561,10 +564,9 @@ def test_the_daemons_stop_leaves_remote_crawls_running_for_the_next_daemon_and_c
 def test_a_crawl_whose_record_cannot_be_written_is_never_sent():
     a = FakeNode("http://a:6800")
     h = Harness((a, 2))
-    with capture_logs() as logs:
-        assert h.engine.run([job("first")], lambda job: None, h.on_finish, on_dispatch=h.on_dispatch) == []
-    assert a.sent() == [] and h.dispatched == []
-    assert [e["reason"] for e in logs if e["event"] == "spiders_not_started"] == ["record_failed"]
+    assert h.engine.launch(job("first"), lambda job: None, h.on_finish, on_dispatch=h.on_dispatch) is False
+    assert a.sent() == [] and h.dispatched == [] and h.engine.busy == 0
+    assert h.engine.not_started is None  # no reason of the engine's: the loop says 'record_failed
 
 
 def test_a_restarted_daemon_reattaches_collects_and_sends_again_only_what_never_started():
@@ -588,7 +590,7 @@ def test_a_restarted_daemon_reattaches_collects_and_sends_again_only_what_never_
 
     h.hooks += [orphan_closes_later, runs_for(2)]
     with capture_logs() as logs:
-        outcomes = h.engine.reconcile(runs, h.on_finish, h.on_dispatch)
+        outcomes = crawl_to_end(h.engine, (), h.on_start, h.on_finish, on_dispatch=h.on_dispatch, attach=runs)
     assert all(o.ok for o in outcomes) and set(h.finished) == {"t-running", "t-done", "t-orphan", "t-never"}
     [(token, _, resent, _)] = h.dispatched
     assert token == "t-never" and a.sent() == [resent]  # only what never started is sent again
@@ -602,8 +604,9 @@ def test_jobs_due_while_re_attaching_are_dispatched_at_once_into_the_free_slots_
     h = Harness((a, 2))
     h.hooks.append(runs_for(30))
     with capture_logs() as logs:
-        outcomes = h.engine.reconcile([RemoteRun("t-left", job("quotes"), a.url, "left-1", age_s=5)], h.on_finish,
-                                      h.on_dispatch, jobs=[job("first"), job("second")], on_start=h.on_start)  # fmt: skip
+        outcomes = crawl_to_end(h.engine, [job("first"), job("second")], h.on_start, h.on_finish,
+                                on_dispatch=h.on_dispatch,
+                                attach=[RemoteRun("t-left", job("quotes"), a.url, "left-1", age_s=5)])  # fmt: skip
     order = [(e["event"], e["job"]) for e in logs if e["event"] in ("spider_dispatched", "remote_crawl_collected")]
     # One free slot beside the re-attached crawl: first goes at once, second when a slot frees up
     # (never into the node's own queue).
@@ -623,7 +626,8 @@ def test_an_orphan_whose_log_stops_growing_is_lost_after_the_limit():
             a.files[log_path] += b"2026-12-01 20:47:21 [scrapy.extensions.logstats] INFO: Crawled 1 pages\n"
 
     h.hooks.append(grows_for_a_while)
-    [outcome] = h.engine.reconcile([RemoteRun("t", job("quotes"), a.url, "orphan-1", age_s=0)], h.on_finish)
+    [outcome] = crawl_to_end(h.engine, (), h.on_start, h.on_finish,
+                             attach=[RemoteRun("t", job("quotes"), a.url, "orphan-1", age_s=0)])
     assert outcome.failure == "lost" and "did not grow for 60 s" in outcome.message
     assert 90 <= h.now < 95  # the limit counts from its last growth, not from the first look
 
@@ -636,7 +640,8 @@ def test_a_crawl_on_a_node_no_longer_configured_is_watched_to_its_end_and_the_no
     polls: list[float] = []
     h.hooks += [runs_for(3), lambda h: polls.append(h.now)]
     runs = [RemoteRun(t, job(t), old.url + "/", f"{t}-1", age_s=1) for t in ("a", "b")]
-    outcomes = h.engine.reconcile(runs, h.on_finish)
+    # Polled at the engine's own pace, so that each poll asks the nodes.
+    outcomes = crawl_to_end(h.engine, (), h.on_start, h.on_finish, attach=runs, poll_s=h.engine.settings.poll_s)
     assert [o.ok for o in outcomes] == [True, True]
     assert old.sent() == [] and new.sent() == []
     assert old.calls.count(("listjobs",)) == len(polls)  # one question per poll for both crawls
@@ -646,13 +651,14 @@ def test_a_crawl_whose_node_and_job_id_cannot_be_recorded_first_is_never_sent_an
     a = FakeNode("http://a:6800")
     h = Harness((a, 2))
     with capture_logs() as logs:
-        outcomes = h.engine.run([job("first"), job("second")], h.on_start, h.on_finish,
+        outcomes = crawl_to_end(h.engine, [job("first"), job("second")], h.on_start, h.on_finish,
                                 on_dispatch=lambda token, node, jobid, log_url: False)  # fmt: skip
     assert a.sent() == []
-    assert [(o.name, o.failure) for o in outcomes] == [("first", "error")]
-    assert "could not be recorded" in outcomes[0].message
-    assert h.started == ["first"]  # the second was not started: it stays due
-    assert [e["spiders"] for e in logs if e["event"] == "spiders_not_started"] == [["second"]]
+    # Each launch is its own: each crawl recorded, refused its write-ahead, failed unsent.
+    assert [(o.name, o.failure) for o in outcomes] == [("first", "error"), ("second", "error")]
+    assert all("could not be recorded" in o.message for o in outcomes)
+    assert h.started == ["first", "second"] and set(h.finished) == {1, 2}
+    assert [e["job"] for e in logs if e["event"] == "spider_not_dispatched"] == ["first", "second"]
 
 
 def test_a_node_that_stops_answering_is_told_once_per_outage_and_again_when_it_answers():

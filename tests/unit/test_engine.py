@@ -11,32 +11,22 @@ import pytest
 
 from daemon.system.clock import SystemClock
 from daemon.engines.scrapyd.dispatch import ScrapydEngine
-from daemon.engines.engine import Engine, OverlappingEngine, RemoteRun
+from daemon.engines.engine import Engine, RemoteRun
 from daemon.engines.scrapyd.rules import EngineSettings
 from daemon.settings.addresses import Node
 from daemon.engines.local import CrawlRunner
+from tests.helpers import crawl_to_end
 from tests.unit.test_dispatch import job
 
-MEMBERS = ("reattaches", "detached", "not_started", "overlaps", "run", "reconcile", "cancel")
-OVERLAPPING = ("launch", "attach", "poll", "free", "busy")
+MEMBERS = ("reattaches", "detached", "not_started", "launch", "attach", "poll", "free", "busy", "cancel")
 
 
 @pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
 def test_each_engine_offers_every_member_of_the_interface_with_its_parameters(engine):
     declared = set(Engine.__annotations__) | {name for name in vars(Engine) if not name.startswith("_")}
     assert declared == set(MEMBERS)
-    for name in ("run", "reconcile", "cancel"):
+    for name in ("launch", "attach", "poll", "free", "cancel"):
         wanted = list(inspect.signature(getattr(Engine, name)).parameters)
-        assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
-
-
-@pytest.mark.parametrize("engine", [CrawlRunner, ScrapydEngine])
-def test_both_engines_overlap_their_crawls_and_offer_the_members_that_need(engine):
-    declared = {name for name in vars(OverlappingEngine) if not name.startswith("_")}
-    assert declared == set(OVERLAPPING)
-    assert engine.overlaps is True
-    for name in ("launch", "attach", "poll", "free"):
-        wanted = list(inspect.signature(getattr(OverlappingEngine, name)).parameters)
         assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, name
     assert isinstance(inspect.getattr_static(engine, "busy"), property)
 
@@ -50,8 +40,8 @@ def test_the_local_runner_refuses_to_re_attach_to_a_crawl_and_runs_an_empty_batc
                                project_dir=tmp_path)  # an empty batch starts no warm parent
     runner = CrawlRunner(settings, SystemClock(), threading.Event(), threading.Event(), environ={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no crawls to re-attach"):
-        runner.reconcile([RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0)], lambda t, o: None)
-    assert runner.reconcile([], lambda t, o: None) == [] and runner.detached == ()
+        runner.attach(RemoteRun("t", job("quotes"), "http://a:6800", "quotes-1", 0.0), lambda t, o: None)
+    assert crawl_to_end(runner, [], lambda job: None, lambda t, o: None) == [] and runner.detached == ()
     assert runner._starts is None  # no crawl: neither a warm parent nor its client
 
 

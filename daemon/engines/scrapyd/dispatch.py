@@ -4,10 +4,9 @@ It has the local runner's contract (daemon/engines/local.py): crawls launched on
 those under way (`launch`, `attach` for one a former daemon left), each crawl's end told to its own
 run at the poll that sees it (`poll`, at most every `poll_s` however often the loop calls it), so
 the loop gives a node's freed slot to the most overdue due job within one poll and never waits for
-a run; `run` and `reconcile` crawl a batch to its end (the engine tests'). At most
-`concurrency` crawls at a time, each job's timeout enforced, the stop and abort events honoured.
-What differs is where a crawl runs and what the daemon can know of it; the facts it rests on are
-in docs/scrapyd-facts.md.
+a run. At most `concurrency` crawls at a time, each job's timeout enforced, the stop and abort
+events honoured. What differs is where a crawl runs and what the daemon can know of it; the facts
+it rests on are in docs/scrapyd-facts.md.
 
 - Write ahead: `on_dispatch(token, node, jobid, log_url)` is called before schedule.json is sent,
   with our own job id, so a daemon that dies at any point finds the crawl again.
@@ -24,14 +23,14 @@ in docs/scrapyd-facts.md.
   whose stats and log were both gone before they were read, is `lost`.
 - Timeouts and `cancel JOB`: cancel.json (SIGTERM), then signal=KILL after the grace.
 - The daemon's own stop (or losing the runner lock) never cancels remote crawls: they are left
-  running, listed in `detached`, for the next daemon to re-attach with `reconcile`.
+  running, listed in `detached`, for the next daemon to re-attach with `attach`.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -55,9 +54,6 @@ class ScrapydEngine(Placement, Watching):
     """The Scrapyd engine (daemon/engines/engine.py): each crawl a job on a Scrapyd node."""
 
     reattaches = True  # a remote crawl outlives its daemon: the next one re-attaches to it
-    # Crawls are launched one by one beside those under way (`launch`, `attach`) and each one's end
-    # is told at the poll that sees it (`poll`): the loop gives a node's freed slot at once.
-    overlaps = True
 
     def __init__(
         self,
@@ -86,7 +82,7 @@ class ScrapydEngine(Placement, Watching):
         self.nodes = [_Node(spec, self._make_client(spec.url)) for spec in settings.nodes]
         self.concurrency = settings.concurrency or sum(node.slots for node in settings.nodes)
         self.detached: list[RemoteRun] = []  # left running at the last stop, for the next daemon
-        self.not_started: str | None = None  # why the last run left jobs not started (None: stopping)
+        self.not_started: str | None = None  # why the last launch started nothing (None: on_start refused)
         self._active: list[_Crawl] = []  # the crawls under way on the nodes, of every run
         self._again: collections.deque[_Crawl] = collections.deque()  # recorded crawls to (re)send first
         self._ended: list[tuple[_Crawl, CrawlOutcome]] = []  # ended, to be told to their runs
@@ -153,7 +149,7 @@ class ScrapydEngine(Placement, Watching):
         now = self.clock.monotonic()
         if self.stop.is_set() or self.abort.is_set():
             told = self._tell()
-            self._leave(collections.deque(), now)
+            self._leave(now)
             return told
         if now - self._polled_at >= self.settings.poll_s:
             self._poll_nodes(now)
@@ -161,37 +157,6 @@ class ScrapydEngine(Placement, Watching):
         told = self._tell()
         self.on_poll()
         return told
-
-    # The blocking interface (a batch crawled to its end) ---------------------------------------------
-
-    def run(
-        self,
-        jobs: Sequence[Job],
-        on_start: OnStart,
-        on_finish: OnFinish,
-        on_spawn: OnSpawn = lambda token, pid: None,
-        on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None,
-    ) -> list[CrawlOutcome]:
-        """Dispatch `jobs`' crawls, at most `concurrency` at a time and each to a node with a free
-        slot; return the outcomes of those that ended. `on_start(job)` records the start and returns
-        a token (None: not recorded, nothing more starts). `on_dispatch(token, node, jobid, log_url)`
-        records where it goes before it is sent (False: not recorded, so not sent: that crawl fails
-        and nothing more starts). `on_spawn` is never called: a remote crawl has no local pid."""
-        return self._drive(collections.deque(jobs), (), on_start, on_finish, on_dispatch)
-
-    def reconcile(
-        self,
-        runs: Iterable[RemoteRun],
-        on_finish: OnFinish,
-        on_dispatch: OnDispatch = lambda token, node, jobid, log_url: None,
-        *,
-        jobs: Sequence[Job] = (),
-        on_start: OnStart = lambda job: None,
-    ) -> list[CrawlOutcome]:
-        """`attach` each of `runs` and dispatch `jobs` (due meanwhile) beside them as `run` would,
-        so no job waits for a re-attached crawl of another. Blocking like `run`; the outcomes of
-        those that ended."""
-        return self._drive(collections.deque(jobs), tuple(runs), on_start, on_finish, on_dispatch)
 
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: cancel.json to its node (SIGTERM), signal=KILL after the grace; its verdict
@@ -203,44 +168,13 @@ class ScrapydEngine(Placement, Watching):
         self._enforce(crawl, self.clock.monotonic())
         return True
 
-    # The loop --------------------------------------------------------------------------------------
+    # Polling the nodes ----------------------------------------------------------------------------
 
-    def _drive(self, pending: collections.deque[Job], runs: Sequence[RemoteRun], on_start: OnStart,
-               on_finish: OnFinish, on_dispatch: OnDispatch) -> list[CrawlOutcome]:  # fmt: skip
-        """A blocking run: `pending` placed as slots free, `runs` re-attached, all watched to their
-        end (or left on their nodes at a stop)."""
-        outcomes: list[CrawlOutcome] = []
-
-        def told(token: Any, outcome: CrawlOutcome) -> None:
-            outcomes.append(outcome)
-            on_finish(token, outcome)
-
-        def start(job: Job, now: float) -> _Crawl | None:
-            token = on_start(job)
-            return None if token is None else _Crawl(job, token, now, told, on_dispatch)
-
-        self.detached = []
-        self.not_started = None
-        now = self.clock.monotonic()
-        self._active.extend(self._attached(run, now, told, on_dispatch) for run in runs)
-        while pending or self.busy:
-            now = self.clock.monotonic()
-            if self.stop.is_set() or self.abort.is_set():
-                self._leave(pending, now)
-                break
-            self._poll_nodes(now, wanted=bool(pending))
-            self._place(now, pending, start)
-            self._tell()
-            self.on_poll()
-            if pending or self.busy:
-                self.clock.wait(self.stop, self.settings.poll_s)  # a stop is heard at once
-        return outcomes
-
-    def _poll_nodes(self, now: float, wanted: bool = False) -> None:
-        """Ask the nodes (every one when crawls wait for a slot: `wanted`, or one to send again), act
-        on each crawl under way as `classify` says."""
+    def _poll_nodes(self, now: float) -> None:
+        """Ask the nodes (every one when a crawl waits to be sent again), act on each crawl under
+        way as `classify` says."""
         self._polled_at = now
-        self._observe(wanted=wanted or bool(self._again), now=now)
+        self._observe(wanted=bool(self._again), now=now)
         for crawl in list(self._active):
             self._step(crawl, now)
 
@@ -264,12 +198,9 @@ class ScrapydEngine(Placement, Watching):
             crawl.on_finish(crawl.token, outcome)
         return len(ended)
 
-    def _leave(self, pending: collections.deque[Job], now: float) -> None:
+    def _leave(self, now: float) -> None:
         """The daemon stops (or gives way): nothing more is sent, nothing is cancelled."""
         reason = "lock_lost" if self.abort.is_set() else "stopping"
-        if pending:
-            log.info("spiders_not_started", spiders=[job.name for job in pending], reason=reason)
-            pending.clear()
         # A recorded crawl waiting to be sent (again) is left like the others: the next daemon finds
         # it unknown to its node, without a log, and sends it.
         left = [*self._active, *self._again]
@@ -367,7 +298,7 @@ class ScrapydEngine(Placement, Watching):
                 self._active.remove(crawl)
             self._again.append(crawl)
 
-    # Placing crawls on nodes ---------------------------------------------------------------------------
+    # Placing crawls on nodes ----------------------------------------------------------------------
 
     def _node_for(self, url: str) -> _Node:
         """The configured node of that URL, or one made for a node no longer configured (its crawls

@@ -77,7 +77,6 @@ class Placement:
     limits: Limits
     nodes: list[_Node]
     concurrency: int
-    not_started: str | None
     _active: list[_Crawl]  # the crawls under way, of every run
     _again: collections.deque[_Crawl]  # recorded crawls to (re)send first, to a node that answers
 
@@ -86,39 +85,17 @@ class Placement:
 
     _lost_on: Callable[[str], set[int]]  # the engine's (daemon/engines/scrapyd/watching.py): nodes that lost a crawl of a job
 
-    def _place(self, now: float, pending: collections.deque[Job] | None = None,
-               start: Callable[[Job, float], _Crawl | None] | None = None) -> None:  # fmt: skip
-        """Send the recorded crawls waiting to be sent again, then start `pending`'s (`start` records
-        one and makes its crawl; None: not recorded), while slots are free."""
-        pending = pending if pending is not None else collections.deque()
-        while (pending or self._again) and len(self._active) < self.concurrency:
-            node = self._choose(now, avoid=self._lost_on(self._again[0].job.name if self._again else pending[0].name))
+    def _place(self, now: float) -> None:
+        """Send the recorded crawls waiting to be sent (again: their node never started them, or
+        failed as they were sent), while slots are free; with no node answering, they fail."""
+        while self._again and len(self._active) < self.concurrency:
+            node = self._choose(now, avoid=self._lost_on(self._again[0].job.name))
             if node is None:
                 if not self._answering(now):
-                    self._no_node(pending, now)
+                    self._no_node(now)
                 return
-            if self._again:
-                crawl = self._again.popleft()
-            else:
-                job = pending.popleft()
-                made = start(job, now) if start is not None else None
-                if made is None:
-                    # Its record could not be written: a crawl nobody could account for. It and
-                    # the rest stay due; the crawls under way go on.
-                    log.warning("spiders_not_started", spiders=[j.name for j in (job, *pending)],
-                                reason="record_failed")  # fmt: skip
-                    self.not_started = "their records could not be written"
-                    pending.clear()
-                    return
-                crawl = made
-            if not self._send(crawl, node, now):
-                # Its node and job id could not be recorded first: the jobs not started stay due,
-                # the crawls under way go on.
-                if pending:
-                    log.warning("spiders_not_started", spiders=[j.name for j in pending], reason="record_failed")
-                    self.not_started = "their records could not be written"
-                    pending.clear()
-                return
+            if not self._send(self._again.popleft(), node, now):
+                return  # its node and job id could not be recorded first: it failed; the rest wait a poll
 
     def _answering(self, now: float) -> bool:
         """Some node is not resting after a failure."""
@@ -145,14 +122,8 @@ class Placement:
                             last_sent=[n.last_sent_at for n in usable])  # fmt: skip
         return usable[index] if index is not None else None
 
-    def _no_node(self, pending: collections.deque[Job], now: float) -> None:
-        """Every node failed recently: the jobs not started stay due (the loop tries again later);
-        a recorded crawl that could not be sent anywhere fails."""
-        if pending:
-            log.warning("spiders_not_started", spiders=[job.name for job in pending], reason="no_node",
-                        nodes=[n.name for n in self.nodes])  # fmt: skip
-            self.not_started = self._none_answered()
-            pending.clear()
+    def _no_node(self, now: float) -> None:
+        """Every node failed recently: a recorded crawl that could not be sent anywhere fails."""
         while self._again:
             crawl = self._again.popleft()
             self._finish(crawl, self._not_sent(crawl, now, self._none_answered()))
