@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.conftest import free_port
-from tests.helpers import wait_for
+from tests.helpers import get, metric, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def metric(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_the_endpoint_answers_health_metrics_and_jobs(pg_server, base_env, db, daemon_factory):

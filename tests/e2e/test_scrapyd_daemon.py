@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_scrapyd import ScrapydNode
+from tests.scrapyd_nodes import ScrapydNode
 from tests.helpers import SchedulerThread, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -10,10 +10,9 @@ import pytest
 
 from tests.alert_receivers import JsonReceiver, write_config
 from tests.conftest import free_port
-from tests.e2e.test_http_endpoint import get, metric
-from tests.e2e.test_scrapyd import crawling
+from tests.scrapyd_nodes import crawling
 from tests.faults.test_scrapyd_faults import cluster_env, make_node  # noqa: F401 (make_node: a fixture)
-from tests.helpers import count, events, hours, insert_completed, json_lines, rows, utcnow, wait_for
+from tests.helpers import count, events, get, hours, insert_completed, json_lines, metric, rows, utcnow, wait_for
 
 pytestmark = pytest.mark.faults
 

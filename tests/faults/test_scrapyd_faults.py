@@ -26,7 +26,7 @@ from typing import Any, Self
 import pytest
 
 from tests.conftest import figure
-from tests.e2e.test_scrapyd import ScrapydNode, crawling, most_at_once
+from tests.scrapyd_nodes import ScrapydNode, crawling, most_at_once
 from tests.helpers import json_lines, rows, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]

@@ -32,7 +32,7 @@ from daemon.engines.scrapyd.client import ScrapydError
 from daemon.engines.scrapyd.rules import Limits
 from daemon.leadership.lease import SETTLE_SECONDS
 from tests.conftest import figure
-from tests.e2e.test_scrapyd import ScrapydNode
+from tests.scrapyd_nodes import ScrapydNode
 from tests.helpers import (
     alive,
     crawl_intervals,
