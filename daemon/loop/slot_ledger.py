@@ -177,8 +177,9 @@ class SlotLedger:
 
     def _tell(self, store: Store, job: str, rows: list[tuple[SlotRecord, int]]) -> None:
         """Missed slots are alerted once per episode: an episode ends when the job keeps a slot
-        again, so a job missing slot after slot is told once, not per slot. Kept in memory: a daemon
-        started anew tells an episode still open once more."""
+        again, so a job missing slot after slot is told once, not per slot. The episode (the job and
+        its last kept slot) goes with the alert, and the outbox writes it once whichever daemon
+        tells it: one started anew, or taking over, does not tell an open episode again."""
         kept = store.last_kept_slot(job)
         since = kept[0] if kept is not None else None
         if job in self._told and self._told[job] == since:
@@ -191,4 +192,5 @@ class SlotLedger:
         last_kept = f"its last kept slot was {since:%Y-%m-%d %H:%M} UTC" if since else "it has kept no slot yet"
         self.alert("slots_missed", f"Job {job} missed {count} slot(s) ({', '.join(causes)}) since "
                    f"{first:%Y-%m-%d %H:%M} UTC; {last_kept}", job=job, level="warning", slots=count,
-                   causes=causes, first_missed=first.isoformat())  # fmt: skip
+                   causes=causes, first_missed=first.isoformat(),
+                   episode=f"slots {job} since {since.isoformat() if since else 'never'}")  # fmt: skip

@@ -177,13 +177,17 @@ class Notifier:
     def node(self, name: str, up: bool, why: str) -> None:
         """A Scrapyd node stopped answering (once per outage: the engine tells its first failure) or
         answers again. `name` is the engine's (scheme, host and port: no credentials)."""
+        # One episode per node: lost, back, lost... (the outbox writes neither twice in a row, so a
+        # daemon restarted during an outage does not tell it again).
+        episode = f"node {name}"
         if up:
             self.alert("node_back", f"Scrapyd node {name} answers again: it takes crawls again", level="info",
-                       node=name)  # fmt: skip
+                       node=name, episode=episode)  # fmt: skip
         else:
             why = why.removeprefix(f"scrapyd node {name}: ")  # the engine's error names the node already
             self.alert("node_lost", f"Scrapyd node {name} does not answer ({why}): its crawls are lost if it stays "
-                       "away, and new crawls go to the other nodes", level="error", node=name)  # fmt: skip
+                       "away, and new crawls go to the other nodes", level="error", node=name,
+                       episode=episode)  # fmt: skip
 
     def wake(self) -> None:
         """A run ended: its crawls' alerts (written with their records) are due now, not at the next poll."""

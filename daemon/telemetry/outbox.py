@@ -5,7 +5,9 @@ now is delivered later, in order, and not again to a channel whose delivery was 
 - A failed crawl's alert is written by a trigger on spider_runs, in the transaction that records the
   failure (the loop's, a take-over's, or the journal's replay after PostgreSQL was down).
 - Other alerts (overdue, zero items, the jobs file, the cache) are added here by the notifier; while
-  PostgreSQL is down they wait in memory and are written when it answers again.
+  PostgreSQL is down they wait in memory and are written when it answers again. An alert of an
+  episode (a Scrapyd node lost then back, a job's missed slots) names it (`fields.episode`) and is
+  written only when the episode's newest alert is of another kind, whichever daemon wrote it.
 - `step` is one pass: it writes what waits, then reads the open alerts (oldest first) and handles
   each in a transaction of its own: it locks the alert's row (`FOR UPDATE SKIP LOCKED`: two daemons
   never hold the same alert; one held elsewhere makes its channels' later alerts wait), sends it to
@@ -48,9 +50,15 @@ GIVE_UP_AFTER = timedelta(hours=24)  # counted from the alert's creation: retrie
 BATCH = 100  # open alerts taken in one pass
 WEBHOOK = "webhook"  # the channel key of ALERT_WEBHOOK_URL
 
+# An alert of an episode (fields.episode: a node's outage and return, a job's missed slots since
+# its last kept one) is written only if the newest alert of that episode is of another kind: a
+# daemon restarted, or taking over, mid-episode does not tell it again (sql/021's index).
 ADD_ALERT = """
 INSERT INTO alert_outbox (created_at, kind, job, level, text, fields, spool_key)
-VALUES (%(created_at)s, %(kind)s, %(job)s, %(level)s, %(text)s, %(fields)s, %(key)s)
+SELECT %(created_at)s, %(kind)s, %(job)s, %(level)s, %(text)s, %(fields)s, %(key)s
+ WHERE %(episode)s::text IS NULL
+    OR (SELECT kind FROM alert_outbox WHERE fields->>'episode' = %(episode)s ORDER BY id DESC LIMIT 1)
+       IS DISTINCT FROM %(kind)s
 ON CONFLICT (spool_key) DO NOTHING
 """
 OPEN_ALERTS = """
@@ -107,8 +115,10 @@ class Outbox:
         self._standing_by = False
 
     def add(self, kind: str, job: str | None, level: str, text: str, created_at: Any, fields: dict[str, Any]) -> None:
+        episode = fields.get("episode")
         self.waiting.append({"kind": kind, "job": job, "level": level, "text": text, "created_at": created_at,
-                             "fields": json.dumps(fields, default=str), "key": os.urandom(16).hex()})  # fmt: skip
+                             "fields": json.dumps(fields, default=str), "key": os.urandom(16).hex(),
+                             "episode": None if episode is None else str(episode)})  # fmt: skip
 
     def step(self) -> int:
         """One pass; the number of deliveries tried. PostgreSQL down: nothing lost, tried next pass."""
@@ -118,7 +128,7 @@ class Outbox:
             if spooled or self.waiting:
                 with _transaction(conn) as cur:
                     for alert in spooled + self.waiting:
-                        cur.execute(ADD_ALERT, alert)
+                        cur.execute(ADD_ALERT, {"episode": None, **alert})  # a spool from before episodes
                 self.waiting.clear()
                 if self.spool is not None:
                     self.spool.clear()

@@ -292,3 +292,36 @@ def test_an_alert_raised_while_postgresql_is_down_waits_in_the_state_directory_a
     spooled.write_text(left_behind)
     assert second.step() == 0 and len(receiver.posts) == 1
     assert rows(db, "SELECT count(*) FROM alert_outbox") == [(1,)]
+
+
+def test_a_node_lost_is_told_once_per_outage_by_any_number_of_daemons_and_again_after_it_came_back(
+        pg_server, database, db, receiver):  # fmt: skip
+    """The first daemon tells the node lost; a second one, started during the same outage (a restart,
+    a take-over), tells it too, but the outbox writes it once; the node's return ends the episode."""
+    first, second = (outbox(pg_server, database, [receiver]) for _ in range(2))
+
+    def tell(box: Outbox, kind: str) -> None:
+        box.add(kind, None, "error", f"{kind} 127.0.0.1:6800", utcnow(), {"node": "127.0.0.1:6800",
+                                                                            "episode": "node 127.0.0.1:6800"})
+        box.step()
+
+    tell(first, "node_lost")
+    tell(second, "node_lost")  # the daemon restarted during the outage: its engine saw the node fail anew
+    tell(second, "node_back")
+    tell(second, "node_back")  # told twice in a row: once
+    tell(first, "node_lost")  # a new outage
+    assert [k for (k,) in rows(db, "SELECT kind FROM alert_outbox ORDER BY id")] == ["node_lost", "node_back",
+                                                                                     "node_lost"]  # fmt: skip
+    assert receiver.messages() == ["node_lost 127.0.0.1:6800", "node_back 127.0.0.1:6800", "node_lost 127.0.0.1:6800"]
+
+
+def test_missed_slots_are_told_once_per_last_kept_slot_and_alerts_without_an_episode_every_time(
+        pg_server, database, db, receiver):  # fmt: skip
+    box = outbox(pg_server, database, [receiver])
+    for since in ("2027-01-11T08:00:00+00:00", "2027-01-11T08:00:00+00:00", "2027-01-12T08:00:00+00:00"):
+        box.add("slots_missed", "news", "warning", f"news missed slots since {since}", utcnow(),
+                {"episode": f"slots news since {since}"})  # fmt: skip
+        box.add("overdue", "news", "warning", "news overdue", utcnow(), {})
+        box.step()
+    assert rows(db, "SELECT kind, count(*) FROM alert_outbox GROUP BY kind ORDER BY kind") == [
+        ("overdue", 3), ("slots_missed", 2)]  # fmt: skip

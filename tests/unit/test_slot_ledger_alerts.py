@@ -56,3 +56,28 @@ def test_a_slot_kept_ends_the_episode_so_the_next_missed_slot_is_told_again():
 def test_slots_excused_by_the_window_or_a_pause_are_not_told():
     excused = [(SlotRecord(T0, "excused", "outside_window"), 1), (SlotRecord(T0 + DAY, "excused", "paused"), 1)]
     assert told_after((None, excused)) == []
+
+
+def test_each_told_episode_names_itself_by_the_job_and_its_last_kept_slot_so_a_new_daemon_does_not_tell_it_again():
+    """Two daemons (a restart) tell one open episode with one name; the outbox writes it once
+    (tests/integration/test_alert_outbox.py). A slot kept since gives the next episode a new name."""
+    first = told_after((T0, [missed(T0 + DAY)]))
+    restarted = told_after((T0, [missed(T0 + 2 * DAY)]))
+    later = told_after((T0 + 2 * DAY, [missed(T0 + 3 * DAY)]))
+    assert first[0][1]["episode"] == restarted[0][1]["episode"] == "slots news since 2027-01-10T13:00:00+00:00"
+    assert later[0][1]["episode"] == "slots news since 2027-01-12T13:00:00+00:00"
+
+
+def test_a_scrapyd_node_s_outage_and_return_are_one_episode_named_after_the_node():
+    from threading import Event
+
+    from daemon.settings.secret import Secret
+    from daemon.telemetry.notify import Notifier
+
+    told: list[tuple[str, dict]] = []
+    notifier = Notifier(Secret(""), Secret(""), Event())
+    notifier.alert = lambda kind, text, **fields: told.append((kind, fields))  # type: ignore[method-assign]
+    notifier.node("10.0.0.7:6800", False, "scrapyd node 10.0.0.7:6800: connection refused")
+    notifier.node("10.0.0.7:6800", True, "")
+    assert [(kind, fields["episode"]) for kind, fields in told] == [("node_lost", "node 10.0.0.7:6800"),
+                                                                     ("node_back", "node 10.0.0.7:6800")]
