@@ -64,6 +64,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.jobs.catalog import open_catalog
     from daemon.assemble import assemble
     from daemon.jobs.spiders import list_spiders, resolve_spiders
+    from daemon.engines.local import prewarmed_starts
     from daemon.records.store import Store
 
     stop, force, wake, reload = threading.Event(), threading.Event(), threading.Event(), threading.Event()
@@ -89,6 +90,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     # A bad file is exit 2 at once, not after waiting for PostgreSQL.
     preloaded = jobrules.load(path, defaults) if path is not None else None
     db.answer_within_a_deadline()  # a frozen PostgreSQL never holds the loop (see db.py)
+    # The catch-up is due the moment PostgreSQL answers: its first crawl forks from a warm parent
+    # that imports Scrapy while we wait (started from this thread, which runs the loop: PDEATHSIG).
+    starts = prewarmed_starts(settings)
     try:
         conn = db.wait_for_database(settings, stop)
     except DatabaseUnavailable:
@@ -99,7 +103,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     catalog = open_catalog(path, defaults, settings.spiders, source[3] if source else None,
                            lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found),
                            preloaded=preloaded)  # fmt: skip
-    assemble(settings, catalog, stop=stop, force=force, wake=wake, reload=reload, conn=conn).run()
+    assemble(settings, catalog, stop=stop, force=force, wake=wake, reload=reload, conn=conn, starts=starts).run()
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg2
 import structlog
@@ -40,8 +41,10 @@ def assemble(
     reload: threading.Event | None = None,
     conn: psycopg2.extensions.connection | None = None,
     environ: dict[str, str] | None = None,
+    starts: Any = None,
 ) -> Scheduler:
-    """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each."""
+    """The loop with its real parts. `jobs`: the catalog, or spiders to run one job each. `starts`:
+    the local engine's crawl starter made ahead (daemon.engines.local.prewarmed_starts)."""
     from daemon.system.clock import SystemClock
     from daemon.plan.decision import Cadence
     from daemon.jobs.jobfile import JobDefaults, default_jobs
@@ -104,7 +107,7 @@ def assemble(
                                on_node=notifier.node)  # fmt: skip
     else:
         runner = CrawlRunner(settings, clock, stop, force, on_poll=during_run, environ=environ,
-                             abort=lease.giving_way, wake=wake)  # fmt: skip
+                             abort=lease.giving_way, wake=wake, starts=starts)  # fmt: skip
     journal = Journal(settings.state_dir)
     history = HistoryCopy(clock, Cadence(settings.interval, settings.retry_delay))
     housekeeping = Housekeeping(settings, clock, lease.runner_store, metrics, notifier,

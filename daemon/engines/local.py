@@ -103,6 +103,7 @@ class CrawlRunner:
         environ: dict[str, str] | None = None,
         abort: threading.Event | None = None,
         wake: threading.Event | None = None,
+        starts: Any = None,
     ) -> None:
         """`wake`: set when a crawl's process has exited (the loop's wake event, so that a freed slot
         is given again at once, not on the next poll)."""
@@ -118,7 +119,9 @@ class CrawlRunner:
         self.stats_dir = settings.state_dir / "stats"
         self._wake = wake or threading.Event()
         self._active: list[_Crawl] = []  # the crawls under way, of every run
-        self._starts: Any = None  # daemon.engines.warm.CrawlStarts, made at the first crawl (the idle daemon never loads it)
+        # daemon.engines.warm.CrawlStarts: made at the first crawl, or before the daemon waited for
+        # PostgreSQL (`prewarmed_starts`), its parent warming meanwhile.
+        self._starts: Any = starts
 
     @property
     def busy(self) -> int:
@@ -301,3 +304,19 @@ def _read_stats(path: Path) -> dict[str, Any] | None:
             except OSError:
                 pass
     return data if isinstance(data, dict) else None
+
+
+def prewarmed_starts(settings: Settings, environ: dict[str, str] | None = None) -> Any:
+    """The crawl starter with its warm parent already starting, for a daemon about to wait for
+    PostgreSQL: a catch-up (the container and PostgreSQL started together, the PC woken) is due the
+    moment PostgreSQL answers, and its first crawl then forks from a parent that imported Scrapy
+    meanwhile instead of paying those imports after. None on the Scrapyd engine or with
+    SCHEDULER_CRAWL_START=cold. A parent nobody uses lingers out by itself (warm.LINGER_S)."""
+    if settings.engine != "local" or settings.crawl_start == "cold":
+        return None
+    from daemon.engines.warm import CrawlStarts
+
+    starts = CrawlStarts(settings.crawl_start, settings.project_dir,
+                         crawl_environment(dict(os.environ) if environ is None else environ))  # fmt: skip
+    starts.prewarm()
+    return starts

@@ -76,10 +76,13 @@ class WarmParentProcess:
     """One warm parent and its control socket. Its reader thread hands out fork replies and exit
     statuses; at end of file every crawl still without a status was killed with the parent."""
 
-    def __init__(self, level: str, cwd: Path, env: dict[str, str], linger_s: float = LINGER_S) -> None:
+    def __init__(self, level: str, cwd: Path, env: dict[str, str], linger_s: float = LINGER_S, *,
+                 wait: bool = True) -> None:  # fmt: skip
+        """`wait=False`: return once the process is started; its imports go on beside the caller, and
+        the first `spawn` waits for them (a parent warmed while the daemon waits for PostgreSQL)."""
         self.level = level
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        started = time.monotonic()
+        self._started = time.monotonic()
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.engines.warm_parent", str(os.getpid()), str(theirs.fileno()), level,
@@ -97,8 +100,16 @@ class WarmParentProcess:
         self._pending: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._next_id = 0
+        self._ready = False
         threading.Thread(target=self._pump_stderr, name="warm-parent-stderr", daemon=True).start()
-        self._sock.settimeout(READY_TIMEOUT_S)
+        if wait:
+            self._await_ready()
+
+    def _await_ready(self) -> None:
+        """Wait for the parent's imports (its first message); WarmUnavailable if it cannot serve."""
+        if self._ready:
+            return
+        self._sock.settimeout(max(0.0, READY_TIMEOUT_S - (time.monotonic() - self._started)))
         try:
             first = json.loads(self._sock.recv(1 << 16) or b'{"unusable": "it exited while importing"}')
         except (OSError, ValueError) as exc:
@@ -109,13 +120,16 @@ class WarmParentProcess:
         if "unusable" in first:
             self._abandon()
             raise WarmUnavailable(str(first["unusable"]), lasting=True)
+        self._ready = True
         threading.Thread(target=self._read, name="warm-parent", daemon=True).start()
-        log.info("warm_parent_started", pid=self.pid, mode=level, ready_s=round(time.monotonic() - started, 3))
+        log.info("warm_parent_started", pid=self.pid, mode=self.level,
+                 ready_s=round(time.monotonic() - self._started, 3))  # fmt: skip
 
     def spawn(self, argv: Sequence[str]) -> WarmCrawl:
         """Fork one crawl of `scrapy ARGV`, its output on two new pipes (the read ends are the crawl's)."""
         if self.gone:
             raise WarmUnavailable(self.gone)
+        self._await_ready()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -228,6 +242,21 @@ class CrawlStarts:
         self._cold_reason: str | None = None  # this run starts cold, for this reason
         self._unusable: tuple[str, str] | None = None  # (the project's fingerprint, why)
         self._fingerprint = ""
+        self._prewarmed = False  # the parent was started ahead (prewarm) and has forked no crawl yet
+
+    def prewarm(self) -> None:
+        """Start the warm parent now, without waiting for its imports: the daemon calls this before
+        it waits for PostgreSQL, so that the catch-up's first crawl forks from a parent already warm
+        (or warming). A parent that cannot start is met again, and said, at the first crawl."""
+        if self.mode == "cold" or self.parent is not None:
+            return
+        if self.mode == "warm-project":
+            self._fingerprint = project_fingerprint(self.project_dir)
+        try:
+            self.parent = WarmParentProcess(self.mode, self.project_dir, self.env, self.linger_s, wait=False)
+            self._prewarmed = True
+        except OSError as exc:  # it did not even start: the first crawl tries again, and says why
+            log.info("warm_parent_not_prewarmed", error=type(exc).__name__)
 
     def begin_run(self) -> None:
         """A new run: warm starts are tried again; a project changed since its parent was made
@@ -247,6 +276,7 @@ class CrawlStarts:
     def start(self, argv: Sequence[str]) -> WarmCrawl | None:
         if self.mode == "cold" or self._cold_reason is not None:
             return None
+        prewarmed, self._prewarmed = self._prewarmed, False
         try:
             if self.parent is not None and self.parent.died:
                 raise WarmUnavailable(self.parent.gone or "the warm parent died")
@@ -255,8 +285,9 @@ class CrawlStarts:
                 self.parent = WarmParentProcess(self.mode, self.project_dir, self.env, self.linger_s)
             return self.parent.spawn(argv)
         except WarmUnavailable as exc:
-            if self.parent is not None and self.parent.gone and self.parent.gone.endswith("(linger)"):
-                self.parent = None  # it had just lingered out: a new one, once
+            lingered = self.parent is not None and self.parent.gone and self.parent.gone.endswith("(linger)")
+            if lingered or (prewarmed and not exc.lasting):
+                self.parent = None  # it had lingered out (waiting for PostgreSQL, maybe): a new one, once
                 return self.start(argv)
             self._cold_reason = str(exc)
             if exc.lasting:

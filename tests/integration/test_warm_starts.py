@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from daemon.system.clock import SystemClock
 from daemon.settings.config import Settings
@@ -377,3 +378,43 @@ def test_at_warm_project_a_changed_project_gets_a_new_parent_at_the_next_run(sta
     s.begin_run()
     assert run(s, ["empty"], crawl_env, project, tmp_path)["exit"] == 0 and s.parent is not first
     assert until_empty(lambda: [first.pid] if alive(first.pid) else [], timeout=10) == []  # the old one drained
+
+
+def test_a_parent_started_ahead_serves_the_first_crawl_without_starting_another(crawl_env, tmp_path):
+    """The daemon starts its warm parent before it waits for PostgreSQL (prewarm): the catch-up's
+    first crawl forks from that very parent, warm, once its imports are done."""
+    s = CrawlStarts("warm", TEST_PROJECT, crawl_env, linger_s=30)
+    with capture_logs() as logs:
+        s.prewarm()
+        ahead = s.parent.pid
+        s.begin_run()
+        assert run(s, ["ok"], crawl_env, TEST_PROJECT, tmp_path)["exit"] == 0
+    assert s.parent.pid == ahead
+    # (Events of other tests' parents, killed at their teardown, may land here too: this one's by pid.)
+    assert [e["pid"] for e in logs if e["event"] == "warm_parent_started"] == [ahead]
+    assert not [e for e in logs if e["event"] == "crawl_start_cold" or e.get("pid") == ahead and "died" in e["event"]]
+    s.parent.kill()
+
+
+def test_a_parent_started_ahead_that_lingered_out_before_any_crawl_is_replaced_and_the_crawl_is_warm(
+    crawl_env, tmp_path
+):
+    """PostgreSQL stayed down longer than the parent's linger: the first crawl gets a new parent, not a
+    cold start for the rest of the run."""
+    s = CrawlStarts("warm", TEST_PROJECT, crawl_env, linger_s=1)
+    s.prewarm()
+    ahead = s.parent.pid
+    assert until_empty(lambda: [ahead] if alive(ahead) else [], timeout=30) == []
+    s.begin_run()
+    with capture_logs() as logs:
+        assert run(s, ["ok"], crawl_env, TEST_PROJECT, tmp_path)["exit"] == 0
+    assert s.parent.pid != ahead and not [e for e in logs if e["event"] == "crawl_start_cold"]
+    s.parent.kill()
+
+
+def test_nothing_is_started_ahead_for_cold_starts_nor_on_the_scrapyd_engine(base_env):
+    from daemon.engines.local import prewarmed_starts
+
+    assert prewarmed_starts(Settings.from_mapping({**base_env, "SCHEDULER_CRAWL_START": "cold"})) is None
+    scrapyd = {**base_env, "SCHEDULER_ENGINE": "scrapyd", "SCRAPYD_NODES": "http://127.0.0.1:6800"}
+    assert prewarmed_starts(Settings.from_mapping(scrapyd)) is None
