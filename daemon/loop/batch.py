@@ -2,7 +2,8 @@
 
 Both engines overlap their runs (daemon/loop/runs.py: the loop never waits for one), online and
 offline alike. A run's end is written here (`_end`): to PostgreSQL or, when it does not take it,
-to the journal; a run of the offline fail-safe (PostgreSQL unreachable) to the journal.
+to the journal; a run of the offline fail-safe (PostgreSQL unreachable) to the journal, unless
+PostgreSQL came back while it ran (it was adopted: its end is written to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class Batches:
         'running'. The next run re-attaches to them beside whatever is due then (they are watched to
         their end, or sent again if they never started); until then their jobs count as running
         (`reattaching`), so none is ever sent twice."""
-        rows = store.remote_running(now) if self.runner.reattaches else []
+        ours = {run.recorder.run_id for run in self.open.runs}  # adopted runs of the fail-safe: watched already
+        rows = [row for row in (store.remote_running(now) if self.runner.reattaches else []) if row[1] not in ours]
         self._left = [(RemoteRun(row_id, self._job(job, spider), node, jobid, age_s), started_at)
                       for row_id, _, job, spider, node, jobid, started_at, age_s in rows]  # fmt: skip
         if self._left:
