@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg2
 import structlog
@@ -95,6 +96,14 @@ class Batches:
     def drain(self, wake: threading.Event) -> None:
         """At shutdown: every crawl stopped, every run under way ended and recorded."""
         self.open.drain(wake)
+
+    def journaled(self) -> frozenset[str]:
+        """The journal ids of the fail-safe's runs under way (adopted once the lock is ours again)."""
+        return self.open.journaled()
+
+    def adopt(self, adopted: Mapping[str, tuple[int, Mapping[Any, int]]]) -> None:
+        """The fail-safe's runs under way, written 'running' (Store.adopt): ended in PostgreSQL from now on."""
+        self.open.adopt(adopted)
 
     def online(self, store: Store, due: Sequence[Job], now: datetime,
                slots: Mapping[str, datetime] | None = None) -> bool:  # fmt: skip

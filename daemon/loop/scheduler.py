@@ -137,7 +137,7 @@ class Scheduler:
             self.takeover.standing_by(store)
             return tick
         if self.lease.must_recover():
-            if not self.takeover.recover(store, now, self.batches.open):
+            if not self.takeover.recover(store, now, self.batches):
                 return min(tick, 1.0)
             self.batches.find_left_running(store, now)  # remote crawls: re-attached by the next run
             self.lease.recovered()
