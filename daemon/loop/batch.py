@@ -2,7 +2,8 @@
 
 Both engines overlap their runs (daemon/loop/runs.py: the loop never waits for one), online and
 offline alike. A run's end is written here (`_end`): to PostgreSQL or, when it does not take it,
-to the journal; a run of the offline fail-safe (PostgreSQL unreachable) to the journal.
+to the journal; a run of the offline fail-safe (PostgreSQL unreachable) to the journal, unless
+PostgreSQL came back while it ran (it was adopted: its end is written to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg2
 import structlog
@@ -95,6 +97,14 @@ class Batches:
         """At shutdown: every crawl stopped, every run under way ended and recorded."""
         self.open.drain(wake)
 
+    def journaled(self) -> frozenset[str]:
+        """The journal ids of the fail-safe's runs under way (adopted once the lock is ours again)."""
+        return self.open.journaled()
+
+    def adopt(self, adopted: Mapping[str, tuple[int, Mapping[Any, int]]]) -> None:
+        """The fail-safe's runs under way, written 'running' (Store.adopt): ended in PostgreSQL from now on."""
+        self.open.adopt(adopted)
+
     def online(self, store: Store, due: Sequence[Job], now: datetime,
                slots: Mapping[str, datetime] | None = None) -> bool:  # fmt: skip
         """One run of `due`, recorded in PostgreSQL, together with the remote crawls a former daemon
@@ -121,7 +131,8 @@ class Batches:
         'running'. The next run re-attaches to them beside whatever is due then (they are watched to
         their end, or sent again if they never started); until then their jobs count as running
         (`reattaching`), so none is ever sent twice."""
-        rows = store.remote_running(now) if self.runner.reattaches else []
+        ours = {run.recorder.run_id for run in self.open.runs}  # adopted runs of the fail-safe: watched already
+        rows = [row for row in (store.remote_running(now) if self.runner.reattaches else []) if row[1] not in ours]
         self._left = [(RemoteRun(row_id, self._job(job, spider), node, jobid, age_s), started_at)
                       for row_id, _, job, spider, node, jobid, started_at, age_s in rows]  # fmt: skip
         if self._left:

@@ -162,6 +162,7 @@ class JournalRecorder:
         self._started: dict[int, datetime] = {}
         self._jobs: dict[int, Job] = {}
         self._remote: dict[int, dict[str, str]] = {}  # a remote crawl's node, job id and log URL
+        self._pids: dict[int, int] = {}
 
     def started(self, job: Job) -> int:
         self._tokens += 1
@@ -172,6 +173,7 @@ class JournalRecorder:
     def spawned(self, token: int, pid: int) -> None:
         # A crawl that dies with its daemon never reaches finished(): this line is what records it.
         job = self._jobs[token]
+        self._pids[token] = pid
         self.journal.spawned(self.run, job.spider, self._started[token], pid, job=_recorded(job))
 
     def dispatched(self, token: int, node: str, remote_jobid: str, log_url: str) -> bool:
@@ -186,6 +188,13 @@ class JournalRecorder:
         self.journal.spider(self.run, done.started_at, done.finished_at, outcome,
                             job={**_recorded(self._jobs[token]), **self._remote.get(token, {})})  # fmt: skip
         self.results.append(done)
+
+    def under_way(self) -> dict[int, tuple[Any, datetime]]:
+        """token -> (the crawl as the journal knows it: its Scrapyd job id, else its pid; its start),
+        of each crawl started and not ended."""
+        ended = {done.spider_run_id for done in self.results}
+        return {token: (self._remote[token]["remote_jobid"] if token in self._remote else self._pids.get(token), at)
+                for token, at in self._started.items() if token not in ended}  # fmt: skip
 
 
 def _recorded(job: Job) -> dict[str, Any]:

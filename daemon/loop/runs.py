@@ -15,10 +15,14 @@ crawls on their nodes for the next daemon: each run whose crawls were left so is
 saying so, its crawls' rows still 'running' for the next daemon to re-attach.
 
 While PostgreSQL is unreachable the fail-safe's runs overlap too (`start_offline`): recorded in the
-journal, each started into the slots free then, the lease probing for PostgreSQL meanwhile. Runs of
-both kinds are never open at once: the fail-safe starts nothing beside runs recorded in PostgreSQL
-(their ends are journaled when it does not take them), and the lock's holder starts nothing new
-before the journal is replayed (after the offline runs' ends).
+journal, each started into the slots free then, the lease probing for PostgreSQL meanwhile. The
+fail-safe starts nothing beside runs recorded in PostgreSQL (their ends are journaled when it does
+not take them). Once PostgreSQL is back and the lock this daemon's again, the fail-safe's runs still
+under way are adopted (`adopt`), not waited for: the take-over writes the journal, these runs and
+their crawls 'running' (daemon/leadership/takeover.py), and each such run is handed a database
+recorder, its crawls' ends and its own written to PostgreSQL from then on. The loop then decides
+beside them at once: a job under way is in `running`, and PostgreSQL's index refuses it a second
+'running' crawl.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class OpenRun:
     started: list[str] = field(default_factory=list)  # the jobs whose crawl began
     outcomes: list[CrawlOutcome] = field(default_factory=list)
     why_not_started: str | None = None  # what the engine said of the jobs it did not start (None: stopping)
+    rows: dict[object, int] = field(default_factory=dict)  # adopted: the journal's crawl token -> its row
 
     @property
     def crawling(self) -> int:
@@ -166,7 +171,7 @@ class OpenRuns:
         return bool(run.started)
 
     def _ended(self, run: OpenRun, token: object, outcome: CrawlOutcome) -> None:
-        run.recorder.finished(token, outcome)
+        run.recorder.finished(run.rows.get(token, token), outcome)
         run.outcomes.append(outcome)
         if isinstance(run.recorder, JournalRecorder):
             # The fail-safe's next decision reads the history copy: it learns this crawl now, not
@@ -174,6 +179,32 @@ class OpenRuns:
             self.history.fold([run.recorder.results[-1].result()])
         else:
             self.history.invalidate()  # the next decision reads this crawl's row
+
+    def journaled(self) -> frozenset[str]:
+        """The journal ids of the fail-safe's runs under way."""
+        return frozenset(run.recorder.run for run in self.runs if isinstance(run.recorder, JournalRecorder))
+
+    def adopt(self, adopted: Mapping[str, tuple[int, Mapping[object, int]]]) -> None:
+        """PostgreSQL is back and the runner lock ours: each fail-safe run in `adopted` (journal id ->
+        its run's row and its crawls' rows under way, written 'running': Store.adopt) is recorded in
+        PostgreSQL from now on; its crawls ended so far stay in its results, for its verdict."""
+        for run in self.runs:
+            journaled = run.recorder
+            if not isinstance(journaled, JournalRecorder) or journaled.run not in adopted:
+                continue
+            run_id, rows = adopted[journaled.run]
+            recorder = DatabaseRecorder(self.lease.runner_store, self.clock, run_id)
+            recorder.results = list(journaled.results)
+            for token, (crawl, started_at) in journaled.under_way().items():
+                if crawl in rows:
+                    run.rows[token] = rows[crawl]
+                    recorder.started_at[rows[crawl]] = started_at
+            run.recorder = recorder
+            log.info("run_adopted", message="PostgreSQL is back: a run of the fail-safe under way is recorded "
+                     "there from now on", run_id=run_id, journal_id=journaled.run, under_way=sorted(
+                         j for j in run.started if j not in {o.name for o in run.outcomes}))  # fmt: skip
+        self._lease_runs()
+        self.history.invalidate()
 
     def collect(self) -> int:
         """Hear the crawls that ended and end the runs whose crawls are all over; how many crawls

@@ -122,11 +122,13 @@ class Scheduler:
         if not self.settings.enabled:
             self.notices.say("scheduling_disabled", "Scheduling is disabled (SCHEDULER_ENABLED=false); running nothing")
             return tick
-        if self.batches.busy and not self.lease.leading:
+        if self.batches.busy and not self.lease.holds_lock:
             # Runs under way while the lock's connection is re-taken (the lease's probe does it) or
             # while this daemon gives way: their crawls are collected, nothing new starts. Beside
             # the fail-safe's own runs (PostgreSQL unreachable; the lease probes for it), the
-            # fail-safe gives each freed slot to the most overdue due job.
+            # fail-safe gives each freed slot to the most overdue due job. Once the probe has the
+            # lock again, the take-over below adopts the fail-safe's runs under way and the loop
+            # decides beside them: a long offline crawl holds no other job.
             if self.lease.may_run_offline and self.batches.offline(now, self.catalog.cadences(self.requests.pauses)):
                 return 0
             return POLL_SECONDS
@@ -135,7 +137,7 @@ class Scheduler:
             self.takeover.standing_by(store)
             return tick
         if self.lease.must_recover():
-            if not self.takeover.recover(store, now):
+            if not self.takeover.recover(store, now, self.batches):
                 return min(tick, 1.0)
             self.batches.find_left_running(store, now)  # remote crawls: re-attached by the next run
             self.lease.recovered()

@@ -2,9 +2,12 @@
 
 The design's fail-safe: when a run is due and the database cannot be reached, the spiders run
 anyway and their outcomes are appended here, one JSON object per line, flushed and fsynced. Once
-the database is back, the journal is written to it in one transaction and then removed. Each
-journaled run carries a UUID that is unique in `scheduler_state.journal_id`, so a journal
-replayed twice (the daemon died between the commit and the removal) is written once.
+the database is back, the journal is written to it in one transaction and then removed; the runs
+still under way then are left out of it and written 'running' in a second transaction (adopted:
+daemon/leadership/takeover.py), the file removed only after both. Each journaled run carries a UUID
+that is unique in `scheduler_state.journal_id`, also on an adopted run's row, so a journal
+replayed twice (the daemon died between the commit and the removal) is written once. The format is
+unchanged by adoption: a file written before it replays as before.
 
 Each daemon writes a file of its own (`journal-<pid>-<random>.jsonl`) and holds an exclusive
 flock on it for as long as it lives, so daemons sharing a state directory (a volume mounted

@@ -150,6 +150,18 @@ INSERT INTO spider_runs (run_id, job, spider, args, settings, status, failure, s
 VALUES (%(run_id)s, %(job)s, %(spider)s, %(args)s, %(settings)s, %(status)s, %(failure)s, %(started_at)s,
         %(finished_at)s, %(exit_code)s, %(finish_reason)s, %(items_scraped)s, %(error_count)s, %(message)s,
         %(stats)s, %(pid)s, %(log_tail)s, %(node)s, %(remote_jobid)s, %(log_url)s)
+RETURNING id
+"""
+# A run of the offline fail-safe still under way when PostgreSQL is back and the lock ours again:
+# written 'running', its lease fresh, and from then on ended in PostgreSQL (daemon/loop/runs.py).
+# Its journal id is written too, so the journal it came from, replayed again, adds nothing.
+INSERT_ADOPTED_RUN = """
+INSERT INTO scheduler_state (last_run_at, spider_count, status, created_at, updated_at, owner, heartbeat_at,
+                             journal_id)
+VALUES (%(started_at)s, %(spider_count)s, 'running', %(started_at)s, %(started_at)s, %(owner)s, clock_timestamp(),
+        %(journal_id)s)
+ON CONFLICT (journal_id) DO NOTHING
+RETURNING id
 """
 
 # Housekeeping jobs.

@@ -284,31 +284,59 @@ class Store(Board, Ledger):
                 if row is None:
                     continue  # written by an earlier replay
                 written += 1
-                for sp in run["spiders"]:
-                    cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
-                        **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
-                                                  "finish_reason", "items_scraped", "error_count", "message",
-                                                  "pid")},
-                        "log_tail": _text(sp.get("log_tail")),
-                        **{k: sp.get(k) for k in ("node", "remote_jobid", "log_url")},
-                        **_job_of(sp),
-                        "run_id": row[0], "status": "completed" if sp["ok"] else "failed",
-                        "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
-                    })  # fmt: skip
-                for cut in run.get("cut", []):
-                    cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
-                        **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats",
-                                         "log_tail")),
-                        **_job_of(cut),
-                        "run_id": row[0], "spider": cut["spider"], "status": "failed", "failure": "stale",
-                        "started_at": cut["started_at"], "finished_at": finished_at,
-                        "message": JOURNAL_CUT_MESSAGE, "pid": cut.get("pid"),
-                        **{k: cut.get(k) for k in ("node", "remote_jobid", "log_url")},
-                        # A remote crawl outlives its daemon: left 'running', to be re-attached.
-                        **({"status": "running", "failure": None, "finished_at": None, "message": None}
-                           if cut.get("remote_jobid") else {}),
-                    })  # fmt: skip
+                _insert_crawls(cur, row[0], run, finished_at)
         return written
+
+    def adopt(self, runs: list[dict[str, Any]]) -> dict[str, tuple[int, dict[Any, int]]]:
+        """Write the journaled runs of the fail-safe still under way, in one transaction, as
+        'running': each run's row (its lease fresh), its ended crawls as they ended and those under way
+        'running'. Returns {journal id: (run id, {crawl: its row})}, a crawl known by its Scrapyd job id
+        or else its pid (as the journal knows it). A run already written (its journal id taken) is
+        left out: it stays journaled."""
+        adopted: dict[str, tuple[int, dict[Any, int]]] = {}
+        with self._transaction() as cur:
+            for run in runs:
+                cur.execute(queries.INSERT_ADOPTED_RUN, {
+                    "started_at": run["started_at"], "spider_count": len(run.get("planned") or run["spiders"]),
+                    "owner": run.get("owner"), "journal_id": run["run"],
+                })  # fmt: skip
+                row = cur.fetchone()
+                if row is not None:
+                    adopted[run["run"]] = (row[0], _insert_crawls(cur, row[0], run, None))
+        return adopted
+
+
+def _insert_crawls(cur: psycopg2.extensions.cursor, run_id: int, run: dict[str, Any],
+                   finished_at: str | None) -> dict[Any, int]:  # fmt: skip
+    """A journaled run's crawls under its row: those that ended as they ended; those cut (started, no
+    result) failed as stale at `finished_at` (the run's end), or 'running' when `finished_at` is None
+    (the run is under way: adopted) or the crawl is remote (it outlives its daemon: re-attached).
+    Returns {crawl: its row} of those written 'running', a crawl known as the journal knows it."""
+    for sp in run["spiders"]:
+        cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
+            **{k: sp.get(k) for k in ("spider", "failure", "started_at", "finished_at", "exit_code",
+                                      "finish_reason", "items_scraped", "error_count", "message", "pid")},
+            "log_tail": _text(sp.get("log_tail")),
+            **{k: sp.get(k) for k in ("node", "remote_jobid", "log_url")},
+            **_job_of(sp),
+            "run_id": run_id, "status": "completed" if sp["ok"] else "failed",
+            "stats": json.dumps(sp["stats"]) if sp.get("stats") is not None else None,
+        })  # fmt: skip
+    running: dict[Any, int] = {}
+    for cut in run.get("cut", []):
+        under_way = finished_at is None or bool(cut.get("remote_jobid"))
+        cur.execute(queries.INSERT_JOURNALED_SPIDER_RUN, {
+            **dict.fromkeys(("exit_code", "finish_reason", "items_scraped", "error_count", "stats", "log_tail")),
+            **_job_of(cut),
+            "run_id": run_id, "spider": cut["spider"], "status": "failed", "failure": "stale",
+            "started_at": cut["started_at"], "finished_at": finished_at,
+            "message": JOURNAL_CUT_MESSAGE, "pid": cut.get("pid"),
+            **{k: cut.get(k) for k in ("node", "remote_jobid", "log_url")},
+            **({"status": "running", "failure": None, "finished_at": None, "message": None} if under_way else {}),
+        })  # fmt: skip
+        if under_way:
+            running[cut.get("remote_jobid") or cut.get("pid")] = cur.fetchone()[0]
+    return running
 
 
 def _json_object(pairs: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> str | None:

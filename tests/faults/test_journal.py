@@ -198,12 +198,80 @@ def test_while_postgres_is_down_a_long_crawl_of_the_fail_safe_never_holds_a_quic
         spans = rows(conn, "SELECT job, started_at, finished_at FROM spider_runs ORDER BY job, started_at")
         for (job_a, _, end), (job_b, start, _) in zip(spans, spans[1:]):
             assert job_a != job_b or end <= start, "two crawls of one job at once"
-        # Nothing lost: every quick crawl that started (online, offline, or cut by the stop) has its row.
-        started = [pid for kind, _, pid, job in side_channel(Path(env["SPIDER_SIDE_CHANNEL"]))
-                   if kind == "start" and job == "quick"]  # fmt: skip
-        assert count(conn, "job = 'quick'", "spider_runs") == len(started)
+        each_crawl_recorded_once(conn, env)
     finally:
         conn.close()
+
+
+def test_once_postgres_is_back_a_long_crawl_of_the_fail_safe_still_running_holds_no_other_job(pg_server, base_env,
+                                                                                                db, daemon_factory,
+                                                                                                tmp_path):  # fmt: skip
+    """Issue "every job on its own clock": PostgreSQL comes back while the fail-safe's long crawl
+    runs. The lock's holder adopts that run (written 'running', ended in PostgreSQL) and the quick
+    job is crawled again, recorded in PostgreSQL, before the long crawl ends; the long crawl is
+    recorded once, completed, and no crawl is lost or runs twice at once."""
+    slow = tmp_path / "slow-seconds"
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text('[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "3s"\n\n'
+                    '[jobs.long]\nspider = "slow"\nevery = "8s"\n')  # fmt: skip
+    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_CONCURRENCY": "2", "SLOW_SECONDS": "1",
+           "SPIDER_SLOW_FILE": str(slow), "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: count(db, "job = 'long' AND status = 'completed'", "spider_runs") == 1, timeout=60,
+             what="long's first crawl")  # fmt: skip
+    db.close()
+    slow.write_text("20")  # long's next crawl, the fail-safe's, takes 20 s
+    pg_server.stop("fast")
+    down = time.time()
+    side = Path(env["SPIDER_SIDE_CHANNEL"])
+    try:
+        long_start, long_pid = wait_for(lambda: [(at, pid) for kind, at, pid, job in side_channel(side)
+                                                 if kind == "start" and job == "long" and at > down], timeout=30,
+                                        what="long's offline crawl")[0]  # fmt: skip
+        slow.unlink()
+        wait_for(lambda: any(r["kind"] == "spider" and r.get("job") == "quick"
+                             and datetime.fromisoformat(r["started_at"]).timestamp() > long_start
+                             for r in _journal_lines(env)), timeout=15, what="a quick crawl journaled beside it")  # fmt: skip
+    finally:
+        pg_server.start()
+    up = time.time()
+    conn = pg_server.connect(env["DB_NAME"])
+    try:
+        long_row = "job = 'long' AND pid = %d" % long_pid
+        wait_for(lambda: count(conn, long_row + " AND status = 'completed'", "spider_runs") == 1, timeout=40,
+                 what="long's offline crawl recorded completed")  # fmt: skip
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        [(long_end,)] = rows(conn, f"SELECT extract(epoch FROM finished_at)::float8 FROM spider_runs WHERE {long_row}")
+        # Recorded in PostgreSQL (an online run: no journal id) after it came back, before long ended.
+        online_beside = rows(conn, "SELECT extract(epoch FROM s.started_at)::float8 FROM spider_runs s "
+                                   "JOIN scheduler_state r ON r.id = s.run_id WHERE s.job = 'quick' "
+                                   "AND r.journal_id IS NULL AND s.started_at > to_timestamp(%(up)s) "
+                                   "AND s.started_at < to_timestamp(%(end)s)", {"up": up, "end": long_end})  # fmt: skip
+        figure(f"PostgreSQL back {long_end - up:.1f} s before the fail-safe's long crawl ended: quick crawled "
+               f"{len(online_beside)} times beside it, recorded in PostgreSQL (interval 3 s)")
+        assert len(online_beside) >= 1
+        assert rows(conn, f"SELECT r.status, r.journal_id IS NOT NULL FROM spider_runs s JOIN scheduler_state r "
+                          f"ON r.id = s.run_id WHERE {long_row}") == [("completed", True)]  # the adopted run
+        assert count(conn, "status = 'running'", "spider_runs") == 0 and count(conn, "status = 'running'") == 0
+        spans = rows(conn, "SELECT job, started_at, finished_at FROM spider_runs ORDER BY job, started_at")
+        for (job_a, _, end), (job_b, start, _) in zip(spans, spans[1:]):
+            assert job_a != job_b or end <= start, "two crawls of one job at once"
+        each_crawl_recorded_once(conn, env)
+        assert not journals(env)
+    finally:
+        conn.close()
+
+
+def each_crawl_recorded_once(conn, env) -> None:
+    """Nothing lost, nothing twice: every crawl that began (online, offline, or cut by the stop) has
+    exactly one row, by its pid; a row of a crawl that never began is one the stop cut before it did
+    (the spider writes its start only once Scrapy is up)."""
+    began = {pid: job for kind, _, pid, job in side_channel(Path(env["SPIDER_SIDE_CHANNEL"])) if kind == "start"}
+    recorded = rows(conn, "SELECT pid, job, failure FROM spider_runs")
+    assert Counter(pid for pid, _, _ in recorded if pid in began) == Counter(set(began)), "a crawl lost or doubled"
+    assert {(pid, job) for pid, job, _ in recorded if pid in began} == set(began.items())
+    assert all(failure == "interrupted" for pid, _, failure in recorded if pid not in began)
 
 
 def _journal_lines(env) -> list[dict]:

@@ -63,7 +63,8 @@ class Store:
         self.crawls += 1
         return self.crawls
 
-    def finish_spider(self, *args) -> tuple[bool, None]:
+    def finish_spider(self, spider_run_id, *args) -> tuple[bool, None]:
+        self.finished.append(spider_run_id)
         return True, None  # written; no baseline verdict
 
 
@@ -194,6 +195,9 @@ class Journal:
         self.lines.append(("run", tuple(names)))
         return f"j-{len(self.lines)}"
 
+    def spawned(self, run, spider, started_at, pid, **kwargs) -> None:
+        self.lines.append(("spawn", run, pid))
+
     def spider(self, run, started_at, finished_at, outcome, **kwargs) -> None:
         self.lines.append(("spider", run, outcome.name))
 
@@ -235,3 +239,20 @@ def test_the_fail_safe_learns_each_crawl_as_it_ends_not_at_its_runs_end_so_it_ne
     engine.ending = [("quick", True)]
     runs.collect()
     assert runs.history.folded == ["quick"] and runs.running() == {"long"}  # type: ignore[attr-defined]
+
+
+def test_a_fail_safe_run_adopted_once_postgres_is_back_ends_in_postgres_and_its_job_stays_under_way():
+    runs, engine, store, lease, ended = open_runs()
+    runs.journal = Journal()  # type: ignore[assignment]
+    runs.start_offline([JOBS["long"], JOBS["quick"]], FakeClock().now())  # type: ignore[arg-type]
+    for job, pid in (("long", 301), ("quick", 302)):
+        runs.runs[0].recorder.spawned(engine.under_way[job][0], pid)
+    engine.ending = [("quick", True)]
+    runs.collect()
+    [journal_id] = runs.journaled()
+    runs.adopt({journal_id: (41, {301: 7})})  # the take-over wrote the run 41, long's crawl as row 7
+    assert runs.online and not runs.journaled() and lease.open[-1] == [41] and runs.running() == {"long"}
+    engine.ending = [("long", True)]
+    runs.collect()
+    assert store.finished == [7] and ended == [(41, True)]  # both crawls in the verdict, ended in PostgreSQL
+    assert not any(line[0] == "end" for line in runs.journal.lines)  # type: ignore[attr-defined]
