@@ -76,7 +76,3 @@ class Engine(Protocol):
     def cancel(self, name: str) -> bool:
         """`cancel JOB`: stop its crawl under way (its verdict: cancelled); False if none runs."""
         ...
-
-
-# The name daemon/loop used while a blocking interface stood beside this one (issue 20).
-OverlappingEngine = Engine
