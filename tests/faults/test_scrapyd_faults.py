@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import pytest
 
 from tests.conftest import figure
 from tests.scrapyd_nodes import ScrapydNode, crawling, most_at_once
-from tests.helpers import json_lines, rows, wait_for
+from tests.helpers import json_lines, rows, run_cli, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -268,3 +269,56 @@ def test_nodes_with_two_slots_run_two_crawls_each_and_never_queue_one(base_env, 
     figure(f"scrapyd, 2 nodes x 2 slots, 6 crawls: at most 2 at once per node; {len(watcher.seen)} listjobs.json "
            f"answers, {pending} with a crawl pending (none with the node's slots full)")
     assert_never_two_crawls_of_one_job_at_once(nodes)
+
+
+# 5. PostgreSQL back while the fail-safe's long remote crawl runs -------------------------------------
+
+
+def test_once_postgres_is_back_the_fail_safes_long_remote_crawl_is_adopted_and_holds_no_other_job(
+    base_env, db, pg_server, daemon_factory, make_node, tmp_path
+):
+    """Issue "every job on its own clock" on Scrapyd: the fail-safe sends long's crawl while
+    PostgreSQL is down; PostgreSQL comes back while it runs. The lock's holder adopts that run and
+    quick is crawled again beside it, recorded in PostgreSQL, before it ends; every crawl the node
+    ran is recorded once, none twice at once, none left running."""
+    node = make_node("a", max_proc=2, slow_seconds=1, jobs_to_keep=100)  # every crawl's log kept: one each
+    jobs_file = tmp_path / "jobs.toml"
+    jobs_file.write_text('[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "3s"\n\n'
+                         '[jobs.long]\nspider = "slow"\nevery = "20s"\nargs = { seconds = "15" }\n')  # fmt: skip
+    env = cluster_env(base_env, [node], slots=2, SCHEDULER_JOBS_FILE=str(jobs_file), SCHEDULER_TICK_SECONDS="1",
+                      DB_WAIT_TIMEOUT_SECONDS="60")  # fmt: skip
+    daemon = daemon_factory(env).start()
+    wait_for(lambda: rows(db, "SELECT 1 FROM spider_runs WHERE job = 'long' AND status = 'completed'"), timeout=60,
+             what="long's first crawl")  # fmt: skip
+    db.close()
+    pg_server.stop("fast")
+    try:
+        wait_for(lambda: len(crawling(node, "long")) == 1, timeout=40, what="the fail-safe's crawl of long")
+    finally:
+        pg_server.start()
+    up = time.time()
+    db = pg_server.connect(base_env["DB_NAME"])
+    try:
+        wait_for(lambda: rows(db, "SELECT count(*) FROM spider_runs WHERE job = 'long' AND status = 'completed'")[0][0]
+                 == 2, timeout=40, what="long's offline crawl recorded completed")  # fmt: skip
+        # Stopped with no crawl under way (a stopping daemon leaves its remote crawls 'running' for
+        # the next one): quick paused, its last crawl ended.
+        assert run_cli([sys.executable, "-m", "daemon", "pause", "quick"], env, tmp_path).returncode == 0
+        wait_for(lambda: not rows(db, "SELECT 1 FROM spider_runs WHERE status = 'running'"), timeout=30,
+                 what="quick's last crawl to end")  # fmt: skip
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        [(long_end, adopted)] = rows(db, "SELECT extract(epoch FROM s.finished_at)::float8, r.journal_id IS NOT NULL "
+                                         "FROM spider_runs s JOIN scheduler_state r ON r.id = s.run_id "
+                                         "WHERE s.job = 'long' ORDER BY s.id DESC LIMIT 1")  # fmt: skip
+        beside = rows(db, "SELECT s.id FROM spider_runs s JOIN scheduler_state r ON r.id = s.run_id "
+                          "WHERE s.job = 'quick' AND r.journal_id IS NULL AND s.status = 'completed' "
+                          "AND s.started_at > to_timestamp(%(up)s) AND s.started_at < to_timestamp(%(end)s)",
+                      {"up": up, "end": long_end})  # fmt: skip
+        figure(f"scrapyd: PostgreSQL back {long_end - up:.1f} s before the fail-safe's long remote crawl ended: "
+               f"quick crawled {len(beside)} times beside it, recorded in PostgreSQL (interval 3 s)")
+        assert adopted and len(beside) >= 1
+        assert_nothing_lost(db, [node])
+        assert_never_two_crawls_of_one_job_at_once([node])
+    finally:
+        db.close()
