@@ -824,8 +824,20 @@ def _children(pid: int) -> list[str]:
 
 
 def _wait_quiet(pid: int) -> None:
-    """Until the daemon has no child process (its `scrapy list` beside the loop is over)."""
-    wait_for(lambda: not _children(pid), timeout=300, step=0.05, what="the daemon's children to end")
+    """Until the daemon has no child process (its `scrapy list` beside the loop is over) but its
+    warm parent, started as it waited for PostgreSQL, which lingers a minute with nothing to fork."""
+
+    def listing() -> list[str]:
+        found = []
+        for child in _children(pid):
+            try:
+                if b"daemon.engines.warm_parent" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(child)
+            except OSError:
+                pass  # ended meanwhile
+        return found
+
+    wait_for(lambda: not listing(), timeout=300, step=0.05, what="the daemon's children to end")
 
 
 def _rss_mib(pid: int) -> float:

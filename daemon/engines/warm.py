@@ -100,15 +100,24 @@ class WarmParentProcess:
         self._pending: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._next_id = 0
-        self._ready = False
+        self._ready = threading.Event()  # its first message read: ready (reader started), or failed
+        self._unready: WarmUnavailable | None = None
         threading.Thread(target=self._pump_stderr, name="warm-parent-stderr", daemon=True).start()
         if wait:
             self._await_ready()
+        else:  # read its first message beside the caller, so that one that lingers out is reaped
+            threading.Thread(target=self._await_quietly, name="warm-parent-ready", daemon=True).start()
+
+    def _await_quietly(self) -> None:
+        try:
+            self._await_ready()
+        except WarmUnavailable as exc:
+            self._unready = exc  # the first spawn says it
+        finally:
+            self._ready.set()
 
     def _await_ready(self) -> None:
         """Wait for the parent's imports (its first message); WarmUnavailable if it cannot serve."""
-        if self._ready:
-            return
         self._sock.settimeout(max(0.0, READY_TIMEOUT_S - (time.monotonic() - self._started)))
         try:
             first = json.loads(self._sock.recv(1 << 16) or b'{"unusable": "it exited while importing"}')
@@ -120,16 +129,19 @@ class WarmParentProcess:
         if "unusable" in first:
             self._abandon()
             raise WarmUnavailable(str(first["unusable"]), lasting=True)
-        self._ready = True
+        self._ready.set()
         threading.Thread(target=self._read, name="warm-parent", daemon=True).start()
         log.info("warm_parent_started", pid=self.pid, mode=self.level,
                  ready_s=round(time.monotonic() - self._started, 3))  # fmt: skip
 
     def spawn(self, argv: Sequence[str]) -> WarmCrawl:
         """Fork one crawl of `scrapy ARGV`, its output on two new pipes (the read ends are the crawl's)."""
+        if not self._ready.wait(READY_TIMEOUT_S + 1.0):
+            raise WarmUnavailable(f"the warm parent was not ready in {READY_TIMEOUT_S:g} s")
+        if self._unready is not None:
+            raise self._unready
         if self.gone:
             raise WarmUnavailable(self.gone)
-        self._await_ready()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
