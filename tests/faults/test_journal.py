@@ -210,17 +210,17 @@ def test_once_postgres_is_back_a_long_crawl_of_the_fail_safe_still_running_holds
     runs. The lock's holder adopts that run (written 'running', ended in PostgreSQL) and the quick
     job is crawled again, recorded in PostgreSQL, before the long crawl ends; the long crawl is
     recorded once, completed, and no crawl is lost or runs twice at once."""
-    slow = tmp_path / "slow-seconds"
+    gate = tmp_path / "hold-long"
     jobs = tmp_path / "jobs.toml"
     jobs.write_text('[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "3s"\n\n'
                     '[jobs.long]\nspider = "slow"\nevery = "8s"\n')  # fmt: skip
     env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_CONCURRENCY": "2", "SLOW_SECONDS": "1",
-           "SPIDER_SLOW_FILE": str(slow), "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
+           "SPIDER_GATE_FILE": str(gate), "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
     d = daemon_factory(env).start()
     wait_for(lambda: count(db, "job = 'long' AND status = 'completed'", "spider_runs") == 1, timeout=60,
              what="long's first crawl")  # fmt: skip
     db.close()
-    slow.write_text("20")  # long's next crawl, the fail-safe's, takes 20 s
+    gate.touch()  # long's next crawl, the fail-safe's, lasts until the gate is removed
     pg_server.stop("fast")
     down = time.time()
     side = Path(env["SPIDER_SIDE_CHANNEL"])
@@ -228,7 +228,6 @@ def test_once_postgres_is_back_a_long_crawl_of_the_fail_safe_still_running_holds
         long_start, long_pid = wait_for(lambda: [(at, pid) for kind, at, pid, job in side_channel(side)
                                                  if kind == "start" and job == "long" and at > down], timeout=30,
                                         what="long's offline crawl")[0]  # fmt: skip
-        slow.unlink()
         wait_for(lambda: any(r["kind"] == "spider" and r.get("job") == "quick"
                              and datetime.fromisoformat(r["started_at"]).timestamp() > long_start
                              for r in _journal_lines(env)), timeout=15, what="a quick crawl journaled beside it")  # fmt: skip
@@ -238,16 +237,24 @@ def test_once_postgres_is_back_a_long_crawl_of_the_fail_safe_still_running_holds
     conn = pg_server.connect(env["DB_NAME"])
     try:
         long_row = "job = 'long' AND pid = %d" % long_pid
+        online_quick = ("SELECT extract(epoch FROM s.started_at)::float8 FROM spider_runs s "
+                        "JOIN scheduler_state r ON r.id = s.run_id WHERE s.job = 'quick' "
+                        "AND r.journal_id IS NULL AND s.started_at > to_timestamp(%(up)s) "
+                        "AND s.started_at < to_timestamp(%(end)s)")  # fmt: skip
+        try:
+            # Held by the gate, long is still crawling: the quick job must be crawled beside it,
+            # recorded in PostgreSQL, or this wait fails.
+            wait_for(lambda: rows(conn, online_quick, {"up": up, "end": time.time() + 3600}), timeout=40,
+                     what="a quick crawl recorded in PostgreSQL while long still runs")  # fmt: skip
+        finally:
+            gate.unlink()
         wait_for(lambda: count(conn, long_row + " AND status = 'completed'", "spider_runs") == 1, timeout=40,
                  what="long's offline crawl recorded completed")  # fmt: skip
         d.signal(signal.SIGTERM)
         assert d.wait(timeout=30) == 0
         [(long_end,)] = rows(conn, f"SELECT extract(epoch FROM finished_at)::float8 FROM spider_runs WHERE {long_row}")
         # Recorded in PostgreSQL (an online run: no journal id) after it came back, before long ended.
-        online_beside = rows(conn, "SELECT extract(epoch FROM s.started_at)::float8 FROM spider_runs s "
-                                   "JOIN scheduler_state r ON r.id = s.run_id WHERE s.job = 'quick' "
-                                   "AND r.journal_id IS NULL AND s.started_at > to_timestamp(%(up)s) "
-                                   "AND s.started_at < to_timestamp(%(end)s)", {"up": up, "end": long_end})  # fmt: skip
+        online_beside = rows(conn, online_quick, {"up": up, "end": long_end})
         figure(f"PostgreSQL back {long_end - up:.1f} s before the fail-safe's long crawl ended: quick crawled "
                f"{len(online_beside)} times beside it, recorded in PostgreSQL (interval 3 s)")
         assert len(online_beside) >= 1

@@ -34,7 +34,8 @@ def test_postgres_restarted_while_idle_reconnects_and_retakes_the_lock_before_ru
         finally:
             pg_server.start()
         wait_for(lambda: len(events(logs, "runner_lock_acquired")) == 2, timeout=30, what="the lock re-taken")
-        assert heartbeat.stat().st_mtime > frozen
+        # The heartbeat resumes with the loop's first tick after the lock (not at the lock event itself).
+        wait_for(lambda: heartbeat.stat().st_mtime > frozen, timeout=10, what="the heartbeat resumed")
         # The committed history survived the immediate stop: still not due until the clock moves.
         after = wait_for(lambda: events(logs, "last_run_checked")[1:], what="the decision after the outage")
         assert after[0]["message"].startswith("Last run was 2.0")

@@ -59,14 +59,15 @@ class SlowSpider(OkSpider):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             time.sleep(3600)
         # A job's `seconds` argument (args = { seconds = "60" }) before SLOW_SECONDS: one jobs file
-        # may hold a long and a short crawl of this spider. SPIDER_SLOW_FILE, while it exists, says
-        # how long the crawls that start then take: a test makes one crawl long, mid-test.
+        # may hold a long and a short crawl of this spider.
         seconds = getattr(self, "seconds", None) or os.environ.get("SLOW_SECONDS", "5")
-        slow = os.environ.get("SPIDER_SLOW_FILE")
-        if slow and os.path.exists(slow):
-            with open(slow, encoding="ascii") as fh:
-                seconds = fh.read().strip()
         await asyncio.sleep(float(seconds))
+        # SPIDER_GATE_FILE, if it exists when the wait ends, holds the crawl until a test removes it
+        # (bounded: ten minutes): a crawl as long as the test needs, not a timer it races.
+        gate = os.environ.get("SPIDER_GATE_FILE")
+        deadline = time.monotonic() + 600
+        while gate and os.path.exists(gate) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         for item in response.css("li.item::text").getall():
             yield {"name": item}
 
