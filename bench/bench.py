@@ -1227,6 +1227,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             row(f"crawl start: {n} {what}, warm / cold, wall", w[f"ratio_{key}_wall"], "x",
                 0.3 if key == "seq" else None)  # fmt: skip
             row(f"crawl start: {n} {what}, warm / cold, CPU of all processes", w[f"ratio_{key}_cpu"], "x", 0.3)
+        for key, what in (("seq_wall", "wall"), ("seq_cpu", "CPU of all processes")):
+            row(f"crawl start: {n} one after another, a fresh parent each (SCHEDULER_WARM_PARENT_CRAWLS=1) / cold, "
+                f"{what}", w.get(f"ratio_{key}_warm1"), "x", None)  # fmt: skip
         row("crawl start: one crawl's start -> first request, cold (median)", w["cold"]["first_request"], "s", None)
         row("crawl start: one crawl's start -> first request, warm (median)", w["warm"]["first_request"], "s", 0.1)
         row("crawl start: peak PSS of 4 crawls at once, cold", w["cold"]["peak_pss_4"], "MiB", None)
@@ -1234,7 +1237,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             None)  # fmt: skip
         row("crawl start: that peak PSS, warm / cold", w["ratio_peak_pss_4"], "x", 0.7)
         row("crawl start: crawls that failed (cold and warm)",
-            w["cold"]["failed_crawls"] + w["warm"]["failed_crawls"], "", 0)  # fmt: skip
+            sum(w[kind]["failed_crawls"] for kind in ("cold", "warm", "warm1")), "", 0)  # fmt: skip
     f = results.get("free_slots", {})
     if f:
         r, t = f["refill"], f["tick_with_crawl_running"]

@@ -104,20 +104,24 @@ def _mode(kind: str, project: Path, env: dict[str, str]) -> tuple[Start, Callabl
     """A starter for `kind`, and what ends it (the warm parent drained, exited and reaped)."""
     if kind == "cold":
         return (lambda argv: _cold(project, env)(argv)), (lambda: None), None
-    starts = CrawlStarts("warm", project, env)
+    # "warm1": SCHEDULER_WARM_PARENT_CRAWLS=1, a fresh parent (a fresh hash seed) for every crawl.
+    starts = CrawlStarts("warm", project, env, crawls_per_parent=1 if kind == "warm1" else 100)
     starts.begin_run()
+    parents: list[Any] = []
 
     def start(argv: list[str]) -> Any:
+        parent = starts.parent
         crawl = starts.start(argv[3:])
         if crawl is None:
             raise RuntimeError(f"the warm parent could not start a crawl: {starts._cold_reason}")
+        parents.extend(p for p in (parent, starts.parent) if p is not None and p not in parents)
         return crawl
 
     def end() -> None:
-        if starts.parent is not None:
-            starts.parent.close()
-            starts.parent.proc.wait(timeout=60)
-            time.sleep(0.05)  # its reader thread has reaped it; RUSAGE_CHILDREN now holds its crawls
+        for parent in parents:
+            parent.close()
+            parent.proc.wait(timeout=60)
+        time.sleep(0.05)  # their reader threads have reaped them; RUSAGE_CHILDREN now holds their crawls
 
     return start, end, starts
 
@@ -131,18 +135,20 @@ def crawl_starts(project: Path, env: dict[str, str], crawls: int, reps: int, wor
     stats_dir = workdir / "warm-bench-stats"
     stats_dir.mkdir(exist_ok=True)
     out: dict[str, Any] = {"crawls": crawls}
-    for kind in ("cold", "warm"):
+    for kind in ("cold", "warm", "warm1"):
         figures: dict[str, list[float]] = {"seq_wall": [], "seq_cpu": [], "c2_wall": [], "c2_cpu": [],
                                            "first_request": [], "peak_pss_4": []}  # fmt: skip
         failed = 0
         for _ in range(reps):
-            for concurrency, key in ((1, "seq"), (2, "c2")):
+            for concurrency, key in ((1, "seq"), (2, "c2"))[: 1 if kind == "warm1" else 2]:
                 cpu, wall = _cpu_children(), time.monotonic()
                 start, end, _ = _mode(kind, project, env)
                 failed += sum(code != 0 for code in _batch(start, names, stats_dir, concurrency))
                 end()
                 figures[f"{key}_wall"].append(time.monotonic() - wall)
                 figures[f"{key}_cpu"].append(_cpu_children() - cpu)
+            if kind == "warm1":
+                continue  # its cost, one after another, is the figure wanted; its start is warm's
             start, end, starts = _mode(kind, project, env)
             if starts is not None:  # the parent ready first: this is one crawl's start, not the parent's
                 _finish(start(crawl_command(names[0], stats_dir / "warmup.json")))
@@ -174,4 +180,6 @@ def crawl_starts(project: Path, env: dict[str, str], crawls: int, reps: int, wor
         out[kind]["failed_crawls"] = failed
     for key in ("seq_wall", "seq_cpu", "c2_wall", "c2_cpu", "peak_pss_4"):
         out[f"ratio_{key}"] = out["warm"][key] / out["cold"][key] if out["cold"][key] else None
+    for key in ("seq_wall", "seq_cpu"):
+        out[f"ratio_{key}_warm1"] = out["warm1"][key] / out["cold"][key] if out["cold"][key] else None
     return out

@@ -160,7 +160,8 @@ class CrawlRunner:
         if self._starts is None:
             from daemon.engines.warm import CrawlStarts
 
-            self._starts = CrawlStarts(self.settings.crawl_start, self.settings.project_dir, self.env)
+            self._starts = CrawlStarts(self.settings.crawl_start, self.settings.project_dir, self.env,
+                                       crawls_per_parent=self.settings.warm_parent_crawls)  # fmt: skip
         if not self._active:
             self._starts.begin_run()
 
@@ -317,6 +318,7 @@ def prewarmed_starts(settings: Settings, environ: dict[str, str] | None = None) 
     from daemon.engines.warm import CrawlStarts
 
     starts = CrawlStarts(settings.crawl_start, settings.project_dir,
-                         crawl_environment(dict(os.environ) if environ is None else environ))  # fmt: skip
+                         crawl_environment(dict(os.environ) if environ is None else environ),
+                         crawls_per_parent=settings.warm_parent_crawls)  # fmt: skip
     starts.prewarm()
     return starts

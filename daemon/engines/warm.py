@@ -10,6 +10,11 @@ warm start gives a `WarmCrawl`, which has what the runner uses of a Popen (`pid`
 or dies, the rest of that run starts cold, said once in a `crawl_start_cold` event with the reason;
 a parent unusable for the project (a reactor or a thread at import) is not tried again until the
 project's files change. A crawl of a parent that died reports -SIGKILL (PDEATHSIG killed it).
+
+The crawls of one parent share its interpreter's string hash seed (only an exec makes a new one): a
+parent forks at most `crawls_per_parent` crawls (SCHEDULER_WARM_PARENT_CRAWLS), then forks no more
+and exits once they end, and a fresh parent, started at once, serves the next crawl. At 1 each crawl
+has a seed of its own, as a cold crawl has; it then pays a cold crawl's imports, ahead of its start.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ log = structlog.get_logger("daemon.warm")
 
 MODES = ("cold", "warm", "warm-project")
 LINGER_S = 60.0  # the parent outlives its last crawl this long, for the crawls due soon after
+CRAWLS_PER_PARENT = 100  # SCHEDULER_WARM_PARENT_CRAWLS' default: then a fresh parent (a fresh hash seed)
 READY_TIMEOUT_S = 30.0  # its imports; as long as a cold crawl's, which would pay them anyway
 FORK_TIMEOUT_S = 10.0
 COMMAND_ROOM = 8192  # a blank argument, the room each crawl writes its own command line into (ps shows it)
@@ -100,6 +106,7 @@ class WarmParentProcess:
         self._pending: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._next_id = 0
+        self.forked = 0  # crawls it forked
         self._ready = threading.Event()  # its first message read: ready (reader started), or failed
         self._unready: WarmUnavailable | None = None
         threading.Thread(target=self._pump_stderr, name="warm-parent-stderr", daemon=True).start()
@@ -163,6 +170,7 @@ class WarmParentProcess:
             self.kill()  # its crawl, if it forked one, dies with it (PDEATHSIG)
             reply = {"refused": f"the warm parent did not answer in {FORK_TIMEOUT_S:g} s"}
         if "crawl" in reply:
+            self.forked += 1
             return reply["crawl"]
         for fd in (out_r, err_r):
             os.close(fd)
@@ -245,8 +253,10 @@ class WarmParentProcess:
 class CrawlStarts:
     """The runner's starter: a warm crawl, or None for a cold start (and why, logged once a run)."""
 
-    def __init__(self, mode: str, project_dir: Path, env: dict[str, str], linger_s: float = LINGER_S) -> None:
+    def __init__(self, mode: str, project_dir: Path, env: dict[str, str], linger_s: float = LINGER_S,
+                 crawls_per_parent: int = CRAWLS_PER_PARENT) -> None:  # fmt: skip
         self.mode = mode
+        self.crawls_per_parent = crawls_per_parent
         self.project_dir = project_dir
         self.env = env
         self.linger_s = linger_s
@@ -295,7 +305,10 @@ class CrawlStarts:
             if self.parent is None or self.parent.gone:
                 self.parent = None
                 self.parent = WarmParentProcess(self.mode, self.project_dir, self.env, self.linger_s)
-            return self.parent.spawn(argv)
+            crawl = self.parent.spawn(argv)
+            if self.parent.forked >= self.crawls_per_parent:
+                self._retire()
+            return crawl
         except WarmUnavailable as exc:
             lingered = self.parent is not None and self.parent.gone and self.parent.gone.endswith("(linger)")
             if lingered or (prewarmed and not exc.lasting):
@@ -307,6 +320,16 @@ class CrawlStarts:
             log.warning("crawl_start_cold", reason=str(exc), mode=self.mode, until="the project changes"
                         if exc.lasting else "the end of this run")  # fmt: skip
             return None
+
+
+    def _retire(self) -> None:
+        """The parent has forked its share: it forks no more and exits once its crawls end; a fresh
+        one (a fresh interpreter, so a fresh hash seed) starts now, warm by the next crawl."""
+        assert self.parent is not None
+        log.debug("warm_parent_retired", pid=self.parent.pid, crawls=self.parent.forked)
+        self.parent.close()
+        self.parent = None
+        self.prewarm()
 
 
 def project_fingerprint(project_dir: Path) -> str:

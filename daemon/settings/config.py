@@ -118,6 +118,11 @@ class Settings:
                 "cheaper; no project code in that parent); `warm-project`: that parent also imports the project's "
                 "settings and spiders (for projects slow to import); `cold`: a fresh `python -m scrapy` each time",
     )  # fmt: skip
+    warm_parent_crawls: int = variable(
+        "SCHEDULER_WARM_PARENT_CRAWLS", p.integer(1, 10**6), "100",
+        meaning="crawls one warm parent forks before a fresh parent takes over; its crawls share its string hash "
+                "seed: `1` gives each crawl a seed of its own, as cold does, at a cold start's CPU (paid ahead)",
+    )  # fmt: skip
     spider_timeout: timedelta = variable("SCHEDULER_SPIDER_TIMEOUT_MINUTES", p.duration("minutes"), "120",
                                          meaning="per-crawl time limit")  # fmt: skip
     retry_delay: timedelta = variable(

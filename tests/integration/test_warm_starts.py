@@ -75,7 +75,8 @@ class Probe(OkSpider):
         SEEN.append(os.getpid())
         with open(self.out, "w") as fh:
             main = getattr(sys.modules["__main__"].__spec__, "name", None)
-            json.dump({"seen": SEEN, "random": random.random(), "main": main,
+            json.dump({"seen": SEEN, "random": random.random(), "main": main, "hash": hash("abc"),
+                       "ppid": os.getppid(),
                        "threads": threading.active_count(), "reactor": type(reactor).__name__,
                        "pid": os.getpid(), "pgid": os.getpgid(0), "fds": sorted(os.listdir("/proc/self/fd"))}, fh)
 '''
@@ -177,6 +178,37 @@ def test_a_forked_crawl_has_its_own_group_main_random_stream_reactor_and_descrip
         assert probe["reactor"] == cold["reactor"] and probe["threads"] == cold["threads"]
         assert len(probe["fds"]) == len(cold["fds"])
     assert probes[0]["random"] != probes[1]["random"]
+    # The one difference left: crawls of one parent share its string hash seed (see the next test).
+    assert probes[0]["ppid"] == probes[1]["ppid"] and probes[0]["hash"] == probes[1]["hash"] != cold["hash"]
+
+
+@pytest.mark.parametrize("per_parent", [1, 2])
+def test_a_parent_forks_its_share_of_crawls_then_a_fresh_one_gives_the_next_a_new_hash_seed(per_parent, crawl_env,
+                                                                                             tmp_path):  # fmt: skip
+    """SCHEDULER_WARM_PARENT_CRAWLS: after its share a parent forks no more and exits once its crawls
+    end; the next crawl forks, warm, from a fresh interpreter with a string hash seed of its own."""
+    project = hostile_project(tmp_path / "p")
+    s = CrawlStarts("warm", project, crawl_env, linger_s=30, crawls_per_parent=per_parent)
+    s.begin_run()
+    probes = []
+    with capture_logs() as logs:
+        for i in range(4):
+            out = tmp_path / f"probe{i}.json"
+            assert run(s, ["probe", "-a", f"out={out}"], crawl_env, project, tmp_path)["exit"] == 0
+            probes.append(json.loads(out.read_text()))
+    try:
+        parents = [p["ppid"] for p in probes]
+        assert parents == [parents[i - i % per_parent] for i in range(4)]
+        assert len(set(parents)) == 4 // per_parent
+        seeds = {p["ppid"]: p["hash"] for p in probes}
+        assert len(set(seeds.values())) == len(seeds) and all(seeds[p["ppid"]] == p["hash"] for p in probes)
+        assert not [e for e in logs if e["event"] == "crawl_start_cold"]
+        # The retired parents drained and exited; the one serving the next crawl is already there.
+        assert until_empty(lambda: [p for p in set(parents) if alive(p)], timeout=30) == []
+        assert s.parent is not None and s.parent.pid not in parents
+    finally:
+        if s.parent is not None:
+            s.parent.kill()
 
 
 def test_a_project_whose_settings_install_a_reactor_runs_cold_with_one_line_saying_why(starts, crawl_env, tmp_path):
