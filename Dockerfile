@@ -43,5 +43,7 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
 # Each crawl is forked from a warm parent that imported Scrapy once (`python -m daemon.engines.warm_parent`,
 # started by the daemon when a crawl is due, gone a minute after the last): SCHEDULER_CRAWL_START=cold
 # turns it off, warm-project also preloads the project (README "How a crawl starts").
+# No CMD: without a command the entrypoint runs the daemon as one process that waits for
+# PostgreSQL and migrates itself (`python -m daemon run --migrate`); with one (`status`, `true`, a
+# shell) it waits and migrates first, then runs it.
 ENTRYPOINT ["/docker-entrypoint.sh"]
-CMD ["python", "-m", "daemon"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start-up of the scheduler: wait for PostgreSQL, apply the pending migrations, then become the
-# command (default: python -m daemon). Works in the image and from a checkout with DB_* set:
+# command. Without one, the daemon (`python -m daemon run --migrate`), which waits and migrates in
+# its own process. Works in the image and from a checkout with DB_* set:
 #   ./docker-entrypoint.sh true    # apply the migrations and exit 0
 # One more use, by docker-compose.yml's one-shot `db-password` service (as root, before PostgreSQL
 # starts): write the database password into the volume both services read, then exit.
@@ -94,11 +95,13 @@ main() {
     return
   fi
   export PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}"
+  if [[ $# -eq 0 ]]; then
+    # The daemon waits and migrates itself, in one process: its warm parent imports Scrapy while
+    # PostgreSQL starts, so a catch-up's first crawl starts the moment it answers.
+    exec "$PYTHON" -m daemon run --migrate
+  fi
   wait_for_postgres
   apply_migrations
-  if [[ $# -eq 0 ]]; then
-    set -- "$PYTHON" -m daemon
-  fi
   exec "$@"
 }
 

@@ -99,6 +99,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if stop.is_set():
             return 0  # asked to stop while waiting for PostgreSQL: nothing ran, nothing to record
         raise
+    if getattr(args, "migrate", False):  # the entrypoint's default command: see build_parser
+        from daemon.records.migrations import apply_migrations
+
+        apply_migrations(settings)
     source = Store(conn).jobs_source()  # the spiders listed last time: no `scrapy list` before a catch-up
     catalog = open_catalog(path, defaults, settings.spiders, source[3] if source else None,
                            lambda: list_spiders(settings), lambda found: resolve_spiders(settings, found),
@@ -212,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.ask.commands import add_arguments
 
     add_arguments(parsers)
+    # One process from start to loop for the container's default command: its warm parent imports
+    # Scrapy while PostgreSQL starts, and no interpreter is started for the wait and the migrations.
+    parsers["run"].add_argument("--migrate", action="store_true",
+                                help="apply the pending migrations once PostgreSQL answers, before the loop "
+                                     "(the entrypoint's default command)")  # fmt: skip
     parsers["logs"].add_argument("job", metavar="JOB")
     parsers["logs"].add_argument("--run", type=int, metavar="ID", help="that crawl (spider_runs.id), not the latest")
     parsers["logs"].add_argument("--follow", action="store_true", help="while it runs, print what it adds")

@@ -74,6 +74,42 @@ def test_the_entrypoint_applies_the_migrations_and_then_runs_the_command(pg_serv
     assert [e["applied_now"] for e in json_lines(again.stdout) if e["event"] == "migrations_up_to_date"] == [0]
 
 
+def test_without_a_command_the_entrypoint_becomes_one_daemon_that_warms_waits_and_migrates(pg_server, empty_database,
+                                                                                              site, tmp_path):  # fmt: skip
+    """The container's default: no shell-driven wait and migrate, one process. Its warm parent has
+    imported Scrapy while PostgreSQL was down; once it answers, the migrations are applied and the
+    never-run job's first crawl starts."""
+    env = {**pg_server.env(empty_database), "SCRAPY_PROJECT_DIR": str(ROOT / "tests" / "scrapy_project"),
+           "LOG_FORMAT": "json", "PYTHON": sys.executable, "SCHEDULER_SPIDERS": "ok", "TEST_SITE_URL": site,
+           "SCHEDULER_STATE_DIR": str(tmp_path / "state"), "DB_WAIT_TIMEOUT_SECONDS": "60",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    out = tmp_path / "out.log"
+    pg_server.stop("fast")
+    try:
+        with out.open("w") as fh:
+            proc = subprocess.Popen([str(ROOT / "docker-entrypoint.sh")], env=env, cwd=tmp_path, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        events = lambda: [e["event"] for e in json_lines(out.read_text())]  # noqa: E731
+        wait_for(lambda: "warm_parent_started" in events(), timeout=60, what="the warm parent, PostgreSQL down")
+        cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().split(b"\0")
+        assert cmdline[1:5] == [b"-m", b"daemon", b"run", b"--migrate"]  # the entrypoint exec'd it
+        assert "migrations_up_to_date" not in events()
+    finally:
+        pg_server.start()
+    try:
+        wait_for(lambda: "spider_started" in events(), timeout=60, what="the first crawl")
+        seen = events()
+        assert seen.index("warm_parent_started") < seen.index("database_available") \
+            < seen.index("migrations_up_to_date") < seen.index("runner_lock_acquired")  # fmt: skip
+        assert "crawl_start_cold" not in seen
+        conn = pg_server.connect(empty_database)
+        assert rows(conn, "SELECT count(*) FROM schema_migrations")[0][0] >= 3
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
 def test_acceptance_runs_happen_and_survive_sigterm_and_sigkill_mid_run(base_env, db, daemon_factory):
     env = {**base_env, "SCHEDULER_INTERVAL_HOURS": "0.001", "SLOW_SECONDS": "2", "SCHEDULER_SPIDERS": "slow"}
     completed = lambda: rows(db, "SELECT count(*) FROM scheduler_state WHERE status = 'completed'")[0][0]  # noqa: E731

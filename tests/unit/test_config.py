@@ -367,6 +367,16 @@ def test_crawls_start_warm_by_default_and_as_scheduler_crawl_start_says(value, m
     assert build(SCHEDULER_CRAWL_START=value).crawl_start == mode
 
 
+@pytest.mark.parametrize(("value", "crawls"), [("", 100), ("1", 1), ("5000", 5000)])
+def test_a_warm_parent_forks_100_crawls_by_default_or_as_many_as_set(value, crawls):
+    assert build(SCHEDULER_WARM_PARENT_CRAWLS=value).warm_parent_crawls == crawls
+
+
+def test_a_warm_parent_forking_no_crawl_is_refused_in_one_line():
+    [line] = problems(SCHEDULER_WARM_PARENT_CRAWLS="0")
+    assert "SCHEDULER_WARM_PARENT_CRAWLS='0'" in line and "whole number from 1" in line
+
+
 def test_an_unknown_crawl_start_is_one_line_naming_it_the_value_and_the_choices():
     [line] = problems(SCHEDULER_CRAWL_START="hot")
     assert "SCHEDULER_CRAWL_START" in line and "'hot'" in line and "cold, warm, warm-project" in line
