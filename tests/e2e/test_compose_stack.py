@@ -303,11 +303,12 @@ class TestComposeStack:
         wait_for(lambda: stack.inspect("{{.State.Health.Status}}") == "healthy", timeout=120, what="healthy")
         top = subprocess.run(["docker", "top", stack.container(), "-eo", "pid,args"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
-        # The daemon itself, not tini (init: true) whose command line also mentions it.
+        # The daemon itself (the entrypoint exec'd it), not tini (init: true) nor the warm parent.
+        daemon = ["-m", "daemon", "run", "--migrate"]
         pid = next(
             int(line.split()[0])
             for line in top.splitlines()[1:]
-            if line.split()[1].rsplit("/", 1)[-1].startswith("python") and line.split()[2:] == ["-m", "daemon"]
+            if line.split()[1].rsplit("/", 1)[-1].startswith("python") and line.split()[2:] == daemon
         )
         os.kill(pid, 19)  # SIGSTOP: the process exists, but its loop no longer turns
         try:
