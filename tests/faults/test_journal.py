@@ -160,15 +160,8 @@ def test_while_postgres_is_down_a_long_crawl_of_the_fail_safe_never_holds_a_quic
     its 20 s timeout) runs while the quick job's crawls keep their 4 s interval in the other slot,
     each recorded in the journal and written once PostgreSQL is back."""
     hang = tmp_path / "hang-long"
-    jobs = tmp_path / "jobs.toml"
-    jobs.write_text('[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "4s"\n\n'
-                    '[jobs.long]\nspider = "slow"\nevery = "12s"\ntimeout = "20s"\n')  # fmt: skip
-    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_CONCURRENCY": "2", "SLOW_SECONDS": "1",
-           "SPIDER_HANG_FILE": str(hang), "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
-    d = daemon_factory(env).start()
-    wait_for(lambda: count(db, "job = 'long' AND status = 'completed'", "spider_runs") == 1, timeout=60,
-             what="long's first crawl")  # fmt: skip
-    db.close()
+    env, d = quick_beside_long(base_env, db, daemon_factory, tmp_path, quick_every="4s",
+                               long_job='every = "12s"\ntimeout = "20s"', SPIDER_HANG_FILE=str(hang))  # fmt: skip
     pg_server.stop("fast")
     down = time.time()
     hang.touch()
@@ -195,9 +188,7 @@ def test_while_postgres_is_down_a_long_crawl_of_the_fail_safe_never_holds_a_quic
         assert count(conn, "status = 'running'", "spider_runs") == 0 and count(conn, "status = 'running'") == 0
         assert rows(conn, "SELECT status, failure FROM spider_runs WHERE job = 'long' ORDER BY id")[1] == ("failed",
                                                                                                       "timeout")
-        spans = rows(conn, "SELECT job, started_at, finished_at FROM spider_runs ORDER BY job, started_at")
-        for (job_a, _, end), (job_b, start, _) in zip(spans, spans[1:]):
-            assert job_a != job_b or end <= start, "two crawls of one job at once"
+        no_job_crawled_twice_at_once(conn)
         each_crawl_recorded_once(conn, env)
     finally:
         conn.close()
@@ -211,15 +202,8 @@ def test_once_postgres_is_back_a_long_crawl_of_the_fail_safe_still_running_holds
     job is crawled again, recorded in PostgreSQL, before the long crawl ends; the long crawl is
     recorded once, completed, and no crawl is lost or runs twice at once."""
     gate = tmp_path / "hold-long"
-    jobs = tmp_path / "jobs.toml"
-    jobs.write_text('[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "3s"\n\n'
-                    '[jobs.long]\nspider = "slow"\nevery = "8s"\n')  # fmt: skip
-    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_CONCURRENCY": "2", "SLOW_SECONDS": "1",
-           "SPIDER_GATE_FILE": str(gate), "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1"}  # fmt: skip
-    d = daemon_factory(env).start()
-    wait_for(lambda: count(db, "job = 'long' AND status = 'completed'", "spider_runs") == 1, timeout=60,
-             what="long's first crawl")  # fmt: skip
-    db.close()
+    env, d = quick_beside_long(base_env, db, daemon_factory, tmp_path, quick_every="3s", long_job='every = "8s"',
+                               SPIDER_GATE_FILE=str(gate))  # fmt: skip
     gate.touch()  # long's next crawl, the fail-safe's, lasts until the gate is removed
     pg_server.stop("fast")
     down = time.time()
@@ -261,13 +245,32 @@ def test_once_postgres_is_back_a_long_crawl_of_the_fail_safe_still_running_holds
         assert rows(conn, f"SELECT r.status, r.journal_id IS NOT NULL FROM spider_runs s JOIN scheduler_state r "
                           f"ON r.id = s.run_id WHERE {long_row}") == [("completed", True)]  # the adopted run
         assert count(conn, "status = 'running'", "spider_runs") == 0 and count(conn, "status = 'running'") == 0
-        spans = rows(conn, "SELECT job, started_at, finished_at FROM spider_runs ORDER BY job, started_at")
-        for (job_a, _, end), (job_b, start, _) in zip(spans, spans[1:]):
-            assert job_a != job_b or end <= start, "two crawls of one job at once"
+        no_job_crawled_twice_at_once(conn)
         each_crawl_recorded_once(conn, env)
         assert not journals(env)
     finally:
         conn.close()
+
+
+def quick_beside_long(base_env, db, daemon_factory, tmp_path, *, quick_every: str, long_job: str, **env_more):
+    """A daemon with two slots, a quick `ok` job and a long `slow` one (`long_job`: its TOML lines),
+    once long's first crawl is recorded; `db` is closed (PostgreSQL may now go). (env, daemon)."""
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f'[defaults]\nevery = "4h"\n\n[jobs.quick]\nspider = "ok"\nevery = "{quick_every}"\n\n'
+                    f'[jobs.long]\nspider = "slow"\n{long_job}\n')  # fmt: skip
+    env = {**base_env, "SCHEDULER_JOBS_FILE": str(jobs), "SCHEDULER_CONCURRENCY": "2", "SLOW_SECONDS": "1",
+           "DB_WAIT_TIMEOUT_SECONDS": "60", "SCHEDULER_TICK_SECONDS": "1", **env_more}  # fmt: skip
+    d = daemon_factory(env).start()
+    wait_for(lambda: count(db, "job = 'long' AND status = 'completed'", "spider_runs") == 1, timeout=60,
+             what="long's first crawl")  # fmt: skip
+    db.close()
+    return env, d
+
+
+def no_job_crawled_twice_at_once(conn) -> None:
+    spans = rows(conn, "SELECT job, started_at, finished_at FROM spider_runs ORDER BY job, started_at")
+    for (job_a, _, end), (job_b, start, _) in zip(spans, spans[1:]):
+        assert job_a != job_b or end <= start, "two crawls of one job at once"
 
 
 def each_crawl_recorded_once(conn, env) -> None:
