@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.jobs.crawl import crawl_command, crawl_environment
-from daemon.engines.warm import CrawlStarts
+from daemon.engines.crawl_starts import CrawlStarts
 
 Start = Callable[[list[str]], Any]  # argv after `python -m scrapy` -> a Popen-like crawl
 

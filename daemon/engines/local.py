@@ -3,7 +3,7 @@
 Each crawl runs in its own process group, so a timeout or a shutdown reaches the whole tree
 (SIGTERM, then SIGKILL after the grace period) and no crawl process outlives its turn. Each line a
 crawl prints becomes a `spider_output` log event tagged with the spider and the channel. A crawl
-starts cold (`python -m scrapy crawl`) or forked from the warm parent (daemon/engines/warm.py,
+starts cold (`python -m scrapy crawl`) or forked from the warm parent (daemon/engines/crawl_starts.py,
 `SCHEDULER_CRAWL_START`); the rest of this module cannot tell them apart.
 """
 
@@ -119,7 +119,7 @@ class CrawlRunner:
         self.stats_dir = settings.state_dir / "stats"
         self._wake = wake or threading.Event()
         self._active: list[_Crawl] = []  # the crawls under way, of every run
-        # daemon.engines.warm.CrawlStarts: made at the first crawl, or before the daemon waited for
+        # daemon.engines.crawl_starts.CrawlStarts: made at the first crawl, or before the daemon waited for
         # PostgreSQL (`prewarmed_starts`), its parent warming meanwhile.
         self._starts: Any = starts
 
@@ -158,7 +158,7 @@ class CrawlRunner:
         if self.settings.crawl_start == "cold":
             return
         if self._starts is None:
-            from daemon.engines.warm import CrawlStarts
+            from daemon.engines.crawl_starts import CrawlStarts
 
             self._starts = CrawlStarts(self.settings.crawl_start, self.settings.project_dir, self.env,
                                        crawls_per_parent=self.settings.warm_parent_crawls)  # fmt: skip
@@ -219,7 +219,7 @@ class CrawlRunner:
         spider = job.spider
         stats_file = self.stats_dir / f"{spider}-{uuid.uuid4().hex}.json"
         command = crawl_command(spider, stats_file, crawl_arguments(job), job.name)
-        # Forked from the warm parent (daemon/engines/warm.py), or None: a cold start, as before.
+        # Forked from the warm parent (daemon/engines/crawl_starts.py), or None: a cold start, as before.
         proc = self._starts.start(command[3:]) if self._starts is not None else None
         proc = proc or subprocess.Popen(
             command,
@@ -315,7 +315,7 @@ def prewarmed_starts(settings: Settings, environ: dict[str, str] | None = None) 
     SCHEDULER_CRAWL_START=cold. A parent nobody uses lingers out by itself (warm.LINGER_S)."""
     if settings.engine != "local" or settings.crawl_start == "cold":
         return None
-    from daemon.engines.warm import CrawlStarts
+    from daemon.engines.crawl_starts import CrawlStarts
 
     starts = CrawlStarts(settings.crawl_start, settings.project_dir,
                          crawl_environment(dict(os.environ) if environ is None else environ),

@@ -1,4 +1,4 @@
-"""A crawl forked from the warm parent (daemon/engines/warm.py, daemon/engines/warm_parent.py) is the cold crawl:
+"""A crawl forked from the warm parent (daemon/engines/crawl_starts.py, warm.py, warm_parent.py) is the cold crawl:
 the same exit codes, items, stats and log lines, the same stops, its own process group and pipes;
 a parent that dies or cannot be used costs no crawl. Real `scrapy crawl`s against the local site."""
 
@@ -24,7 +24,8 @@ from daemon.settings.config import Settings
 from daemon.jobs.crawl import crawl_command, crawl_environment
 from daemon.jobs.jobfile import Job
 from daemon.engines.local import CrawlRunner
-from daemon.engines.warm import CrawlStarts, WarmCrawl
+from daemon.engines.crawl_starts import CrawlStarts
+from daemon.engines.warm import WarmCrawl
 from tests.conftest import TEST_PROJECT, figure
 from tests.helpers import alive, crawl_to_end, process_tree, survivors, until_empty, wait_for
 
@@ -331,7 +332,7 @@ def test_through_the_runner_timeout_cancel_and_the_stop_grace_act_on_forked_craw
 
 def test_the_daemon_sigkilled_mid_crawl_leaves_neither_parent_nor_crawl(base_env, tmp_path):
     script = (
-        "import os, sys, time\nfrom daemon.engines.warm import CrawlStarts\nfrom daemon.jobs.crawl import crawl_command\n"
+        "import os, sys, time\nfrom daemon.engines.crawl_starts import CrawlStarts\nfrom daemon.jobs.crawl import crawl_command\n"
         "from daemon.jobs.crawl import crawl_environment\nfrom pathlib import Path\n"
         f"s = CrawlStarts('warm', Path({str(TEST_PROJECT)!r}), crawl_environment(dict(os.environ)))\n"
         f"s.begin_run()\nc = s.start(crawl_command('slow', Path({str(tmp_path / 's.json')!r}))[3:])\n"
